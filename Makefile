@@ -1,0 +1,41 @@
+# Isthmus: `make demo` runs the whole mesh locally, `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONSUL := .tools/bin/consul
+
+.PHONY: install demo up test test-unit lint typecheck bench clean
+
+install: $(STAMP) $(CONSUL)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(CONSUL): scripts/get-consul.sh
+	./scripts/get-consul.sh
+
+demo: install
+	$(BIN)/isthmus demo
+
+up: install
+	$(BIN)/isthmus up
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit tests/simulation
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy shared services
+
+clean:
+	rm -rf $(VENV) .tools .isthmus

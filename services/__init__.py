@@ -1,0 +1,1 @@
+"""Isthmus components: galley, pilot, citadel, proxy, the CLI and the local launcher."""

@@ -1,0 +1,1 @@
+"""Runs the mesh as local processes: finds the nats-server and consul binaries, starts and stops them."""

@@ -1,0 +1,1 @@
+"""Isthmus shared package: config model, wire names, identity helpers used by every component."""

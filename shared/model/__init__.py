@@ -1,0 +1,27 @@
+"""The typed config model: Istio-shaped resources (validated, frozen) and the pilot-to-proxy config."""
+
+from shared.model.resources import (
+    KINDS,
+    AuthorizationPolicy,
+    DestinationRule,
+    PeerAuthentication,
+    Resource,
+    UnknownKind,
+    VirtualService,
+    dump_resource,
+    kind_class,
+    parse_resource,
+)
+
+__all__ = [
+    "KINDS",
+    "AuthorizationPolicy",
+    "DestinationRule",
+    "PeerAuthentication",
+    "Resource",
+    "UnknownKind",
+    "VirtualService",
+    "dump_resource",
+    "kind_class",
+    "parse_resource",
+]

@@ -1,0 +1,133 @@
+"""DestinationRule: subsets by labels and the traffic policy (load balancing, pools, outlier detection)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from shared.model.base import Duration, Spec
+from shared.model.virtual_service import PortSelector
+
+
+class SimpleLB(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    LEAST_CONN = "LEAST_CONN"
+    RANDOM = "RANDOM"
+    PASSTHROUGH = "PASSTHROUGH"
+
+
+class HTTPCookie(Spec):
+    name: str
+    path: str | None = None
+    ttl: Duration | None = None
+
+
+class ConsistentHashLB(Spec):
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    minimum_ring_size: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ConsistentHashLB:
+        keys = [self.http_header_name, self.http_cookie, self.use_source_ip, self.http_query_parameter_name]
+        if sum(key is not None and key is not False for key in keys) != 1:
+            raise ValueError(
+                "exactly one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName must be set"
+            )
+        return self
+
+
+class LoadBalancerSettings(Spec):
+    simple: SimpleLB | None = None
+    consistent_hash: ConsistentHashLB | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LoadBalancerSettings:
+        if self.simple is not None and self.consistent_hash is not None:
+            raise ValueError("set either simple or consistentHash, not both")
+        return self
+
+
+class TCPSettings(Spec):
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    connect_timeout: Duration = 10.0
+
+
+class HTTPSettings(Spec):
+    http1_max_pending_requests: Annotated[int, Field(ge=1)] | None = None
+    http2_max_requests: Annotated[int, Field(ge=1)] | None = None
+    max_requests_per_connection: Annotated[int, Field(ge=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+    idle_timeout: Duration | None = None
+
+
+class ConnectionPoolSettings(Spec):
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class OutlierDetection(Spec):
+    consecutive_5xx_errors: Annotated[int, Field(ge=0, alias="consecutive5xxErrors")] = 5
+    consecutive_gateway_errors: Annotated[int, Field(ge=0)] | None = None
+    interval: Duration = 10.0
+    base_ejection_time: Duration = 30.0
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 10
+    min_health_percent: Annotated[int, Field(ge=0, le=100)] = 0
+
+
+class TLSMode(StrEnum):
+    DISABLE = "DISABLE"
+    SIMPLE = "SIMPLE"
+    MUTUAL = "MUTUAL"
+    ISTIO_MUTUAL = "ISTIO_MUTUAL"
+
+
+class ClientTLSSettings(Spec):
+    mode: TLSMode = TLSMode.ISTIO_MUTUAL
+
+
+class PortTrafficPolicy(Spec):
+    port: PortSelector
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+
+class TrafficPolicy(Spec):
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+    port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+
+
+class Subset(Spec):
+    name: Annotated[str, Field(min_length=1)]
+    labels: dict[str, str] = Field(default_factory=dict)
+    traffic_policy: TrafficPolicy | None = None
+
+
+class DestinationRuleSpec(Spec):
+    host: Annotated[str, Field(min_length=1)]
+    traffic_policy: TrafficPolicy | None = None
+    subsets: list[Subset] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_subsets(self) -> DestinationRuleSpec:
+        seen: set[str] = set()
+        for subset in self.subsets:
+            if subset.name in seen:
+                raise ValueError(f"subsets: name {subset.name!r} is defined twice")
+            seen.add(subset.name)
+        return self
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets if s.name == name), None)

@@ -1,0 +1,111 @@
+"""What pilot sends each proxy: virtual hosts with resolved routes, clusters with endpoints, inbound policy.
+
+This is the contract between pilot's pure generators and the proxy's filter chain. Every host name is
+already resolved to clusters, every default applied; the proxy only has to execute it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from pydantic import Field
+
+from shared.model.authorization_policy import AuthorizationPolicySpec
+from shared.model.base import Duration, Spec
+from shared.model.destination_rule import TrafficPolicy
+from shared.model.peer_authentication import MtlsMode
+from shared.model.virtual_service import (
+    Headers,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRetry,
+    HTTPRewrite,
+)
+
+
+def cluster_name(host: str, port: int, subset: str | None = None) -> str:
+    """Envoy's naming: `outbound|<port>|<subset>|<host>`."""
+    return f"outbound|{port}|{subset or ''}|{host}"
+
+
+class Endpoint(Spec):
+    address: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    labels: dict[str, str] = Field(default_factory=dict)
+    identity: str | None = None
+    """SPIFFE URI the endpoint's sidecar must present; None means no sidecar: plain text to the app."""
+    healthy: bool = True
+
+
+class Cluster(Spec):
+    name: str
+    host: str
+    port: int
+    subset: str | None = None
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    traffic_policy: TrafficPolicy | None = None
+
+
+class WeightedCluster(Spec):
+    cluster: str
+    weight: Annotated[int, Field(ge=0)] = 100
+    headers: Headers | None = None
+
+
+class Route(Spec):
+    name: str | None = None
+    match: list[HTTPMatchRequest] = Field(default_factory=list)
+    """Empty: the route matches every request."""
+    route: list[WeightedCluster]
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    rewrite: HTTPRewrite | None = None
+    headers: Headers | None = None
+
+
+class VirtualHost(Spec):
+    name: str
+    domains: list[str]
+    """Host header values (lower case, with or without port) that select this virtual host."""
+    routes: list[Route]
+
+
+class NamedAuthorizationPolicy(Spec):
+    name: str
+    namespace: str
+    spec: AuthorizationPolicySpec
+
+
+class InboundConfig(Spec):
+    mtls_mode: MtlsMode = MtlsMode.PERMISSIVE
+    """Resolved mode for the workload's port (never UNSET)."""
+    authorization: list[NamedAuthorizationPolicy] = Field(default_factory=list)
+
+
+class ProxyConfig(Spec):
+    proxy_id: str
+    service: str
+    namespace: str
+    version: str = ""
+    virtual_hosts: list[VirtualHost] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(default_factory=list)
+    inbound: InboundConfig = Field(default_factory=InboundConfig)
+
+    def content_hash(self) -> str:
+        body = self.model_dump(mode="json", by_alias=True, exclude={"version"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def versioned(self) -> ProxyConfig:
+        """A copy whose version is the hash of its content: same input, same version, on every pilot."""
+        return self.model_copy(update={"version": self.content_hash()})
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ProxyConfig:
+        return cls.model_validate_json(data)

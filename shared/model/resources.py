@@ -1,0 +1,77 @@
+"""The Istio-shaped resources (apiVersion, kind, metadata, spec) and the kind registry used to parse them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from shared.model.authorization_policy import AuthorizationPolicySpec
+from shared.model.base import Metadata, Spec
+from shared.model.destination_rule import DestinationRuleSpec
+from shared.model.peer_authentication import PeerAuthenticationSpec
+from shared.model.virtual_service import VirtualServiceSpec
+
+NetworkingVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
+SecurityVersion = Literal["security.istio.io/v1", "security.istio.io/v1beta1"]
+
+
+class VirtualService(Spec):
+    api_version: NetworkingVersion
+    kind: Literal["VirtualService"]
+    metadata: Metadata
+    spec: VirtualServiceSpec
+
+
+class DestinationRule(Spec):
+    api_version: NetworkingVersion
+    kind: Literal["DestinationRule"]
+    metadata: Metadata
+    spec: DestinationRuleSpec
+
+
+class PeerAuthentication(Spec):
+    api_version: SecurityVersion
+    kind: Literal["PeerAuthentication"]
+    metadata: Metadata
+    spec: PeerAuthenticationSpec
+
+
+class AuthorizationPolicy(Spec):
+    api_version: SecurityVersion
+    kind: Literal["AuthorizationPolicy"]
+    metadata: Metadata
+    spec: AuthorizationPolicySpec
+
+
+Resource = VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy
+
+KINDS: dict[str, type[Resource]] = {
+    "VirtualService": VirtualService,
+    "DestinationRule": DestinationRule,
+    "PeerAuthentication": PeerAuthentication,
+    "AuthorizationPolicy": AuthorizationPolicy,
+}
+
+
+class UnknownKind(ValueError):
+    """The document's kind is not one Isthmus understands; the message lists the known kinds."""
+
+
+def kind_class(kind: object) -> type[Resource]:
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise UnknownKind(f"kind {kind!r} is not supported; supported kinds: {', '.join(sorted(KINDS))}")
+    return KINDS[kind]
+
+
+def parse_resource(document: Any) -> Resource:
+    """Validate one decoded document; raises UnknownKind or pydantic.ValidationError with field paths."""
+    if not isinstance(document, dict):
+        raise UnknownKind(f"a resource must be a mapping with apiVersion, kind, metadata and spec, "
+                          f"got {type(document).__name__}")
+    return kind_class(document.get("kind")).model_validate(document)
+
+
+def dump_resource(resource: BaseModel) -> dict[str, Any]:
+    """The resource as Istio-shaped JSON data (camelCase, unset optional fields left out)."""
+    return resource.model_dump(mode="json", by_alias=True, exclude_none=True)
