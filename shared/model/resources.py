@@ -12,7 +12,9 @@ from shared.model.destination_rule import DestinationRuleSpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
 from shared.model.virtual_service import VirtualServiceSpec
 
-NetworkingVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
+NetworkingVersion = Literal[
+    "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"
+]
 SecurityVersion = Literal["security.istio.io/v1", "security.istio.io/v1beta1"]
 
 
@@ -67,8 +69,10 @@ def kind_class(kind: object) -> type[Resource]:
 def parse_resource(document: Any) -> Resource:
     """Validate one decoded document; raises UnknownKind or pydantic.ValidationError with field paths."""
     if not isinstance(document, dict):
-        raise UnknownKind(f"a resource must be a mapping with apiVersion, kind, metadata and spec, "
-                          f"got {type(document).__name__}")
+        raise UnknownKind(
+            f"a resource must be a mapping with apiVersion, kind, metadata and spec, "
+            f"got {type(document).__name__}"
+        )
     return kind_class(document.get("kind")).model_validate(document)
 
 
