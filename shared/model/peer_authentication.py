@@ -1,4 +1,4 @@
-"""PeerAuthentication: which mTLS mode a workload's inbound listener enforces, mesh -> namespace -> workload."""
+"""PeerAuthentication: the mTLS mode a workload's inbound listener enforces (mesh, namespace, workload)."""
 
 from __future__ import annotations
 
