@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """What citadel returns for a CSR: the chain (leaf first, PEM), the roots to trust, the leaf's expiry."""
+
+    chain_pem: tuple[bytes, ...]
+    trust_bundle_pem: bytes
+    not_after: float
+    """Leaf expiry, seconds since the epoch."""
+
+    @property
+    def leaf_pem(self) -> bytes:
+        return self.chain_pem[0]
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:
