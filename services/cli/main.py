@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 # Each module defines `register(subparsers)`, adding subcommands whose handler is set with
 # `parser.set_defaults(handler=fn)`; fn(args) returns the exit code.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "services.cli.local_cmds",
+    "services.cli.config_cmds",
+    "services.cli.proxy_status",
+    "services.cli.token_cmds",
+    "services.cli.component_cmds",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

