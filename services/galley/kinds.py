@@ -1,0 +1,35 @@
+"""Kind names as people type them (Istio's plural and short forms, any case) mapped to the model's kinds."""
+
+from __future__ import annotations
+
+from shared.model import KINDS, UnknownKind
+
+_SHORT_FORMS: dict[str, str] = {
+    "vs": "VirtualService",
+    "dr": "DestinationRule",
+    "pa": "PeerAuthentication",
+    "ap": "AuthorizationPolicy",
+}
+
+
+def _aliases() -> dict[str, str]:
+    table = dict(_SHORT_FORMS)
+    for kind in KINDS:
+        lower = kind.lower()
+        table[lower] = kind
+        table[lower[:-1] + "ies" if lower.endswith("y") else lower + "s"] = kind
+    return table
+
+
+_ALIASES = _aliases()
+
+
+def resolve_kind(text: str) -> str:
+    """'vs', 'VirtualServices', 'virtualservice' -> 'VirtualService'; unknown names raise UnknownKind."""
+    kind = _ALIASES.get(text.strip().lower())
+    if kind is None:
+        raise UnknownKind(
+            f"kind {text!r} is not supported; use one of {', '.join(sorted(KINDS))} "
+            f"(or {', '.join(sorted(_SHORT_FORMS))})"
+        )
+    return kind
