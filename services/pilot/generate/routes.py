@@ -1,0 +1,96 @@
+"""Generation of virtual hosts: VirtualService http routes resolved to weighted clusters, per catalog service.
+
+A VirtualService applies to a catalog service when one of its spec.hosts resolves to it (hosts.py). Its
+http routes become Route entries in order; several VirtualServices for one service are concatenated in
+(namespace, name) order; the proxy takes the first route that matches. Each destination becomes a
+WeightedCluster to `cluster_name(service, port, subset)`, port = destination.port.number or 80. Weights:
+a lone destination without weight gets 100; when several destinations all omit weight, 100 is split evenly
+(remainder to the first ones); when only some omit it, those get 0. A service no VirtualService
+applies to (or whose VirtualServices have no http routes) gets one catch-all Route to its default cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.pilot.generate.hosts import HostIndex, MeshService
+from shared.model import VirtualService
+from shared.model.proxy_config import Route, VirtualHost, WeightedCluster, cluster_name
+from shared.model.virtual_service import HTTPRoute, HTTPRouteDestination
+
+DEFAULT_PORT = 80
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """One (host, port, subset) a route sends traffic to; host is already resolved (HostIndex.cluster_host)."""
+
+    host: str
+    port: int
+    subset: str | None
+
+    @property
+    def name(self) -> str:
+        return cluster_name(self.host, self.port, self.subset)
+
+
+def default_ref(service: MeshService) -> ClusterRef:
+    return ClusterRef(host=service.name, port=DEFAULT_PORT, subset=None)
+
+
+def virtual_services_for(
+    service: MeshService, virtual_services: list[VirtualService], hosts: HostIndex
+) -> list[VirtualService]:
+    """VirtualServices with a host naming `service`, in (namespace, name) order."""
+    applying = [
+        vs
+        for vs in virtual_services
+        if any(hosts.resolve(host, vs.metadata.namespace) == service for host in vs.spec.hosts)
+    ]
+    return sorted(applying, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
+
+
+def _weights(destinations: list[HTTPRouteDestination]) -> list[int]:
+    if all(d.weight is None for d in destinations):
+        share, remainder = divmod(100, len(destinations))
+        return [share + (1 if index < remainder else 0) for index in range(len(destinations))]
+    return [d.weight or 0 for d in destinations]
+
+
+def _route(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> Route:
+    weighted: list[WeightedCluster] = []
+    for destination, weight in zip(http.route, _weights(http.route), strict=True):
+        target = destination.destination
+        ref = ClusterRef(
+            host=hosts.cluster_host(target.host, namespace),
+            port=target.port.number if target.port else DEFAULT_PORT,
+            subset=target.subset,
+        )
+        refs.add(ref)
+        weighted.append(WeightedCluster(cluster=ref.name, weight=weight, headers=destination.headers))
+    return Route(
+        name=http.name,
+        match=list(http.match),
+        route=weighted,
+        timeout=http.timeout,
+        retries=http.retries,
+        fault=http.fault,
+        rewrite=http.rewrite,
+        headers=http.headers,
+    )
+
+
+def virtual_host(
+    service: MeshService, virtual_services: list[VirtualService], hosts: HostIndex, refs: set[ClusterRef]
+) -> VirtualHost:
+    """The service's virtual host; every cluster its routes reference is added to `refs`."""
+    routes = [
+        _route(http, vs.metadata.namespace, hosts, refs)
+        for vs in virtual_services_for(service, virtual_services, hosts)
+        for http in vs.spec.http
+    ]
+    if not routes:
+        ref = default_ref(service)
+        refs.add(ref)
+        routes = [Route(name="default", route=[WeightedCluster(cluster=ref.name, weight=100)])]
+    return VirtualHost(name=service.name, domains=service.domains, routes=routes)

@@ -1,0 +1,130 @@
+"""The pilot's immutable view of the world: accepted resources plus Consul catalog instances, swapped whole.
+
+Mesh rules read from the catalog (the contract with the proxy's registration):
+- An instance whose Consul Meta has `isthmus-mesh=true` has a sidecar: it is a proxy. Its proxy id is Meta
+  `isthmus-proxy-id` (falling back to the Consul service ID), its service the Consul service name, its
+  namespace Meta `namespace` (default "default"), its service account Meta `service-account` (default
+  "default"), its labels `labels_from_meta(meta)`. Its registered port is the sidecar's inbound (mTLS) port.
+- Any other instance is a plain service without sidecar, reached in plain text on its registered port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TypeVar
+
+from shared.consul import (
+    DEFAULT_NAMESPACE,
+    META_MESH,
+    META_NAMESPACE,
+    META_PROXY_ID,
+    META_SERVICE_ACCOUNT,
+    labels_from_meta,
+)
+from shared.model import Resource
+
+DEFAULT_SERVICE_ACCOUNT = "default"
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One Consul service instance, as the health endpoint reports it."""
+
+    service: str
+    service_id: str
+    node: str
+    address: str
+    port: int
+    meta: Mapping[str, str] = field(default_factory=dict)
+    healthy: bool = True
+
+    @property
+    def meshed(self) -> bool:
+        return self.meta.get(META_MESH, "").lower() == "true"
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE
+
+    @property
+    def service_account(self) -> str:
+        return self.meta.get(META_SERVICE_ACCOUNT) or DEFAULT_SERVICE_ACCOUNT
+
+    @property
+    def proxy_id(self) -> str:
+        return self.meta.get(META_PROXY_ID) or self.service_id
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return labels_from_meta(dict(self.meta))
+
+    def sort_key(self) -> tuple[str, str, str, str, int]:
+        return (self.service, self.node, self.service_id, self.address, self.port)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A meshed instance seen as the receiver of a generated config."""
+
+    proxy_id: str
+    service: str
+    namespace: str
+    service_account: str
+    labels: Mapping[str, str]
+
+    @classmethod
+    def of(cls, instance: Instance) -> Proxy:
+        if not instance.meshed:
+            raise ValueError(f"instance {instance.service_id!r} of {instance.service!r} has no sidecar")
+        return cls(
+            proxy_id=instance.proxy_id,
+            service=instance.service,
+            namespace=instance.namespace,
+            service_account=instance.service_account,
+            labels=instance.labels,
+        )
+
+
+def _resource_key(resource: Resource) -> tuple[str, str, str]:
+    return (resource.kind, resource.metadata.namespace, resource.metadata.name)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one generation pass reads; built from the watches' current state, never changed after."""
+
+    resources: tuple[Resource, ...] = ()
+    instances: tuple[Instance, ...] = ()
+
+    @classmethod
+    def build(cls, resources: Iterable[Resource], instances: Iterable[Instance]) -> Snapshot:
+        """Sort both inputs so the same state gives the same snapshot whatever order it arrived in."""
+        return cls(
+            resources=tuple(sorted(resources, key=_resource_key)),
+            instances=tuple(sorted(instances, key=Instance.sort_key)),
+        )
+
+    def of_kind(self, kind: type[R]) -> list[R]:
+        """Resources of one kind in (namespace, name) order."""
+        return [resource for resource in self.resources if isinstance(resource, kind)]
+
+    @cached_property
+    def services(self) -> dict[str, tuple[Instance, ...]]:
+        """Catalog service name -> its instances, in name order."""
+        grouped: dict[str, list[Instance]] = {}
+        for instance in self.instances:
+            grouped.setdefault(instance.service, []).append(instance)
+        return {name: tuple(grouped[name]) for name in sorted(grouped)}
+
+    @cached_property
+    def proxies(self) -> tuple[Proxy, ...]:
+        """Every meshed instance as a Proxy, in proxy id order; a duplicated proxy id keeps the first."""
+        seen: dict[str, Proxy] = {}
+        for instance in self.instances:
+            if instance.meshed and instance.proxy_id not in seen:
+                seen[instance.proxy_id] = Proxy.of(instance)
+        return tuple(seen[key] for key in sorted(seen))
