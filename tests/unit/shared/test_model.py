@@ -66,10 +66,7 @@ def test_bad_duration_and_string_match_are_explained() -> None:
         parse_resource(doc)
     messages = {error["loc"]: error["msg"] for error in info.value.errors()}
     assert "not a duration" in messages[("spec", "http", 1, "timeout")]
-    assert (
-        "exactly one of exact, prefix or regex"
-        in messages[("spec", "http", 0, "match", 0, "headers", "End-User")]
-    )
+    assert "exactly one of exact, prefix or regex" in messages[("spec", "http", 0, "match", 0, "headers", "End-User")]
 
 
 def test_unknown_kind_lists_supported_kinds() -> None:
