@@ -1,0 +1,121 @@
+"""Push layer: after each debounced change, build one snapshot, generate every proxy's config, write changes.
+
+A proxy's config is written to PROXY_CONFIG_BUCKET under `proxy_key(proxy_id)` only when its version
+(the content hash) differs from the version stored there, so several pilots with the same input never
+churn the bucket. A failed write is retried on the next push (one is scheduled after `retry_delay`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from services.pilot.debounce import Debouncer
+from services.pilot.generate import generate
+from services.pilot.metrics import PilotMetrics
+from services.pilot.snapshot import Snapshot
+from shared.bus.names import proxy_key
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.proxy_config import ProxyConfig
+
+log = logging.getLogger(__name__)
+
+
+class ProxyConfigStore(Protocol):
+    """Where generated configs go: the proxy config bucket in production."""
+
+    async def stored_version(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+
+class KvProxyConfigStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def stored_version(self, key: str) -> str | None:
+        try:
+            entry = await self._kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        try:
+            version = json.loads(entry.value or b"{}").get("version")
+        except (ValueError, AttributeError):
+            return None
+        return version if isinstance(version, str) else None
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self._kv.put(key, value)
+
+
+class Pusher:
+    def __init__(
+        self,
+        store: ProxyConfigStore,
+        current: Callable[[], Snapshot],
+        debouncer: Debouncer,
+        metrics: PilotMetrics,
+        trust_domain: str,
+        root_namespace: str,
+        clock: Clock = SYSTEM_CLOCK,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._current = current
+        self._debouncer = debouncer
+        self._metrics = metrics
+        self._trust_domain = trust_domain
+        self._root_namespace = root_namespace
+        self._clock = clock
+        self._retry_delay = retry_delay
+        self._written: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
+        """proxy id -> version generated from the latest snapshot (what /debug/proxies shows)."""
+        self.snapshot = Snapshot()
+
+    async def run(self) -> None:
+        """Forever: wait for a debounced change, push the current snapshot."""
+        while True:
+            await self._debouncer.wait()
+            failed = await self.push(self._current())
+            if failed:
+                await self._clock.sleep(self._retry_delay)
+                self._debouncer.notify()
+
+    async def push(self, snapshot: Snapshot) -> int:
+        """Generate and write every proxy whose stored version differs; returns the number of failures."""
+        started = time.perf_counter()
+        self.snapshot = snapshot
+        self._metrics.proxies.set(len(snapshot.proxies))
+        self._metrics.catalog_services.set(len(snapshot.services))
+        self._metrics.config_resources.set(len(snapshot.resources))
+        versions: dict[str, str] = {}
+        failed = 0
+        for proxy in snapshot.proxies:
+            try:
+                config = generate(snapshot, proxy, self._trust_domain, self._root_namespace).versioned()
+                versions[proxy.proxy_id] = config.version
+                await self._write(config)
+            except Exception:
+                failed += 1
+                self._metrics.push_errors.inc()
+                log.exception("push: proxy %s not updated", proxy.proxy_id)
+        self.versions = versions
+        self._metrics.push_duration.observe(time.perf_counter() - started)
+        return failed
+
+    async def _write(self, config: ProxyConfig) -> None:
+        key = proxy_key(config.proxy_id)
+        if self._written.get(key) == config.version:
+            return
+        if await self._store.stored_version(key) != config.version:
+            await self._store.put(key, config.to_json())
+            self._metrics.pushes.inc()
+            log.info("push: proxy %s -> version %s", config.proxy_id, config.version)
+        self._written[key] = config.version
