@@ -1,0 +1,1 @@
+"""Citadel: the certificate authority that turns workload CSRs into SPIFFE certificates."""

@@ -1,0 +1,258 @@
+"""Citadel's certificate authority: one self-signed root that signs workload CSRs into short-lived SVIDs."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from services.citadel.ca_store import CaFiles, CaStateError, read_ca_files, write_ca_files
+from services.citadel.csr import CsrRefused, IdentityMismatch, check_identity, parse_csr
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.identity import SpiffeId
+from shared.identity.spiffe import SCHEME
+from shared.identity.svid import new_private_key, private_key_pem
+
+log = logging.getLogger(__name__)
+
+ROOT_TTL_SECONDS = 10 * 365 * 24 * 3600
+DEFAULT_TTL_SECONDS = 24 * 3600
+MAX_TTL_SECONDS = 30 * 24 * 3600
+BACKDATE_SECONDS = 60
+"""Leaves start a minute in the past so small clock skew between VMs does not reject a fresh cert."""
+
+
+@dataclass(frozen=True, slots=True)
+class TtlPolicy:
+    """Lifetime of issued leaves: `default_seconds` when the request says 0, never more than `max_seconds`."""
+
+    default_seconds: int = DEFAULT_TTL_SECONDS
+    max_seconds: int = MAX_TTL_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.default_seconds <= 0 or self.max_seconds <= 0:
+            raise ValueError("default and max TTL must be positive")
+        if self.default_seconds > self.max_seconds:
+            raise ValueError(f"default TTL {self.default_seconds}s exceeds max TTL {self.max_seconds}s")
+
+
+DEFAULT_TTL_POLICY = TtlPolicy()
+
+
+class CertificateAuthority:
+    """Holds the root key in memory; everything it signs chains directly to the root."""
+
+    def __init__(
+        self,
+        root_cert: x509.Certificate,
+        root_key: ec.EllipticCurvePrivateKey,
+        trust_domain: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        ttl: TtlPolicy = DEFAULT_TTL_POLICY,
+    ) -> None:
+        self.root_cert = root_cert
+        self.root_key = root_key
+        self.trust_domain = SpiffeId(trust_domain, "x", "x").trust_domain  # validates the name
+        self.clock = clock
+        self.ttl = ttl
+
+    @classmethod
+    def create(
+        cls, trust_domain: str, *, clock: Clock = SYSTEM_CLOCK, ttl: TtlPolicy = DEFAULT_TTL_POLICY
+    ) -> CertificateAuthority:
+        """A fresh in-memory root (ECDSA P-256, ten years) for `trust_domain`."""
+        SpiffeId(trust_domain, "x", "x")
+        key = new_private_key()
+        now = _utc(clock.wall())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "isthmus"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"isthmus root CA {trust_domain}"),
+            ]
+        )
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(seconds=BACKDATE_SECONDS))
+            .not_valid_after(now + datetime.timedelta(seconds=ROOT_TTL_SECONDS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"{SCHEME}{trust_domain}")]),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key, trust_domain, clock=clock, ttl=ttl)
+
+    @classmethod
+    def load(
+        cls, state_dir: Path, *, clock: Clock = SYSTEM_CLOCK, ttl: TtlPolicy = DEFAULT_TTL_POLICY
+    ) -> CertificateAuthority:
+        """The CA persisted in `state_dir`; its trust domain is read from the root. Raises CaStateError."""
+        files = read_ca_files(state_dir)
+        if files is None:
+            raise CaStateError(f"no CA in {state_dir}; start citadel with --state-dir {state_dir} first")
+        return cls._from_files(files, state_dir, clock, ttl)
+
+    @classmethod
+    def load_or_create(
+        cls, state_dir: Path, trust_domain: str, *, clock: Clock = SYSTEM_CLOCK, ttl: TtlPolicy = DEFAULT_TTL_POLICY
+    ) -> CertificateAuthority:
+        """Reload the root from `state_dir`, or create and persist one (key 0600, directory 0700)."""
+        files = read_ca_files(state_dir)
+        if files is None:
+            ca = cls.create(trust_domain, clock=clock, ttl=ttl)
+            write_ca_files(state_dir, CaFiles(cert_pem=ca.trust_bundle_pem(), key_pem=ca.key_pem()))
+            log.info("created root CA for %s in %s", trust_domain, state_dir)
+            return ca
+        ca = cls._from_files(files, state_dir, clock, ttl)
+        if ca.trust_domain != trust_domain:
+            raise CaStateError(f"the CA in {state_dir} is for trust domain {ca.trust_domain!r}, not {trust_domain!r}")
+        return ca
+
+    @classmethod
+    def _from_files(cls, files: CaFiles, state_dir: Path, clock: Clock, ttl: TtlPolicy) -> CertificateAuthority:
+        try:
+            cert = x509.load_pem_x509_certificate(files.cert_pem)
+            key = serialization.load_pem_private_key(files.key_pem, password=None)
+        except ValueError as error:
+            raise CaStateError(f"the CA files in {state_dir} are not valid PEM: {error}") from error
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise CaStateError(f"the CA key in {state_dir} does not belong to its certificate")
+        if cert.not_valid_after_utc <= _utc(clock.wall()):
+            raise CaStateError(f"the root CA in {state_dir} expired at {cert.not_valid_after_utc}")
+        return cls(cert, key, _trust_domain_of_root(cert, state_dir), clock=clock, ttl=ttl)
+
+    def trust_bundle_pem(self) -> bytes:
+        return self.root_cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return private_key_pem(self.root_key)
+
+    def effective_ttl(self, requested_seconds: int) -> int:
+        """0 means the default; anything above the maximum is cut down to it; negative is refused."""
+        if requested_seconds < 0:
+            raise CsrRefused(f"ttl_seconds is {requested_seconds}; it must be 0 (default) or positive")
+        return min(requested_seconds or self.ttl.default_seconds, self.ttl.max_seconds)
+
+    def sign_csr(self, csr_pem: bytes, identity: SpiffeId, ttl_seconds: int) -> tuple[bytes, ...]:
+        """Sign a CSR for `identity` (its only SAN must be that SPIFFE URI); PEM chain, leaf first."""
+        if identity.trust_domain != self.trust_domain:
+            raise IdentityMismatch(f"{identity.uri} is not in trust domain {self.trust_domain}")
+        parsed = parse_csr(csr_pem)
+        check_identity(parsed, identity)
+        ttl = self.effective_ttl(ttl_seconds)
+        leaf = self._issue(
+            parsed.public_key,
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]),
+            ttl,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        return (leaf.public_bytes(serialization.Encoding.PEM),)
+
+    def issue_server_certificate(
+        self, dns_names: Sequence[str], ip_addresses: Sequence[str], ttl_seconds: int
+    ) -> tuple[bytes, tuple[bytes, ...]]:
+        """A fresh key and a serverAuth certificate for citadel itself: (key PEM, chain PEM leaf first)."""
+        names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+        key = new_private_key()
+        leaf = self._issue(
+            key.public_key(),
+            x509.SubjectAlternativeName(names),
+            min(ttl_seconds, _remaining_seconds(self.root_cert, self.clock)),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+        )
+        return private_key_pem(key), (leaf.public_bytes(serialization.Encoding.PEM),)
+
+    def _issue(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        san: x509.SubjectAlternativeName,
+        ttl_seconds: int,
+        usages: list[x509.ObjectIdentifier],
+    ) -> x509.Certificate:
+        now = _utc(self.clock.wall())
+        not_after = min(now + datetime.timedelta(seconds=ttl_seconds), self.root_cert.not_valid_after_utc)
+        issuer_ski = self.root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self.root_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(seconds=BACKDATE_SECONDS))
+            .not_valid_after(not_after)
+            # An empty subject makes the SAN the certificate's only name, so RFC 5280 wants it critical.
+            .add_extension(san, critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_leaf_key_usage(), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
+        )
+        return builder.sign(self.root_key, hashes.SHA256())
+
+
+def _utc(epoch_seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch_seconds, tz=datetime.UTC)
+
+
+def _remaining_seconds(cert: x509.Certificate, clock: Clock) -> int:
+    return max(int(cert.not_valid_after_utc.timestamp() - clock.wall()), 0)
+
+
+def _trust_domain_of_root(cert: x509.Certificate, state_dir: Path) -> str:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CaStateError(f"the root in {state_dir} has no spiffe://<trust-domain> URI SAN") from None
+    uris = [uri for uri in san.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith(SCHEME)]
+    if len(uris) != 1 or "/" in uris[0][len(SCHEME) :]:
+        raise CaStateError(f"the root in {state_dir} must carry exactly one spiffe://<trust-domain> URI")
+    return uris[0][len(SCHEME) :]
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _leaf_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )

@@ -1,0 +1,135 @@
+"""Citadel's gRPC front: authenticates each CreateCertificate call, then has the CA sign the CSR, over TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from typing import NoReturn
+
+import grpc
+
+from services.citadel.authenticate import Unauthenticated, authenticate
+from services.citadel.ca import CertificateAuthority
+from services.citadel.csr import CsrRefused, IdentityMismatch, check_identity, parse_csr
+from services.citadel.renewal import CLIENT_CERT_METADATA, RENEWAL_PROOF_METADATA, RenewalProof
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.proto import citadel_pb2, citadel_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVER_DNS_NAMES = ("localhost", "citadel")
+SERVER_IPS = ("127.0.0.1",)
+SERVER_CERT_TTL_SECONDS = 365 * 24 * 3600
+"""Citadel's own serving cert is reissued on every start; a year covers any realistic uptime."""
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
+    """One RPC: authenticate, check the CSR asks for the authenticated identity, sign."""
+
+    def __init__(self, ca: CertificateAuthority, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._ca = ca
+        self._clock = clock
+
+    async def CreateCertificate(
+        self, request: citadel_pb2.CreateCertificateRequest, context: grpc.aio.ServicerContext
+    ) -> citadel_pb2.CreateCertificateResponse:
+        try:
+            chain = self._issue(request, _renewal_proof(context))
+        except Unauthenticated as refused:
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, refused.reason)
+        except IdentityMismatch as refused:
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, refused.reason)
+        except CsrRefused as refused:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, refused.reason)
+        except Exception:
+            log.exception("CreateCertificate failed")
+            await _abort(context, grpc.StatusCode.INTERNAL, "citadel could not sign the certificate")
+        return citadel_pb2.CreateCertificateResponse(
+            cert_chain_pem=[pem.decode("ascii") for pem in chain],
+            trust_bundle_pem=[self._ca.trust_bundle_pem().decode("ascii")],
+        )
+
+    def _issue(self, request: citadel_pb2.CreateCertificateRequest, renewal: RenewalProof | None) -> tuple[bytes, ...]:
+        csr_pem = request.csr_pem.encode("utf-8")
+        identity = authenticate(self._ca, request.token, renewal, csr_pem, self._clock)
+        parsed = parse_csr(csr_pem)
+        check_identity(parsed, identity)
+        chain = self._ca.sign_csr(csr_pem, identity, request.ttl_seconds)
+        how = "token" if request.token else "renewal"
+        log.info("issued %s (%s)", identity.uri, how)
+        return chain
+
+
+class CitadelServer:
+    """The gRPC server: TLS with citadel's own cert; callers authenticate in the request (see renewal.py)."""
+
+    def __init__(
+        self, ca: CertificateAuthority, *, extra_sans: Sequence[str] = (), clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._ca = ca
+        self._clock = clock
+        self._dns_names, self._ips = _split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self, listen: str) -> int:
+        """Bind `host:port` (port 0 picks a free one) and serve; returns the bound port."""
+        key_pem, chain = self._ca.issue_server_certificate(self._dns_names, self._ips, SERVER_CERT_TTL_SECONDS)
+        credentials = grpc.ssl_server_credentials([(key_pem, b"".join(chain))], require_client_auth=False)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
+        citadel_pb2_grpc.add_CertificateServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            CertificateService(self._ca, self._clock), server
+        )
+        port = int(server.add_secure_port(listen, credentials))
+        if port == 0:
+            raise OSError(f"citadel cannot listen on {listen}")
+        await server.start()
+        self._server = server
+        return port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str) -> NoReturn:
+    log.info("refused CreateCertificate from %s: %s: %s", context.peer(), code.name, reason)
+    await context.abort(code, reason)
+    raise AssertionError("context.abort returned")  # it always raises
+
+
+def _renewal_proof(context: grpc.aio.ServicerContext) -> RenewalProof | None:
+    """The renewal proof from the call's metadata; None when either half is missing."""
+    metadata = {key: value for key, value in (context.invocation_metadata() or ())}
+    cert_pem = metadata.get(CLIENT_CERT_METADATA)
+    signature = metadata.get(RENEWAL_PROOF_METADATA)
+    if not isinstance(cert_pem, bytes) or not isinstance(signature, bytes):
+        return None
+    return RenewalProof(cert_pem=cert_pem, signature=signature)
+
+
+def _split_sans(sans: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Sort `--san` values into DNS names and IP addresses, dropping duplicates."""
+    dns: list[str] = []
+    ips: list[str] = []
+    for san in sans:
+        try:
+            ip = str(ipaddress.ip_address(san))
+        except ValueError:
+            if san not in dns:
+                dns.append(san)
+        else:
+            if ip not in ips:
+                ips.append(ip)
+    return dns, ips

@@ -1,0 +1,112 @@
+"""Bootstrap tokens: ES256 JWTs signed by the CA key that let a new workload get its first certificate.
+
+A token names one namespace + service account and is reusable until it expires (it must outlive a VM
+reboot). Revocation is not implemented yet: the plan is a denylist of `jti` values in a NATS KV bucket
+that `verify_token` consults; until then, rotating the CA is the only way to void tokens early.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import jwt
+from cryptography import x509
+
+from services.citadel.ca import CertificateAuthority
+from shared.clock import Clock
+from shared.identity import SpiffeId
+from shared.identity.spiffe import SCHEME, InvalidSpiffeId
+
+ALGORITHM = "ES256"
+MAX_TOKEN_CHARS = 4096
+CLOCK_SKEW_SECONDS = 60
+"""A token issued on a machine whose clock is up to this far ahead is still accepted."""
+REQUIRED_CLAIMS = ("iss", "sub", "ns", "sa", "exp", "iat", "jti")
+
+
+class TokenRefused(Exception):
+    """The token does not authenticate anyone; `reason` says why (never echoes the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def token_issuer(trust_domain: str) -> str:
+    return f"{SCHEME}{trust_domain}"
+
+
+def create_token(ca: CertificateAuthority, namespace: str, service_account: str, ttl_seconds: int, clock: Clock) -> str:
+    """A token for `namespace`/`service_account` in the CA's trust domain, valid for `ttl_seconds`."""
+    if ttl_seconds <= 0:
+        raise ValueError(f"token ttl must be positive, got {ttl_seconds}")
+    identity = SpiffeId(ca.trust_domain, namespace, service_account)
+    now = int(clock.wall())
+    claims = {
+        "iss": token_issuer(ca.trust_domain),
+        "sub": identity.uri,
+        "ns": namespace,
+        "sa": service_account,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, ca.root_key, algorithm=ALGORITHM, headers={"kid": _key_id(ca)})
+
+
+def verify_token(ca: CertificateAuthority, token: str, clock: Clock) -> tuple[str, str]:
+    """(namespace, service account) the token vouches for; TokenRefused for anything not valid right now."""
+    if not token:
+        raise TokenRefused("token is empty")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenRefused(f"token is {len(token)} characters; the limit is {MAX_TOKEN_CHARS}")
+    claims = _decode(ca, token)
+    for name in REQUIRED_CLAIMS:
+        if name not in claims:
+            raise TokenRefused(f"token has no {name!r} claim")
+    if claims["iss"] != token_issuer(ca.trust_domain):
+        raise TokenRefused(f"token issuer {claims['iss']!r} is not {token_issuer(ca.trust_domain)!r}")
+    exp, iat = claims["exp"], claims["iat"]
+    if not _is_number(exp) or not _is_number(iat):
+        raise TokenRefused("token exp and iat must be numbers")
+    now = clock.wall()
+    if now >= exp:
+        raise TokenRefused("token expired")
+    if iat > now + CLOCK_SKEW_SECONDS:
+        raise TokenRefused("token is issued in the future")
+    namespace, service_account = claims["ns"], claims["sa"]
+    if not isinstance(namespace, str) or not isinstance(service_account, str):
+        raise TokenRefused("token ns and sa must be strings")
+    try:
+        identity = SpiffeId(ca.trust_domain, namespace, service_account)
+    except InvalidSpiffeId as error:
+        raise TokenRefused(f"token names an invalid identity: {error}") from None
+    if claims["sub"] != identity.uri:
+        raise TokenRefused("token sub does not match its ns and sa")
+    return namespace, service_account
+
+
+def _decode(ca: CertificateAuthority, token: str) -> dict[str, Any]:
+    # Expiry is checked against the injected clock afterwards, not PyJWT's wall clock.
+    options: Any = {"verify_signature": True, "verify_exp": False, "verify_iat": False, "verify_nbf": False}
+    try:
+        claims = jwt.decode(token, ca.root_key.public_key(), algorithms=[ALGORITHM], options=options)
+    except jwt.InvalidSignatureError:
+        raise TokenRefused("token signature does not verify against this citadel's CA") from None
+    except jwt.InvalidAlgorithmError:
+        raise TokenRefused(f"token is not signed with {ALGORITHM}") from None
+    except jwt.InvalidTokenError as error:
+        raise TokenRefused(f"token is malformed: {error}") from None
+    if not isinstance(claims, dict):
+        raise TokenRefused("token payload is not a JSON object")
+    return claims
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _key_id(ca: CertificateAuthority) -> str:
+    ski = ca.root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return ski.digest.hex()
