@@ -1,0 +1,133 @@
+"""Pilot's wiring: NATS KV and Consul watches feed the debouncer, the pusher writes proxy configs.
+
+Order of a start: connect NATS (buckets created if missing), start both watches and the debug server,
+wait until both watches have synced ("pilot ready"), then push on every debounced change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from services.pilot.catalog_watch import CatalogWatch
+from services.pilot.config_watch import ConfigWatch
+from services.pilot.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
+from services.pilot.metrics import PilotMetrics
+from services.pilot.push import KvProxyConfigStore, Pusher
+from services.pilot.server import DebugServer, build_app
+from services.pilot.snapshot import Snapshot
+from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.ports import DEFAULT_CONSUL_ADDR, DEFAULT_NATS_URL, DEFAULT_TRUST_DOMAIN, PILOT_DEBUG
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT_NAMESPACE = "isthmus-system"
+
+
+@dataclass(frozen=True)
+class PilotSettings:
+    nats_url: str = DEFAULT_NATS_URL
+    consul_addr: str = DEFAULT_CONSUL_ADDR
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE
+    listen: str = f"127.0.0.1:{PILOT_DEBUG}"
+    consul_wait: float = 30.0
+    quiet: float = DEFAULT_QUIET
+    max_delay: float = DEFAULT_MAX_DELAY
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The bucket, created with default settings if nobody has created it yet."""
+    try:
+        return await js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        pass
+    try:
+        return await js.create_key_value(bucket=bucket)
+    except Exception:  # another process created it meanwhile, with its own settings
+        return await js.key_value(bucket)
+
+
+class Pilot:
+    def __init__(self, settings: PilotSettings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.metrics = PilotMetrics()
+        self.debouncer = Debouncer(clock, settings.quiet, settings.max_delay)
+        self.ready = asyncio.Event()
+        self._clock = clock
+        self._nc: NATS | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.catalog = CatalogWatch(settings.consul_addr, self.debouncer.notify, clock, settings.consul_wait)
+        self.config: ConfigWatch | None = None
+        self.pusher: Pusher | None = None
+        self.server = DebugServer(build_app(self.ready.is_set, self._versions, self.metrics), settings.listen)
+
+    def _versions(self) -> dict[str, str]:
+        return dict(self.pusher.versions) if self.pusher else {}
+
+    def snapshot(self) -> Snapshot:
+        """The current state of both watches as one immutable snapshot."""
+        resources = self.config.current() if self.config else []
+        return Snapshot.build(resources, self.catalog.current())
+
+    async def start(self) -> None:
+        self._nc = await nats.connect(
+            self.settings.nats_url, name="isthmus-pilot", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
+        js = self._nc.jetstream()
+        config_kv = await open_bucket(js, CONFIG_BUCKET)
+        proxy_kv = await open_bucket(js, PROXY_CONFIG_BUCKET)
+        self.config = ConfigWatch(config_kv, self.debouncer.notify, self.metrics)
+        self.pusher = Pusher(
+            KvProxyConfigStore(proxy_kv),
+            self.snapshot,
+            self.debouncer,
+            self.metrics,
+            self.settings.trust_domain,
+            self.settings.root_namespace,
+            self._clock,
+        )
+        await self.server.start()
+        self._spawn(self.config.run(), "pilot-config-watch")
+        self._spawn(self.catalog.run(), "pilot-catalog-watch")
+        self._spawn(self._push_when_ready(), "pilot-push")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pilot task %s stopped", task.get_name(), exc_info=task.exception())
+
+    async def _push_when_ready(self) -> None:
+        assert self.config is not None and self.pusher is not None, "push loop started before start()"
+        await asyncio.gather(self.config.synced.wait(), self.catalog.synced.wait())
+        self.ready.set()
+        log.info("pilot ready")
+        self.debouncer.notify()
+        await self.pusher.run()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.server.stop()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None

@@ -1,0 +1,175 @@
+"""Catalog input: Consul blocking queries kept as the current set of service instances.
+
+One long poll on /v1/catalog/services follows the service list (Consul's own "consul" service is
+skipped); one long poll per service on /v1/health/service/<name> follows its instances and their
+health (healthy = every check passing). Errors are retried with capped exponential backoff; while
+Consul is unreachable the last known instances stay in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from services.pilot.snapshot import Instance
+from shared.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+SKIPPED_SERVICES = frozenset({"consul"})
+
+
+class Backoff:
+    def __init__(self, clock: Clock, initial: float = 0.1, cap: float = 5.0) -> None:
+        self._clock = clock
+        self._initial = initial
+        self._cap = cap
+        self._next = initial
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+    async def sleep(self) -> None:
+        delay, self._next = self._next, min(self._next * 2, self._cap)
+        await self._clock.sleep(delay)
+
+
+def consul_base_url(addr: str) -> str:
+    """`host:port` or a full http(s) URL -> the base URL of the Consul HTTP API."""
+    addr = addr.rstrip("/")
+    return addr if addr.startswith(("http://", "https://")) else f"http://{addr}"
+
+
+def next_index(previous: int, reported: str | None) -> int:
+    """Consul's rules for X-Consul-Index: reset when it goes backwards, never below 1."""
+    try:
+        index = int(reported or 0)
+    except ValueError:
+        return 0
+    if index < previous:
+        return 0
+    return max(index, 1)
+
+
+def instance_from_health(entry: dict[str, Any]) -> Instance:
+    """One /v1/health/service entry -> Instance; raises KeyError/TypeError/ValueError on a bad shape."""
+    service, node = entry["Service"], entry["Node"]
+    checks = entry.get("Checks") or []
+    return Instance(
+        service=str(service["Service"]),
+        service_id=str(service["ID"]),
+        node=str(node["Node"]),
+        address=str(service.get("Address") or node["Address"]),
+        port=int(service["Port"]),
+        meta={str(k): str(v) for k, v in (service.get("Meta") or {}).items()},
+        healthy=all(check.get("Status") == "passing" for check in checks),
+    )
+
+
+class CatalogWatch:
+    def __init__(
+        self,
+        consul_addr: str,
+        on_change: Callable[[], None],
+        clock: Clock = SYSTEM_CLOCK,
+        wait: float = 30.0,
+    ) -> None:
+        self._base = consul_base_url(consul_addr)
+        self._on_change = on_change
+        self._clock = clock
+        self._wait = wait
+        self._instances: dict[str, tuple[Instance, ...]] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._first_reads: dict[str, asyncio.Event] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.synced = asyncio.Event()
+        """Set once the service list and every listed service's instances have been read."""
+
+    def current(self) -> list[Instance]:
+        return [instance for instances in self._instances.values() for instance in instances]
+
+    @property
+    def service_names(self) -> list[str]:
+        return sorted(self._instances)
+
+    async def run(self) -> None:
+        """Follow the catalog until cancelled."""
+        timeout = aiohttp.ClientTimeout(total=self._wait * 1.2 + 10, connect=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            try:
+                await self._follow_services()
+            finally:
+                for task in self._watches.values():
+                    task.cancel()
+                await asyncio.gather(*self._watches.values(), return_exceptions=True)
+                self._watches.clear()
+
+    async def _get(self, path: str, index: int) -> tuple[Any, int]:
+        assert self._session is not None, "query before run() opened the session"
+        params = {"index": str(index), "wait": f"{int(self._wait * 1000)}ms"}
+        async with self._session.get(f"{self._base}{path}", params=params) as reply:
+            if reply.status != 200:
+                raise aiohttp.ClientResponseError(
+                    reply.request_info, (), status=reply.status, message=(await reply.text())[:200]
+                )
+            return await reply.json(), next_index(index, reply.headers.get("X-Consul-Index"))
+
+    async def _follow_services(self) -> None:
+        backoff = Backoff(self._clock)
+        index = 0
+        while True:
+            try:
+                listed, index = await self._get("/v1/catalog/services", index)
+                names = {str(name) for name in listed} - SKIPPED_SERVICES
+            except (aiohttp.ClientError, TimeoutError, ValueError, TypeError) as err:
+                log.warning("consul catalog: %s; keeping the last snapshot, retrying", err or type(err).__name__)
+                index = 0
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            self._reconcile(names)
+            if not self.synced.is_set():
+                await asyncio.gather(*(event.wait() for event in self._first_reads.values()))
+                log.info("catalog watch synced: %d services", len(self._instances))
+                self.synced.set()
+                self._on_change()
+
+    def _reconcile(self, names: set[str]) -> None:
+        changed = False
+        for gone in sorted(set(self._watches) - names):
+            self._watches.pop(gone).cancel()
+            self._first_reads.pop(gone, None)
+            changed = self._instances.pop(gone, None) is not None or changed
+        for new in sorted(names - set(self._watches)):
+            self._first_reads[new] = asyncio.Event()
+            self._watches[new] = asyncio.create_task(self._follow_service(new), name=f"consul-health-{new}")
+        if changed and self.synced.is_set():
+            self._on_change()
+
+    async def _follow_service(self, name: str) -> None:
+        backoff = Backoff(self._clock)
+        index = 0
+        path = f"/v1/health/service/{quote(name, safe='')}"
+        while True:
+            try:
+                entries, index = await self._get(path, index)
+                instances = tuple(sorted((instance_from_health(e) for e in entries), key=Instance.sort_key))
+            except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError) as err:
+                log.warning("consul service %s: %s; keeping its last instances", name, err or type(err).__name__)
+                index = 0
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            if self._watches.get(name) is not asyncio.current_task():
+                return
+            if self._instances.get(name) != instances:
+                self._instances[name] = instances
+                if self.synced.is_set():
+                    self._on_change()
+            self._first_reads[name].set()
