@@ -1,0 +1,109 @@
+"""`python -m services.citadel`: load or create the CA, serve CreateCertificate, keep the trust bundle published."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from services.citadel.bundle import keep_bundle_published
+from services.citadel.ca import DEFAULT_TTL_SECONDS, CertificateAuthority, TtlPolicy
+from services.citadel.ca_store import CaStateError
+from services.citadel.server import CitadelServer
+from shared.clock import SYSTEM_CLOCK
+from shared.model.base import parse_duration
+from shared.ports import DEFAULT_CITADEL_ADDR, DEFAULT_NATS_URL, DEFAULT_TRUST_DOMAIN, NATS_URL_ENV
+
+log = logging.getLogger("citadel")
+
+DEFAULT_STATE_DIR = ".isthmus/citadel"
+DEFAULT_MAX_TTL = "720h"
+STOP_GRACE_SECONDS = 2.0
+
+
+def duration_seconds(text: str) -> int:
+    """argparse type for Istio duration text ("24h", "90s"); whole seconds, at least one."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is shorter than one second")
+    return int(seconds)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=Path(DEFAULT_STATE_DIR), help="where the root CA lives")
+    parser.add_argument("--listen", default=DEFAULT_CITADEL_ADDR, help="gRPC host:port (port 0 picks one)")
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL),
+        help=f"NATS for the trust bundle (default ${NATS_URL_ENV} or {DEFAULT_NATS_URL})",
+    )
+    parser.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN)
+    parser.add_argument(
+        "--san", action="append", default=[], help="extra DNS name or IP for citadel's own serving certificate"
+    )
+    parser.add_argument(
+        "--default-ttl", type=duration_seconds, default=DEFAULT_TTL_SECONDS, help="workload cert lifetime (24h)"
+    )
+    parser.add_argument(
+        "--max-ttl",
+        type=duration_seconds,
+        default=duration_seconds(DEFAULT_MAX_TTL),
+        help=f"longest workload cert lifetime a request may ask for ({DEFAULT_MAX_TTL})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT; 0 on a clean stop, 1 when the CA or the port cannot be set up."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        ttl = TtlPolicy(default_seconds=args.default_ttl, max_seconds=args.max_ttl)
+        ca = CertificateAuthority.load_or_create(args.state_dir, args.trust_domain, ttl=ttl)
+    except (CaStateError, ValueError, OSError) as error:
+        log.error("cannot load the CA: %s", error)
+        return 1
+    return uvloop.run(_serve(ca, args))
+
+
+async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = CitadelServer(ca, extra_sans=args.san)
+    try:
+        port = await server.start(args.listen)
+    except (OSError, RuntimeError, ValueError) as error:
+        log.error("cannot listen on %s: %s", args.listen, error)
+        return 1
+    publisher = asyncio.create_task(keep_bundle_published(args.nats_url, ca.trust_bundle_pem(), SYSTEM_CLOCK))
+    host = args.listen.rsplit(":", 1)[0]
+    log.info("citadel ready on %s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        await server.stop(STOP_GRACE_SECONDS)
+    log.info("citadel stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="citadel", description="Isthmus certificate authority")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
