@@ -1,0 +1,123 @@
+"""Workload certificate lifecycle: key + CSR -> CertificateSource -> TLS contexts, renewed at half its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from cryptography import x509
+
+from services.proxy.tls import WorkloadIdentity
+from shared.clock import Clock
+from shared.identity.svid import (
+    IssuedCertificate,
+    build_csr,
+    new_private_key,
+    private_key_pem,
+    spiffe_id_of_cert,
+)
+
+log = logging.getLogger(__name__)
+
+RENEW_FRACTION = 0.5
+"""Renew once this share of the certificate's lifetime has passed."""
+RENEW_JITTER = 0.1
+"""Renewal happens up to this share of the renewal delay early, so a fleet does not renew in lockstep."""
+RETRY_INITIAL = 1.0
+RETRY_MAX = 60.0
+
+
+class CertificateSource(Protocol):
+    """Who signs our CSRs: citadel in production, a test CA in tests."""
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate: ...
+
+
+class CertificateError(Exception):
+    """The source answered with a certificate we must not use."""
+
+
+def renewal_delay(lifetime: float, rng: random.Random) -> float:
+    """Seconds from issue to renewal: half the lifetime, minus up to RENEW_JITTER of that, never negative."""
+    base = max(lifetime, 0.0) * RENEW_FRACTION
+    return base * (1.0 - RENEW_JITTER * rng.random())
+
+
+class CertificateManager:
+    """Obtains our certificate, keeps it fresh and hands every new identity to `on_identity`."""
+
+    def __init__(
+        self,
+        spiffe_id: str,
+        source: CertificateSource,
+        clock: Clock,
+        rng: random.Random,
+        on_identity: Callable[[WorkloadIdentity], None],
+    ) -> None:
+        self.spiffe_id = spiffe_id
+        self._source = source
+        self._clock = clock
+        self._rng = rng
+        self._on_identity = on_identity
+        self.identity: WorkloadIdentity | None = None
+        self.renewals = 0
+        self.next_renewal_at: float | None = None
+        self.trust_bundle_override: bytes | None = None
+        """Roots from the trust-bundle KV key; when set they replace the bundle the source returns."""
+
+    async def obtain(self) -> WorkloadIdentity:
+        """One issue round trip: a fresh key, a CSR for our SPIFFE ID, validation, then the swap."""
+        key = new_private_key()
+        csr = build_csr(key, self.spiffe_id)
+        issued = await self._source.issue(csr)
+        identity = self._validated(private_key_pem(key), issued)
+        issued_at = self._clock.wall()
+        self._on_identity(identity)
+        self.identity = identity
+        self.next_renewal_at = issued_at + renewal_delay(identity.not_after - issued_at, self._rng)
+        return identity
+
+    def _validated(self, key_pem: bytes, issued: IssuedCertificate) -> WorkloadIdentity:
+        if not issued.chain_pem:
+            raise CertificateError("certificate source returned an empty chain")
+        leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
+        found = spiffe_id_of_cert(leaf)
+        if found != self.spiffe_id:
+            raise CertificateError(f"issued certificate names {found!r}, expected {self.spiffe_id!r}")
+        if issued.not_after <= self._clock.wall():
+            raise CertificateError("issued certificate has already expired")
+        bundle = self.trust_bundle_override or issued.trust_bundle_pem
+        return WorkloadIdentity(self.spiffe_id, key_pem, issued.chain_pem, bundle, issued.not_after)
+
+    def update_trust_bundle(self, bundle_pem: bytes) -> None:
+        """New roots from the bus: rebuild the contexts around the same key and chain."""
+        if self.identity is not None and self.identity.trust_bundle_pem != bundle_pem:
+            updated = self.identity.with_trust_bundle(bundle_pem)
+            self._on_identity(updated)  # raises on an unusable bundle, before anything changes
+            self.identity = updated
+        self.trust_bundle_override = bundle_pem
+
+    async def run(self) -> None:
+        """Renew forever; failed renewals retry with backoff while the current certificate is still valid."""
+        backoff = RETRY_INITIAL
+        while True:
+            if self.next_renewal_at is None:
+                raise RuntimeError("CertificateManager.run() before the first obtain()")
+            await self._clock.sleep(max(self.next_renewal_at - self._clock.wall(), 0.0))
+            try:
+                await self.obtain()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                remaining = (self.identity.not_after if self.identity else 0.0) - self._clock.wall()
+                wait = min(backoff, max(remaining / 4, RETRY_INITIAL))
+                log.warning("certificate renewal failed (%s); retrying in %.1fs", err, wait)
+                self.next_renewal_at = self._clock.wall() + wait
+                backoff = min(backoff * 2, RETRY_MAX)
+                continue
+            backoff = RETRY_INITIAL
+            self.renewals += 1
+            log.info("certificate renewed; next renewal in %.0fs", self.next_renewal_at - self._clock.wall())

@@ -1,0 +1,74 @@
+"""Production CertificateSource: citadel's gRPC client, bootstrap token first, the current certificate after."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from services.proxy.tls import WorkloadIdentity
+from shared.clock import Clock
+from shared.identity.svid import IssuedCertificate
+
+CITADEL_SERVER_NAME = "citadel"
+
+
+class _CitadelClient(Protocol):
+    async def create_certificate(
+        self,
+        csr_pem: bytes,
+        *,
+        token: str | None = ...,
+        client_chain_pem: bytes | None = ...,
+        client_key_pem: bytes | None = ...,
+    ) -> IssuedCertificate: ...
+
+    async def close(self) -> None: ...
+
+
+class CitadelSource:
+    """Asks citadel to sign our CSRs; renewals authenticate with the still-valid current certificate."""
+
+    def __init__(
+        self,
+        address: str,
+        trust_bundle: Callable[[], bytes],
+        token: str | None,
+        current: Callable[[], WorkloadIdentity | None],
+        clock: Clock,
+    ) -> None:
+        self._address = address
+        self._trust_bundle = trust_bundle
+        self._token = token
+        self._current = current
+        self._clock = clock
+        self._client: _CitadelClient | None = None
+        self._client_bundle: bytes | None = None
+
+    async def _client_for(self, bundle: bytes) -> _CitadelClient:
+        if self._client is None or self._client_bundle != bundle:
+            await self.close()
+            # Imported lazily: the proxy depends on citadel only through this adapter.
+            module: Any = importlib.import_module("services.citadel.client")
+            self._client = module.CitadelClient(self._address, bundle, server_name=CITADEL_SERVER_NAME)
+            self._client_bundle = bundle
+        assert self._client is not None
+        return self._client
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
+        client = await self._client_for(self._trust_bundle())
+        identity = self._current()
+        if identity is not None and identity.not_after > self._clock.wall():
+            return await client.create_certificate(
+                csr_pem,
+                client_chain_pem=b"".join(identity.chain_pem),
+                client_key_pem=identity.key_pem,
+            )
+        if not self._token:
+            raise RuntimeError("no bootstrap token (--token or --token-file) and no valid certificate to renew with")
+        return await client.create_certificate(csr_pem, token=self._token)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()

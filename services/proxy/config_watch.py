@@ -1,0 +1,177 @@
+"""Control-plane input: pilot's ProxyConfig from NATS KV -> validated snapshot swap, last-known-good file, ACK/NACK."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from services.proxy.kv import ensure_bucket, next_update, stop_watcher
+from services.proxy.snapshot import ConfigSnapshot, ProxyState
+from shared.bus.codec import Ack
+from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
+from shared.clock import Clock
+from shared.model.proxy_config import ProxyConfig
+
+log = logging.getLogger(__name__)
+
+LAST_CONFIG_FILE = "last-config.json"
+RESYNC_INTERVAL = 30.0
+"""A quiet watch is cross-checked against the stored value this often, in case the watch was lost."""
+RETRY_MAX = 10.0
+
+
+class ConfigWatcher:
+    """Applies each config pilot writes for this proxy; rejected configs leave the running snapshot in place."""
+
+    def __init__(
+        self,
+        proxy_id: str,
+        state: ProxyState,
+        state_dir: Path,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.proxy_id = proxy_id
+        self.key = proxy_key(proxy_id)
+        self._state = state
+        self._state_dir = state_dir
+        self._clock = clock
+        self._rng = rng
+        self._last_revision: int | None = None
+        self.applied = asyncio.Event()
+        """Set after the first config (from disk or the bus) is in place."""
+
+    @property
+    def last_config_path(self) -> Path:
+        return self._state_dir / LAST_CONFIG_FILE
+
+    def load_last_known_good(self) -> bool:
+        """Serve the persisted config before the bus answers; a broken file is logged and ignored."""
+        path = self.last_config_path
+        if not path.is_file():
+            return False
+        try:
+            config = ProxyConfig.from_json(path.read_bytes())
+            self._swap(config)
+        except (OSError, ValueError) as err:
+            log.warning("ignoring %s: %s", path, err)
+            return False
+        log.info("loaded last-known-good config version %s from %s", config.version, path)
+        return True
+
+    def apply(self, raw: bytes) -> Ack:
+        """Parse, build and swap one config; the Ack says what happened and which version now runs."""
+        previous = self._state.snapshot.version if self._state.snapshot else ""
+        try:
+            config = ProxyConfig.from_json(raw)
+            if config.proxy_id != self.proxy_id:
+                raise ValueError(f"proxyId {config.proxy_id!r} is not this proxy ({self.proxy_id!r})")
+            if not config.version:
+                config = config.versioned()
+            self._swap(config)
+        except ValueError as err:
+            version = _version_hint(raw)
+            log.warning("rejected config %s: %s", version or "(unparsable)", err)
+            return Ack(
+                proxy_id=self.proxy_id,
+                version=version,
+                accepted=False,
+                error=str(err),
+                applied_version=previous,
+                timestamp=self._clock.wall(),
+            )
+        self._persist(config)
+        log.info("applied config version %s", config.version)
+        return Ack(
+            proxy_id=self.proxy_id,
+            version=config.version,
+            accepted=True,
+            applied_version=config.version,
+            timestamp=self._clock.wall(),
+        )
+
+    def _swap(self, config: ProxyConfig) -> None:
+        self._state.swap(ConfigSnapshot.build(config, self._rng))
+        self.applied.set()
+
+    def _persist(self, config: ProxyConfig) -> None:
+        try:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            temporary = self.last_config_path.with_suffix(".tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(config.to_json())
+            os.replace(temporary, self.last_config_path)
+        except OSError as err:
+            log.warning("could not persist config to %s: %s", self.last_config_path, err)
+
+    async def run(self, js: JetStreamContext) -> None:
+        """Watch this proxy's key forever, re-creating the watch after errors."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._watch_once(js)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("config watch failed (%s); retrying in %.1fs", err, backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+            else:
+                backoff = 0.5
+
+    async def _watch_once(self, js: JetStreamContext) -> None:
+        configs = await ensure_bucket(js, PROXY_CONFIG_BUCKET)
+        status = await ensure_bucket(js, PROXY_STATUS_BUCKET)
+        watcher = await configs.watch(self.key)
+        try:
+            while True:
+                try:
+                    entry = await next_update(watcher, RESYNC_INTERVAL)
+                except nats.errors.TimeoutError:
+                    await self._resync(configs, status)
+                    continue
+                if isinstance(entry, KeyValue.Entry):
+                    await self._handle(entry, status)
+                elif entry is not None:
+                    return  # the watcher was stopped
+        finally:
+            with contextlib.suppress(Exception):
+                await stop_watcher(watcher)
+
+    async def _resync(self, configs: KeyValue, status: KeyValue) -> None:
+        try:
+            entry = await configs.get(self.key)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        if entry.revision != self._last_revision:
+            await self._handle(entry, status)
+
+    async def _handle(self, entry: KeyValue.Entry, status: KeyValue) -> None:
+        if entry.operation is not None or entry.value is None:
+            return  # a delete or purge: keep serving what we have
+        if entry.revision == self._last_revision:
+            return
+        self._last_revision = entry.revision
+        ack = self.apply(entry.value)
+        await status.put(self.key, ack.to_json())
+
+
+def _version_hint(raw: bytes) -> str:
+    """The version field of a config we could not accept, when it can be read at all."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return ""
+    version = value.get("version") if isinstance(value, dict) else None
+    return version if isinstance(version, str) else ""

@@ -1,0 +1,106 @@
+"""Last step of both listeners: header hygiene and streaming one request/response pair through, unbuffered."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from services.proxy.errors import ProxyError
+from shared.model.virtual_service import HeaderOperations
+
+REQUEST_ID = "x-request-id"
+FORWARDED_FOR = "x-forwarded-for"
+FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
+RESPONSE_FLAGS = "x-isthmus-response-flags"
+"""Set only on replies the proxy generates itself, carrying the Envoy-style flag (NR, UH, UF, UT, ...)."""
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+CHUNK = 64 * 1024
+
+
+def end_to_end_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+) -> CIMultiDict[str]:
+    """A copy without hop-by-hop headers, including any the Connection header names."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", [])
+        for token in value.split(",")
+        if token.strip()
+    }
+    return CIMultiDict(
+        (name, value) for name, value in headers.items() if name.lower() not in HOP_BY_HOP and name.lower() not in named
+    )
+
+
+def apply_header_operations(headers: CIMultiDict[str], operations: Iterable[HeaderOperations | None]) -> None:
+    for ops in operations:
+        if ops is None:
+            continue
+        for name, value in ops.set.items():
+            headers[name] = value
+        for name, value in ops.add.items():
+            headers.add(name, value)
+        for name in ops.remove:
+            headers.popall(name, None)
+
+
+def ensure_request_id(headers: CIMultiDict[str]) -> str:
+    request_id = headers.get(REQUEST_ID)
+    if not request_id:
+        request_id = str(uuid.uuid4())
+        headers[REQUEST_ID] = request_id
+    return request_id
+
+
+def append_forwarded_for(headers: CIMultiDict[str], remote: str | None) -> None:
+    if not remote:
+        return
+    existing = headers.get(FORWARDED_FOR)
+    headers[FORWARDED_FOR] = f"{existing}, {remote}" if existing else remote
+
+
+def request_body(request: web.BaseRequest) -> aiohttp.StreamReader | None:
+    """The incoming body as a stream (never read whole), or None when the request has none."""
+    return request.content if request.body_exists else None
+
+
+def local_reply(error: ProxyError, request_id: str | None = None) -> web.Response:
+    headers = {RESPONSE_FLAGS: error.flag}
+    if request_id:
+        headers[REQUEST_ID] = request_id
+    body = error.message if error.status != 403 else "RBAC: access denied"
+    return web.Response(status=error.status, text=body, headers=headers)
+
+
+async def relay_response(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    response_operations: Iterable[HeaderOperations | None] = (),
+) -> web.StreamResponse:
+    """Send the upstream's status, end-to-end headers and body to our caller as it arrives."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    headers = end_to_end_headers(upstream.headers)
+    apply_header_operations(headers, response_operations)
+    response.headers.extend(headers)
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response

@@ -1,0 +1,142 @@
+"""Command line of the sidecar: flags -> settings, NATS connection, citadel source, then the Sidecar until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import nats
+import uvloop
+from nats.aio.client import Client as NatsClient
+
+from services.proxy.citadel_source import CitadelSource
+from services.proxy.sidecar import Sidecar, SidecarSettings
+from shared import ports
+from shared.clock import SYSTEM_CLOCK
+from shared.consul import DEFAULT_NAMESPACE
+
+log = logging.getLogger("services.proxy")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--service", required=True, help="service name this sidecar fronts")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument("--service-account", default=None, help="defaults to the service name")
+    parser.add_argument("--version", default="v1", help="workload version label")
+    parser.add_argument("--app-port", type=int, required=True, help="the app's port on 127.0.0.1")
+    parser.add_argument("--address", default="127.0.0.1", help="address other sidecars reach us on")
+    parser.add_argument("--inbound-port", type=int, default=ports.PROXY_INBOUND)
+    parser.add_argument("--outbound-port", type=int, default=ports.PROXY_OUTBOUND)
+    parser.add_argument("--admin-port", type=int, default=ports.PROXY_ADMIN)
+    parser.add_argument("--health-port", type=int, default=ports.PROXY_HEALTH)
+    parser.add_argument("--nats-url", default=os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL))
+    parser.add_argument("--consul-addr", default=os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
+    parser.add_argument("--citadel-addr", default=os.environ.get(ports.CITADEL_ADDR_ENV, ports.DEFAULT_CITADEL_ADDR))
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", default=None, help="bootstrap token for the first certificate")
+    token.add_argument("--token-file", type=Path, default=None, help="file holding the bootstrap token")
+    parser.add_argument("--trust-domain", default=os.environ.get(ports.TRUST_DOMAIN_ENV, ports.DEFAULT_TRUST_DOMAIN))
+    parser.add_argument("--state-dir", type=Path, default=None, help="default .isthmus/proxy-<service>")
+
+
+def settings_from(args: argparse.Namespace) -> SidecarSettings:
+    for flag in ("app_port", "inbound_port", "outbound_port", "admin_port", "health_port"):
+        value = getattr(args, flag)
+        if not 1 <= value <= 65535:
+            raise ValueError(f"--{flag.replace('_', '-')} {value} is not a port (1-65535)")
+    return SidecarSettings(
+        service=args.service,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        version=args.version,
+        app_port=args.app_port,
+        address=args.address,
+        inbound_port=args.inbound_port,
+        outbound_port=args.outbound_port,
+        admin_port=args.admin_port,
+        health_port=args.health_port,
+        trust_domain=args.trust_domain,
+        state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
+    )
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            return str(args.token_file.read_text()).strip() or None
+        except OSError as err:
+            raise ValueError(f"--token-file {args.token_file}: {err.strerror}") from err
+    token: str | None = args.token
+    return token
+
+
+async def serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    token = read_token(args)
+    connection = await nats.connect(
+        args.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, name=settings.proxy_id
+    )
+    sidecar, source = _build(settings, args, token, connection)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await sidecar.start()
+        ready = asyncio.create_task(sidecar.wait_ready())
+        await stop.wait()
+        ready.cancel()
+        return 0
+    finally:
+        await sidecar.stop()
+        await source.close()
+        await connection.close()
+
+
+def _build(
+    settings: SidecarSettings,
+    args: argparse.Namespace,
+    token: str | None,
+    connection: NatsClient,
+) -> tuple[Sidecar, CitadelSource]:
+    holder: list[Sidecar] = []
+
+    def trust_bundle() -> bytes:
+        identity = holder[0].tls.identity if holder else None
+        if identity is not None:
+            return identity.trust_bundle_pem
+        override = holder[0].certs.trust_bundle_override if holder else None
+        if override:
+            return override
+        raise RuntimeError("no trust bundle in NATS yet: cannot verify citadel")
+
+    source = CitadelSource(
+        args.citadel_addr,
+        trust_bundle,
+        token,
+        lambda: holder[0].tls.identity if holder else None,
+        SYSTEM_CLOCK,
+    )
+    sidecar = Sidecar(settings, source, nats=connection, consul_addr=args.consul_addr)
+    holder.append(sidecar)
+    return sidecar, source
+
+
+def run(args: argparse.Namespace) -> int:
+    """Blocking entry point: runs the sidecar on uvloop until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(uvloop.run(serve(args)))
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="isthmus-proxy", description="Isthmus sidecar proxy")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

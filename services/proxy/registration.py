@@ -1,0 +1,101 @@
+"""Service discovery input for pilot: the workload registered with the local Consul agent while the proxy runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from shared.consul import (
+    MESH_TAG,
+    META_APP,
+    META_MESH,
+    META_NAMESPACE,
+    META_PROXY_ID,
+    META_SERVICE_ACCOUNT,
+    META_VERSION,
+)
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = "2s"
+CHECK_TIMEOUT = "1s"
+DEREGISTER_CRITICAL_AFTER = "1m"
+"""Consul's minimum: a workload whose checks stay critical this long disappears from the catalog."""
+HEALTH_PATH = "/healthz/ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    proxy_id: str
+    service: str
+    namespace: str
+    service_account: str
+    version: str
+    address: str
+    inbound_port: int
+    health_port: int
+    app_port: int
+
+    def definition(self) -> dict[str, Any]:
+        """The body of PUT /v1/agent/service/register."""
+        return {
+            "ID": self.proxy_id,
+            "Name": self.service,
+            "Address": self.address,
+            "Port": self.inbound_port,
+            "Tags": [MESH_TAG],
+            "Meta": {
+                META_MESH: "true",
+                META_PROXY_ID: self.proxy_id,
+                META_APP: self.service,
+                META_VERSION: self.version,
+                META_NAMESPACE: self.namespace,
+                META_SERVICE_ACCOUNT: self.service_account,
+            },
+            "Checks": [
+                {
+                    "Name": "sidecar ready",
+                    "HTTP": f"http://{_host(self.address)}:{self.health_port}{HEALTH_PATH}",
+                    "Interval": CHECK_INTERVAL,
+                    "Timeout": CHECK_TIMEOUT,
+                    "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+                },
+                {
+                    "Name": "app port",
+                    "TCP": f"127.0.0.1:{self.app_port}",
+                    "Interval": CHECK_INTERVAL,
+                    "Timeout": CHECK_TIMEOUT,
+                    "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+                },
+            ],
+        }
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+class ConsulRegistrar:
+    """Talks to the Consul agent's HTTP API (host:port)."""
+
+    def __init__(self, consul_addr: str) -> None:
+        self._base = f"http://{consul_addr}/v1/agent/service"
+
+    async def register(self, registration: Registration) -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.put(f"{self._base}/register", json=registration.definition()) as reply:
+                if reply.status != 200:
+                    body = await reply.text()
+                    raise RuntimeError(f"consul refused registration of {registration.proxy_id}: {body.strip()}")
+        log.info("registered %s in consul", registration.proxy_id)
+
+    async def deregister(self, proxy_id: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.put(f"{self._base}/deregister/{proxy_id}") as reply:
+                if reply.status != 200:
+                    body = await reply.text()
+                    raise RuntimeError(f"consul refused deregistration of {proxy_id}: {body.strip()}")
+        log.info("deregistered %s from consul", proxy_id)

@@ -1,0 +1,242 @@
+"""First filter of the outbound path: pure route selection (virtual host, first matching route, weighted cluster)."""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from services.proxy.errors import NoRoute
+from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost, WeightedCluster
+from shared.model.string_match import StringMatch
+from shared.model.virtual_service import HTTPMatchRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one request goes: the chosen route and weighted cluster, and the path/authority to send."""
+
+    virtual_host: str
+    route: Route
+    destination: WeightedCluster
+    path: str
+    """Path plus query after any rewrite."""
+    authority: str
+    """Host header to send upstream after any rewrite."""
+
+    @property
+    def cluster(self) -> str:
+        return self.destination.cluster
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """The parts of a request routing looks at, normalised once."""
+
+    method: str
+    host: str
+    authority: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    port: int | None
+
+    @classmethod
+    def of(cls, method: str, host: str, path: str, headers: Mapping[str, str], port: int | None) -> RequestView:
+        authority = host.strip().lower()
+        bare = strip_port(authority)
+        uri_path, _, query = path.partition("?")
+        lowered = {name.lower(): value for name, value in headers.items()}
+        return cls(method.upper(), bare, authority, uri_path or "/", query, lowered, port)
+
+
+def strip_port(host: str) -> str:
+    """`example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`; a host without port is returned as is."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and ":" not in name:
+        return name
+    return host
+
+
+def _lowered(match: StringMatch) -> StringMatch:
+    if match.exact is not None:
+        return StringMatch(exact=match.exact.lower())
+    if match.prefix is not None:
+        return StringMatch(prefix=match.prefix.lower())
+    return StringMatch(regex=f"(?i:{match.regex})")
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledMatch:
+    source: HTTPMatchRequest
+    uri: StringMatch | None
+    ignore_case: bool
+
+    @classmethod
+    def of(cls, match: HTTPMatchRequest) -> _CompiledMatch:
+        uri = match.uri
+        if uri is not None and match.ignore_uri_case:
+            uri = _lowered(uri)
+        return cls(match, uri, match.ignore_uri_case)
+
+    def matches(self, request: RequestView, query: Mapping[str, str]) -> bool:
+        match = self.source
+        if self.uri is not None:
+            path = request.path.lower() if self.ignore_case else request.path
+            if not self.uri.matches(path):
+                return False
+        if match.method is not None and not match.method.matches(request.method):
+            return False
+        if match.authority is not None and not match.authority.matches(request.authority):
+            return False
+        if match.scheme is not None and not match.scheme.matches("http"):
+            return False
+        if match.port is not None and request.port is not None and match.port != request.port:
+            return False
+        for name, header_match in match.headers.items():
+            if not header_match.matches(request.headers.get(name)):
+                return False
+        for name, param_match in match.query_params.items():
+            if not param_match.matches(query.get(name)):
+                return False
+        for name, header_match in match.without_headers.items():
+            if header_match.matches(request.headers.get(name)):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRoute:
+    route: Route
+    matches: tuple[_CompiledMatch, ...]
+    cumulative: tuple[int, ...]
+    """Running totals of the destinations' weights, for a bisect pick."""
+
+    @classmethod
+    def of(cls, route: Route) -> _CompiledRoute:
+        totals: list[int] = []
+        running = 0
+        for destination in route.route:
+            running += destination.weight
+            totals.append(running)
+        return cls(route, tuple(_CompiledMatch.of(m) for m in route.match), tuple(totals))
+
+    def first_match(self, request: RequestView, query: Mapping[str, str]) -> tuple[bool, HTTPMatchRequest | None]:
+        """Whether the route matches, and which match block did (None for a route without blocks)."""
+        if not self.matches:
+            return True, None
+        for compiled in self.matches:
+            if compiled.matches(request, query):
+                return True, compiled.source
+        return False, None
+
+    def pick(self, rng: random.Random) -> WeightedCluster:
+        total = self.cumulative[-1] if self.cumulative else 0
+        if total <= 0:
+            raise NoRoute(f"route {self.route.name or '(unnamed)'} has no destination with a weight above 0")
+        index = bisect.bisect_right(self.cumulative, rng.randrange(total))
+        return self.route.route[index]
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledHost:
+    name: str
+    routes: tuple[_CompiledRoute, ...]
+
+
+def _rewrite(route: Route, match: HTTPMatchRequest | None, request: RequestView) -> tuple[str, str]:
+    path = request.path
+    authority = request.authority
+    rewrite = route.rewrite
+    if rewrite is not None:
+        if rewrite.uri is not None:
+            if match is not None and match.uri is not None and match.uri.prefix is not None:
+                path = rewrite.uri + path[len(match.uri.prefix) :]
+            else:
+                path = rewrite.uri
+        if rewrite.authority is not None:
+            authority = rewrite.authority
+    full_path = f"{path}?{request.query}" if request.query else path
+    return full_path, authority
+
+
+class RouteTable:
+    """Everything one config version needs to route, precomputed; built once, then only read."""
+
+    def __init__(
+        self,
+        hosts: dict[str, _CompiledHost],
+        wildcards: list[tuple[str, _CompiledHost]],
+        clusters: dict[str, Cluster],
+        rng: random.Random,
+    ) -> None:
+        self._hosts = hosts
+        self._wildcards = wildcards
+        self.clusters = clusters
+        self._rng = rng
+
+    @classmethod
+    def build(cls, config: ProxyConfig, rng: random.Random) -> RouteTable:
+        """Index the config; raises ValueError naming the problem when a route points at no cluster."""
+        clusters = {cluster.name: cluster for cluster in config.clusters}
+        hosts: dict[str, _CompiledHost] = {}
+        wildcards: list[tuple[str, _CompiledHost]] = []
+        for vhost in config.virtual_hosts:
+            compiled = _compile_host(vhost, clusters)
+            for domain in vhost.domains:
+                domain = domain.lower()
+                if domain.startswith("*"):
+                    wildcards.append((domain[1:], compiled))
+                else:
+                    hosts.setdefault(domain, compiled)
+        # Longest suffix first, like Envoy; a bare "*" (empty suffix) comes last.
+        wildcards.sort(key=lambda item: len(item[0]), reverse=True)
+        return cls(hosts, wildcards, clusters, rng)
+
+    def virtual_host(self, authority: str) -> _CompiledHost | None:
+        bare = strip_port(authority)
+        found = self._hosts.get(bare) or self._hosts.get(authority)
+        if found is not None:
+            return found
+        for suffix, compiled in self._wildcards:
+            if bare.endswith(suffix):
+                return compiled
+        return None
+
+    def decide(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        headers: Mapping[str, str],
+        port: int | None = None,
+    ) -> Decision:
+        """Route one request; raises NoRoute when no virtual host or no route matches."""
+        request = RequestView.of(method, host, path, headers, port)
+        vhost = self.virtual_host(request.authority)
+        if vhost is None:
+            raise NoRoute(f"no virtual host for {request.host!r}")
+        query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
+        for compiled in vhost.routes:
+            matched, block = compiled.first_match(request, query)
+            if not matched:
+                continue
+            destination = compiled.pick(self._rng)
+            full_path, authority = _rewrite(compiled.route, block, request)
+            return Decision(vhost.name, compiled.route, destination, full_path, authority)
+        raise NoRoute(f"no route of virtual host {vhost.name!r} matches {request.method} {request.path}")
+
+
+def _compile_host(vhost: VirtualHost, clusters: dict[str, Cluster]) -> _CompiledHost:
+    for index, route in enumerate(vhost.routes):
+        for destination in route.route:
+            if destination.cluster not in clusters:
+                raise ValueError(
+                    f"virtualHosts[{vhost.name}].routes[{index}]: cluster {destination.cluster!r} is not defined"
+                )
+    return _CompiledHost(vhost.name, tuple(_CompiledRoute.of(route) for route in vhost.routes))

@@ -1,0 +1,173 @@
+"""The assembled proxy: trust bundle -> certificate -> listeners -> Consul registration -> config watch, and back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+from services.proxy.admin import Readiness, admin_handler, health_handler
+from services.proxy.certs import CertificateManager, CertificateSource
+from services.proxy.config_watch import ConfigWatcher
+from services.proxy.inbound import InboundHandler
+from services.proxy.listeners import Listener, start_listener
+from services.proxy.outbound import OutboundHandler
+from services.proxy.registration import ConsulRegistrar, Registration
+from services.proxy.snapshot import ProxyState
+from services.proxy.tls import TlsContexts
+from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
+from services.proxy.upstream import UpstreamPools
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.consul import proxy_id_for
+from shared.identity.spiffe import SpiffeId
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    service: str
+    app_port: int
+    namespace: str = "default"
+    service_account: str | None = None
+    version: str = "v1"
+    address: str = "127.0.0.1"
+    inbound_port: int = 15006
+    outbound_port: int = 15001
+    admin_port: int = 15000
+    health_port: int = 15021
+    trust_domain: str = "cluster.local"
+    state_dir: Path = Path(".isthmus/proxy")
+    host: str | None = None
+    """Node name in the proxy id; None means this machine's hostname."""
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.service
+
+    @property
+    def spiffe_id(self) -> str:
+        return SpiffeId(self.trust_domain, self.namespace, self.account).uri
+
+    @property
+    def proxy_id(self) -> str:
+        return proxy_id_for(self.service, self.namespace, self.inbound_port, self.host)
+
+
+class Sidecar:
+    """Owns every part of one proxy; `start` brings it up in dependency order, `stop` takes it down."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        source: CertificateSource,
+        nats: NatsClient | None = None,
+        consul_addr: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.proxy_id = settings.proxy_id
+        self._nats = nats
+        self._clock = clock
+        rng = rng or random.Random()
+        self.state = ProxyState()
+        self.tls = TlsContexts()
+        self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self.tls.update)
+        self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
+        self.readiness = Readiness(self.state, self.tls)
+        self._pools = UpstreamPools(self.tls)
+        self._inbound = InboundHandler(self.state, self.tls, settings.app_port, settings.inbound_port)
+        self._registrar = ConsulRegistrar(consul_addr) if consul_addr else None
+        self._registered = False
+        self.listeners: dict[str, Listener] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def registration(self) -> Registration:
+        s = self.settings
+        return Registration(
+            proxy_id=self.proxy_id,
+            service=s.service,
+            namespace=s.namespace,
+            service_account=s.account,
+            version=s.version,
+            address=s.address,
+            inbound_port=self.listeners["inbound"].port if "inbound" in self.listeners else s.inbound_port,
+            health_port=self.listeners["health"].port if "health" in self.listeners else s.health_port,
+            app_port=s.app_port,
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        if self._nats is not None:
+            bundle = await read_trust_bundle(self._nats.jetstream())
+            if bundle is not None:
+                self.certs.trust_bundle_override = bundle
+        await self.certs.obtain()
+        self.config.load_last_known_good()
+        self.listeners["health"] = await start_listener(
+            "health", health_handler(self.readiness), s.address, s.health_port
+        )
+        self.listeners["admin"] = await start_listener(
+            "admin",
+            admin_handler(self.proxy_id, self.state, self.tls, self.readiness),
+            "127.0.0.1",
+            s.admin_port,
+        )
+        self.listeners["outbound"] = await start_listener(
+            "outbound", OutboundHandler(self.state, self._pools), "127.0.0.1", s.outbound_port
+        )
+        self.listeners["inbound"] = await start_listener(
+            "inbound", self._inbound, s.address, s.inbound_port, self.tls.listener_context()
+        )
+        if self._registrar is not None:
+            await self._registrar.register(self.registration())
+            self._registered = True
+        self._spawn(self.certs.run(), "certificate renewal")
+        if self._nats is not None:
+            js = self._nats.jetstream()
+            self._spawn(self.config.run(js), "config watch")
+            self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock), "trust bundle")
+        log.info("proxy %s listening (inbound %s)", self.proxy_id, self.listeners["inbound"].port)
+
+    async def wait_ready(self) -> None:
+        """Returns once a certificate and a config are in place."""
+        await self.config.applied.wait()
+        log.info("proxy %s ready", self.proxy_id)
+
+    def _spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(job, name=f"{self.proxy_id} {what}")
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        """Deregister first (so callers stop picking us), then close listeners and pools."""
+        if self._registrar is not None and self._registered:
+            try:
+                await self._registrar.deregister(self.proxy_id)
+            except Exception as err:  # the critical-check timeout removes us anyway
+                log.warning("deregistration failed: %s", err)
+            self._registered = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for listener in self.listeners.values():
+            await listener.close()
+        self.listeners.clear()
+        await self._pools.close()
+        await self._inbound.close()
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %s", task.get_name(), task.exception())

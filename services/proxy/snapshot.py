@@ -1,0 +1,45 @@
+"""One config version made executable: the route table, balancers and authorizer built from a ProxyConfig."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from services.proxy.authz import Authorizer
+from services.proxy.balancer import Balancers
+from services.proxy.router import RouteTable
+from shared.model.proxy_config import ProxyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    """Swapped whole on each accepted config; requests read the snapshot current when they start."""
+
+    config: ProxyConfig
+    routes: RouteTable
+    balancers: Balancers
+    authorizer: Authorizer
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @classmethod
+    def build(cls, config: ProxyConfig, rng: random.Random) -> ConfigSnapshot:
+        """Raises ValueError naming the problem when the config cannot be executed."""
+        return cls(
+            config=config,
+            routes=RouteTable.build(config, rng),
+            balancers=Balancers(config.clusters),
+            authorizer=Authorizer(config.inbound.authorization),
+        )
+
+
+class ProxyState:
+    """What the listeners read per request: the current snapshot (None until the first config)."""
+
+    def __init__(self) -> None:
+        self.snapshot: ConfigSnapshot | None = None
+
+    def swap(self, snapshot: ConfigSnapshot) -> None:
+        self.snapshot = snapshot

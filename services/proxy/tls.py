@@ -1,0 +1,176 @@
+"""Transport security of both listeners: in-memory workload identity -> hot-swappable mTLS contexts and peer checks.
+
+Private keys stay in memory. Python's ssl module only loads a key from a path, so the PEM goes through an
+anonymous memory file (memfd_create, opened via /proc/self/fd) that never has a name on disk; where memfd is
+unavailable a private 0600 temp file is used and unlinked right after loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.tracing import Trace
+from cryptography import x509
+
+from shared.identity.svid import spiffe_id_of_cert, spiffe_id_of_der
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """Our key, certificate chain (leaf first) and the roots we trust, all PEM, held only in memory."""
+
+    spiffe_id: str
+    key_pem: bytes
+    chain_pem: tuple[bytes, ...]
+    trust_bundle_pem: bytes
+    not_after: float
+
+    def __post_init__(self) -> None:
+        if not self.chain_pem:
+            raise ValueError("identity: the certificate chain is empty")
+        leaf = x509.load_pem_x509_certificate(self.chain_pem[0])
+        found = spiffe_id_of_cert(leaf)
+        if found != self.spiffe_id:
+            raise ValueError(f"identity: leaf certificate names {found!r}, expected {self.spiffe_id!r}")
+        if not self.trust_bundle_pem.strip():
+            raise ValueError("identity: the trust bundle is empty")
+
+    def with_trust_bundle(self, bundle_pem: bytes) -> WorkloadIdentity:
+        return WorkloadIdentity(self.spiffe_id, self.key_pem, self.chain_pem, bundle_pem, self.not_after)
+
+
+class PeerIdentityMismatch(aiohttp.ClientConnectionError):
+    """The upstream presented a certificate for another SPIFFE ID (or none): the request is never sent."""
+
+
+@contextlib.contextmanager
+def _key_and_chain_file(identity: WorkloadIdentity) -> Iterator[str]:
+    material = identity.key_pem + b"\n" + b"\n".join(identity.chain_pem)
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd_create("isthmus-proxy-identity", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, material)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(prefix="isthmus-identity-", suffix=".pem")  # created 0600
+    try:
+        os.write(fd, material)
+        os.close(fd)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _load_identity(context: ssl.SSLContext, identity: WorkloadIdentity) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=identity.trust_bundle_pem.decode())
+    with _key_and_chain_file(identity) as path:
+        context.load_cert_chain(certfile=path, keyfile=path)
+
+
+def server_context(identity: WorkloadIdentity) -> ssl.SSLContext:
+    """Inbound: presents our chain and requires a client certificate that chains to the trust bundle."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_identity(context, identity)
+    return context
+
+
+def client_context(identity: WorkloadIdentity) -> ssl.SSLContext:
+    """Outbound: presents our chain, verifies the peer's chain; the peer's name is its SPIFFE ID, checked apart."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    _load_identity(context, identity)
+    return context
+
+
+class TlsContexts:
+    """The current server and client contexts; `update` swaps both, and only new connections see the change.
+
+    The listener keeps one front context whose SNI callback hands each new handshake the current server
+    context, so a renewed certificate takes effect without restarting the listener.
+    """
+
+    def __init__(self) -> None:
+        self._identity: WorkloadIdentity | None = None
+        self._server: ssl.SSLContext | None = None
+        self._client: ssl.SSLContext | None = None
+        self._front: ssl.SSLContext | None = None
+
+    @property
+    def identity(self) -> WorkloadIdentity | None:
+        return self._identity
+
+    def update(self, identity: WorkloadIdentity) -> None:
+        server = server_context(identity)
+        client = client_context(identity)
+        self._identity, self._server, self._client = identity, server, client
+
+    def client(self) -> ssl.SSLContext:
+        if self._client is None:
+            raise RuntimeError("no workload certificate yet: outbound mTLS is unavailable")
+        return self._client
+
+    def listener_context(self) -> ssl.SSLContext:
+        """The context to give the inbound listener once; it follows every later `update`."""
+        if self._server is None or self._identity is None:
+            raise RuntimeError("no workload certificate yet: the inbound listener cannot start")
+        if self._front is None:
+            front = server_context(self._identity)
+            front.sni_callback = self._select_current
+            self._front = front
+        return self._front
+
+    def _select_current(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        current = self._server
+        if current is not None and connection.context is not current:
+            connection.context = current
+
+
+def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
+    """The SPIFFE ID in the peer's verified certificate, or None for plain text or a cert without one."""
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    return spiffe_id_of_der(ssl_object.getpeercert(binary_form=True))
+
+
+class SpiffeVerifyingConnector(aiohttp.TCPConnector):
+    """A connection pool for upstreams that must prove one SPIFFE ID; checked after the handshake, before use."""
+
+    def __init__(self, expected_identity: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.expected_identity = expected_identity
+
+    async def _create_connection(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> ResponseHandler:
+        protocol = await super()._create_connection(req, traces, timeout)
+        transport = protocol.transport
+        peer = peer_spiffe_id(transport)
+        if peer != self.expected_identity:
+            if transport is not None:
+                transport.abort()
+            raise PeerIdentityMismatch(
+                f"upstream {req.url.host}:{req.url.port} presented {peer or 'no SPIFFE ID'}, "
+                f"expected {self.expected_identity}"
+            )
+        return protocol
