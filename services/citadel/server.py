@@ -11,7 +11,7 @@ import grpc
 
 from services.citadel.authenticate import Unauthenticated, authenticate
 from services.citadel.ca import CertificateAuthority
-from services.citadel.csr import CsrRefused, IdentityMismatch, check_identity, parse_csr
+from services.citadel.csr import CsrRefused, IdentityMismatch
 from services.citadel.renewal import CLIENT_CERT_METADATA, RENEWAL_PROOF_METADATA, RenewalProof
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.proto import citadel_pb2, citadel_pb2_grpc
@@ -54,9 +54,7 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
     def _issue(self, request: citadel_pb2.CreateCertificateRequest, renewal: RenewalProof | None) -> tuple[bytes, ...]:
         csr_pem = request.csr_pem.encode("utf-8")
         identity = authenticate(self._ca, request.token, renewal, csr_pem, self._clock)
-        parsed = parse_csr(csr_pem)
-        check_identity(parsed, identity)
-        chain = self._ca.sign_csr(csr_pem, identity, request.ttl_seconds)
+        chain = self._ca.sign_csr(csr_pem, identity, request.ttl_seconds)  # refuses a CSR for anyone else
         how = "token" if request.token else "renewal"
         log.info("issued %s (%s)", identity.uri, how)
         return chain
@@ -70,7 +68,7 @@ class CitadelServer:
     ) -> None:
         self._ca = ca
         self._clock = clock
-        self._dns_names, self._ips = _split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
+        self._dns_names, self._ips = split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
         self._server: grpc.aio.Server | None = None
 
     async def start(self, listen: str) -> int:
@@ -119,7 +117,7 @@ def _renewal_proof(context: grpc.aio.ServicerContext) -> RenewalProof | None:
     return RenewalProof(cert_pem=cert_pem, signature=signature)
 
 
-def _split_sans(sans: Sequence[str]) -> tuple[list[str], list[str]]:
+def split_sans(sans: Sequence[str]) -> tuple[list[str], list[str]]:
     """Sort `--san` values into DNS names and IP addresses, dropping duplicates."""
     dns: list[str] = []
     ips: list[str] = []
