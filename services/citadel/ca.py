@@ -62,7 +62,7 @@ class CertificateAuthority:
     ) -> None:
         self.root_cert = root_cert
         self.root_key = root_key
-        self.trust_domain = SpiffeId(trust_domain, "x", "x").trust_domain  # validates the name
+        self.trust_domain = checked_trust_domain(trust_domain)
         self.clock = clock
         self.ttl = ttl
 
@@ -71,7 +71,7 @@ class CertificateAuthority:
         cls, trust_domain: str, *, clock: Clock = SYSTEM_CLOCK, ttl: TtlPolicy = DEFAULT_TTL_POLICY
     ) -> CertificateAuthority:
         """A fresh in-memory root (ECDSA P-256, ten years) for `trust_domain`."""
-        SpiffeId(trust_domain, "x", "x")
+        checked_trust_domain(trust_domain)
         key = new_private_key()
         now = _utc(clock.wall())
         name = x509.Name(
@@ -209,6 +209,11 @@ class CertificateAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
         )
         return builder.sign(self.root_key, hashes.SHA256())
+
+
+def checked_trust_domain(trust_domain: str) -> str:
+    """`trust_domain` if it is a valid SPIFFE trust domain; InvalidSpiffeId (a ValueError) naming it if not."""
+    return SpiffeId(trust_domain, "ns", "sa").trust_domain
 
 
 def _utc(epoch_seconds: float) -> datetime.datetime:

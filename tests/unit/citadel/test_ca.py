@@ -187,3 +187,9 @@ def test_server_certificate_names_citadel(ca: CertificateAuthority) -> None:
 def test_ttl_policy_rejects_default_above_max() -> None:
     with pytest.raises(ValueError, match="exceeds max"):
         TtlPolicy(default_seconds=100, max_seconds=10)
+
+
+def test_invalid_trust_domain_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="trust domain 'Not_A_Domain'"):
+        CertificateAuthority.load_or_create(tmp_path, "Not_A_Domain")
+    assert not (tmp_path / KEY_FILE).exists()
