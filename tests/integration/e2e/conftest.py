@@ -8,14 +8,19 @@ from pathlib import Path
 import pytest
 
 from services.local import demo
+from services.local.infra import start_consul, start_nats
 from services.local.mesh import LocalMesh, Workload
 from services.local.processes import Supervisor
 
 
 @pytest.fixture(scope="session")
-def mesh(nats_url: str, consul_addr: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    """Its own nats-server and Consul, so other suites' buckets and registrations cannot leak into it."""
     state_dir: Path = tmp_path_factory.mktemp("mesh")
-    local = LocalMesh(Supervisor(state_dir / "logs"), state_dir, nats_url=nats_url, consul_addr=consul_addr)
+    supervisor = Supervisor(state_dir / "logs")
+    nats_handle = start_nats(supervisor, state_dir)
+    consul_handle = start_consul(supervisor, state_dir)
+    local = LocalMesh(supervisor, state_dir, nats_url=nats_handle.url, consul_addr=consul_handle.addr)
     try:
         local.start_control_plane()
         demo.start_workloads(local)
