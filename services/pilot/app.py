@@ -73,6 +73,11 @@ class Pilot:
         self.pusher: Pusher | None = None
         self.server = DebugServer(build_app(self.ready.is_set, self._versions, self.metrics), settings.listen)
 
+    async def _reconnected(self) -> None:
+        if self.config is not None:
+            await self.config.resync()
+        self.debouncer.notify()
+
     def _versions(self) -> dict[str, str]:
         return dict(self.pusher.versions) if self.pusher else {}
 
@@ -83,12 +88,16 @@ class Pilot:
 
     async def start(self) -> None:
         self._nc = await nats.connect(
-            self.settings.nats_url, name="isthmus-pilot", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            self.settings.nats_url,
+            name="isthmus-pilot",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            reconnected_cb=self._reconnected,
         )
         js = self._nc.jetstream()
         config_kv = await open_bucket(js, CONFIG_BUCKET)
         proxy_kv = await open_bucket(js, PROXY_CONFIG_BUCKET)
-        self.config = ConfigWatch(config_kv, self.debouncer.notify, self.metrics)
+        self.config = ConfigWatch(config_kv, self.debouncer.notify, self.metrics, self._clock)
         self.pusher = Pusher(
             KvProxyConfigStore(proxy_kv),
             self.snapshot,

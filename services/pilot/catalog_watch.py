@@ -16,27 +16,13 @@ from urllib.parse import quote
 
 import aiohttp
 
+from services.pilot.backoff import Backoff
 from services.pilot.snapshot import Instance
 from shared.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 SKIPPED_SERVICES = frozenset({"consul"})
-
-
-class Backoff:
-    def __init__(self, clock: Clock, initial: float = 0.1, cap: float = 5.0) -> None:
-        self._clock = clock
-        self._initial = initial
-        self._cap = cap
-        self._next = initial
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-    async def sleep(self) -> None:
-        delay, self._next = self._next, min(self._next * 2, self._cap)
-        await self._clock.sleep(delay)
 
 
 def consul_base_url(addr: str) -> str:

@@ -3,11 +3,14 @@
 Galley writes each accepted resource under `config_key(kind, namespace, name)` as the JSON of
 `dump_resource(resource)`; a delete or purge removes it. A value that does not parse is logged and
 skipped, and the key keeps its last good resource (dropping, say, a DENY policy would open access).
+If the watch fails, or NATS reconnects (resync), it is started again after a backoff; the replay builds a
+fresh set of resources that replaces the old one whole once complete, so keys deleted meanwhile disappear.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -15,51 +18,96 @@ from collections.abc import Callable
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from services.pilot.backoff import Backoff
 from services.pilot.metrics import PilotMetrics
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model import Resource, UnknownKind, parse_resource
 
 log = logging.getLogger(__name__)
 
 
 class ConfigWatch:
-    def __init__(self, kv: KeyValue, on_change: Callable[[], None], metrics: PilotMetrics) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        on_change: Callable[[], None],
+        metrics: PilotMetrics,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._kv = kv
         self._on_change = on_change
         self._metrics = metrics
+        self._clock = clock
         self._resources: dict[str, Resource] = {}
+        self._watcher: KeyValue.KeyWatcher | None = None
         self.synced = asyncio.Event()
         """Set once every value stored when the watch started has been read."""
 
     def current(self) -> list[Resource]:
         return list(self._resources.values())
 
-    def apply(self, key: str, value: bytes | None, operation: str | None) -> bool:
-        """Fold one KV update into the resources; True when they changed."""
+    def apply(self, resources: dict[str, Resource], key: str, value: bytes | None, operation: str | None) -> bool:
+        """Fold one KV update into `resources`; True when they changed."""
         if operation in (KV_DEL, KV_PURGE):
-            return self._resources.pop(key, None) is not None
+            return resources.pop(key, None) is not None
         try:
             resource = parse_resource(json.loads(value or b""))
         except (ValueError, UnknownKind, ValidationError) as err:
             self._metrics.config_rejected.inc()
             log.warning("config %s: value skipped, it is not a valid resource: %s", key, err)
+            last_good = self._resources.get(key)
+            if last_good is not None and resources is not self._resources:
+                resources[key] = last_good
             return False
-        if self._resources.get(key) == resource:
+        if resources.get(key) == resource:
             return False
-        self._resources[key] = resource
+        resources[key] = resource
         return True
 
     async def run(self) -> None:
-        """Watch the bucket until cancelled."""
-        watcher = await self._kv.watchall()
+        """Watch the bucket until cancelled, starting the watch again when it fails."""
+        backoff = Backoff(self._clock)
+        while True:
+            try:
+                await self._watch(backoff)
+            except Exception as err:
+                log.warning("config watch failed (%s); keeping the last resources, retrying", err)
+            await backoff.sleep()
+
+    async def resync(self) -> None:
+        """Start the watch again with a full replay (after a NATS reconnect, the old one may have stalled)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            log.info("config watch: starting again after a reconnect")
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _watch(self, backoff: Backoff) -> None:
+        watcher = self._watcher = await self._kv.watchall()
+        replay: dict[str, Resource] | None = {}
         try:
             async for entry in watcher:
                 if entry is None:
-                    if not self.synced.is_set():
-                        log.info("config watch synced: %d resources", len(self._resources))
-                        self.synced.set()
-                        self._on_change()
+                    if replay is not None:
+                        self._swap(replay)
+                        replay = None
+                        backoff.reset()
                     continue
-                if self.apply(entry.key, entry.value, entry.operation) and self.synced.is_set():
+                target = replay if replay is not None else self._resources
+                if self.apply(target, entry.key, entry.value, entry.operation) and replay is None:
                     self._on_change()
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            if self._watcher is watcher:
+                self._watcher = None
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _swap(self, replay: dict[str, Resource]) -> None:
+        changed = replay != self._resources
+        self._resources = replay
+        if not self.synced.is_set():
+            log.info("config watch synced: %d resources", len(replay))
+            self.synced.set()
+            self._on_change()
+        elif changed:
+            self._on_change()

@@ -7,6 +7,7 @@ churn the bucket. A failed write is retried on the next push (one is scheduled a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -102,6 +103,7 @@ class Pusher:
                 config = generate(snapshot, proxy, self._trust_domain, self._root_namespace).versioned()
                 versions[proxy.proxy_id] = config.version
                 await self._write(config)
+                await asyncio.sleep(0)  # generation is CPU work: let the watches and HTTP run between proxies
             except Exception:
                 failed += 1
                 self._metrics.push_errors.inc()

@@ -10,10 +10,10 @@ Mesh rules read from the catalog (the contract with the proxy's registration):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from shared.consul import (
     DEFAULT_NAMESPACE,
@@ -28,6 +28,7 @@ from shared.model import Resource
 DEFAULT_SERVICE_ACCOUNT = "default"
 
 R = TypeVar("R", bound=Resource)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ class Snapshot:
 
     resources: tuple[Resource, ...] = ()
     instances: tuple[Instance, ...] = ()
+    _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memoized(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from this snapshot, computed once (the parts every proxy shares)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
 
     @classmethod
     def build(cls, resources: Iterable[Resource], instances: Iterable[Instance]) -> Snapshot:

@@ -1,8 +1,9 @@
 """Generation of clusters: one per (host, port, subset) the routes reference, with endpoints and policy.
 
 Endpoints of a cluster are the service's catalog instances (a subset keeps those whose labels contain the
-subset's labels). A meshed instance's endpoint carries the SPIFFE identity its sidecar must present; a
-plain instance has identity None. Endpoint.healthy is Consul's verdict (all checks passing). The
+subset's labels). A meshed instance's endpoint carries the SPIFFE identity its sidecar must present (an
+instance whose Meta makes no valid identity is left out: never reached without one); a plain instance
+has identity None. Endpoint.healthy is Consul's verdict (all checks passing). The
 DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it. The
 cluster's traffic policy is that rule's top-level policy, then its port-level settings for the cluster's
 port, then the subset's policy (and the subset's port-level settings), each overriding field by field.
@@ -17,6 +18,7 @@ from services.pilot.generate.hosts import HostIndex
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
 from shared.identity import SpiffeId
+from shared.identity.spiffe import InvalidSpiffeId
 from shared.model import DestinationRule
 from shared.model.destination_rule import TrafficPolicy
 from shared.model.proxy_config import Cluster, Endpoint
@@ -26,10 +28,15 @@ log = logging.getLogger(__name__)
 _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
 
 
-def endpoint(instance: Instance, trust_domain: str) -> Endpoint:
+def endpoint(instance: Instance, trust_domain: str) -> Endpoint | None:
+    """The instance as an endpoint; None (and a log line) when its Meta gives no valid SPIFFE identity."""
     identity = None
     if instance.meshed:
-        identity = SpiffeId(trust_domain, instance.namespace, instance.service_account).uri
+        try:
+            identity = SpiffeId(trust_domain, instance.namespace, instance.service_account).uri
+        except InvalidSpiffeId as err:
+            log.warning("endpoint %s of %s left out: %s", instance.service_id, instance.service, err)
+            return None
     return Endpoint(
         address=instance.address,
         port=instance.port,
@@ -89,10 +96,8 @@ def cluster(
         else:
             wanted = subset.labels.items()
             instances = [i for i in instances if wanted <= i.labels.items()]
-    endpoints = sorted(
-        (endpoint(instance, trust_domain) for instance in instances),
-        key=lambda e: (e.address, e.port, e.identity or ""),
-    )
+    found = (endpoint(instance, trust_domain) for instance in instances)
+    endpoints = sorted((e for e in found if e is not None), key=lambda e: (e.address, e.port, e.identity or ""))
     return Cluster(
         name=ref.name,
         host=ref.host,
