@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+import nats.errors
 import uvloop
 
 from services.pilot.app import DEFAULT_ROOT_NAMESPACE, Pilot, PilotSettings
@@ -96,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         uvloop.run(serve(settings))
-    except OSError as err:
-        log.error("pilot cannot start: %s", err)
+    except (OSError, nats.errors.Error) as err:
+        log.error("pilot cannot start: %s", err or type(err).__name__)
         return 1
     return 0
 

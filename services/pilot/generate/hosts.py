@@ -1,6 +1,7 @@
 """Host names in generation: the domains of each catalog service and how a resource's host resolves to one.
 
-A catalog service `name` in namespace `ns` (its instances' Meta `namespace`, default "default") answers to
+A catalog service `name` in namespace `ns` (the Meta `namespace` most of its instances declare, default
+"default") answers to
 `name`, `name.ns`, `name.ns.svc`, `name.ns.svc.cluster.local` and `name.service.consul`, all lower case and
 without port. A host written in a VirtualService or DestinationRule without a dot is a short name, read in
 that resource's namespace (`reviews` in namespace `shop` means `reviews.shop`).
@@ -43,6 +44,13 @@ class MeshService:
         return service_domains(self.name, self.namespace)
 
 
+def _namespace_of(namespaces: list[str]) -> str:
+    """A service's namespace: the one most of its instances declare (ties: the first by name)."""
+    if not namespaces:
+        return DEFAULT_NAMESPACE
+    return min(set(namespaces), key=lambda ns: (-namespaces.count(ns), ns))
+
+
 class HostIndex:
     """Catalog services and the domain -> service map used to resolve resource hosts."""
 
@@ -52,8 +60,7 @@ class HostIndex:
         for name, instances in snapshot.services.items():
             if name == CONSUL_OWN_SERVICE:
                 continue
-            namespaces = sorted({instance.namespace for instance in instances})
-            service = MeshService(name=name, namespace=namespaces[0] if namespaces else DEFAULT_NAMESPACE)
+            service = MeshService(name=name, namespace=_namespace_of([i.namespace for i in instances]))
             self.services.append(service)
             for domain in service.domains:
                 self._by_domain.setdefault(domain, service)

@@ -199,3 +199,12 @@ def test_same_snapshot_gives_byte_identical_json_whatever_the_input_order() -> N
     two = generate(second, proxy_of(second, "frontend-10.0.0.1"), TD, ROOT).versioned()
     assert one.to_json() == two.to_json()
     assert one.version == two.version != ""
+
+
+def test_an_instance_without_a_valid_identity_is_never_an_endpoint() -> None:
+    bad = meshed("reviews", "10.0.1.9", namespace="Not_A_Label!")
+    snap = snapshot([*CATALOG, bad])
+    config = generate(snap, proxy_of(snap, "frontend-10.0.0.1"), TD, ROOT)
+    reviews = next(c for c in config.clusters if c.name == "outbound|80||reviews")
+    assert "10.0.1.9" not in [e.address for e in reviews.endpoints]
+    assert len(reviews.endpoints) == 3
