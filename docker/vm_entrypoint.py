@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""`isthmus-vm`: a demo "VM" in one container, the workload's app plus its Isthmus sidecar.
+
+Runs as PID 1. Waits for the bootstrap token and the local Consul agent, starts the app, then
+`isthmus proxy run` in front of it; forwards SIGTERM/SIGINT/SIGHUP to both (sidecar first, so it
+deregisters from Consul before the app goes away), reaps every child, and exits as soon as either
+of the two exits, stopping the other one.
+
+Configuration is by environment (compose sets it); every value has the default shown:
+  ISTHMUS_SERVICE (required)       ISTHMUS_VERSION=v1            ISTHMUS_NAMESPACE=default
+  ISTHMUS_SERVICE_ACCOUNT=<service>                              ISTHMUS_APP_PORT=8080
+  ISTHMUS_ADDRESS=<this container's IP, found from its route to Consul>
+  ISTHMUS_NATS_URL=nats://nats:4222  ISTHMUS_CONSUL_ADDR=127.0.0.1:8500 (the VM's own agent)
+  ISTHMUS_CITADEL_ADDR=citadel:15012 ISTHMUS_TRUST_DOMAIN=cluster.local
+  ISTHMUS_TOKEN_FILE=/var/lib/isthmus/token/token              ISTHMUS_STATE_DIR=/var/lib/isthmus/proxy
+  ISTHMUS_APP_COMMAND=python3 -m services.demoapp --service S --version V --port P --sidecar http://127.0.0.1:15001
+  ISTHMUS_WAIT_SECONDS=120 (how long to wait for the token and the Consul agent)
+Arguments, if any, are extra flags for `isthmus proxy run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from types import FrameType
+
+INBOUND_PORT = 15006
+OUTBOUND_PORT = 15001
+ADMIN_PORT = 15000
+HEALTH_PORT = 15021
+STOP_GRACE_SECONDS = 10
+
+
+def log(message: str) -> None:
+    print(f"isthmus-vm: {message}", file=sys.stderr, flush=True)
+
+
+def env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        log(f"{name} must be set")
+        sys.exit(2)
+    return default
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def own_address(towards: str) -> str:
+    """The local IP this container uses to reach `towards` (host:port); a UDP connect sends nothing."""
+    host, port = split_host_port(towards)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(sockaddr)
+        return str(probe.getsockname()[0])
+
+
+def wait_for(what: str, check: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    announced = False
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            log(f"gave up waiting for {what} after {seconds:.0f}s")
+            sys.exit(1)
+        if not announced:
+            log(f"waiting for {what}")
+            announced = True
+        time.sleep(0.5)
+
+
+def consul_has_leader(consul_addr: str) -> bool:
+    with urllib.request.urlopen(f"http://{consul_addr}/v1/status/leader", timeout=2) as reply:
+        return bool(json.loads(reply.read()))
+
+
+class Children:
+    """The app and the sidecar; reaps all children (PID 1 inherits orphans) and stops the pair together."""
+
+    def __init__(self) -> None:
+        self.pids: dict[int, str] = {}
+        self.stopping = False
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        log(f"starting {name}: {shlex.join(argv)}")
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+                    signal.signal(number, signal.SIG_DFL)
+                os.execvp(argv[0], argv)
+            except OSError as error:
+                print(f"isthmus-vm: cannot start {name}: {error}", file=sys.stderr, flush=True)
+            os._exit(127)
+        self.pids[pid] = name
+
+    def signal_all(self, number: int) -> None:
+        # The sidecar first: it deregisters from Consul and drains before the app disappears.
+        for pid, name in sorted(self.pids.items(), key=lambda item: item[1] != "sidecar"):
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, number: int = signal.SIGTERM) -> None:
+        if not self.stopping:
+            self.stopping = True
+            signal.alarm(STOP_GRACE_SECONDS)
+        self.signal_all(number)
+
+    def wait(self) -> int:
+        """Reaps until the first of ours exits, stops the other, returns the exit code for the container."""
+        code: int | None = None
+        while self.pids:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            name = self.pids.pop(pid, None)
+            if name is None:
+                continue  # an orphan re-parented to PID 1
+            exit_code = os.waitstatus_to_exitcode(status)
+            if code is None:
+                if self.stopping:
+                    code = 0
+                else:
+                    log(f"{name} exited ({exit_code}); stopping the rest")
+                    code = exit_code if exit_code > 0 else 1
+                    self.stop()
+            else:
+                log(f"{name} exited ({exit_code})")
+        return code or 0
+
+
+def main() -> int:
+    service = env("ISTHMUS_SERVICE")
+    version = env("ISTHMUS_VERSION", "v1")
+    namespace = env("ISTHMUS_NAMESPACE", "default")
+    account = env("ISTHMUS_SERVICE_ACCOUNT", service)
+    app_port = env("ISTHMUS_APP_PORT", "8080")
+    nats_url = env("ISTHMUS_NATS_URL", "nats://nats:4222")
+    consul_addr = env("ISTHMUS_CONSUL_ADDR", "127.0.0.1:8500")
+    citadel_addr = env("ISTHMUS_CITADEL_ADDR", "citadel:15012")
+    trust_domain = env("ISTHMUS_TRUST_DOMAIN", "cluster.local")
+    token_file = env("ISTHMUS_TOKEN_FILE", "/var/lib/isthmus/token/token")
+    state_dir = env("ISTHMUS_STATE_DIR", "/var/lib/isthmus/proxy")
+    wait_seconds = float(env("ISTHMUS_WAIT_SECONDS", "120"))
+    app_command = shlex.split(
+        env(
+            "ISTHMUS_APP_COMMAND",
+            f"python3 -m services.demoapp --service {shlex.quote(service)} --version {shlex.quote(version)} "
+            f"--port {app_port} --sidecar http://127.0.0.1:{OUTBOUND_PORT}",
+        )
+    )
+
+    children = Children()
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        log(f"got signal {signal.Signals(number).name}; stopping sidecar and app")
+        if not children.pids:
+            sys.exit(0)
+        children.stop()
+
+    def on_alarm(number: int, frame: FrameType | None) -> None:
+        log(f"still running {STOP_GRACE_SECONDS}s after SIGTERM; killing")
+        children.signal_all(signal.SIGKILL)
+
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    wait_for(f"the bootstrap token at {token_file}", lambda: os.path.getsize(token_file) > 0, wait_seconds)
+    wait_for(f"the Consul agent at {consul_addr}", lambda: consul_has_leader(consul_addr), wait_seconds)
+    # The address other sidecars dial: this container's IP on the network it shares with them.
+    towards = citadel_addr if consul_addr.startswith(("127.", "localhost")) else consul_addr
+    address = env("ISTHMUS_ADDRESS", "") or own_address(towards)
+    os.makedirs(state_dir, exist_ok=True)
+
+    children.spawn("app", app_command)
+    children.spawn(
+        "sidecar",
+        [
+            "isthmus", "proxy", "run",
+            "--service", service, "--namespace", namespace, "--service-account", account, "--version", version,
+            "--app-port", app_port, "--address", address,
+            "--inbound-port", str(INBOUND_PORT), "--outbound-port", str(OUTBOUND_PORT),
+            "--admin-port", str(ADMIN_PORT), "--health-port", str(HEALTH_PORT),
+            "--nats-url", nats_url, "--consul-addr", consul_addr, "--citadel-addr", citadel_addr,
+            "--token-file", token_file, "--trust-domain", trust_domain, "--state-dir", state_dir,
+            *sys.argv[1:],
+        ],
+    )  # fmt: skip
+    return children.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
