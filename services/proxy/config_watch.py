@@ -10,7 +10,6 @@ import os
 import random
 from pathlib import Path
 
-import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
@@ -138,7 +137,7 @@ class ConfigWatcher:
             while True:
                 try:
                     entry = await next_update(watcher, RESYNC_INTERVAL)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
                     await self._resync(configs, status)
                     continue
                 if isinstance(entry, KeyValue.Entry):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import nats.js.errors
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
@@ -19,12 +21,21 @@ async def ensure_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
         return await js.key_value(bucket)
 
 
-async def next_update(watcher: KeyValue.KeyWatcher, wait: float) -> KeyValue.Entry | object | None:
-    """The watcher's next item: an Entry, None once the initial values are delivered, or its stop marker.
+STOPPED = object()
+"""What next_update returns once the watcher was stopped."""
 
-    Raises nats.errors.TimeoutError when nothing arrives within `wait` seconds.
+
+async def next_update(watcher: KeyValue.KeyWatcher, wait: float) -> KeyValue.Entry | object | None:
+    """The watcher's next item: an Entry, None once the initial values are delivered, or STOPPED.
+
+    Raises TimeoutError when nothing arrives within `wait` seconds. (nats-py's own `updates()` uses
+    asyncio.wait_for, which on Python 3.11 can swallow a cancellation; asyncio.timeout does not.)
     """
-    item: KeyValue.Entry | object | None = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
+    try:
+        async with asyncio.timeout(wait):
+            item: KeyValue.Entry | None = await anext(watcher)
+    except StopAsyncIteration:
+        return STOPPED
     return item
 
 

@@ -156,16 +156,22 @@ class Sidecar:
                 log.warning("deregistration failed: %s", err)
             self._registered = False
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel(task)
         self._tasks.clear()
         for listener in self.listeners.values():
             await listener.close()
         self.listeners.clear()
         await self._pools.close()
         await self._inbound.close()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel until done: nats-py waits with asyncio.wait_for, which on 3.11 can swallow one cancellation."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

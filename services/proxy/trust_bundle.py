@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
@@ -42,7 +41,7 @@ async def follow_trust_bundle(js: JetStreamContext, on_bundle: Callable[[bytes],
                 while True:
                     try:
                         entry = await next_update(watcher, 60.0)
-                    except nats.errors.TimeoutError:
+                    except TimeoutError:
                         continue
                     if isinstance(entry, KeyValue.Entry):
                         if entry.operation is None and entry.value:
