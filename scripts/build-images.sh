@@ -266,8 +266,25 @@ build_prometheus() {
     deb=$(ls "$CACHE"/prometheus_*.deb | tail -1)
   fi
   ctx=$(standin_context prometheus)
+  # PyYAML (pure Python) for the entrypoint that serves consul_sd_configs through file_sd.
+  local pyyaml
+  pyyaml=$(ls "$CACHE"/python3-yaml_*.deb 2>/dev/null | tail -1 || true)
+  if [ -z "$pyyaml" ]; then
+    if [ "$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")" = "$SUITE" ]; then
+      (cd "$CACHE" && apt-get download -qq python3-yaml)
+    else
+      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq python3-yaml'
+      mv "$ROOTFS"/tmp/python3-yaml_*.deb "$CACHE/"
+      rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
+    fi
+    pyyaml=$(ls "$CACHE"/python3-yaml_*.deb | tail -1)
+  fi
+  extract_deb "$pyyaml" "$ctx/pyyaml"
+  mv "$ctx/pyyaml/usr/lib/python3/dist-packages/yaml" "$ctx/yaml"
+  rm -rf "$ctx/pyyaml" "$ctx"/yaml/_yaml*.so
   extract_deb "$deb" "$ctx/root"
   mv "$ctx/root/usr/bin/prometheus" "$ctx/prometheus"
+  mv "$ctx/root/usr/bin/promtool" "$ctx/promtool"
   rm -rf "$ctx/root"
   say "prometheus from $(basename "$deb")"
   standin_build prometheus "$PROMETHEUS_IMAGE" "$ctx"
