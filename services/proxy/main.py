@@ -74,34 +74,65 @@ def read_token(args: argparse.Namespace) -> str | None:
     return token
 
 
+async def connect_bus(url: str, name: str, first_try_only: bool = False) -> NatsClient | None:
+    """Connect to NATS (reconnecting forever once connected); retries the first connect unless told not to."""
+    backoff = 0.5
+    while True:
+        try:
+            connection: NatsClient = await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2
+            )
+            return connection
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if first_try_only:
+                log.warning("NATS at %s unreachable (%s); starting from the files in the state dir", url, err)
+                return None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
 async def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     token = read_token(args)
-    connection = await nats.connect(
-        args.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, name=settings.proxy_id
-    )
+    connection = await connect_bus(args.nats_url, settings.proxy_id, first_try_only=True)
     sidecar, source = _build(settings, args, token, connection)
+    late: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await sidecar.start()
+        if connection is None:
+            late = asyncio.create_task(_attach_when_reachable(sidecar, args.nats_url))
         ready = asyncio.create_task(sidecar.wait_ready())
         await stop.wait()
         ready.cancel()
         return 0
     finally:
+        if late is not None:
+            late.cancel()
         await sidecar.stop()
         await source.close()
-        await connection.close()
+        bus = sidecar.bus
+        if bus is not None:
+            await bus.close()
+
+
+async def _attach_when_reachable(sidecar: Sidecar, url: str) -> None:
+    connection = await connect_bus(url, sidecar.proxy_id)
+    assert connection is not None
+    sidecar.attach_bus(connection)
+    log.info("connected to NATS at %s", url)
 
 
 def _build(
     settings: SidecarSettings,
     args: argparse.Namespace,
     token: str | None,
-    connection: NatsClient,
+    connection: NatsClient | None,
 ) -> tuple[Sidecar, CitadelSource]:
     holder: list[Sidecar] = []
 

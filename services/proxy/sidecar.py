@@ -21,7 +21,7 @@ from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
 from services.proxy.registration import ConsulRegistrar, Registration
 from services.proxy.snapshot import ProxyState
-from services.proxy.tls import TlsContexts
+from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from services.proxy.upstream import UpstreamPools
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -29,6 +29,9 @@ from shared.consul import proxy_id_for
 from shared.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
+
+TRUST_BUNDLE_FILE = "trust-bundle.pem"
+BOOTSTRAP_RETRY_MAX = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +75,18 @@ class Sidecar:
         consul_addr: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        bus_trust_bundle: bool = True,
     ) -> None:
+        """`bus_trust_bundle=False`: trust only the roots the certificate source returns (tests with their own CA)."""
         self.settings = settings
+        self._bus_bundle = bus_trust_bundle
         self.proxy_id = settings.proxy_id
         self._nats = nats
         self._clock = clock
         rng = rng or random.Random()
         self.state = ProxyState()
         self.tls = TlsContexts()
-        self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self.tls.update)
+        self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self._use_identity)
         self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
         self.readiness = Readiness(self.state, self.tls)
         self._pools = UpstreamPools(self.tls)
@@ -104,13 +110,50 @@ class Sidecar:
             app_port=s.app_port,
         )
 
+    @property
+    def trust_bundle_path(self) -> Path:
+        return self.settings.state_dir / TRUST_BUNDLE_FILE
+
+    def _use_identity(self, identity: WorkloadIdentity) -> None:
+        """Swap the TLS contexts, then remember the roots (public data) for a start without the bus."""
+        self.tls.update(identity)
+        try:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+            self.trust_bundle_path.write_bytes(identity.trust_bundle_pem)
+        except OSError as err:
+            log.warning("could not persist the trust bundle: %s", err)
+
+    async def _bus_trust_bundle(self) -> bytes | None:
+        if self._nats is None or not self._bus_bundle:
+            return None
+        try:
+            return await read_trust_bundle(self._nats.jetstream())
+        except Exception as err:  # the bus being down must not stop a start from the disk copy
+            log.warning("trust bundle not readable from NATS: %s", err)
+            return None
+
+    async def _bootstrap_identity(self) -> None:
+        """Trust bundle (bus, else the copy on disk), then the first certificate; retried until it works."""
+        backoff = 0.5
+        while True:
+            try:
+                bundle = await self._bus_trust_bundle()
+                if bundle is None and self._bus_bundle and self.trust_bundle_path.is_file():
+                    bundle = self.trust_bundle_path.read_bytes()
+                if bundle is not None:
+                    self.certs.trust_bundle_override = bundle
+                await self.certs.obtain()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("no workload certificate yet (%s); retrying in %.1fs", err, backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, BOOTSTRAP_RETRY_MAX)
+
     async def start(self) -> None:
         s = self.settings
-        if self._nats is not None:
-            bundle = await read_trust_bundle(self._nats.jetstream())
-            if bundle is not None:
-                self.certs.trust_bundle_override = bundle
-        await self.certs.obtain()
+        await self._bootstrap_identity()
         self.config.load_last_known_good()
         self.listeners["health"] = await start_listener(
             "health", health_handler(self.readiness), s.address, s.health_port
@@ -132,10 +175,25 @@ class Sidecar:
             self._registered = True
         self._spawn(self.certs.run(), "certificate renewal")
         if self._nats is not None:
-            js = self._nats.jetstream()
-            self._spawn(self.config.run(js), "config watch")
-            self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock), "trust bundle")
+            self._follow_bus(self._nats)
         log.info("proxy %s listening (inbound %s)", self.proxy_id, self.listeners["inbound"].port)
+
+    @property
+    def bus(self) -> NatsClient | None:
+        return self._nats
+
+    def attach_bus(self, nats: NatsClient) -> None:
+        """Start following config and trust bundle on a connection made after `start` (NATS was down)."""
+        if self._nats is not None:
+            raise RuntimeError("the sidecar already follows the bus")
+        self._nats = nats
+        self._follow_bus(nats)
+
+    def _follow_bus(self, nats: NatsClient) -> None:
+        js = nats.jetstream()
+        self._spawn(self.config.run(js), "config watch")
+        if self._bus_bundle:
+            self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock), "trust bundle")
 
     async def wait_ready(self) -> None:
         """Returns once a certificate and a config are in place."""

@@ -189,7 +189,13 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
             state_dir=state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}",
             host=host or f"test{time.monotonic_ns()}",
         )
-        sidecar = Sidecar(settings, CASource(test_ca), nats=nats_client if use_nats else None, consul_addr=consul_addr)
+        sidecar = Sidecar(
+            settings,
+            CASource(test_ca),
+            nats=nats_client if use_nats else None,
+            consul_addr=consul_addr,
+            bus_trust_bundle=False,  # this test CA, whatever another test published on the shared bus
+        )
         await sidecar.start()
         sidecars.append(sidecar)
         return sidecar
