@@ -145,10 +145,10 @@ _SUMMARY_TITLE = {
 }
 
 
-def render(kind: str, items: list[dict[str, Any]], output: str) -> str:
+def render(kind: str, items: list[dict[str, Any]], output: str, single: bool = False) -> str:
     """Resources as a table (namespace, name, revision, a kind-specific column), YAML documents or JSON."""
     if output == "json":
-        return json.dumps(items[0] if len(items) == 1 else {"items": items}, indent=2)
+        return json.dumps(items[0] if single else {"items": items}, indent=2)
     if output == "yaml":
         return "---\n".join(yaml.safe_dump(item, sort_keys=False) for item in items).rstrip("\n")
     rows = [["NAMESPACE", "NAME", "REVISION", _SUMMARY_TITLE.get(kind, "")]]
@@ -179,7 +179,7 @@ def get_command(args: argparse.Namespace) -> int:
         where = f"namespace {args.namespace}" if args.namespace else "any namespace"
         print(f"No {kind} resources found in {where}.", file=sys.stderr)
         return EXIT_OK
-    print(render(kind, items, args.output))
+    print(render(kind, items, args.output, single=bool(args.name)))
     return EXIT_OK
 
 

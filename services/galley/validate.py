@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from services.galley.sources import Document, Source, parse_sources
-from shared.bus.names import config_key
 from shared.model import Resource, UnknownKind, parse_resource
 
 
@@ -99,24 +98,14 @@ def _identity(resource: Resource) -> tuple[str, str, str]:
 
 
 def check_batch(accepted: Sequence[Accepted]) -> list[str]:
-    """Issues across documents: the same resource twice, or two names sharing one storage key."""
+    """Issues across documents: the same resource (kind, namespace, name) given twice."""
     errors: list[str] = []
-    by_key: dict[str, Accepted] = {}
+    seen: dict[tuple[str, str, str], Accepted] = {}
     for item in accepted:
-        key = config_key(*_identity(item.resource))
-        first = by_key.get(key)
-        if first is None:
-            by_key[key] = item
-            continue
-        where = f"{first.document.source} document {first.document.index}"
-        if _identity(first.resource) == _identity(item.resource):
+        first = seen.setdefault(_identity(item.resource), item)
+        if first is not item:
+            where = f"{first.document.source} document {first.document.index}"
             errors.append(f"{describe(item.document)}: metadata: duplicate of the resource in {where}")
-        else:
-            errors.append(
-                f"{describe(item.document)}: metadata.name: collides with "
-                f"{first.resource.metadata.name!r} in {where} (names differing only in '.' and '_' "
-                "share one storage key)"
-            )
     return errors
 
 

@@ -1,0 +1,31 @@
+"""Kind names as typed on the command line resolve to the model's kinds."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.galley.kinds import resolve_kind
+from shared.model import UnknownKind
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("vs", "VirtualService"),
+        ("VirtualService", "VirtualService"),
+        ("virtualservices", "VirtualService"),
+        ("DR", "DestinationRule"),
+        ("destinationrule", "DestinationRule"),
+        ("pa", "PeerAuthentication"),
+        ("PeerAuthentications", "PeerAuthentication"),
+        ("ap", "AuthorizationPolicy"),
+        ("authorizationpolicies", "AuthorizationPolicy"),
+    ],
+)
+def test_resolve(text: str, kind: str) -> None:
+    assert resolve_kind(text) == kind
+
+
+def test_unknown_kind_lists_choices() -> None:
+    with pytest.raises(UnknownKind, match="'gateway' is not supported; use one of AuthorizationPolicy"):
+        resolve_kind("gateway")
