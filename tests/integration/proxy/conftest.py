@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nats.aio.client import Client as NatsClient
 
-from services.local.processes import free_port
+from services.local.infra import start_nats
+from services.local.processes import Supervisor, free_port
 from services.proxy.kv import ensure_bucket
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from shared.bus.codec import Ack
@@ -138,6 +139,28 @@ class RecordingApp:
 @pytest.fixture(scope="session")
 def test_ca() -> TestCA:
     return TestCA()
+
+
+@pytest.fixture
+def new_ca() -> Callable[[str], TestCA]:
+    """Makes further CAs (another root for rotation, an untrusted root)."""
+    return TestCA
+
+
+@pytest.fixture
+def ca_source() -> Callable[[TestCA], CASource]:
+    return CASource
+
+
+@pytest.fixture(scope="module")
+def private_nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A nats-server of this module's own, for tests that write the mesh-wide trust bundle key."""
+    state = tmp_path_factory.mktemp("private-nats")
+    supervisor = Supervisor(state / "logs")
+    try:
+        yield start_nats(supervisor, state).url
+    finally:
+        supervisor.stop_all()
 
 
 @pytest.fixture
