@@ -93,19 +93,18 @@ def validate_document(document: Document) -> tuple[Resource | None, list[str]]:
         return None, [f"{head}: {format_loc(e['loc'])}: {format_reason(e)}" for e in err.errors()]
 
 
-def _identity(resource: Resource) -> tuple[str, str, str]:
-    return resource.kind, resource.metadata.namespace, resource.metadata.name
-
-
-def check_batch(accepted: Sequence[Accepted]) -> list[str]:
-    """Issues across documents: the same resource (kind, namespace, name) given twice."""
+def check_batch(documents: Sequence[Document]) -> list[str]:
+    """Issues across documents: the same resource (kind, namespace, name) given twice, valid or not."""
     errors: list[str] = []
-    seen: dict[tuple[str, str, str], Accepted] = {}
-    for item in accepted:
-        first = seen.setdefault(_identity(item.resource), item)
-        if first is not item:
-            where = f"{first.document.source} document {first.document.index}"
-            errors.append(f"{describe(item.document)}: metadata: duplicate of the resource in {where}")
+    seen: dict[tuple[str, str, str], Document] = {}
+    for document in documents:
+        identity = document_identity(document.data)
+        if identity is None:
+            continue
+        first = seen.setdefault(identity, document)
+        if first is not document:
+            where = f"{first.source} document {first.index}"
+            errors.append(f"{describe(document)}: metadata: duplicate of the resource in {where}")
     return errors
 
 
@@ -118,7 +117,7 @@ def validate_documents(documents: Sequence[Document], errors: Sequence[str] = ()
         all_errors.extend(issues)
         if resource is not None:
             accepted.append(Accepted(resource, document))
-    all_errors.extend(check_batch(accepted))
+    all_errors.extend(check_batch(documents))
     return BatchResult(tuple(accepted), tuple(all_errors))
 
 
