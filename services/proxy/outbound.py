@@ -65,9 +65,9 @@ class OutboundHandler:
             endpoint = snapshot.balancers.pick(decision.cluster)
             session, ssl_arg = self._pools.session_for(endpoint)
         except ProxyError as err:
-            return local_reply(err, request_id)
+            return self._local(request, err, request_id)
         except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
-            return local_reply(NotReady(str(err)), request_id)
+            return self._local(request, NotReady(str(err)), request_id)
 
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
@@ -100,15 +100,28 @@ class OutboundHandler:
                     allow_redirects=False,
                 )
         except TimeoutError:
-            return local_reply(UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
+            return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
         except aiohttp.ClientError as err:
-            log.info("upstream %s failed: %s", url.authority, err)
-            return local_reply(UpstreamConnectFailure(f"upstream connect error: {err}"), request_id)
+            failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
+            return self._local(request, failure, request_id)
         try:
             response_ops = (_response_ops(decision.route.headers), _response_ops(decision.destination.headers))
             return await relay_response(request, upstream, response_ops)
         finally:
             upstream.release()
+
+    @staticmethod
+    def _local(request: web.BaseRequest, error: ProxyError, request_id: str) -> web.Response:
+        log.info(
+            "outbound %s %s%s -> %d %s: %s",
+            request.method,
+            request.headers.get("Host", ""),
+            request.raw_path,
+            error.status,
+            error.flag,
+            error.message,
+        )
+        return local_reply(error, request_id)
 
 
 def _host_literal(address: str) -> str:
