@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
+import random
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +17,7 @@ from services.proxy.errors import (
     UpstreamConnectFailure,
     UpstreamTimeout,
 )
+from services.proxy.faults import decide_fault
 from services.proxy.forward import (
     append_forwarded_for,
     apply_header_operations,
@@ -26,9 +27,11 @@ from services.proxy.forward import (
     relay_response,
     request_body,
 )
+from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
-from services.proxy.snapshot import ProxyState
+from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.upstream import UpstreamPools
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.virtual_service import HeaderOperations, Headers
 
 log = logging.getLogger(__name__)
@@ -46,12 +49,29 @@ def request_target(request: web.BaseRequest) -> tuple[str, str, int | None]:
     return authority, raw, int(port_text) if port_text.isdigit() else None
 
 
-class OutboundHandler:
-    """The outbound filter chain for one request, reading the snapshot current when the request starts."""
+MAX_REPLAY_BODY = 64 * 1024
+"""Bodies up to this size (with a Content-Length) are held so a retry can resend them; larger ones stream once."""
 
-    def __init__(self, state: ProxyState, pools: UpstreamPools) -> None:
+Body = bytes | aiohttp.StreamReader | None
+
+
+class OutboundHandler:
+    """The outbound filter chain for one request, reading the snapshot current when the request starts.
+
+    route -> fault injection -> (retries around: pick endpoint -> pool -> upstream call) -> stream back.
+    """
+
+    def __init__(
+        self,
+        state: ProxyState,
+        pools: UpstreamPools,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
         self._state = state
         self._pools = pools
+        self._clock = clock
+        self._rng = rng or random.Random()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = end_to_end_headers(request.headers)
@@ -62,53 +82,91 @@ class OutboundHandler:
                 raise NotReady("no configuration received yet")
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
-            endpoint = snapshot.balancers.pick(decision.cluster)
-            session, ssl_arg = self._pools.session_for(endpoint)
+            fault = decide_fault(decision.route.fault, self._rng)
+            if fault.delay > 0:
+                await self._clock.sleep(fault.delay)
+            if fault.abort is not None:
+                raise fault.abort
         except ProxyError as err:
             return self._local(request, err, request_id)
-        except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
-            return self._local(request, NotReady(str(err)), request_id)
 
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
         apply_header_operations(
             headers, (_request_ops(decision.route.headers), _request_ops(decision.destination.headers))
         )
-        scheme = "https" if endpoint.identity else "http"
-        url = URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{decision.path}", encoded=True)
-        return await self._forward(request, decision, url, headers, ssl_arg, session, request_id)
-
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        decision: Decision,
-        url: URL,
-        headers: CIMultiDict[str],
-        ssl_arg: ssl.SSLContext | bool,
-        session: aiohttp.ClientSession,
-        request_id: str,
-    ) -> web.StreamResponse:
+        policy = policy_for(decision.route.retries)
+        body, tries = await self._body(request, policy)
         timeout = decision.route.timeout
         try:
             async with asyncio.timeout(timeout):
-                upstream = await session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=request_body(request),
-                    ssl=ssl_arg,
-                    allow_redirects=False,
-                )
+                upstream = await self._attempts(request, snapshot, decision, headers, body, policy, tries)
         except TimeoutError:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
-        except aiohttp.ClientError as err:
-            failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
-            return self._local(request, failure, request_id)
+        except ProxyError as err:
+            return self._local(request, err, request_id)
         try:
             response_ops = (_response_ops(decision.route.headers), _response_ops(decision.destination.headers))
             return await relay_response(request, upstream, response_ops)
         finally:
             upstream.release()
+
+    @staticmethod
+    async def _body(request: web.BaseRequest, policy: RetryPolicy) -> tuple[Body, int]:
+        """The body to send and how many tries it allows (a streamed body can be sent only once)."""
+        if not request.body_exists:
+            return None, policy.tries
+        length = request.content_length
+        if policy.tries > 1 and length is not None and length <= MAX_REPLAY_BODY:
+            return await request.read(), policy.tries
+        return request_body(request), 1
+
+    async def _attempts(
+        self,
+        request: web.BaseRequest,
+        snapshot: ConfigSnapshot,
+        decision: Decision,
+        headers: CIMultiDict[str],
+        body: Body,
+        policy: RetryPolicy,
+        tries: int,
+    ) -> aiohttp.ClientResponse:
+        """The first usable upstream response; raises the last failure once tries run out."""
+        failure: ProxyError | None = None
+        attempt = 0
+        for attempt in range(tries):
+            if attempt:
+                await self._clock.sleep(policy.backoff(attempt, self._rng))
+            endpoint = snapshot.balancers.pick(decision.cluster)
+            try:
+                session, ssl_arg = self._pools.session_for(endpoint)
+            except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
+                raise NotReady(str(err)) from err
+            scheme = "https" if endpoint.identity else "http"
+            url = URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{decision.path}", encoded=True)
+            last = attempt + 1 == tries
+            try:
+                async with asyncio.timeout(policy.per_try_timeout):
+                    upstream = await session.request(
+                        request.method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
+                    )
+            except TimeoutError:
+                failure = UpstreamTimeout(f"upstream {url.authority} per-try timeout {policy.per_try_timeout}s")
+                retriable = policy.retry_timeout()
+            except aiohttp.ClientError as err:
+                failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
+                retriable = policy.retry_connect_failure()
+            else:
+                if last or not policy.retry_status(upstream.status):
+                    return upstream
+                upstream.release()
+                continue
+            if last or not retriable:
+                break
+        assert failure is not None, "the loop ends on a failure or returns a response"
+        if attempt > 0:
+            failure.flag = f"URX,{failure.flag}"
+        raise failure
 
     @staticmethod
     def _local(request: web.BaseRequest, error: ProxyError, request_id: str) -> web.Response:

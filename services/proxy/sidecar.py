@@ -84,6 +84,7 @@ class Sidecar:
         self._nats = nats
         self._clock = clock
         rng = rng or random.Random()
+        self._rng = rng
         self.state = ProxyState()
         self.tls = TlsContexts()
         self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self._use_identity)
@@ -165,7 +166,7 @@ class Sidecar:
             s.admin_port,
         )
         self.listeners["outbound"] = await start_listener(
-            "outbound", OutboundHandler(self.state, self._pools), "127.0.0.1", s.outbound_port
+            "outbound", OutboundHandler(self.state, self._pools, self._clock, self._rng), "127.0.0.1", s.outbound_port
         )
         self.listeners["inbound"] = await start_listener(
             "inbound", self._inbound, s.address, s.inbound_port, self.tls.listener_context()

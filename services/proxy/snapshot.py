@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.proxy.authz import Authorizer
 from services.proxy.balancer import Balancers
+from services.proxy.retry import policy_for
 from services.proxy.router import RouteTable
 from shared.model.proxy_config import ProxyConfig
 
@@ -27,6 +28,12 @@ class ConfigSnapshot:
     @classmethod
     def build(cls, config: ProxyConfig, rng: random.Random) -> ConfigSnapshot:
         """Raises ValueError naming the problem when the config cannot be executed."""
+        for vhost in config.virtual_hosts:
+            for index, route in enumerate(vhost.routes):
+                try:
+                    policy_for(route.retries)
+                except ValueError as err:
+                    raise ValueError(f"virtualHosts[{vhost.name}].routes[{index}]: {err}") from err
         return cls(
             config=config,
             routes=RouteTable.build(config, rng),

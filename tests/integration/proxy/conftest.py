@@ -104,6 +104,8 @@ class RecordingApp:
     port: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     hold: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_with: int | None = None
+    """When set, every request is answered with this status."""
     runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -116,6 +118,8 @@ class RecordingApp:
             "body_length": len(body),
         }
         self.seen.append(record)
+        if self.fail_with is not None:
+            return web.Response(status=self.fail_with, text=f"{self.name} failing", headers={"x-app": self.name})
         if request.path == "/slow":
             await self.hold.wait()
         if request.path == "/echo":

@@ -1,0 +1,97 @@
+"""Outbound filter around the upstream call: which failures are retried, how often, and the backoff between tries."""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+from shared.model.virtual_service import HTTPRetry
+
+BACKOFF_BASE = 0.025
+"""Envoy's default base interval; the cap is ten times it."""
+BACKOFF_MAX = 10 * BACKOFF_BASE
+GATEWAY_ERRORS = frozenset({502, 503, 504})
+KNOWN_CONDITIONS = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "connect-failure",
+        "refused-stream",
+        "retriable-4xx",
+        "retriable-status-codes",
+        "unavailable",
+        "cancelled",
+        "deadline-exceeded",
+        "resource-exhausted",
+        "envoy-ratelimited",
+        "retriable-headers",
+        "reset-before-request",
+        "http3-post-connect-failure",
+    }
+)
+DEFAULT_CONDITIONS = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """One route's retries: `attempts` extra tries after the first, on the listed conditions."""
+
+    attempts: int
+    per_try_timeout: float | None
+    conditions: frozenset[str]
+    status_codes: frozenset[int]
+
+    @classmethod
+    def of(cls, retry: HTTPRetry | None) -> RetryPolicy:
+        """Parse Istio's retries block; an unknown retryOn condition raises ValueError naming it."""
+        if retry is None or retry.attempts == 0:
+            return NO_RETRIES
+        conditions: set[str] = set()
+        codes: set[int] = set()
+        for token in (retry.retry_on or DEFAULT_CONDITIONS).split(","):
+            token = token.strip()
+            if not token:
+                continue
+            if token.isdigit():
+                codes.add(int(token))
+            elif token in KNOWN_CONDITIONS:
+                conditions.add(token)
+            else:
+                raise ValueError(f"retries.retryOn: unknown condition {token!r}")
+        return cls(retry.attempts, retry.per_try_timeout, frozenset(conditions), frozenset(codes))
+
+    @property
+    def tries(self) -> int:
+        return 1 + self.attempts
+
+    def retry_status(self, status: int) -> bool:
+        if "5xx" in self.conditions and status >= 500:
+            return True
+        if "gateway-error" in self.conditions and status in GATEWAY_ERRORS:
+            return True
+        if "retriable-4xx" in self.conditions and status == 409:
+            return True
+        return status in self.status_codes
+
+    def retry_connect_failure(self) -> bool:
+        return bool(self.conditions & {"connect-failure", "5xx", "gateway-error", "reset", "reset-before-request"})
+
+    def retry_timeout(self) -> bool:
+        """A per-try timeout is retried like Envoy does: on 5xx, gateway-error and reset."""
+        return bool(self.conditions & {"5xx", "gateway-error", "reset"})
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff: uniform in [0, (2^n - 1) * 25ms], capped at 250ms."""
+        ceiling = min(((1 << retry_number) - 1) * BACKOFF_BASE, BACKOFF_MAX)
+        return rng.uniform(0.0, max(ceiling, BACKOFF_BASE))
+
+
+NO_RETRIES = RetryPolicy(0, None, frozenset(), frozenset())
+
+
+@functools.lru_cache(maxsize=1024)
+def policy_for(retry: HTTPRetry | None) -> RetryPolicy:
+    """RetryPolicy.of, parsed once per distinct retries block."""
+    return RetryPolicy.of(retry)

@@ -1,0 +1,96 @@
+"""Retries and fault injection on the outbound path, against real upstream sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from services.local.processes import free_port
+from services.proxy.sidecar import Sidecar
+from shared.model.proxy_config import ProxyConfig, cluster_name
+
+pytestmark = pytest.mark.integration
+
+CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
+
+
+def config(sidecar: Sidecar, ports: list[int], route_extra: dict[str, Any]) -> ProxyConfig:
+    return ProxyConfig.model_validate(
+        {
+            "proxyId": sidecar.proxy_id,
+            "service": sidecar.settings.service,
+            "namespace": "default",
+            "virtualHosts": [
+                {
+                    "name": "catalog",
+                    "domains": ["catalog"],
+                    "routes": [{"route": [{"cluster": CATALOG}], **route_extra}],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": CATALOG,
+                    "host": "catalog.default.svc.cluster.local",
+                    "port": 80,
+                    "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
+                }
+            ],
+        }
+    ).versioned()
+
+
+async def apply(bus: Any, cfg: ProxyConfig) -> None:
+    await bus.push(cfg)
+    ack = await bus.ack(cfg.proxy_id, cfg.version)
+    assert ack.accepted, ack.error
+
+
+async def statuses(sidecar: Sidecar, count: int, method: str = "GET") -> list[tuple[int, str]]:
+    url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}/items"
+    found = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            async with session.request(method, url, headers={"Host": "catalog"}, data=None) as reply:
+                await reply.read()
+                found.append((reply.status, reply.headers.get("x-isthmus-response-flags", "")))
+    return found
+
+
+async def test_5xx_is_retried_on_another_endpoint(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+
+    await apply(bus, config(sidecar, [broken.port, healthy.port], {}))
+    without = await statuses(sidecar, 4)
+    assert sorted(status for status, _ in without) == [200, 200, 503, 503]
+
+    retries = {"retries": {"attempts": 2, "retryOn": "5xx"}}
+    await apply(bus, config(sidecar, [broken.port, healthy.port], retries))
+    assert await statuses(sidecar, 4) == [(200, "")] * 4
+    assert len(healthy.seen) == 6
+
+
+async def test_connect_failure_is_retried_and_exhaustion_is_flagged(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    healthy = await make_app("healthy")
+    closed = free_port()
+    sidecar = await make_sidecar("web", 1)
+    retries = {"retries": {"attempts": 1, "retryOn": "connect-failure"}}
+
+    await apply(bus, config(sidecar, [closed, healthy.port], retries))
+    assert await statuses(sidecar, 4) == [(200, "")] * 4
+
+    await apply(bus, config(sidecar, [closed], retries))
+    assert await statuses(sidecar, 1) == [(503, "URX,UF")]
+
+
+async def test_abort_fault_answers_without_calling_upstream(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    app = await make_app("catalog")
+    sidecar = await make_sidecar("web", 1)
+    fault = {"fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}}}
+    await apply(bus, config(sidecar, [app.port], fault))
+    assert await statuses(sidecar, 3) == [(418, "FI")] * 3
+    assert app.seen == []

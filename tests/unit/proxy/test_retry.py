@@ -1,0 +1,66 @@
+"""Retry policy parsing and decisions: conditions, status codes, backoff bounds, NACK on unknown conditions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.proxy.retry import BACKOFF_MAX, NO_RETRIES, RetryPolicy
+from services.proxy.snapshot import ConfigSnapshot
+from shared.model.proxy_config import ProxyConfig
+from shared.model.virtual_service import HTTPRetry
+
+
+def test_no_retries_block_means_one_try() -> None:
+    assert RetryPolicy.of(None) is NO_RETRIES
+    assert NO_RETRIES.tries == 1
+    assert RetryPolicy.of(HTTPRetry(attempts=0)).tries == 1
+
+
+def test_conditions_and_codes() -> None:
+    policy = RetryPolicy.of(HTTPRetry(attempts=3, retry_on="gateway-error, 429,retriable-4xx", per_try_timeout=1))
+    assert policy.tries == 4 and policy.per_try_timeout == 1.0
+    assert policy.retry_status(502) and policy.retry_status(429) and policy.retry_status(409)
+    assert not policy.retry_status(500)
+    assert policy.retry_connect_failure() and policy.retry_timeout()
+
+
+def test_default_conditions_retry_connect_failures_not_5xx() -> None:
+    policy = RetryPolicy.of(HTTPRetry(attempts=2))
+    assert policy.retry_connect_failure()
+    assert not policy.retry_status(500)
+    assert not policy.retry_timeout()
+
+
+def test_unknown_condition_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="bogus"):
+        RetryPolicy.of(HTTPRetry(attempts=1, retry_on="5xx,bogus"))
+
+
+def test_backoff_is_bounded() -> None:
+    policy = RetryPolicy.of(HTTPRetry(attempts=5, retry_on="5xx"))
+    rng = random.Random(9)
+    for retry_number in range(1, 8):
+        for _ in range(50):
+            assert 0.0 <= policy.backoff(retry_number, rng) <= BACKOFF_MAX
+
+
+def test_config_with_unknown_condition_is_rejected() -> None:
+    config = ProxyConfig.model_validate(
+        {
+            "proxyId": "p",
+            "service": "s",
+            "namespace": "default",
+            "virtualHosts": [
+                {
+                    "name": "a",
+                    "domains": ["a"],
+                    "routes": [{"route": [{"cluster": "c"}], "retries": {"attempts": 1, "retryOn": "nope"}}],
+                }
+            ],
+            "clusters": [{"name": "c", "host": "a", "port": 80}],
+        }
+    )
+    with pytest.raises(ValueError, match=r"routes\[0\].*nope"):
+        ConfigSnapshot.build(config, random.Random(1))
