@@ -1,0 +1,59 @@
+"""The sidecar's command line: defaults, environment, validation with flag names in the errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from services.proxy.main import add_arguments, read_token, settings_from
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults() -> None:
+    args = _parse("--service", "reviews", "--app-port", "9080")
+    settings = settings_from(args)
+    assert settings.namespace == "default"
+    assert settings.account == "reviews"
+    assert settings.version == "v1"
+    assert (settings.inbound_port, settings.outbound_port, settings.admin_port, settings.health_port) == (
+        15006,
+        15001,
+        15000,
+        15021,
+    )
+    assert settings.state_dir == Path(".isthmus/proxy-reviews")
+    assert settings.spiffe_id == "spiffe://cluster.local/ns/default/sa/reviews"
+
+
+def test_environment_supplies_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ISTHMUS_NATS_URL", "nats://10.0.0.5:4222")
+    monkeypatch.setenv("ISTHMUS_CITADEL_ADDR", "10.0.0.6:15012")
+    args = _parse("--service", "reviews", "--app-port", "9080")
+    assert args.nats_url == "nats://10.0.0.5:4222"
+    assert args.citadel_addr == "10.0.0.6:15012"
+
+
+def test_bad_port_names_the_flag() -> None:
+    with pytest.raises(ValueError, match="--inbound-port 70000"):
+        settings_from(_parse("--service", "reviews", "--app-port", "9080", "--inbound-port", "70000"))
+
+
+def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("abc.def.ghi\n")
+    assert read_token(_parse("--service", "s", "--app-port", "1", "--token-file", str(token_file))) == "abc.def.ghi"
+    assert read_token(_parse("--service", "s", "--app-port", "1", "--token", "t")) == "t"
+    with pytest.raises(ValueError, match="--token-file"):
+        read_token(_parse("--service", "s", "--app-port", "1", "--token-file", str(tmp_path / "missing")))
+
+
+def test_token_and_token_file_are_exclusive(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _parse("--service", "s", "--app-port", "1", "--token", "t", "--token-file", str(tmp_path / "x"))
