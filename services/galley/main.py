@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -73,9 +72,13 @@ async def serve(
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await connecting
+        # A cancel landing just as a connect attempt fails can be swallowed inside the client's retry
+        # loop, so keep cancelling until the attempt really ends.
+        while not connecting.done():
+            connecting.cancel()
+            await asyncio.wait({connecting}, timeout=0.5)
+        if not connecting.cancelled() and connecting.exception() is None:
+            await connecting.result().close()
         log.info("galley stopped before NATS was reachable")
         return
     stopping.cancel()
