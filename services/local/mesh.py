@@ -18,7 +18,7 @@ from shared.consul import proxy_id_for
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as reply:
-            return 200 <= reply.status < 300
+            return bool(200 <= reply.status < 300)
     except (OSError, urllib.error.HTTPError):
         return False
 
@@ -204,6 +204,9 @@ class LocalMesh:
         self.children[f"{name}-sidecar"] = sidecar
         self._wait(f"{name}-app", lambda: port_open("127.0.0.1", ports["app"]), timeout)
         self._wait(f"{name}-sidecar", lambda: http_ok(f"http://127.0.0.1:{ports['health']}/healthz/ready"), timeout)
+        # Callers route only to instances whose Consul checks pass: wait for that, so a started workload is usable.
+        health = f"http://{cp.consul_addr}/v1/agent/health/service/id/{workload.proxy_id}"
+        self._wait(f"{name}-sidecar", lambda: http_ok(health), timeout)
         self.workloads.append(workload)
         return workload
 

@@ -98,8 +98,18 @@ async def test_every_proxy_reports_synced(mesh: LocalMesh) -> None:
     await eventually(lambda: all_synced(mesh), what="all proxies SYNCED")
 
 
+async def healthy_endpoints(workload: Workload, cluster: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{workload.admin_url}/config_dump") as reply:
+            dump = await reply.json()
+    clusters = {c["name"]: c for c in (dump.get("config") or {}).get("clusters", [])}
+    return sum(1 for e in clusters.get(cluster, {}).get("endpoints", []) if e.get("healthy"))
+
+
 async def test_canary_splits_90_10_and_jason_always_gets_v2(mesh: LocalMesh, order: Workload) -> None:
-    await eventually(lambda: all_synced(mesh), what="all proxies SYNCED")
+    for subset in ("v1", "v2"):
+        cluster = f"outbound|80|{subset}|product-service"
+        await eventually(lambda c=cluster: healthy_endpoints(order, c), what=f"a healthy endpoint in {cluster}")
     versions = await product_versions(order, 1000)
     assert set(versions) <= {"v1", "v2"}, versions
     sigma = math.sqrt(1000 * 0.1 * 0.9)
