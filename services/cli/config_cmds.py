@@ -62,9 +62,10 @@ class GalleyClient:
             reason = getattr(err, "reason", err)
             raise GalleyUnreachable(f"cannot reach galley at {self.base_url} ({reason})") from err
 
-    def apply(self, sources: Sequence[Source], dry_run: bool = False) -> list[dict[str, Any]]:
+    def apply(self, sources: Sequence[Source], dry_run: bool = False) -> dict[str, Any]:
+        """Galley's answer: {"applied": [{kind, namespace, name, action, revision}], "warnings": [...]}."""
         body = {"sources": [{"name": s.name, "content": s.content} for s in sources], "dryRun": dry_run}
-        return list(self._call("POST", "/v1/apply", body)["applied"])
+        return dict(self._call("POST", "/v1/apply", body))
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         query = {"kind": kind} | ({"namespace": namespace} if namespace else {})
@@ -118,8 +119,10 @@ def apply_command(args: argparse.Namespace) -> int:
     except GalleyUnreachable as err:
         return _fail(str(err), code=EXIT_UNREACHABLE)
     suffix = " (dry run)" if args.dry_run else ""
-    for item in applied:
+    for item in applied["applied"]:
         print(f"{item['kind']} {item['namespace']}/{item['name']} {item['action']}{suffix}")
+    for warning in applied.get("warnings", []):
+        print(f"Warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from nats.errors import Error as NatsError
 
+from services.galley.analyze import analyze, merged_view
 from services.galley.kinds import resolve_kind
 from services.galley.sources import Source
 from services.galley.store import ApplyResult, ConfigStore, StoreConflict, StoredResource
@@ -119,11 +120,14 @@ async def apply(request: web.Request) -> web.Response:
     batch = validate_sources(sources)
     if not batch.ok:
         return error_response(400, *batch.errors)
-    results = await request.app[STORE_KEY].apply(batch.resources, dry_run=dry_run)
+    store = request.app[STORE_KEY]
+    stored = [item.resource for item in await store.list()]
+    warnings = analyze(merged_view(batch.resources, stored), focus=batch.resources)
+    results = await store.apply(batch.resources, dry_run=dry_run)
     for result in results:
         if result.action != "unchanged" and not dry_run:
             log.info("%s %s/%s %s (revision %d)", *_result_fields(result))
-    return web.json_response({"applied": [result_json(r) for r in results], "dryRun": dry_run})
+    return web.json_response({"applied": [result_json(r) for r in results], "dryRun": dry_run, "warnings": warnings})
 
 
 def _result_fields(result: ApplyResult) -> tuple[str, str, str, str, int]:

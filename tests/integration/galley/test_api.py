@@ -148,3 +148,15 @@ async def test_bad_requests_get_clear_4xx(galley_url: str) -> None:
 
 async def test_healthz(galley_url: str) -> None:
     assert await call("GET", f"{galley_url}/healthz") == (200, {"status": "ok"})
+
+
+async def test_warnings_cover_stored_config_and_do_not_block(galley_url: str) -> None:
+    status, body = await apply(galley_url, ("vs.yaml", vs()))
+    assert status == 200 and body["applied"][0]["action"] == "created"
+    assert len(body["warnings"]) == 2  # neither v1 nor v2 is defined yet
+    assert "subset 'v2' of host 'product' is not defined" in body["warnings"][1]
+
+    status, body = await apply(galley_url, ("dr.yaml", DR))
+    assert (status, body["warnings"]) == (200, [])
+    status, body = await apply(galley_url, ("vs.yaml", vs(80)))
+    assert (status, body["warnings"]) == (200, [])

@@ -60,6 +60,16 @@ async def test_apply_get_delete(galley_url: str, config_dir: Path, capsys: pytes
     ]
     assert await run("apply", "-f", str(config_dir / "a-vs.yaml"), "--galley", galley_url) == 0
     assert capsys.readouterr().out == "VirtualService shop/product unchanged\n"
+    (config_dir / "c-vs.yaml").write_text(VS.replace("name: product,", "name: cart,").replace("v1}", "v7}"))
+    assert await run("apply", "-f", str(config_dir / "c-vs.yaml"), "--galley", galley_url) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "VirtualService shop/cart created\n"
+    assert captured.err.splitlines()[0].startswith(
+        "Warning: VirtualService shop/cart: spec.http[0].route[0].destination.subset: subset 'v7'"
+    )
+    assert await run("delete", "vs", "cart", "-n", "shop", "--galley", galley_url) == 0
+    capsys.readouterr()
+    (config_dir / "c-vs.yaml").unlink()
 
     assert await run("get", "vs", "--galley", galley_url) == 0
     header, row = capsys.readouterr().out.splitlines()
