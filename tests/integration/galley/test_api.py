@@ -7,10 +7,13 @@ import json
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
+from aiohttp import web
 from nats.aio.client import Client as NatsClient
 
-from services.galley.api import MAX_REQUEST_BYTES
+from services.galley.api import MAX_REQUEST_BYTES, create_app
+from services.galley.store import ConfigStore
 from shared.bus.names import config_key
 
 pytestmark = pytest.mark.integration
@@ -160,3 +163,26 @@ async def test_warnings_cover_stored_config_and_do_not_block(galley_url: str) ->
     assert (status, body["warnings"]) == (200, [])
     status, body = await apply(galley_url, ("vs.yaml", vs(80)))
     assert (status, body["warnings"]) == (200, [])
+
+
+async def test_store_outage_is_503_and_unhealthy(nats_url: str, bucket: str) -> None:
+    client = await nats.connect(nats_url, name="galley-outage-test", allow_reconnect=False)
+    store = await ConfigStore.open(client.jetstream(), bucket=bucket)
+    runner = web.AppRunner(create_app(store, lambda: client.is_connected))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host}:{port}"
+    try:
+        assert (await call("GET", f"{url}/healthz"))[0] == 200
+        await client.close()
+        assert (await call("GET", f"{url}/healthz"))[0] == 503
+        status, body = await apply(url, ("vs.yaml", vs()))
+        assert status == 503 and body["errors"][0].startswith("config store unavailable")
+        status, body = await call("GET", f"{url}/v1/resources/vs/shop/product")
+        assert status == 503
+    finally:
+        await runner.cleanup()
+        async with await nats.connect(nats_url) as cleanup:
+            await cleanup.jetstream().delete_key_value(bucket)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -142,3 +143,20 @@ async def test_default_bucket_is_the_shared_config_bucket(nc: NatsClient) -> Non
     finally:
         await store.delete("VirtualService", namespace, "product")
         await store.delete("DestinationRule", namespace, "product")
+
+
+async def test_list_is_empty_when_only_delete_markers_remain(store: ConfigStore) -> None:
+    await store.apply(canary())
+    await store.delete("VirtualService", "shop", "product")
+    await store.delete("DestinationRule", "shop", "product")
+    assert await store.list() == []
+    assert await store.list(kind="VirtualService") == []
+
+
+async def test_concurrent_applies_of_one_resource_both_land_in_order(store: ConfigStore) -> None:
+    await store.apply(canary())
+    results = await asyncio.gather(*(store.apply(canary(weight_v1=w)) for w in (10, 20, 30, 40)))
+    revisions = sorted(r[0].revision for r in results)
+    assert len(set(revisions)) == 4 and all(r[0].action == Action.CONFIGURED for r in results)
+    stored = await store.get("VirtualService", "shop", "product")
+    assert stored is not None and stored.revision == revisions[-1]
