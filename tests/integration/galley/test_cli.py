@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 from pathlib import Path
 
@@ -132,3 +133,11 @@ async def test_unreachable_galley_is_one_line_and_exit_2(config_dir: Path, capsy
     assert err.count("\n") == 1 and err.startswith(f"error: cannot reach galley at {url}")
     assert await run("get", "vs", "--galley", url) == 2
     assert await run("delete", "vs", "product", "--galley", url) == 2
+
+
+async def test_apply_from_stdin(
+    galley_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(DR.encode())))
+    assert await run("apply", "-f", "-", "--galley", galley_url) == 0
+    assert capsys.readouterr().out == "DestinationRule shop/product created\n"
