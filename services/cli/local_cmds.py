@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from services.cli.proxy_status import collect, format_table
 from services.local import demo
 from services.local.infra import start_consul, start_nats
 from services.local.mesh import LocalMesh
@@ -99,16 +101,16 @@ def _run_demo(args: argparse.Namespace) -> int:
             except urllib.error.HTTPError as err:
                 print(f"demo config {name} rejected: {err.read().decode()}", flush=True)
                 return 1
-            for item in answer.get("applied", []):  # type: ignore[union-attr]
+            for item in answer.get("applied", []):
                 print(f"applied {item['kind']} {item['namespace']}/{item['name']} ({item['action']})", flush=True)
         _print_endpoints(mesh, supervisor.log_dir)
         order = workloads["order-service-v1"]
-        time.sleep(args.settle)
         report = demo.run_traffic(order, args.requests)
         total = sum(report.versions.values())
         print(f"order-service -> product-service, {total} requests: " + json.dumps(dict(report.versions)))
         print("  with header end-user: jason: " + json.dumps(dict(report.jason_versions)))
         print(f"order-service -> payment-service: payment saw caller {report.payment_caller}")
+        print("\nproxy-status:\n" + format_table(asyncio.run(collect(mesh.nats_url))), flush=True)
         print(
             f"""
 Try it yourself:
@@ -157,7 +159,4 @@ def register(subparsers: Any) -> None:
     )
     _add_common(demo_parser)
     demo_parser.add_argument("--requests", type=int, default=200, help="requests to drive (default 200)")
-    demo_parser.add_argument(
-        "--settle", type=float, default=2.0, help="seconds to let config reach the sidecars before traffic (default 2)"
-    )
     demo_parser.set_defaults(handler=_run_demo)

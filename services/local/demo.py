@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import aiohttp
 
@@ -25,6 +27,33 @@ def demo_config() -> list[tuple[str, str]]:
     """(file name, YAML text) of the demo's config, shipped inside the package."""
     folder = resources.files("services.demoapp") / "config"
     return [(name, (folder / name).read_text()) for name in CONFIG_FILES]
+
+
+# Clusters order-service's sidecar needs with a healthy endpoint before the demo drives traffic.
+CALLER_CLUSTERS = (
+    "outbound|80|v1|product-service",
+    "outbound|80|v2|product-service",
+    "outbound|80||payment-service",
+)
+
+
+def healthy_clusters(config_dump: dict[str, Any]) -> set[str]:
+    clusters = (config_dump.get("config") or {}).get("clusters", [])
+    return {c["name"] for c in clusters if any(e.get("healthy") for e in c.get("endpoints", []))}
+
+
+async def wait_for_clusters(caller: Workload, names: tuple[str, ...], within: float = 30.0) -> None:
+    """Polls the caller sidecar's config dump until every named cluster has a healthy endpoint."""
+    deadline = time.monotonic() + within
+    seen: set[str] = set()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"{caller.admin_url}/config_dump") as reply:
+                seen = healthy_clusters(await reply.json())
+            if seen.issuperset(names):
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{caller.service}'s sidecar has no healthy endpoint for {sorted(set(names) - seen)}")
 
 
 def start_workloads(mesh: LocalMesh) -> dict[str, Workload]:
@@ -68,4 +97,8 @@ async def drive(order: Workload, requests: int = 200) -> TrafficReport:
 
 
 def run_traffic(order: Workload, requests: int = 200) -> TrafficReport:
-    return asyncio.run(drive(order, requests))
+    async def ready_then_drive() -> TrafficReport:
+        await wait_for_clusters(order, CALLER_CLUSTERS)
+        return await drive(order, requests)
+
+    return asyncio.run(ready_then_drive())

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.local.processes import Child, Supervisor, free_port, port_open, wait_until
 from shared.consul import proxy_id_for
@@ -210,7 +211,7 @@ class LocalMesh:
         self.workloads.append(workload)
         return workload
 
-    def apply_text(self, name: str, content: str, dry_run: bool = False) -> dict[str, object]:
+    def apply_text(self, name: str, content: str, dry_run: bool = False) -> dict[str, Any]:
         """POSTs YAML to galley's apply API; returns its JSON answer (raises HTTPError with the errors on 400)."""
         cp = self.control_plane
         assert cp is not None, "start_control_plane() first"
@@ -219,7 +220,7 @@ class LocalMesh:
             f"{cp.galley_url}/v1/apply", data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
-            answer: dict[str, object] = json.loads(reply.read())
+            answer: dict[str, Any] = json.loads(reply.read())
             return answer
 
     def stop(self) -> None:
