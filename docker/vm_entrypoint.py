@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""`isthmus-vm`: a demo "VM" in one container, the workload's app plus its Isthmus sidecar.
+"""`isthmus-vm`: a demo "VM" in one container: the workload's app, its Isthmus sidecar and, as on a real
+VM, a local Consul client agent that the sidecar registers the workload with.
 
-Runs as PID 1. Waits for the bootstrap token and the local Consul agent, starts the app, then
-`isthmus proxy run` in front of it; forwards SIGTERM/SIGINT/SIGHUP to both (sidecar first, so it
-deregisters from Consul before the app goes away), reaps every child, and exits as soon as either
-of the two exits, stopping the other one.
+Runs as PID 1. Waits for the bootstrap token, starts the Consul agent (when ISTHMUS_CONSUL_JOIN is set)
+and waits until it knows a leader, starts the app, then `isthmus proxy run` in front of it. Forwards
+SIGTERM/SIGINT/SIGHUP in order: the sidecar first (it deregisters from the agent and drains), then the
+app and the agent. Reaps every child, and exits as soon as any of them exits, stopping the others.
 
 Configuration is by environment (compose sets it); every value has the default shown:
   ISTHMUS_SERVICE (required)       ISTHMUS_VERSION=v1            ISTHMUS_NAMESPACE=default
   ISTHMUS_SERVICE_ACCOUNT=<service>                              ISTHMUS_APP_PORT=8080
-  ISTHMUS_ADDRESS=<this container's IP, found from its route to Consul>
+  ISTHMUS_ADDRESS=<this container's IP, from its route to citadel>
   ISTHMUS_NATS_URL=nats://nats:4222  ISTHMUS_CONSUL_ADDR=127.0.0.1:8500 (the VM's own agent)
   ISTHMUS_CITADEL_ADDR=citadel:15012 ISTHMUS_TRUST_DOMAIN=cluster.local
   ISTHMUS_TOKEN_FILE=/var/lib/isthmus/token/token              ISTHMUS_STATE_DIR=/var/lib/isthmus/proxy
+  ISTHMUS_CONSUL_JOIN=<unset: no local agent; else the Consul server(s) to join, space-separated>
+  ISTHMUS_CONSUL_BIN=<consul on PATH, else /opt/consul/bin/consul>
   ISTHMUS_APP_COMMAND=python3 -m services.demoapp --service S --version V --port P --sidecar http://127.0.0.1:15001
   ISTHMUS_WAIT_SECONDS=120 (how long to wait for the token and the Consul agent)
 Arguments, if any, are extra flags for `isthmus proxy run`.
+
+`isthmus-vm health` is the container's health check: the Consul agent knows a leader, the app's port is
+open, and the sidecar answers ready on its health port at the address it registered (not on loopback).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -35,6 +42,7 @@ OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
 HEALTH_PORT = 15021
 STOP_GRACE_SECONDS = 10
+ADDRESS_FILE = "/tmp/isthmus-vm.address"
 
 
 def log(message: str) -> None:
@@ -90,7 +98,9 @@ def consul_has_leader(consul_addr: str) -> bool:
 
 
 class Children:
-    """The app and the sidecar; reaps all children (PID 1 inherits orphans) and stops the pair together."""
+    """The VM's processes; reaps all children (PID 1 inherits orphans) and stops them together, in order."""
+
+    STOP_ORDER = ("sidecar", "app", "agent")
 
     def __init__(self) -> None:
         self.pids: dict[int, str] = {}
@@ -109,22 +119,32 @@ class Children:
             os._exit(127)
         self.pids[pid] = name
 
-    def signal_all(self, number: int) -> None:
-        # The sidecar first: it deregisters from Consul and drains before the app disappears.
-        for pid, name in sorted(self.pids.items(), key=lambda item: item[1] != "sidecar"):
-            try:
-                os.kill(pid, number)
-            except ProcessLookupError:
-                pass
+    def alive(self, name: str) -> bool:
+        return name in self.pids.values()
 
-    def stop(self, number: int = signal.SIGTERM) -> None:
+    def _send(self, number: int, names: tuple[str, ...]) -> None:
+        for pid, name in list(self.pids.items()):
+            if name in names:
+                try:
+                    os.kill(pid, number)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self) -> None:
+        """SIGTERM to the sidecar first; the app and the agent get theirs once it is gone (see reaped)."""
         if not self.stopping:
             self.stopping = True
             signal.alarm(STOP_GRACE_SECONDS)
-        self.signal_all(number)
+        if self.alive("sidecar"):
+            self._send(signal.SIGTERM, ("sidecar",))
+        else:
+            self._send(signal.SIGTERM, self.STOP_ORDER)
+
+    def kill_all(self) -> None:
+        self._send(signal.SIGKILL, self.STOP_ORDER)
 
     def wait(self) -> int:
-        """Reaps until the first of ours exits, stops the other, returns the exit code for the container."""
+        """Reaps until all of ours are gone; the first to exit on its own sets the container's exit code."""
         code: int | None = None
         while self.pids:
             try:
@@ -135,19 +155,62 @@ class Children:
             if name is None:
                 continue  # an orphan re-parented to PID 1
             exit_code = os.waitstatus_to_exitcode(status)
-            if code is None:
-                if self.stopping:
+            if self.stopping:
+                log(f"{name} stopped ({exit_code})")
+                if code is None:
                     code = 0
-                else:
-                    log(f"{name} exited ({exit_code}); stopping the rest")
-                    code = exit_code if exit_code > 0 else 1
-                    self.stop()
-            else:
-                log(f"{name} exited ({exit_code})")
+                if name == "sidecar":
+                    self._send(signal.SIGTERM, self.STOP_ORDER)
+                continue
+            log(f"{name} exited ({exit_code}); stopping the rest")
+            code = exit_code if exit_code > 0 else 1
+            self.stop()
         return code or 0
 
 
+def consul_binary() -> str:
+    explicit = os.environ.get("ISTHMUS_CONSUL_BIN", "").strip()
+    if explicit:
+        return explicit
+    return shutil.which("consul") or "/opt/consul/bin/consul"
+
+
+def health() -> int:
+    """0 when the agent knows a leader, the app listens and the sidecar is ready; prints why not otherwise."""
+    consul_addr = env("ISTHMUS_CONSUL_ADDR", "127.0.0.1:8500")
+    try:
+        if not consul_has_leader(consul_addr):
+            print(f"consul agent {consul_addr}: no leader")
+            return 1
+    except OSError as error:
+        print(f"consul agent {consul_addr}: {error}")
+        return 1
+    try:
+        with open(ADDRESS_FILE) as handle:
+            address = handle.read().strip()
+    except OSError:
+        print("not started yet (no sidecar address)")
+        return 1
+    app_port = int(env("ISTHMUS_APP_PORT", "8080"))
+    try:
+        socket.create_connection(("127.0.0.1", app_port), timeout=2).close()
+    except OSError as error:
+        print(f"app port {app_port}: {error}")
+        return 1
+    host = f"[{address}]" if ":" in address else address
+    url = f"http://{host}:{HEALTH_PORT}/healthz/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            print(f"{url}: {reply.status}")
+            return 0 if reply.status == 200 else 1
+    except OSError as error:
+        print(f"{url}: {error}")
+        return 1
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["health"]:
+        return health()
     service = env("ISTHMUS_SERVICE")
     version = env("ISTHMUS_VERSION", "v1")
     namespace = env("ISTHMUS_NAMESPACE", "default")
@@ -178,18 +241,31 @@ def main() -> int:
 
     def on_alarm(number: int, frame: FrameType | None) -> None:
         log(f"still running {STOP_GRACE_SECONDS}s after SIGTERM; killing")
-        children.signal_all(signal.SIGKILL)
+        children.kill_all()
 
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, on_signal)
     signal.signal(signal.SIGALRM, on_alarm)
 
     wait_for(f"the bootstrap token at {token_file}", lambda: os.path.getsize(token_file) > 0, wait_seconds)
-    wait_for(f"the Consul agent at {consul_addr}", lambda: consul_has_leader(consul_addr), wait_seconds)
     # The address other sidecars dial: this container's IP on the network it shares with them.
     towards = citadel_addr if consul_addr.startswith(("127.", "localhost")) else consul_addr
     address = env("ISTHMUS_ADDRESS", "") or own_address(towards)
+    join = env("ISTHMUS_CONSUL_JOIN", "").split()
+    if join:
+        children.spawn(
+            "agent",
+            [
+                consul_binary(), "agent", "-data-dir", "/tmp/consul-agent", "-client", "127.0.0.1",
+                "-http-port", str(split_host_port(consul_addr)[1]), "-bind", address,
+                "-node", socket.gethostname(), "-log-level", "warn",
+                *[arg for server in join for arg in ("-retry-join", server)],
+            ],
+        )  # fmt: skip
+    wait_for(f"the Consul agent at {consul_addr}", lambda: consul_has_leader(consul_addr), wait_seconds)
     os.makedirs(state_dir, exist_ok=True)
+    with open(ADDRESS_FILE, "w") as handle:
+        handle.write(address)
 
     children.spawn("app", app_command)
     children.spawn(
