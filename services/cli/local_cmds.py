@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 import time
 import urllib.error
 from pathlib import Path
@@ -82,6 +83,9 @@ def _run_up(args: argparse.Namespace) -> int:
             _wait_forever(supervisor)
     except KeyboardInterrupt:
         pass
+    except (RuntimeError, TimeoutError) as err:
+        print(f"isthmus up: {err}", file=sys.stderr)
+        return 1
     finally:
         print("stopping...", flush=True)
         supervisor.stop_all()
@@ -126,6 +130,9 @@ Try it yourself:
         return 0 if report.failures == 0 else 1
     except KeyboardInterrupt:
         return 0
+    except (RuntimeError, TimeoutError) as err:
+        print(f"isthmus demo: {err}", file=sys.stderr)
+        return 1
     finally:
         print("stopping...", flush=True)
         supervisor.stop_all()

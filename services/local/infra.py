@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.local import binaries
-from services.local.processes import Child, Supervisor, free_port, port_open, wait_until
+from services.local.processes import Child, Supervisor, free_port, port_open, require_free, wait_until
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ def nats_argv(port: int, store_dir: Path) -> list[str]:
 
 
 def start_nats(supervisor: Supervisor, state_dir: Path, port: int | None = None, timeout: float = 20) -> NatsHandle:
+    if port:
+        require_free(port, "nats-server", "--nats-port")
     port = port or free_port()
     store_dir = state_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,8 @@ def _consul_leader(http_port: int) -> bool:
 def start_consul(
     supervisor: Supervisor, state_dir: Path, http_port: int | None = None, timeout: float = 30
 ) -> ConsulHandle:
+    if http_port:
+        require_free(http_port, "Consul", "--consul-port")
     http_port = http_port or free_port()
     argv = [
         binaries.consul(), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.local.processes import Child, Supervisor, free_port, port_open, wait_until
+from services.local.processes import Child, Supervisor, free_port, port_open, require_free, wait_until
 from shared.consul import proxy_id_for
 
 
@@ -90,6 +90,13 @@ class LocalMesh:
         pilot_port: int | None = None,
         timeout: float = 30,
     ) -> ControlPlane:
+        for port, what, flag in (
+            (citadel_port, "citadel", "--citadel-port"),
+            (galley_port, "galley", "--galley-port"),
+            (pilot_port, "pilot", "--pilot-port"),
+        ):
+            if port:
+                require_free(port, what, flag)
         citadel_port = citadel_port or free_port()
         galley_port = galley_port or free_port()
         pilot_port = pilot_port or free_port()

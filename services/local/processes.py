@@ -35,6 +35,15 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+class PortInUse(RuntimeError):
+    """A port the local mesh wants is taken by another process; the message names it and the flag to change."""
+
+
+def require_free(port: int, what: str, flag: str) -> None:
+    if port_open("127.0.0.1", port):
+        raise PortInUse(f"port {port} for {what} is already in use on 127.0.0.1; choose another with {flag}")
+
+
 @dataclass
 class Child:
     name: str
