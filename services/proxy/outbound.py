@@ -170,11 +170,14 @@ class OutboundHandler:
 
     @staticmethod
     def _local(request: web.BaseRequest, error: ProxyError, request_id: str) -> web.Response:
+        # Absolute-form targets (the app uses us as HTTP_PROXY) already name the host.
+        target = request.raw_path
+        if "://" not in target:
+            target = f"{request.headers.get('Host', '')}{target}"
         log.info(
-            "outbound %s %s%s -> %d %s: %s",
+            "outbound %s %s -> %d %s: %s",
             request.method,
-            request.headers.get("Host", ""),
-            request.raw_path,
+            target,
             error.status,
             error.flag,
             error.message,
