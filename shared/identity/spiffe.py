@@ -47,9 +47,7 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
     trust_domain, _, path = uri[len(SCHEME) :].partition("/")
     parts = path.split("/")
     if len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa":
-        raise InvalidSpiffeId(
-            f"{uri!r} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<account>"
-        )
+        raise InvalidSpiffeId(f"{uri!r} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<account>")
     return SpiffeId(trust_domain=trust_domain, namespace=parts[1], service_account=parts[3])
 
 

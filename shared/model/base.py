@@ -55,9 +55,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-Duration = Annotated[
-    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
-]
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
 """Seconds as float inside the model; serialized back as Istio duration text."""
 
 
@@ -77,9 +75,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 
 def check_dns_label(value: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{value!r} must be a lower-case DNS label: letters, digits and '-', at most 63 characters"
-        )
+        raise ValueError(f"{value!r} must be a lower-case DNS label: letters, digits and '-', at most 63 characters")
     return value
 
 
