@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import os
 import sys
@@ -76,6 +77,15 @@ class GalleyClient:
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._call("DELETE", _resource_path(kind, namespace, name))
+
+    def history(self, kind: str, namespace: str, name: str) -> builtins.list[dict[str, Any]]:
+        """Kept revisions, oldest first: [{revision, operation, created, resource}]."""
+        path = "/v1/history/" + _resource_path(kind, namespace, name).removeprefix("/v1/resources/")
+        return list(self._call("GET", path)["history"])
+
+    def rollback(self, kind: str, namespace: str, name: str, revision: int) -> dict[str, Any]:
+        path = "/v1/rollback/" + _resource_path(kind, namespace, name).removeprefix("/v1/resources/")
+        return dict(self._call("POST", path, {"revision": revision}))
 
 
 def _resource_path(kind: str, namespace: str, name: str) -> str:

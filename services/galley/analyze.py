@@ -1,18 +1,68 @@
-"""Cross-resource analysis after validation: warnings about the whole config set (batch over stored config).
+"""Cross-resource analysis after validation: coded messages about the whole config set (batch over stored config).
 
-Warnings never block an apply (resources may arrive in any order), they tell the user what will not work yet.
+Messages never block an apply (resources may arrive in any order), they tell the user what will not work yet.
+Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
+
+- ISM0001 a route sends traffic to a subset no DestinationRule defines (requests there fail with 503).
+- ISM0002 a VirtualService or DestinationRule host is not in the Consul catalog (only with a catalog).
+- ISM0003 PeerAuthentications at the same scope (namespace or mesh, same selector) ask for different modes.
+- ISM0004 an AuthorizationPolicy principal is held by no workload in the catalog (only with a catalog).
+- ISM0005 a route's destinations all have weight 0, so it can send traffic nowhere.
+- ISM0006 several DestinationRules for one host (only the first by namespace/name is used).
+- ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
+
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
-Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored.
+Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
+service `name`. Weights follow Istio: a route with one destination sends it everything whatever its weight;
+with several, an unset weight counts as 0 unless every weight is unset (then traffic splits evenly, as
+pilot generates it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from shared.model import DestinationRule, Resource, VirtualService
+from shared.model import AuthorizationPolicy, DestinationRule, PeerAuthentication, Resource, VirtualService
 
 _IGNORED_SUFFIXES = (".svc.cluster.local", ".svc")
+_CONSUL_SUFFIX = ".service.consul"
+
+UNDEFINED_SUBSET = "ISM0001"
+UNKNOWN_HOST = "ISM0002"
+CONFLICTING_PEER_AUTHENTICATION = "ISM0003"
+UNKNOWN_PRINCIPAL = "ISM0004"
+ALL_WEIGHTS_ZERO = "ISM0005"
+SEVERAL_DESTINATION_RULES = "ISM0006"
+SEVERAL_VIRTUAL_SERVICES = "ISM0007"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One finding: a stable code, the resources it involves and the text (which names the field path)."""
+
+    code: str
+    text: str
+    involved: frozenset[str]
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.text}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the Consul catalog holds, for the checks that need it: service name -> namespace, workload identities."""
+
+    services: Mapping[str, str] = field(default_factory=dict)
+    identities: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, service account) of every meshed workload."""
+
+    def has_host(self, host: str) -> bool:
+        if host.endswith(_CONSUL_SUFFIX):
+            return host[: -len(_CONSUL_SUFFIX)] in self.services
+        name, _, namespace = host.partition(".")
+        return self.services.get(name) == namespace
 
 
 def canonical_host(host: str, namespace: str) -> str:
@@ -39,23 +89,39 @@ def merged_view(batch: Sequence[Resource], stored: Iterable[Resource]) -> list[R
     return [view[key] for key in sorted(view)]
 
 
-def analyze(resources: Sequence[Resource], focus: Sequence[Resource] = ()) -> list[str]:
-    """Warnings for the config set; with `focus`, only those that involve one of the focus resources."""
+def analyze_messages(
+    resources: Sequence[Resource],
+    focus: Sequence[Resource] = (),
+    catalog: Catalog | None = None,
+    trust_domain: str = "cluster.local",
+) -> list[Message]:
+    """Findings for the config set; with `focus`, only those involving one of the focus resources."""
     rules = [r for r in resources if isinstance(r, DestinationRule)]
     services = [r for r in resources if isinstance(r, VirtualService)]
-    warnings = _missing_subsets(services, rules) + _duplicate_rules(rules) + _overlapping_services(services)
+    messages = _missing_subsets(services, rules) + _zero_weights(services)
+    messages += _conflicting_peer_authentications([r for r in resources if isinstance(r, PeerAuthentication)])
+    messages += _duplicate_rules(rules) + _overlapping_services(services)
+    if catalog is not None:
+        messages += _unknown_hosts(services, rules, catalog)
+        policies = [r for r in resources if isinstance(r, AuthorizationPolicy)]
+        messages += _unknown_principals(policies, catalog, trust_domain)
     if not focus:
-        return [text for text, _ in warnings]
+        return messages
     labels = {_label(resource) for resource in focus}
-    return [text for text, involved in warnings if labels & involved]
+    return [message for message in messages if labels & message.involved]
 
 
-def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule]) -> list[tuple[str, set[str]]]:
+def analyze(resources: Sequence[Resource], focus: Sequence[Resource] = ()) -> list[str]:
+    """Findings as text, `[CODE] <resource or host>: ...` (what galley returns with an apply)."""
+    return [str(message) for message in analyze_messages(resources, focus)]
+
+
+def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule]) -> list[Message]:
     # Matching on the service name only is deliberately lenient: no warning unless no rule could apply.
     subsets_by_name: dict[str, set[str]] = defaultdict(set)
     for rule in rules:
         subsets_by_name[rule.spec.host.lower().split(".")[0]].update(s.name for s in rule.spec.subsets)
-    warnings: list[tuple[str, set[str]]] = []
+    messages: list[Message] = []
     for service in services:
         for i, http in enumerate(service.spec.http):
             for j, route in enumerate(http.route):
@@ -64,36 +130,68 @@ def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule
                     continue
                 if destination.subset in subsets_by_name[destination.host.lower().split(".")[0]]:
                     continue
-                warnings.append(
-                    (
-                        f"{_label(service)}: spec.http[{i}].route[{j}].destination.subset: subset "
-                        f"{destination.subset!r} of host {destination.host!r} is not defined by any "
-                        "DestinationRule; requests routed there fail until one defines it",
-                        {_label(service)},
-                    )
+                text = (
+                    f"{_label(service)}: spec.http[{i}].route[{j}].destination.subset: subset "
+                    f"{destination.subset!r} of host {destination.host!r} is not defined by any "
+                    "DestinationRule; requests routed there fail until one defines it"
                 )
-    return warnings
+                messages.append(Message(UNDEFINED_SUBSET, text, frozenset({_label(service)})))
+    return messages
 
 
-def _duplicate_rules(rules: list[DestinationRule]) -> list[tuple[str, set[str]]]:
+def _zero_weights(services: list[VirtualService]) -> list[Message]:
+    messages: list[Message] = []
+    for service in services:
+        for i, http in enumerate(service.spec.http):
+            weights = [destination.weight for destination in http.route]
+            if len(weights) > 1 and any(w is not None for w in weights) and not any(weights):
+                text = (
+                    f"{_label(service)}: spec.http[{i}].route: every destination has weight 0, so requests "
+                    "matching this route reach no destination; give at least one a positive weight"
+                )
+                messages.append(Message(ALL_WEIGHTS_ZERO, text, frozenset({_label(service)})))
+    return messages
+
+
+def _conflicting_peer_authentications(policies: list[PeerAuthentication]) -> list[Message]:
+    by_scope: dict[tuple[str, tuple[tuple[str, str], ...]], list[PeerAuthentication]] = defaultdict(list)
+    for policy in sorted(policies, key=lambda p: (p.metadata.namespace, p.metadata.name)):
+        labels = policy.spec.selector.match_labels if policy.spec.selector else {}
+        by_scope[(policy.metadata.namespace, tuple(sorted(labels.items())))].append(policy)
+    messages: list[Message] = []
+    for (namespace, selector), group in sorted(by_scope.items()):
+        modes = {str(p.spec.mtls.mode) if p.spec.mtls else "UNSET" for p in group}
+        if len(group) < 2 or len(modes) < 2:
+            continue
+        names = [_label(p) for p in group]
+        where = f"workloads with labels {dict(selector)}" if selector else "the whole namespace"
+        text = (
+            f"namespace {namespace!r}, {where}: PeerAuthentications {', '.join(names)} set different mTLS modes "
+            f"({', '.join(sorted(modes))}) at the same scope; only the oldest applies, keep one"
+        )
+        messages.append(Message(CONFLICTING_PEER_AUTHENTICATION, text, frozenset(names)))
+    return messages
+
+
+def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
     by_host: dict[str, list[DestinationRule]] = defaultdict(list)
     for rule in sorted(rules, key=lambda r: (r.metadata.namespace, r.metadata.name)):
         by_host[canonical_host(rule.spec.host, rule.metadata.namespace)].append(rule)
-    warnings: list[tuple[str, set[str]]] = []
+    messages: list[Message] = []
     for host, group in sorted(by_host.items()):
         if len(group) > 1:
             names = [_label(rule) for rule in group]
             text = f"host {host!r} has {len(group)} DestinationRules ({', '.join(names)}); only {names[0]} is used"
-            warnings.append((text, set(names)))
-    return warnings
+            messages.append(Message(SEVERAL_DESTINATION_RULES, text, frozenset(names)))
+    return messages
 
 
-def _overlapping_services(services: list[VirtualService]) -> list[tuple[str, set[str]]]:
+def _overlapping_services(services: list[VirtualService]) -> list[Message]:
     by_host: dict[str, list[VirtualService]] = defaultdict(list)
     for service in services:
         for host in dict.fromkeys(canonical_host(h, service.metadata.namespace) for h in service.spec.hosts):
             by_host[host].append(service)
-    warnings: list[tuple[str, set[str]]] = []
+    messages: list[Message] = []
     for host, group in sorted(by_host.items()):
         if len(group) > 1:
             ordered = sorted(group, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
@@ -102,5 +200,53 @@ def _overlapping_services(services: list[VirtualService]) -> list[tuple[str, set
                 f"host {host!r} is routed by {len(group)} VirtualServices ({', '.join(names)}); their routes are "
                 f"joined in that order, so {names[0]} matches first"
             )
-            warnings.append((text, set(names)))
-    return warnings
+            messages.append(Message(SEVERAL_VIRTUAL_SERVICES, text, frozenset(names)))
+    return messages
+
+
+def _unknown_hosts(services: list[VirtualService], rules: list[DestinationRule], catalog: Catalog) -> list[Message]:
+    messages: list[Message] = []
+
+    def check(resource: Resource, path: str, host: str) -> None:
+        if host == "*" or catalog.has_host(canonical_host(host, resource.metadata.namespace)):
+            return
+        text = f"{_label(resource)}: {path}: host {host!r} is not a service in the Consul catalog"
+        messages.append(Message(UNKNOWN_HOST, text, frozenset({_label(resource)})))
+
+    for service in services:
+        for i, host in enumerate(service.spec.hosts):
+            check(service, f"spec.hosts[{i}]", host)
+        for i, http in enumerate(service.spec.http):
+            for j, route in enumerate(http.route):
+                check(service, f"spec.http[{i}].route[{j}].destination.host", route.destination.host)
+    for rule in rules:
+        check(rule, "spec.host", rule.spec.host)
+    return messages
+
+
+def principal_matches(pattern: str, value: str) -> bool:
+    """Istio's string matching of principals: exact, `prefix*`, `*suffix` or `*`."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return pattern == value
+
+
+def _unknown_principals(policies: list[AuthorizationPolicy], catalog: Catalog, trust_domain: str) -> list[Message]:
+    held = [f"{trust_domain}/ns/{namespace}/sa/{account}" for namespace, account in sorted(catalog.identities)]
+    messages: list[Message] = []
+    for policy in policies:
+        for i, rule in enumerate(policy.spec.rules):
+            for j, rule_from in enumerate(rule.from_):
+                for k, principal in enumerate(rule_from.source.principals):
+                    if any(principal_matches(principal, identity) for identity in held):
+                        continue
+                    text = (
+                        f"{_label(policy)}: spec.rules[{i}].from[{j}].source.principals[{k}]: no workload in the "
+                        f"catalog has identity {principal!r}"
+                    )
+                    messages.append(Message(UNKNOWN_PRINCIPAL, text, frozenset({_label(policy)})))
+    return messages

@@ -13,7 +13,14 @@ from nats.errors import Error as NatsError
 from services.galley.analyze import analyze, merged_view
 from services.galley.kinds import resolve_kind
 from services.galley.sources import Source
-from services.galley.store import ApplyResult, ConfigStore, StoreConflict, StoredResource
+from services.galley.store import (
+    ApplyResult,
+    ConfigStore,
+    HistoryEntry,
+    RevisionNotFound,
+    StoreConflict,
+    StoredResource,
+)
 from services.galley.validate import validate_sources
 from shared.model import UnknownKind, dump_resource
 
@@ -169,6 +176,49 @@ async def delete_resource(request: web.Request) -> web.Response:
     return web.json_response({"deleted": {"kind": kind, "namespace": namespace, "name": name}})
 
 
+def history_json(item: HistoryEntry) -> dict[str, Any]:
+    return {
+        "revision": item.revision,
+        "operation": item.operation,
+        "created": item.created,
+        "resource": dump_resource(item.resource) if item.resource is not None else None,
+    }
+
+
+async def resource_history(request: web.Request) -> web.Response:
+    kind, namespace, name = _path_identity(request)
+    kept = await request.app[STORE_KEY].history(kind, namespace, name)
+    if not kept:
+        return error_response(404, f"{kind} {namespace}/{name} has no history")
+    return web.json_response({"history": [history_json(item) for item in kept]})
+
+
+async def rollback_resource(request: web.Request) -> web.Response:
+    """Body {"revision": N}: store the resource as it was at revision N again, as a new revision."""
+    kind, namespace, name = _path_identity(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    revision = body.get("revision") if isinstance(body, dict) else None
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+        return error_response(400, "revision: expected a positive integer in the JSON body")
+    try:
+        result = await request.app[STORE_KEY].rollback(kind, namespace, name, revision)
+    except RevisionNotFound as err:
+        return error_response(404, str(err))
+    log.info(
+        "%s %s/%s rolled back to revision %d: %s (revision %d)",
+        kind,
+        namespace,
+        name,
+        revision,
+        result.action,
+        result.revision,
+    )
+    return web.json_response({"rolledBack": result_json(result), "from": revision})
+
+
 async def healthz(request: web.Request) -> web.Response:
     if request.app[HEALTH_KEY]():
         return web.json_response({"status": "ok"})
@@ -184,5 +234,7 @@ def create_app(store: ConfigStore, healthy: Callable[[], bool]) -> web.Applicati
     resource = "/v1/resources/{kind}/{namespace}/{name}"
     app.router.add_get(resource, get_resource)
     app.router.add_delete(resource, delete_resource)
+    app.router.add_get("/v1/history/{kind}/{namespace}/{name}", resource_history)
+    app.router.add_post("/v1/rollback/{kind}/{namespace}/{name}", rollback_resource)
     app.router.add_get("/healthz", healthz)
     return app

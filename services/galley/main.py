@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import nats
 import uvloop
@@ -16,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.galley.api import create_app
 from services.galley.store import ConfigStore
+from services.galley.watch_dir import DEFAULT_INTERVAL, DirectoryWatcher
 from shared.ports import DEFAULT_NATS_URL, GALLEY_API, NATS_URL_ENV
 
 log = logging.getLogger("galley")
@@ -40,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"NATS server URL (default ${NATS_URL_ENV} or {DEFAULT_NATS_URL})",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--watch-dir",
+        type=Path,
+        default=None,
+        help="also apply the config files of this directory, re-applying changed files and pruning what "
+        "deleted ones created (GitOps)",
+    )
+    parser.add_argument(
+        "--watch-interval", type=float, default=DEFAULT_INTERVAL, help="seconds between directory scans (default 1)"
+    )
 
 
 async def connect_nats(url: str) -> NatsClient:
@@ -64,7 +76,12 @@ async def connect_nats(url: str) -> NatsClient:
 
 
 async def serve(
-    listen: tuple[str, int], nats_url: str, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None
+    listen: tuple[str, int],
+    nats_url: str,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+    watch_dir: Path | None = None,
+    watch_interval: float = DEFAULT_INTERVAL,
 ) -> None:
     """Serve until `stop` is set (even while still waiting for NATS), then close and drain."""
     log.info("connecting to NATS at %s", nats_url)
@@ -84,6 +101,7 @@ async def serve(
     stopping.cancel()
     nc = connecting.result()
     runner: web.AppRunner | None = None
+    watching: asyncio.Task[None] | None = None
     try:
         store = await ConfigStore.open(nc.jetstream())
         runner = web.AppRunner(create_app(store, lambda: nc.is_connected), access_log=None)
@@ -92,11 +110,17 @@ async def serve(
         await site.start()
         address = ", ".join(_format_address(addr) for addr in runner.addresses)
         log.info("galley ready on %s", address)
+        if watch_dir is not None:
+            log.info("watching %s for config files", watch_dir)
+            watching = asyncio.create_task(DirectoryWatcher(store, watch_dir, interval=watch_interval).run())
         if on_ready is not None:
             on_ready(address)
         await stop.wait()
         log.info("galley stopping")
     finally:
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
         await nc.drain()
@@ -109,12 +133,12 @@ def _format_address(addr: object) -> str:
     return str(addr)
 
 
-async def _main(listen: tuple[str, int], nats_url: str) -> None:
+async def _main(listen: tuple[str, int], nats_url: str, watch_dir: Path | None, watch_interval: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(listen, nats_url, stop)
+    await serve(listen, nats_url, stop, watch_dir=watch_dir, watch_interval=watch_interval)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 1
     try:
-        uvloop.run(_main(listen, args.nats_url))
+        watch_dir = getattr(args, "watch_dir", None)
+        if watch_dir is not None and not watch_dir.is_dir():
+            log.error("--watch-dir %s: not a directory", watch_dir)
+            return 1
+        uvloop.run(_main(listen, args.nats_url, watch_dir, getattr(args, "watch_interval", DEFAULT_INTERVAL)))
     except OSError as err:
         log.error("galley cannot start: %s", err)
         return 1

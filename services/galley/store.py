@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from shared.bus.names import CONFIG_BUCKET, config_key, key_token
@@ -43,6 +45,22 @@ class StoredResource:
     revision: int
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One kept revision of a key: a stored resource, or a delete marker (resource None)."""
+
+    revision: int
+    operation: str
+    """"PUT", "DEL" or "PURGE"."""
+    resource: Resource | None
+    created: float | None
+    """Unix time the revision was written, when the server reported it."""
+
+
+class RevisionNotFound(LookupError):
+    """A rollback named a revision the bucket does not keep (or one that is a delete)."""
+
+
 class StoreConflict(ValueError):
     """The write would overwrite a different resource, or kept losing races with concurrent writers."""
 
@@ -55,6 +73,15 @@ def encode_resource(resource: Resource) -> bytes:
 
 def decode_resource(value: bytes) -> Resource:
     return parse_resource(json.loads(value))
+
+
+def _unix_time(created: object) -> float | None:
+    """nats-py reports an entry's time as a datetime from watches (its annotation says int nanoseconds)."""
+    if isinstance(created, datetime):
+        return created.timestamp()
+    if isinstance(created, int) and created > 0:
+        return created / 1e9
+    return None
 
 
 def _identity(resource: Resource) -> tuple[str, str, str]:
@@ -178,3 +205,39 @@ class ConfigStore:
             return False
         await self._kv.delete(config_key(kind, namespace, name))
         return True
+
+    async def history(self, kind: str, namespace: str, name: str) -> tuple[HistoryEntry, ...]:
+        """Every revision the bucket keeps for the resource (CONFIG_HISTORY at most), oldest first."""
+        try:
+            entries = await self._kv.history(config_key(kind, namespace, name))
+        except NoKeysError:
+            return ()
+        found: builtins.list[HistoryEntry] = []
+        for entry in entries:
+            resource: Resource | None = None
+            if entry.operation is None and entry.value:
+                try:
+                    resource = decode_resource(entry.value)
+                except ValueError:
+                    log.warning(
+                        "history of %s %s/%s: unreadable value at revision %s", kind, namespace, name, entry.revision
+                    )
+                if resource is not None and _identity(resource) != (kind, namespace, name):
+                    continue  # another name that maps to the same key
+            found.append(
+                HistoryEntry(entry.revision or 0, entry.operation or "PUT", resource, _unix_time(entry.created))
+            )
+        return tuple(found)
+
+    async def rollback(self, kind: str, namespace: str, name: str, revision: int) -> ApplyResult:
+        """Store the resource as it was at `revision` again, as a new revision (history is never rewritten)."""
+        kept = await self.history(kind, namespace, name)
+        target = next((item for item in kept if item.revision == revision), None)
+        if target is None or target.resource is None:
+            available = ", ".join(str(item.revision) for item in kept if item.resource is not None) or "none"
+            what = "is a delete" if target is not None else "is not in the kept history"
+            raise RevisionNotFound(
+                f"{kind} {namespace}/{name}: revision {revision} {what}; revisions to roll back to: {available}"
+            )
+        (result,) = await self.apply([target.resource])
+        return result

@@ -66,7 +66,7 @@ async def test_apply_get_delete(galley_url: str, config_dir: Path, capsys: pytes
     captured = capsys.readouterr()
     assert captured.out == "VirtualService shop/cart created\n"
     assert captured.err.splitlines()[0].startswith(
-        "Warning: VirtualService shop/cart: spec.http[0].route[0].destination.subset: subset 'v7'"
+        "Warning: [ISM0001] VirtualService shop/cart: spec.http[0].route[0].destination.subset: subset 'v7'"
     )
     assert await run("delete", "vs", "cart", "-n", "shop", "--galley", galley_url) == 0
     capsys.readouterr()
