@@ -156,10 +156,12 @@ build_isthmus() {
   fi
   build_wheelhouse
   say "docker build -f docker/Dockerfile -t $ISTHMUS_IMAGE (base $PYTHON_IMAGE, sources $hash)"
-  docker build --quiet -f docker/Dockerfile \
+  docker build --quiet --force-rm -f docker/Dockerfile \
     --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "WHEELHOUSE=$WHEELHOUSE" \
     --build-arg "SOURCE_HASH=$hash" -t "$ISTHMUS_IMAGE" . >/dev/null
-  docker image prune -f --filter "label=org.opencontainers.image.title=isthmus" --filter dangling=true >/dev/null
+  # Untagged leftovers of this build only: the build stage and the image this tag pointed to before.
+  docker image prune -f --filter "label=isthmus.build-stage=true" >/dev/null
+  docker image prune -f --filter "label=org.opencontainers.image.title=isthmus" >/dev/null
   say "built $ISTHMUS_IMAGE ($(image_size "$ISTHMUS_IMAGE"))"
 }
 
@@ -176,7 +178,7 @@ standin_context() {
 
 standin_build() {
   local name=$1 image=$2 ctx=$3
-  docker build --quiet --build-arg "BASE_IMAGE=$PYTHON_IMAGE" -t "$image" "$ctx" >/dev/null
+  docker build --quiet --force-rm --build-arg "BASE_IMAGE=$PYTHON_IMAGE" -t "$image" "$ctx" >/dev/null
   say "built stand-in $image ($(image_size "$image"))"
 }
 
@@ -253,13 +255,13 @@ build_prometheus() {
     codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
     if [ "$codename" = "$SUITE" ]; then
       say "apt-get download prometheus (Debian $SUITE)"
-      (cd "$CACHE" && apt-get download -qq prometheus >/dev/null 2>&1) \
-        || { apt-get update -qq && (cd "$CACHE" && apt-get download -qq prometheus); }
+      (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root prometheus >/dev/null 2>&1) \
+        || { apt-get update -qq && (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root prometheus); }
     else
       [ -f "$ROOTFS/.complete" ] || die "need the $SUITE root to fetch prometheus: scripts/build-images.sh --force base"
       say "apt-get download prometheus inside the $SUITE root ($ROOTFS)"
       cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
-      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq prometheus'
+      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq -o APT::Sandbox::User=root prometheus'
       mv "$ROOTFS"/tmp/prometheus_*.deb "$CACHE/"
       rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
     fi
@@ -271,9 +273,9 @@ build_prometheus() {
   pyyaml=$(ls "$CACHE"/python3-yaml_*.deb 2>/dev/null | tail -1 || true)
   if [ -z "$pyyaml" ]; then
     if [ "$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")" = "$SUITE" ]; then
-      (cd "$CACHE" && apt-get download -qq python3-yaml)
+      (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root python3-yaml)
     else
-      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq python3-yaml'
+      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq -o APT::Sandbox::User=root python3-yaml'
       mv "$ROOTFS"/tmp/python3-yaml_*.deb "$CACHE/"
       rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
     fi
