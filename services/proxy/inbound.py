@@ -1,15 +1,26 @@
-"""Inbound path, mesh -> app: mTLS-authenticated peer, AuthorizationPolicy, XFCC, then stream to the local app."""
+"""Inbound path, mesh -> app: peer authentication (mTLS mode), JWT, AuthorizationPolicy, XFCC, then the local app.
+
+Per request: config snapshot (none yet: 503 NC) -> transport check (plain text on a keep-alive connection
+admitted before the mode became STRICT is refused and closed; a TLS peer must carry a SPIFFE ID) ->
+request authentication (jwt_authn.py: bad token 401) -> authorization (authz.py: CUSTOM via ext_authz.py,
+then DENY, then ALLOW: 403 `RBAC: access denied`) -> `x-forwarded-client-cert: By=<ours>;URI=<peer>` replaces
+whatever came in (plain-text callers: removed, they have no identity) -> `127.0.0.1:<app-port>`, streamed.
+The per-version parts (compiled JWT rules) are built once per config snapshot.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from services.proxy.authz import RequestFacts
 from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
+from services.proxy.ext_authz import CheckRequest, ExtAuthzClient, ExtAuthzDenied
 from services.proxy.forward import (
     FORWARDED_CLIENT_CERT,
     append_forwarded_for,
@@ -19,9 +30,12 @@ from services.proxy.forward import (
     relay_response,
     request_body,
 )
-from services.proxy.snapshot import ProxyState
+from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
+from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.tls import TlsContexts, peer_spiffe_id
 from services.proxy.upstream import CONNECT_TIMEOUT
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +45,47 @@ def forwarded_client_cert(our_spiffe_id: str, peer_spiffe_id: str) -> str:
     return f"By={our_spiffe_id};URI={peer_spiffe_id}"
 
 
+@dataclass
+class InboundStats:
+    """Requests refused by each security stage (counted for the admin page and metrics)."""
+
+    rbac_denied: int = 0
+    custom_denied: int = 0
+    jwt_rejected: int = 0
+    plaintext_refused: int = 0
+
+
+@dataclass(frozen=True)
+class _VersionPolicy:
+    snapshot: ConfigSnapshot
+    jwt: JwtAuthenticator | None
+    """None when the version's JWT rules could not be built: every request is refused (fail closed)."""
+    mode: MtlsMode
+
+
 class InboundHandler:
     """Authenticates and authorizes each request from another sidecar, then hands it to the app on loopback."""
 
-    def __init__(self, state: ProxyState, tls: TlsContexts, app_port: int, inbound_port: int) -> None:
+    def __init__(
+        self,
+        state: ProxyState,
+        tls: TlsContexts,
+        app_port: int,
+        inbound_port: int,
+        clock: Clock = SYSTEM_CLOCK,
+        ext_authz: ExtAuthzClient | None = None,
+    ) -> None:
         self._state = state
         self._tls = tls
+        self._app_port = app_port
         self._app = f"http://127.0.0.1:{app_port}"
         self._inbound_port = inbound_port
+        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._jwks = JwksCache(clock)
+        self._ext_authz = ext_authz or ExtAuthzClient({})
+        self._version: _VersionPolicy | None = None
+        self.stats = InboundStats()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -56,20 +102,54 @@ class InboundHandler:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._jwks.close()
+        await self._ext_authz.close()
+
+    def mtls_mode(self) -> MtlsMode:
+        """The mode for the next connection: the current config's, for our app port; STRICT before any config."""
+        snapshot = self._state.snapshot
+        if snapshot is None:
+            return MtlsMode.STRICT
+        return self._policy(snapshot).mode
+
+    def _policy(self, snapshot: ConfigSnapshot) -> _VersionPolicy:
+        current = self._version
+        if current is not None and current.snapshot is snapshot:
+            return current
+        inbound = snapshot.config.inbound
+        try:
+            jwt: JwtAuthenticator | None = JwtAuthenticator(inbound.jwt_rules, self._jwks, self._clock)
+        except ValueError as err:
+            log.error("config %s: JWT rules unusable, refusing inbound requests: %s", snapshot.version, err)
+            jwt = None
+        current = _VersionPolicy(snapshot, jwt, inbound.mode_for_port(self._app_port))
+        self._version = current
+        return current
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
-            peer = self._authorize(request)
+            peer = await self._authorize(request, headers)
+        except ExtAuthzDenied as err:
+            self.stats.custom_denied += 1
+            if err.status == 403 and not err.body:
+                return local_reply(err, request_id)
+            return web.Response(status=err.status, text=err.body, headers={"x-request-id": request_id})
+        except Unauthenticated as err:
+            self.stats.jwt_rejected += 1
+            reply = local_reply(err, request_id)
+            reply.headers["www-authenticate"] = 'Bearer realm="isthmus", error="invalid_token"'
+            return reply
         except ProxyError as err:
             return local_reply(err, request_id)
 
-        identity = self._tls.identity
-        assert identity is not None, "inbound listener runs only with a certificate"
         headers.popall(FORWARDED_CLIENT_CERT, None)
-        headers[FORWARDED_CLIENT_CERT] = forwarded_client_cert(identity.spiffe_id, peer)
-        headers["x-forwarded-proto"] = "https"
+        if peer is not None:
+            identity = self._tls.identity
+            assert identity is not None, "a TLS connection exists only with a certificate"
+            headers[FORWARDED_CLIENT_CERT] = forwarded_client_cert(identity.spiffe_id, peer)
+        headers["x-forwarded-proto"] = "https" if peer is not None else "http"
         append_forwarded_for(headers, request.remote)
         path = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
         url = URL(f"{self._app}{path}", encoded=True)
@@ -85,14 +165,27 @@ class InboundHandler:
         finally:
             upstream.release()
 
-    def _authorize(self, request: web.BaseRequest) -> str:
-        """The peer's SPIFFE ID when it may call us; raises AccessDenied or NotReady otherwise (fail closed)."""
-        peer = peer_spiffe_id(request.transport)
-        if peer is None:
-            raise AccessDenied("peer certificate carries no SPIFFE ID")
+    async def _authorize(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> str | None:
+        """The peer's SPIFFE ID (None for plain text) when it may call us; raises a ProxyError otherwise."""
         snapshot = self._state.snapshot
         if snapshot is None:
             raise NotReady("no configuration received yet; inbound policy unknown")
+        policy = self._policy(snapshot)
+        transport = request.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        peer: str | None = None
+        if tls:
+            peer = peer_spiffe_id(transport)
+            if peer is None:
+                raise AccessDenied("peer certificate carries no SPIFFE ID")
+        elif policy.mode == MtlsMode.STRICT:
+            self.stats.plaintext_refused += 1
+            if transport is not None:
+                transport.close()
+            raise AccessDenied("plain text refused: mTLS mode is STRICT")
+        if policy.jwt is None:
+            raise NotReady("JWT rules of this config version are unusable")
+        auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
         facts = RequestFacts(
             peer_spiffe_id=peer,
             source_ip=request.remote or "",
@@ -101,13 +194,34 @@ class InboundHandler:
             host=request.headers.get("Host", ""),
             port=self._inbound_port,
             headers={name.lower(): value for name, value in request.headers.items()},
+            request_principal=auth.principal,
+            claims=auth.claims,
+            sni=self._tls.sni_of(transport),
+            destination_ip=_local_ip(transport),
         )
+        authorizer = snapshot.authorizer
         try:
-            allowed, reason = snapshot.authorizer.allowed(facts)
+            checks = authorizer.custom_checks(facts)
         except Exception as err:  # any surprise in policy evaluation denies
             log.warning("authorization error, denying: %s", err)
             raise AccessDenied(f"authorization error: {err}") from err
+        for check in checks:
+            await self._ext_authz.check(
+                check.provider, check.policy, CheckRequest(request.method, request.raw_path, headers)
+            )
+        try:
+            allowed, reason = authorizer.allowed(facts)
+        except Exception as err:  # any surprise in policy evaluation denies
+            log.warning("authorization error, denying: %s", err)
+            allowed, reason = False, f"authorization error: {err}"
         if not allowed:
-            log.info("denied %s %s from %s: %s", request.method, request.raw_path, peer, reason)
+            self.stats.rbac_denied += 1
+            log.info("denied %s %s from %s: %s", request.method, request.raw_path, peer or request.remote, reason)
             raise AccessDenied(reason)
         return peer
+
+
+def _local_ip(transport: object) -> str:
+    get = getattr(transport, "get_extra_info", None)
+    sockname = get("sockname") if get is not None else None
+    return str(sockname[0]) if isinstance(sockname, tuple) and sockname else ""

@@ -16,9 +16,11 @@ from nats.aio.client import Client as NatsClient
 from services.proxy.admin import Readiness, admin_handler, health_handler
 from services.proxy.certs import CertificateManager, CertificateSource
 from services.proxy.config_watch import ConfigWatcher
+from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.inbound import InboundHandler
 from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
+from services.proxy.peek import start_peeking_listener
 from services.proxy.registration import ConsulRegistrar, Registration
 from services.proxy.snapshot import ProxyState
 from services.proxy.tls import TlsContexts, WorkloadIdentity
@@ -50,6 +52,10 @@ class SidecarSettings:
     state_dir: Path = Path(".isthmus/proxy")
     host: str | None = None
     """Node name in the proxy id; None means this machine's hostname."""
+    upstreams: tuple[str, ...] = ()
+    """Services the app calls (`--upstream`); pilot then sends only those. Empty: every service."""
+    ext_authz: tuple[tuple[str, str], ...] = ()
+    """(provider name, base URL) pairs CUSTOM AuthorizationPolicies may name."""
 
     @property
     def account(self) -> str:
@@ -91,7 +97,14 @@ class Sidecar:
         self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
         self.readiness = Readiness(self.state, self.tls)
         self._pools = UpstreamPools(self.tls)
-        self._inbound = InboundHandler(self.state, self.tls, settings.app_port, settings.inbound_port)
+        self._inbound = InboundHandler(
+            self.state,
+            self.tls,
+            settings.app_port,
+            settings.inbound_port,
+            clock,
+            ExtAuthzClient(dict(settings.ext_authz)),
+        )
         self._registrar = ConsulRegistrar(consul_addr) if consul_addr else None
         self._registered = False
         self.listeners: dict[str, Listener] = {}
@@ -109,6 +122,8 @@ class Sidecar:
             inbound_port=self.listeners["inbound"].port if "inbound" in self.listeners else s.inbound_port,
             health_port=self.listeners["health"].port if "health" in self.listeners else s.health_port,
             app_port=s.app_port,
+            upstreams=s.upstreams,
+            admin_port=self.listeners["admin"].port if "admin" in self.listeners else s.admin_port,
         )
 
     @property
@@ -168,8 +183,8 @@ class Sidecar:
         self.listeners["outbound"] = await start_listener(
             "outbound", OutboundHandler(self.state, self._pools, self._clock, self._rng), "127.0.0.1", s.outbound_port
         )
-        self.listeners["inbound"] = await start_listener(
-            "inbound", self._inbound, s.address, s.inbound_port, self.tls.listener_context()
+        self.listeners["inbound"] = await start_peeking_listener(
+            "inbound", self._inbound, s.address, s.inbound_port, self.tls.listener_context, self._inbound.mtls_mode
         )
         if self._registrar is not None:
             await self._registrar.register(self.registration())

@@ -12,6 +12,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -109,6 +110,7 @@ class TlsContexts:
         self._server: ssl.SSLContext | None = None
         self._client: ssl.SSLContext | None = None
         self._front: ssl.SSLContext | None = None
+        self._sni: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
     @property
     def identity(self) -> WorkloadIdentity | None:
@@ -134,7 +136,14 @@ class TlsContexts:
             self._front = front
         return self._front
 
-    def _select_current(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+    def sni_of(self, transport: asyncio.BaseTransport | None) -> str:
+        """The server name the peer asked for in its ClientHello ("" for none or plain text)."""
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        return self._sni.get(ssl_object, "") if ssl_object is not None else ""
+
+    def _select_current(self, connection: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        if name:
+            self._sni[connection] = name
         current = self._server
         if current is not None and connection.context is not current:
             connection.context = current

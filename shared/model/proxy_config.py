@@ -16,6 +16,7 @@ from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Duration, Spec
 from shared.model.destination_rule import TrafficPolicy
 from shared.model.peer_authentication import MtlsMode
+from shared.model.request_authentication import JWTRule
 from shared.model.virtual_service import (
     Headers,
     HTTPFaultInjection,
@@ -79,10 +80,23 @@ class NamedAuthorizationPolicy(Spec):
     spec: AuthorizationPolicySpec
 
 
+class NamedJwtRule(Spec):
+    name: str
+    """`<namespace>/<RequestAuthentication name>` the rule came from."""
+    rule: JWTRule
+
+
 class InboundConfig(Spec):
     mtls_mode: MtlsMode = MtlsMode.PERMISSIVE
     """Resolved mode for the workload's port (never UNSET)."""
+    port_level_mtls: dict[int, MtlsMode] = Field(default_factory=dict)
+    """Resolved modes (never UNSET) by workload (app) port; the proxy picks its app port's entry over `mtlsMode`."""
     authorization: list[NamedAuthorizationPolicy] = Field(default_factory=list)
+    jwt_rules: list[NamedJwtRule] = Field(default_factory=list)
+    """RequestAuthentication rules selecting this workload, in (namespace, name) order."""
+
+    def mode_for_port(self, app_port: int) -> MtlsMode:
+        return self.port_level_mtls.get(app_port, self.mtls_mode)
 
 
 class ProxyConfig(Spec):

@@ -10,11 +10,10 @@ from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Metadata, Spec
 from shared.model.destination_rule import DestinationRuleSpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
+from shared.model.request_authentication import RequestAuthenticationSpec
 from shared.model.virtual_service import VirtualServiceSpec
 
-NetworkingVersion = Literal[
-    "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"
-]
+NetworkingVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
 SecurityVersion = Literal["security.istio.io/v1", "security.istio.io/v1beta1"]
 
 
@@ -46,13 +45,21 @@ class AuthorizationPolicy(Spec):
     spec: AuthorizationPolicySpec
 
 
-Resource = VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy
+class RequestAuthentication(Spec):
+    api_version: SecurityVersion
+    kind: Literal["RequestAuthentication"]
+    metadata: Metadata
+    spec: RequestAuthenticationSpec
+
+
+Resource = VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
     "PeerAuthentication": PeerAuthentication,
     "AuthorizationPolicy": AuthorizationPolicy,
+    "RequestAuthentication": RequestAuthentication,
 }
 
 
@@ -70,8 +77,7 @@ def parse_resource(document: Any) -> Resource:
     """Validate one decoded document; raises UnknownKind or pydantic.ValidationError with field paths."""
     if not isinstance(document, dict):
         raise UnknownKind(
-            f"a resource must be a mapping with apiVersion, kind, metadata and spec, "
-            f"got {type(document).__name__}"
+            f"a resource must be a mapping with apiVersion, kind, metadata and spec, got {type(document).__name__}"
         )
     return kind_class(document.get("kind")).model_validate(document)
 

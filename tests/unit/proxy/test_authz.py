@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.proxy.authz import Authorizer, RequestFacts, value_matches
+from services.proxy.authz import Authorizer, CustomCheck, RequestFacts, value_matches
+from shared.model.authorization_policy import Action, AuthorizationPolicySpec, Condition, Rule
 from shared.model.proxy_config import NamedAuthorizationPolicy
 
 PRODUCTPAGE = "spiffe://cluster.local/ns/default/sa/productpage"
@@ -54,11 +55,30 @@ def test_deny_wins_over_allow() -> None:
     assert not allowed and reason == "default/deny"
 
 
-def test_unsupported_field_fails_closed() -> None:
-    deny_jwt = _policy("DENY", [{"from": [{"source": {"requestPrincipals": ["*"]}}]}])
-    assert not Authorizer([deny_jwt]).allowed(_facts())[0]
+def test_request_principals_need_a_verified_token() -> None:
     allow_jwt = _policy("ALLOW", [{"from": [{"source": {"requestPrincipals": ["*"]}}]}])
     assert not Authorizer([allow_jwt]).allowed(_facts())[0]
+    with_token = RequestFacts(PRODUCTPAGE, "127.0.0.1", "GET", "/", "reviews", 15006, {}, "https://idp/alice")
+    assert Authorizer([allow_jwt]).allowed(with_token)[0]
+
+
+def test_rule_raising_at_run_time_fails_closed() -> None:
+    blocks = {"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}
+    broken = RequestFacts(PRODUCTPAGE, "not-an-ip", "GET", "/", "reviews", 15006, {})
+    assert not Authorizer([_policy("DENY", [blocks])]).allowed(broken)[0]
+    assert not Authorizer([_policy("ALLOW", [blocks])]).allowed(broken)[0]
+
+
+def test_rule_that_cannot_compile_fails_closed() -> None:
+    """A policy built without galley's validation (bad key): DENY matches everything, ALLOW nothing."""
+    bad = Condition.model_construct(key="request.bogus", values=["x"], not_values=[])
+    rule = Rule.model_construct(from_=[], to=[], when=[bad])
+    for action, expected in (("DENY", False), ("ALLOW", False)):
+        spec = AuthorizationPolicySpec.model_construct(
+            selector=None, action=Action(action), rules=[rule], provider=None
+        )
+        policy = NamedAuthorizationPolicy.model_construct(name="bad", namespace="default", spec=spec)
+        assert Authorizer([policy]).allowed(_facts())[0] is expected
 
 
 def test_conditions_on_headers() -> None:
@@ -68,15 +88,30 @@ def test_conditions_on_headers() -> None:
     assert not Authorizer([other]).allowed(_facts())[0]
 
 
-def test_custom_without_provider_denies_matching_requests() -> None:
+def test_custom_policies_name_their_provider_and_do_not_decide_alone() -> None:
     custom = NamedAuthorizationPolicy.model_validate(
         {
             "name": "ext",
             "namespace": "default",
-            "spec": {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{}]},
+            "spec": {
+                "action": "CUSTOM",
+                "provider": {"name": "opa"},
+                "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}],
+            },
         }
     )
-    assert not Authorizer([custom]).allowed(_facts())[0]
+    authorizer = Authorizer([custom])
+    assert authorizer.custom_checks(_facts(path="/admin/x")) == [CustomCheck("default/ext", "opa")]
+    assert authorizer.custom_checks(_facts(path="/public")) == []
+    assert authorizer.allowed(_facts(path="/admin/x"))[0]
+
+
+def test_audit_logs_without_deciding() -> None:
+    audit = _policy("AUDIT", [{"to": [{"operation": {"methods": ["DELETE"]}}]}], "audit-deletes")
+    authorizer = Authorizer([audit])
+    assert authorizer.allowed(_facts(method="DELETE"))[0]
+    assert authorizer.allowed(_facts(method="GET"))[0]
+    assert authorizer.audited == ["default/audit-deletes"]
 
 
 def test_value_patterns() -> None:
