@@ -1,41 +1,179 @@
-"""After routing picks a cluster: round robin over that cluster's healthy endpoints."""
+"""After routing picks a cluster: its runtime state (load balancer, circuit breaker, outlier detector) and the pick.
+
+The config of a cluster comes with each snapshot; its runtime state (round-robin position, requests in
+flight, ejections, breaker counts) lives here across config versions, so a new version that leaves a
+cluster's policy alone keeps its ejections and counts. A changed traffic policy starts the cluster afresh;
+changed endpoints keep the state of endpoints that stay. Without outlierDetection, endpoints that are
+not healthy (Consul's checks) are never picked; with it, see outlier.py for ejections and panic.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, field
 
+from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
+from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, picker_for
+from services.proxy.outlier import OutlierDetector
+from services.proxy.upstream import PoolSettings
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.destination_rule import TrafficPolicy
 from shared.model.proxy_config import Cluster, Endpoint
 
 
-class RoundRobin:
-    """Cycles through the healthy endpoints of one cluster (one instance per config version)."""
+@dataclass(eq=False)
+class ClusterRuntime:
+    """One cluster's live state; built from its Cluster config, rebound when only the endpoints change."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster.name
-        self._healthy = tuple(endpoint for endpoint in cluster.endpoints if endpoint.healthy)
-        self._next = 0
+    config: Cluster
+    picker: Picker
+    breaker: CircuitBreaker
+    outlier: OutlierDetector | None
+    pool: PoolSettings
+    hash_source: HashKeySource | None
+    rng: random.Random
+    active: dict[EndpointKey, int] = field(default_factory=dict)
+    keys: tuple[EndpointKey, ...] = ()
+
+    @classmethod
+    def build(cls, cluster: Cluster, clock: Clock, rng: random.Random) -> ClusterRuntime:
+        policy = cluster.traffic_policy or TrafficPolicy()
+        runtime = cls(
+            config=cluster,
+            picker=picker_for(policy.load_balancer, cluster.endpoints, rng),
+            breaker=CircuitBreaker(cluster.name, Limits.of(policy.connection_pool)),
+            outlier=OutlierDetector(policy.outlier_detection, clock) if policy.outlier_detection else None,
+            pool=PoolSettings.of(cluster.name, policy.connection_pool),
+            hash_source=HashKeySource.of(policy.load_balancer),
+            rng=rng,
+        )
+        runtime.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
+        return runtime
+
+    def rebind(self, cluster: Cluster) -> None:
+        """Same policy, new endpoints: keep breaker, ejections and counts of the endpoints that stay."""
+        self.config = cluster
+        self.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
+        policy = cluster.traffic_policy or TrafficPolicy()
+        self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng) if self.hash_source else self.picker
+        if self.outlier is not None:
+            self.outlier.forget_except(set(self.keys))
 
     @property
-    def healthy(self) -> tuple[Endpoint, ...]:
-        return self._healthy
+    def name(self) -> str:
+        return self.config.name
 
-    def pick(self) -> Endpoint:
-        if not self._healthy:
-            raise NoHealthyUpstream(f"no healthy upstream in cluster {self.cluster!r}")
-        endpoint = self._healthy[self._next % len(self._healthy)]
-        self._next = (self._next + 1) % len(self._healthy)
-        return endpoint
+    def hash_key(self, headers: Mapping[str, str], remote: str | None, query: str) -> int | None:
+        if self.hash_source is None:
+            return None
+        return self.hash_source.key(headers, remote, query)
+
+    def available(self) -> list[Endpoint]:
+        if self.outlier is not None:
+            return self.outlier.available(self.config.endpoints)
+        return [e for e in self.config.endpoints if e.healthy]
+
+    def pick(self, hash_key: int | None = None, exclude: Set[EndpointKey] = frozenset()) -> Endpoint:
+        """An available endpoint; on a retry, one not tried yet when there is one (Istio's previous_hosts)."""
+        available = self.available()
+        if not available:
+            raise NoHealthyUpstream(f"no healthy upstream in cluster {self.name!r}")
+        if exclude:
+            fresh = [e for e in available if endpoint_key(e) not in exclude]
+            available = fresh or available
+        return self.picker.pick(available, hash_key, self.active)
+
+    def started(self, endpoint: Endpoint) -> None:
+        key = endpoint_key(endpoint)
+        self.active[key] = self.active.get(key, 0) + 1
+
+    def finished(self, endpoint: Endpoint) -> None:
+        key = endpoint_key(endpoint)
+        left = self.active.get(key, 0) - 1
+        if left > 0:
+            self.active[key] = left
+        else:
+            self.active.pop(key, None)
+
+    def report(self, endpoint: Endpoint, status: int | None) -> bool:
+        """Feed one outcome to outlier detection (`status` None: connect failure or timeout); True if ejected."""
+        if self.outlier is None:
+            return False
+        return self.outlier.report(endpoint, status, self.keys)
+
+
+@dataclass(eq=False)
+class Lease:
+    """One attempt's hold on its cluster's breaker and its endpoint's request count, until released."""
+
+    runtime: ClusterRuntime
+    endpoint: Endpoint
+    released: bool = False
+
+    @classmethod
+    def take(cls, runtime: ClusterRuntime, hash_key: int | None, exclude: Set[EndpointKey]) -> Lease:
+        """Admit through the breaker (UpstreamOverflow), pick an endpoint (NoHealthyUpstream), count it."""
+        runtime.breaker.admit()
+        try:
+            endpoint = runtime.pick(hash_key, exclude)
+        except BaseException:
+            runtime.breaker.release()
+            raise
+        runtime.started(endpoint)
+        return cls(runtime, endpoint)
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.runtime.finished(self.endpoint)
+            self.runtime.breaker.release()
+
+
+class ClusterRuntimes:
+    """The runtime of every cluster, looked up per request with the snapshot's Cluster config."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._by_name: dict[str, ClusterRuntime] = {}
+
+    def get(self, cluster: Cluster) -> ClusterRuntime:
+        runtime = self._by_name.get(cluster.name)
+        if runtime is not None and runtime.config is cluster:
+            return runtime
+        if runtime is not None and runtime.config.traffic_policy == cluster.traffic_policy:
+            if runtime.config.endpoints != cluster.endpoints:
+                runtime.rebind(cluster)
+            else:
+                runtime.config = cluster
+            return runtime
+        runtime = ClusterRuntime.build(cluster, self._clock, self._rng)
+        self._by_name[cluster.name] = runtime
+        return runtime
+
+    def retain(self, names: Iterable[str]) -> None:
+        """Forget clusters no longer configured."""
+        keep = set(names)
+        for name in [name for name in self._by_name if name not in keep]:
+            del self._by_name[name]
 
 
 class Balancers:
-    """One balancer per cluster of a config version."""
+    """Picks for the clusters of one config version (a fixed set of runtimes, for tests and tools)."""
 
-    def __init__(self, clusters: Iterable[Cluster]) -> None:
-        self._by_cluster = {cluster.name: RoundRobin(cluster) for cluster in clusters}
+    def __init__(
+        self, clusters: Iterable[Cluster], clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None
+    ) -> None:
+        self._runtimes = ClusterRuntimes(clock, rng)
+        self._clusters = {cluster.name: cluster for cluster in clusters}
 
-    def pick(self, cluster: str) -> Endpoint:
-        balancer = self._by_cluster.get(cluster)
-        if balancer is None:
+    def runtime(self, cluster: str) -> ClusterRuntime:
+        config = self._clusters.get(cluster)
+        if config is None:
             raise NoHealthyUpstream(f"cluster {cluster!r} is not defined")
-        return balancer.pick()
+        return self._runtimes.get(config)
+
+    def pick(self, cluster: str, hash_key: int | None = None) -> Endpoint:
+        return self.runtime(cluster).pick(hash_key)

@@ -44,3 +44,10 @@ class NotReady(ProxyError):
 
     status = 503
     flag = "NC"
+
+
+class UpstreamOverflow(ProxyError):
+    """A cluster's circuit breaker (DestinationRule connectionPool) is full: answered at once, never queued."""
+
+    status = 503
+    flag = "UO"

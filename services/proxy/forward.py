@@ -15,6 +15,8 @@ from shared.model.virtual_service import HeaderOperations
 REQUEST_ID = "x-request-id"
 FORWARDED_FOR = "x-forwarded-for"
 FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
+ATTEMPT_COUNT = "x-envoy-attempt-count"
+"""Set on every upstream attempt (1, 2, ...), as Istio configures Envoy (include_request_attempt_count)."""
 RESPONSE_FLAGS = "x-isthmus-response-flags"
 """Set only on replies the proxy generates itself, carrying the Envoy-style flag (NR, UH, UF, UT, ...)."""
 

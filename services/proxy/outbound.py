@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import (
     NotReady,
     ProxyError,
@@ -19,6 +20,7 @@ from services.proxy.errors import (
 )
 from services.proxy.faults import decide_fault
 from services.proxy.forward import (
+    ATTEMPT_COUNT,
     append_forwarded_for,
     apply_header_operations,
     end_to_end_headers,
@@ -27,9 +29,11 @@ from services.proxy.forward import (
     relay_response,
     request_body,
 )
+from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
+from services.proxy.telemetry.context import note_route
 from services.proxy.upstream import UpstreamPools
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.virtual_service import HeaderOperations, Headers
@@ -72,6 +76,8 @@ class OutboundHandler:
         self._pools = pools
         self._clock = clock
         self._rng = rng or random.Random()
+        self._runtimes = ClusterRuntimes(clock, self._rng)
+        self._runtimes_version: str | None = None
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = end_to_end_headers(request.headers)
@@ -82,6 +88,7 @@ class OutboundHandler:
                 raise NotReady("no configuration received yet")
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
+            note_route(decision)
             fault = decide_fault(decision.route.fault, self._rng)
             if fault.delay > 0:
                 await self._clock.sleep(fault.delay)
@@ -98,9 +105,10 @@ class OutboundHandler:
         policy = policy_for(decision.route.retries)
         body, tries = await self._body(request, policy)
         timeout = decision.route.timeout
+        runtime = self._runtime(snapshot, decision.cluster)
         try:
             async with asyncio.timeout(timeout):
-                upstream = await self._attempts(request, snapshot, decision, headers, body, policy, tries)
+                upstream, lease = await self._attempts(request, runtime, decision, headers, body, policy, tries)
         except TimeoutError:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
         except ProxyError as err:
@@ -110,6 +118,13 @@ class OutboundHandler:
             return await relay_response(request, upstream, response_ops)
         finally:
             upstream.release()
+            lease.release()
+
+    def _runtime(self, snapshot: ConfigSnapshot, cluster: str) -> ClusterRuntime:
+        if snapshot.version != self._runtimes_version:
+            self._runtimes.retain(snapshot.routes.clusters)
+            self._runtimes_version = snapshot.version
+        return self._runtimes.get(snapshot.routes.clusters[cluster])
 
     @staticmethod
     async def _body(request: web.BaseRequest, policy: RetryPolicy) -> tuple[Body, int]:
@@ -124,43 +139,72 @@ class OutboundHandler:
     async def _attempts(
         self,
         request: web.BaseRequest,
-        snapshot: ConfigSnapshot,
+        runtime: ClusterRuntime,
         decision: Decision,
         headers: CIMultiDict[str],
         body: Body,
         policy: RetryPolicy,
         tries: int,
-    ) -> aiohttp.ClientResponse:
-        """The first usable upstream response; raises the last failure once tries run out."""
+    ) -> tuple[aiohttp.ClientResponse, Lease]:
+        """The first usable upstream response and its lease; raises the last failure once tries run out.
+
+        Each attempt passes the cluster's circuit breaker (UO), picks an endpoint not tried yet when it can,
+        and reports its outcome to outlier detection. A retry beyond the breaker's maxRetries is not made.
+        """
         failure: ProxyError | None = None
+        hash_key = runtime.hash_key(headers, request.remote, decision.path.partition("?")[2])
+        tried: set[EndpointKey] = set()
         attempt = 0
+        retried = False
         for attempt in range(tries):
             if attempt:
+                if not runtime.breaker.begin_retry():
+                    break
+                retried = True
                 await self._clock.sleep(policy.backoff(attempt, self._rng))
-            endpoint = snapshot.balancers.pick(decision.cluster)
             try:
-                session, ssl_arg = self._pools.session_for(endpoint)
-            except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
-                raise NotReady(str(err)) from err
-            scheme = "https" if endpoint.identity else "http"
-            url = URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{decision.path}", encoded=True)
-            last = attempt + 1 == tries
-            try:
-                async with asyncio.timeout(policy.per_try_timeout):
-                    upstream = await session.request(
-                        request.method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
-                    )
-            except TimeoutError:
-                failure = UpstreamTimeout(f"upstream {url.authority} per-try timeout {policy.per_try_timeout}s")
-                retriable = policy.retry_timeout()
-            except aiohttp.ClientError as err:
-                failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
-                retriable = policy.retry_connect_failure()
-            else:
-                if last or not policy.retry_status(upstream.status):
-                    return upstream
-                upstream.release()
-                continue
+                lease = Lease.take(runtime, hash_key, tried)
+                endpoint = lease.endpoint
+                tried.add(endpoint_key(endpoint))
+                try:
+                    session, ssl_arg = self._pools.session_for(endpoint, runtime.pool)
+                except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
+                    lease.release()
+                    raise NotReady(str(err)) from err
+                scheme = "https" if endpoint.identity else "http"
+                url = URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{decision.path}", encoded=True)
+                headers[ATTEMPT_COUNT] = str(attempt + 1)
+                last = attempt + 1 == tries
+                try:
+                    async with asyncio.timeout(policy.per_try_timeout):
+                        upstream = await session.request(
+                            request.method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
+                        )
+                except TimeoutError:
+                    lease.release()
+                    runtime.report(endpoint, None)
+                    failure = UpstreamTimeout(f"upstream {url.authority} per-try timeout {policy.per_try_timeout}s")
+                    retriable = policy.retry_timeout()
+                except aiohttp.ClientError as err:
+                    lease.release()
+                    runtime.report(endpoint, None)
+                    failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
+                    retriable = policy.retry_connect_failure()
+                except BaseException:
+                    lease.release()
+                    raise
+                else:
+                    runtime.report(endpoint, upstream.status)
+                    self._pools.count_request(upstream, runtime.pool)
+                    if last or not policy.retry_status(upstream.status) or runtime.breaker.retries_full():
+                        return upstream, lease
+                    upstream.release()
+                    lease.release()
+                    continue
+            finally:
+                if retried:
+                    runtime.breaker.end_retry()
+                    retried = False
             if last or not retriable:
                 break
         assert failure is not None, "the loop ends on a failure or returns a response"

@@ -1,4 +1,4 @@
-"""One config version made executable: the route table, balancers and authorizer built from a ProxyConfig."""
+"""One config version made executable: the route table (with its clusters) and authorizer built from a ProxyConfig."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass
 
 from services.proxy.authz import Authorizer
-from services.proxy.balancer import Balancers
 from services.proxy.retry import policy_for
 from services.proxy.router import RouteTable
 from shared.model.proxy_config import ProxyConfig
@@ -18,7 +17,6 @@ class ConfigSnapshot:
 
     config: ProxyConfig
     routes: RouteTable
-    balancers: Balancers
     authorizer: Authorizer
 
     @property
@@ -37,7 +35,6 @@ class ConfigSnapshot:
         return cls(
             config=config,
             routes=RouteTable.build(config, rng),
-            balancers=Balancers(config.clusters),
             authorizer=Authorizer(config.inbound.authorization),
         )
 

@@ -1,54 +1,133 @@
-"""Connection pools to upstreams: one plain-text pool, and one mTLS pool per SPIFFE ID an endpoint must prove."""
+"""Connection pools to upstreams, per cluster: plain text for endpoints without identity, mTLS per SPIFFE ID.
+
+Each cluster's DestinationRule connectionPool shapes its pools: `tcp.connectTimeout` (default 10s) bounds
+the TCP (and TLS) connect, `tcp.maxConnections` caps the pool (further attempts wait for a connection;
+circuit_breaker.py decides how many may wait), `http.idleTimeout` closes pooled connections idle that long
+(unset: 15s, shorter than Istio's 1h so that upstream servers' own idle closes rarely race a reuse), and
+`http.maxRequestsPerConnection` closes a connection after that many requests (1: no keep-alive; 0 or
+unset: unlimited). A cluster whose settings change gets a new pool; the old one drains and is closed
+when the proxy stops (at most RETIRED_KEPT are kept; older ones are closed then).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import weakref
+from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
+from shared.model.destination_rule import ConnectionPoolSettings
 from shared.model.proxy_config import Endpoint
 
 CONNECT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 15.0
+RETIRED_KEPT = 16
 # The caller's headers are forwarded as sent; the client must not add its own defaults.
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-def _session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """The connection settings of one cluster, precomputed per config version."""
+
+    cluster: str = ""
+    connect_timeout: float = CONNECT_TIMEOUT
+    max_connections: int = 0
+    """0: unlimited."""
+    idle_timeout: float = IDLE_TIMEOUT
+    max_requests_per_connection: int = 0
+    """0: unlimited."""
+
+    @classmethod
+    def of(cls, cluster: str, pool: ConnectionPoolSettings | None) -> PoolSettings:
+        tcp = pool.tcp if pool is not None else None
+        http = pool.http if pool is not None else None
+        return cls(
+            cluster=cluster,
+            connect_timeout=tcp.connect_timeout if tcp is not None else CONNECT_TIMEOUT,
+            max_connections=(tcp.max_connections or 0) if tcp is not None else 0,
+            idle_timeout=http.idle_timeout if http is not None and http.idle_timeout else IDLE_TIMEOUT,
+            max_requests_per_connection=(http.max_requests_per_connection or 0) if http is not None else 0,
+        )
+
+
+DEFAULT_POOL = PoolSettings()
+
+
+def _session(settings: PoolSettings, identity: str | None) -> aiohttp.ClientSession:
+    options: dict[str, object] = {
+        "limit": settings.max_connections,
+        "force_close": settings.max_requests_per_connection == 1,
+    }
+    if settings.max_requests_per_connection != 1:
+        options["keepalive_timeout"] = settings.idle_timeout
+    connector = (
+        aiohttp.TCPConnector(**options)  # type: ignore[arg-type]
+        if identity is None
+        else SpiffeVerifyingConnector(identity, **options)
+    )
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=_SKIP_AUTO_HEADERS,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout),
     )
 
 
 class UpstreamPools:
-    """Keep-alive pools keyed by the identity the far end must present (None: plain text, no sidecar)."""
+    """Keep-alive pools keyed by cluster and the identity the far end must present (None: plain text)."""
 
     def __init__(self, tls: TlsContexts) -> None:
         self._tls = tls
-        self._plain: aiohttp.ClientSession | None = None
-        self._mesh: dict[str, aiohttp.ClientSession] = {}
+        self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
+        self._retired: list[aiohttp.ClientSession] = []
+        self._uses: weakref.WeakKeyDictionary[ResponseHandler, int] = weakref.WeakKeyDictionary()
 
-    def session_for(self, endpoint: Endpoint) -> tuple[aiohttp.ClientSession, ssl.SSLContext | bool]:
+    def session_for(
+        self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
+    ) -> tuple[aiohttp.ClientSession, ssl.SSLContext | bool]:
         """The pool for this endpoint and the `ssl` argument to request with (the current client context)."""
-        if endpoint.identity is None:
-            if self._plain is None:
-                self._plain = _session(aiohttp.TCPConnector(limit=0))
-            return self._plain, False
-        session = self._mesh.get(endpoint.identity)
-        if session is None:
-            session = _session(SpiffeVerifyingConnector(endpoint.identity, limit=0))
-            self._mesh[endpoint.identity] = session
-        # Passing the context per request keys pooled connections by context, so a renewed
-        # certificate is used by every new connection while older ones drain.
-        return session, self._tls.client()
+        ssl_arg: ssl.SSLContext | bool = False
+        if endpoint.identity is not None:
+            # Passing the context per request keys pooled connections by context, so a renewed
+            # certificate is used by every new connection while older ones drain.
+            ssl_arg = self._tls.client()
+        key = (settings.cluster, endpoint.identity)
+        found = self._sessions.get(key)
+        if found is not None and found[0] == settings:
+            return found[1], ssl_arg
+        if found is not None:
+            self._retire(found[1])
+        session = _session(settings, endpoint.identity)
+        self._sessions[key] = (settings, session)
+        return session, ssl_arg
+
+    def count_request(self, response: aiohttp.ClientResponse, settings: PoolSettings) -> None:
+        """Close the response's connection once it carried maxRequestsPerConnection requests."""
+        limit = settings.max_requests_per_connection
+        connection = response.connection
+        if limit <= 1 or connection is None or connection.protocol is None:
+            return
+        protocol = connection.protocol
+        uses = self._uses.get(protocol, 0) + 1
+        self._uses[protocol] = uses
+        if uses >= limit:
+            protocol.force_close()
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        self._retired.append(session)
+        while len(self._retired) > RETIRED_KEPT:
+            oldest = self._retired.pop(0)
+            asyncio.get_running_loop().create_task(oldest.close())
 
     async def close(self) -> None:
-        sessions = [*self._mesh.values(), *([self._plain] if self._plain else [])]
-        self._mesh.clear()
-        self._plain = None
+        sessions = [session for _, session in self._sessions.values()] + self._retired
+        self._sessions.clear()
+        self._retired = []
         for session in sessions:
             await session.close()

@@ -14,9 +14,12 @@ from shared.model.proxy_config import ProxyConfig, cluster_name
 pytestmark = pytest.mark.integration
 
 CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
+ROUND_ROBIN = {"loadBalancer": {"simple": "ROUND_ROBIN"}}
 
 
-def config(sidecar: Sidecar, ports: list[int], route_extra: dict[str, Any]) -> ProxyConfig:
+def config(
+    sidecar: Sidecar, ports: list[int], route_extra: dict[str, Any], policy: dict[str, Any] | None = None
+) -> ProxyConfig:
     return ProxyConfig.model_validate(
         {
             "proxyId": sidecar.proxy_id,
@@ -35,6 +38,7 @@ def config(sidecar: Sidecar, ports: list[int], route_extra: dict[str, Any]) -> P
                     "host": "catalog.default.svc.cluster.local",
                     "port": 80,
                     "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
+                    "trafficPolicy": policy,
                 }
             ],
         }
@@ -64,12 +68,12 @@ async def test_5xx_is_retried_on_another_endpoint(make_app: Any, make_sidecar: A
     healthy = await make_app("healthy")
     sidecar = await make_sidecar("web", 1)
 
-    await apply(bus, config(sidecar, [broken.port, healthy.port], {}))
+    await apply(bus, config(sidecar, [broken.port, healthy.port], {}, ROUND_ROBIN))
     without = await statuses(sidecar, 4)
     assert sorted(status for status, _ in without) == [200, 200, 503, 503]
 
     retries = {"retries": {"attempts": 2, "retryOn": "5xx"}}
-    await apply(bus, config(sidecar, [broken.port, healthy.port], retries))
+    await apply(bus, config(sidecar, [broken.port, healthy.port], retries, ROUND_ROBIN))
     assert await statuses(sidecar, 4) == [(200, "")] * 4
     assert len(healthy.seen) == 6
 

@@ -1,0 +1,178 @@
+"""Endpoint choice inside one cluster, after routing: ROUND_ROBIN, LEAST_REQUEST, RANDOM and a consistent-hash ring.
+
+Each picker chooses among the endpoints available right now (healthy and not ejected, see outlier.py).
+Semantics follow Envoy as Istio configures it:
+- no `loadBalancer` (or `simple: UNSPECIFIED`) means LEAST_REQUEST, Istio's default since 1.14;
+- LEAST_REQUEST is "power of two choices": two random distinct endpoints, the one with fewer active requests;
+- LEAST_CONN is Istio's deprecated alias of LEAST_REQUEST; PASSTHROUGH has no meaning without an original
+  destination here and is treated as ROUND_ROBIN;
+- consistentHash builds a ring (Ketama style) over every endpoint of the cluster: at least
+  `minimumRingSize` points in total (default 1024), each endpoint's share rounded up to a power of two so
+  that it stays the same while the endpoint count changes a little. A request's key hashes to a point and
+  takes the first available endpoint clockwise, so when one of N endpoints leaves only the keys it owned
+  (about 1/N) move. A request without
+  the key (header, cookie or query parameter missing) is balanced randomly, as Envoy does without a hash.
+  An `httpCookie` is only read: the proxy does not generate the cookie when it is missing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+from shared.model.destination_rule import ConsistentHashLB, LoadBalancerSettings, SimpleLB
+from shared.model.proxy_config import Endpoint
+
+DEFAULT_RING_SIZE = 1024
+MAX_RING_SIZE = 8 * 1024 * 1024
+
+EndpointKey = tuple[str, int]
+
+
+def endpoint_key(endpoint: Endpoint) -> EndpointKey:
+    return endpoint.address, endpoint.port
+
+
+def hash64(text: str) -> int:
+    """A stable 64-bit hash (the same on every proxy and every run, unlike Python's hash())."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class Picker(Protocol):
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        """One of `available` (never empty); `active` counts requests in flight per endpoint."""
+
+
+class RoundRobinPicker:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        endpoint = available[self._next % len(available)]
+        self._next = (self._next + 1) % (1 << 30)
+        return endpoint
+
+
+class RandomPicker:
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        return available[self._rng.randrange(len(available))]
+
+
+class LeastRequestPicker:
+    """Power of two choices: of two distinct random endpoints, the one with fewer requests in flight."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        if len(available) == 1:
+            return available[0]
+        first, second = self._rng.sample(range(len(available)), 2)
+        a, b = available[first], available[second]
+        return b if active.get(endpoint_key(b), 0) < active.get(endpoint_key(a), 0) else a
+
+
+class RingHashPicker:
+    """A hash ring over all of a cluster's endpoints; unavailable endpoints are skipped clockwise."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], ring_size: int, rng: random.Random) -> None:
+        self._fallback = RandomPicker(rng)
+        unique = sorted({endpoint_key(e) for e in endpoints})
+        points: list[tuple[int, EndpointKey]] = []
+        if unique:
+            share = max(1, -(-min(ring_size, MAX_RING_SIZE) // len(unique)))
+            per_endpoint = 1 << (share - 1).bit_length()
+            for address, port in unique:
+                points.extend(
+                    (hash64(f"{address}:{port}_{replica}"), (address, port)) for replica in range(per_endpoint)
+                )
+        points.sort()
+        self._hashes = [point for point, _ in points]
+        self._owners = [owner for _, owner in points]
+
+    def owner(self, hash_key: int, available: set[EndpointKey]) -> EndpointKey | None:
+        """The first available endpoint clockwise from the key's point on the ring."""
+        size = len(self._hashes)
+        start = bisect.bisect_left(self._hashes, hash_key)
+        for step in range(size):
+            owner = self._owners[(start + step) % size]
+            if owner in available:
+                return owner
+        return None
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        if hash_key is not None:
+            by_key = {endpoint_key(e): e for e in available}
+            owner = self.owner(hash_key, set(by_key))
+            if owner is not None:
+                return by_key[owner]
+        return self._fallback.pick(available, hash_key, active)
+
+
+def picker_for(settings: LoadBalancerSettings | None, endpoints: Sequence[Endpoint], rng: random.Random) -> Picker:
+    if settings is not None and settings.consistent_hash is not None:
+        size = settings.consistent_hash.minimum_ring_size or DEFAULT_RING_SIZE
+        return RingHashPicker(endpoints, size, rng)
+    simple = settings.simple if settings is not None else None
+    if simple in (SimpleLB.ROUND_ROBIN, SimpleLB.PASSTHROUGH):
+        return RoundRobinPicker()
+    if simple is SimpleLB.RANDOM:
+        return RandomPicker(rng)
+    return LeastRequestPicker(rng)
+
+
+@dataclass(frozen=True, slots=True)
+class HashKeySource:
+    """Where a consistent-hash key comes from, precomputed per cluster from `consistentHash`."""
+
+    header: str | None = None
+    cookie: str | None = None
+    source_ip: bool = False
+    query_parameter: str | None = None
+
+    @classmethod
+    def of(cls, settings: LoadBalancerSettings | None) -> HashKeySource | None:
+        spec: ConsistentHashLB | None = settings.consistent_hash if settings is not None else None
+        if spec is None:
+            return None
+        return cls(
+            header=spec.http_header_name.lower() if spec.http_header_name else None,
+            cookie=spec.http_cookie.name if spec.http_cookie else None,
+            source_ip=bool(spec.use_source_ip),
+            query_parameter=spec.http_query_parameter_name,
+        )
+
+    def key(self, headers: Mapping[str, str], remote: str | None, query: str) -> int | None:
+        """The request's hash, or None when the request does not carry the key."""
+        text: str | None = None
+        if self.header is not None:
+            text = headers.get(self.header)
+        elif self.cookie is not None:
+            text = _cookie(headers.get("cookie"), self.cookie)
+        elif self.source_ip:
+            text = remote
+        elif self.query_parameter is not None and query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            text = next((value for name, value in pairs if name == self.query_parameter), None)
+        return hash64(text) if text is not None else None
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    if not header:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None

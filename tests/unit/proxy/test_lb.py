@@ -1,0 +1,80 @@
+"""Load balancer pickers and consistent-hash keys, with seeded RNGs."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from services.proxy.lb import (
+    HashKeySource,
+    LeastRequestPicker,
+    RandomPicker,
+    RingHashPicker,
+    RoundRobinPicker,
+    endpoint_key,
+    hash64,
+    picker_for,
+)
+from shared.model.destination_rule import LoadBalancerSettings
+from shared.model.proxy_config import Endpoint
+
+ENDPOINTS = [Endpoint(address=f"10.0.0.{i}", port=80) for i in range(1, 5)]
+
+
+def _lb(raw: dict[str, object] | None) -> LoadBalancerSettings | None:
+    return LoadBalancerSettings.model_validate(raw) if raw is not None else None
+
+
+def test_picker_kinds_follow_istio_names_and_default_to_least_request() -> None:
+    rng = random.Random(1)
+    assert isinstance(picker_for(None, ENDPOINTS, rng), LeastRequestPicker)
+    assert isinstance(picker_for(_lb({"simple": "UNSPECIFIED"}), ENDPOINTS, rng), LeastRequestPicker)
+    assert isinstance(picker_for(_lb({"simple": "LEAST_CONN"}), ENDPOINTS, rng), LeastRequestPicker)
+    assert isinstance(picker_for(_lb({"simple": "ROUND_ROBIN"}), ENDPOINTS, rng), RoundRobinPicker)
+    assert isinstance(picker_for(_lb({"simple": "RANDOM"}), ENDPOINTS, rng), RandomPicker)
+    chash = picker_for(_lb({"consistentHash": {"httpHeaderName": "x-user"}}), ENDPOINTS, rng)
+    assert isinstance(chash, RingHashPicker)
+
+
+def test_least_request_prefers_the_less_loaded_of_two() -> None:
+    picker = LeastRequestPicker(random.Random(5))
+    busy = {endpoint_key(e): 10 for e in ENDPOINTS[:3]}
+    picks = Counter(picker.pick(ENDPOINTS, None, busy).address for _ in range(400))
+    # The idle endpoint wins whenever it is one of the two candidates: half of the draws of 2 out of 4.
+    assert picks["10.0.0.4"] > 150
+    assert len(picks) == 4
+
+
+def test_least_request_with_one_endpoint() -> None:
+    assert LeastRequestPicker(random.Random(1)).pick(ENDPOINTS[:1], None, {}) is ENDPOINTS[0]
+
+
+def test_ring_hash_is_stable_and_skips_unavailable() -> None:
+    picker = RingHashPicker(ENDPOINTS, 1024, random.Random(1))
+    key = hash64("user-42")
+    first = picker.pick(ENDPOINTS, key, {})
+    assert all(picker.pick(ENDPOINTS, key, {}) is first for _ in range(10))
+    others = [e for e in ENDPOINTS if e is not first]
+    assert picker.pick(others, key, {}) in others
+
+
+def test_ring_hash_without_key_falls_back_to_random() -> None:
+    picker = RingHashPicker(ENDPOINTS, 64, random.Random(2))
+    assert {picker.pick(ENDPOINTS, None, {}).address for _ in range(100)} == {e.address for e in ENDPOINTS}
+
+
+def test_hash_key_sources() -> None:
+    headers = {"x-user": "alice", "cookie": "session=abc; other=1"}
+    header = HashKeySource.of(_lb({"consistentHash": {"httpHeaderName": "X-User"}}))
+    cookie = HashKeySource.of(_lb({"consistentHash": {"httpCookie": {"name": "session", "ttl": "0s"}}}))
+    source = HashKeySource.of(_lb({"consistentHash": {"useSourceIp": True}}))
+    query = HashKeySource.of(_lb({"consistentHash": {"httpQueryParameterName": "u"}}))
+    assert header is not None and cookie is not None and source is not None and query is not None
+    assert header.key(headers, "1.2.3.4", "") == hash64("alice")
+    assert cookie.key(headers, None, "") == hash64("abc")
+    assert source.key(headers, "1.2.3.4", "") == hash64("1.2.3.4")
+    assert query.key({}, None, "a=1&u=bob") == hash64("bob")
+    assert query.key({}, None, "a=1") is None
+    assert header.key({}, None, "") is None
+    assert cookie.key({"cookie": 'broken="unterminated'}, None, "") is None
+    assert HashKeySource.of(_lb({"simple": "RANDOM"})) is None
