@@ -31,6 +31,7 @@ from services.proxy.forward import (
     request_body,
 )
 from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
+from services.proxy.peek import admits
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.tls import TlsContexts, peer_spiffe_id
 from services.proxy.upstream import CONNECT_TIMEOUT
@@ -52,7 +53,8 @@ class InboundStats:
     rbac_denied: int = 0
     custom_denied: int = 0
     jwt_rejected: int = 0
-    plaintext_refused: int = 0
+    transport_refused: int = 0
+    """Requests on a kept-alive connection whose transport (TLS or not) the current mode no longer admits."""
 
 
 @dataclass(frozen=True)
@@ -173,16 +175,16 @@ class InboundHandler:
         policy = self._policy(snapshot)
         transport = request.transport
         tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        if not admits(policy.mode, tls):  # a kept-alive connection admitted under an older mode
+            self.stats.transport_refused += 1
+            if transport is not None:
+                transport.close()
+            raise AccessDenied(f"{'TLS' if tls else 'plain text'} refused: mTLS mode is {policy.mode}")
         peer: str | None = None
         if tls:
             peer = peer_spiffe_id(transport)
             if peer is None:
                 raise AccessDenied("peer certificate carries no SPIFFE ID")
-        elif policy.mode == MtlsMode.STRICT:
-            self.stats.plaintext_refused += 1
-            if transport is not None:
-                transport.close()
-            raise AccessDenied("plain text refused: mTLS mode is STRICT")
         if policy.jwt is None:
             raise NotReady("JWT rules of this config version are unusable")
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)

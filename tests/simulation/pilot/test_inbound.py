@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from services.pilot.generate import generate
+from services.pilot.generate.inbound import endpoint_mtls_mode
 from services.pilot.testing import meshed, proxy_of, snapshot
+from shared.model import PeerAuthentication
 from shared.model.peer_authentication import MtlsMode
+from shared.model.proxy_config import InboundConfig
 
 ROOT = "isthmus-system"
 CATALOG = [
@@ -94,4 +97,79 @@ def test_authorization_policies_from_root_and_own_namespace_that_select_the_prox
         (ROOT, "mesh-wide"),
         ("shop", "for-reviews"),
         ("shop", "zz-ns-wide"),
+    ]
+
+
+def inbound_of(proxy_id: str, *documents: str) -> InboundConfig:
+    snap = snapshot(CATALOG, "---".join(documents))
+    return generate(snap, proxy_of(snap, proxy_id), "cluster.local", ROOT).inbound
+
+
+PORT_LEVEL = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-ports, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    8080: {mode: DISABLE}
+    9090: {mode: UNSET}
+"""
+
+
+def test_port_level_modes_are_resolved_and_sent_with_the_workload_mode() -> None:
+    inbound = inbound_of("reviews-10.0.1.1", peer_auth("mesh", ROOT, "PERMISSIVE"), PORT_LEVEL)
+    assert inbound.mtls_mode == MtlsMode.STRICT
+    assert inbound.port_level_mtls == {8080: MtlsMode.DISABLE, 9090: MtlsMode.STRICT}
+    assert inbound.mode_for_port(8080) == MtlsMode.DISABLE
+    assert inbound.mode_for_port(7000) == MtlsMode.STRICT
+
+
+def test_port_level_modes_count_only_in_workload_policies() -> None:
+    namespace_wide = PORT_LEVEL.replace("  selector: {matchLabels: {app: reviews}}\n", "")
+    inbound = inbound_of("reviews-10.0.1.1", namespace_wide)
+    assert inbound.mtls_mode == MtlsMode.STRICT
+    assert inbound.port_level_mtls == {}
+
+
+def test_port_level_unset_inherits_the_namespace_mode() -> None:
+    only_ports = PORT_LEVEL.replace("  mtls: {mode: STRICT}\n", "")
+    inbound = inbound_of("reviews-10.0.1.1", peer_auth("ns", "shop", "DISABLE"), only_ports)
+    assert inbound.port_level_mtls == {8080: MtlsMode.DISABLE, 9090: MtlsMode.DISABLE}
+    assert inbound.mtls_mode == MtlsMode.DISABLE
+
+
+def test_endpoint_mode_tells_callers_what_to_speak() -> None:
+    snap = snapshot(CATALOG, PORT_LEVEL)
+    policies = snap.of_kind(PeerAuthentication)
+    assert endpoint_mtls_mode(policies, "shop", {"app": "reviews"}, 8080, ROOT) == MtlsMode.DISABLE
+    assert endpoint_mtls_mode(policies, "shop", {"app": "reviews"}, 80, ROOT) == MtlsMode.STRICT
+    assert endpoint_mtls_mode(policies, "shop", {"app": "orders"}, 8080, ROOT) == MtlsMode.PERMISSIVE
+
+
+def request_authn(name: str, namespace: str, issuer: str, selector: str = "") -> str:
+    return f"""
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  {selector}
+  jwtRules:
+  - issuer: {issuer}
+    jwksUri: http://127.0.0.1:1/jwks
+"""
+
+
+def test_jwt_rules_from_root_and_own_namespace_that_select_the_proxy() -> None:
+    inbound = inbound_of(
+        "reviews-10.0.1.1",
+        request_authn("mesh", ROOT, "https://mesh-idp"),
+        request_authn("reviews", "shop", "https://idp", "selector: {matchLabels: {app: reviews}}"),
+        request_authn("orders", "shop", "https://orders-idp", "selector: {matchLabels: {app: orders}}"),
+        request_authn("other", "elsewhere", "https://other"),
+    )
+    assert [(rule.name, rule.rule.issuer) for rule in inbound.jwt_rules] == [
+        (f"{ROOT}/mesh", "https://mesh-idp"),
+        ("shop/reviews", "https://idp"),
     ]
