@@ -14,6 +14,7 @@ import uvloop
 from nats.aio.client import Client as NatsClient
 
 from services.proxy.citadel_source import CitadelSource
+from services.proxy.ext_authz import parse_providers
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from shared import ports
 from shared.clock import SYSTEM_CLOCK
@@ -41,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     token.add_argument("--token-file", type=Path, default=None, help="file holding the bootstrap token")
     parser.add_argument("--trust-domain", default=os.environ.get(ports.TRUST_DOMAIN_ENV, ports.DEFAULT_TRUST_DOMAIN))
     parser.add_argument("--state-dir", type=Path, default=None, help="default .isthmus/proxy-<service>")
+    parser.add_argument(
+        "--ext-authz",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="HTTP ext-authz provider that CUSTOM AuthorizationPolicies name (repeatable)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> SidecarSettings:
@@ -61,6 +69,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         health_port=args.health_port,
         trust_domain=args.trust_domain,
         state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
+        ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
     )
 
 
