@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONSUL := .tools/bin/consul
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
 
-.PHONY: install demo up test test-unit lint typecheck bench clean
+.PHONY: install demo up test test-unit lint typecheck bench clean images compose-up compose-down
 
 install: $(STAMP) $(CONSUL)
 
@@ -39,3 +40,13 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) .tools .isthmus
+
+# Container images (stand-ins for the public ones where no registry is reachable) and the compose mesh.
+images:
+	bash scripts/build-images.sh
+
+compose-up: images
+	$(COMPOSE) up -d
+
+compose-down:
+	$(COMPOSE) down -v
