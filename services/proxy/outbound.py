@@ -195,7 +195,6 @@ class OutboundHandler:
                     raise
                 else:
                     runtime.report(endpoint, upstream.status)
-                    self._pools.count_request(upstream, runtime.pool)
                     if last or not policy.retry_status(upstream.status) or runtime.breaker.retries_full():
                         return upstream, lease
                     upstream.release()

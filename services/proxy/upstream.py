@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.model.destination_rule import ConnectionPoolSettings
@@ -58,18 +61,67 @@ class PoolSettings:
 DEFAULT_POOL = PoolSettings()
 
 
-def _session(settings: PoolSettings, identity: str | None) -> aiohttp.ClientSession:
-    options: dict[str, object] = {
-        "limit": settings.max_connections,
-        "force_close": settings.max_requests_per_connection == 1,
-    }
-    if settings.max_requests_per_connection != 1:
+class _UseCounter:
+    """Marks a pooled connection to close after its Nth request (set before the request is written)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._uses: weakref.WeakKeyDictionary[ResponseHandler, int] = weakref.WeakKeyDictionary()
+
+    def count(self, connection: Connection) -> Connection:
+        protocol = connection.protocol
+        if protocol is not None:
+            uses = self._uses.get(protocol, 0) + 1
+            self._uses[protocol] = uses
+            if uses >= self._limit:
+                protocol.force_close()
+        return connection
+
+
+class _LimitedUseConnector(aiohttp.TCPConnector):
+    def __init__(self, max_uses: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._counter = _UseCounter(max_uses)
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:
+        return self._counter.count(await super().connect(req, traces, timeout))
+
+
+class _LimitedUseSpiffeConnector(SpiffeVerifyingConnector):
+    def __init__(self, expected_identity: str, max_uses: int, **kwargs: object) -> None:
+        super().__init__(expected_identity, **kwargs)
+        self._counter = _UseCounter(max_uses)
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:
+        return self._counter.count(await super().connect(req, traces, timeout))
+
+
+def _connector(settings: PoolSettings, identity: str | None) -> aiohttp.TCPConnector:
+    uses = settings.max_requests_per_connection
+    options: dict[str, object] = {"limit": settings.max_connections, "force_close": uses == 1}
+    if uses != 1:
         options["keepalive_timeout"] = settings.idle_timeout
-    connector = (
-        aiohttp.TCPConnector(**options)  # type: ignore[arg-type]
-        if identity is None
-        else SpiffeVerifyingConnector(identity, **options)
-    )
+    if uses > 1:
+        if identity is None:
+            return _LimitedUseConnector(uses, **options)
+        return _LimitedUseSpiffeConnector(identity, uses, **options)
+    if identity is None:
+        return aiohttp.TCPConnector(**options)  # type: ignore[arg-type]
+    return SpiffeVerifyingConnector(identity, **options)
+
+
+def _session(settings: PoolSettings, identity: str | None) -> aiohttp.ClientSession:
+    connector = _connector(settings, identity)
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -86,7 +138,7 @@ class UpstreamPools:
         self._tls = tls
         self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
-        self._uses: weakref.WeakKeyDictionary[ResponseHandler, int] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def session_for(
         self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
@@ -107,23 +159,13 @@ class UpstreamPools:
         self._sessions[key] = (settings, session)
         return session, ssl_arg
 
-    def count_request(self, response: aiohttp.ClientResponse, settings: PoolSettings) -> None:
-        """Close the response's connection once it carried maxRequestsPerConnection requests."""
-        limit = settings.max_requests_per_connection
-        connection = response.connection
-        if limit <= 1 or connection is None or connection.protocol is None:
-            return
-        protocol = connection.protocol
-        uses = self._uses.get(protocol, 0) + 1
-        self._uses[protocol] = uses
-        if uses >= limit:
-            protocol.force_close()
-
     def _retire(self, session: aiohttp.ClientSession) -> None:
         self._retired.append(session)
         while len(self._retired) > RETIRED_KEPT:
             oldest = self._retired.pop(0)
-            asyncio.get_running_loop().create_task(oldest.close())
+            task = asyncio.get_running_loop().create_task(oldest.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         sessions = [session for _, session in self._sessions.values()] + self._retired

@@ -5,8 +5,11 @@ subset's labels). A meshed instance's endpoint carries the SPIFFE identity its s
 instance whose Meta makes no valid identity is left out: never reached without one); a plain instance
 has identity None. Endpoint.healthy is Consul's verdict (all checks passing). The
 DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it. The
-cluster's traffic policy is that rule's top-level policy, then its port-level settings for the cluster's
-port, then the subset's policy (and the subset's port-level settings), each overriding field by field.
+cluster's traffic policy follows Istio's MergeTrafficPolicy: the rule's top-level policy, where a
+port-level entry for the cluster's port replaces all four components (loadBalancer, connectionPool,
+outlierDetection, tls; what it leaves out falls back to defaults, not to the top level, as Istio's docs
+say); then the subset's policy overrides component by component; then the subset's own port-level entry
+for the port, if any, replaces all four again. The proxy gets the result without port-level settings.
 A subset that no DestinationRule defines gives a cluster without endpoints (and a log line).
 """
 
@@ -55,31 +58,31 @@ def destination_rule_for(host: str, rules: list[DestinationRule], hosts: HostInd
     return None
 
 
-def _overlay(base: TrafficPolicy | None, top: TrafficPolicy | None, port: int) -> TrafficPolicy | None:
-    """`top` (then its settings for `port`) over `base`, field by field; port-level lists are folded in."""
-    if top is None:
-        return base
-    merged = dict.fromkeys(_POLICY_FIELDS)
-    if base is not None:
-        merged.update({name: getattr(base, name) for name in _POLICY_FIELDS})
-    layers: list[object] = [top]
-    layers += [level for level in top.port_level_settings if level.port.number == port]
-    for layer in layers:
-        for name in _POLICY_FIELDS:
-            value = getattr(layer, name)
-            if value is not None:
-                merged[name] = value
-    return TrafficPolicy.model_validate(merged)
+def _at_port(policy: TrafficPolicy, port: int) -> dict[str, object]:
+    """The policy's components as they apply to `port`: a matching port-level entry replaces all of them."""
+    for level in policy.port_level_settings:
+        if level.port.number == port:
+            return {name: getattr(level, name) for name in _POLICY_FIELDS}
+    return {name: getattr(policy, name) for name in _POLICY_FIELDS}
 
 
 def traffic_policy(rule: DestinationRule | None, port: int, subset: str | None) -> TrafficPolicy | None:
+    """Istio's MergeTrafficPolicy, then port selection; the result has no port-level settings left."""
     if rule is None:
         return None
-    policy = _overlay(None, rule.spec.traffic_policy, port)
+    top = rule.spec.traffic_policy
+    merged: dict[str, object] = _at_port(top, port) if top is not None else dict.fromkeys(_POLICY_FIELDS)
     chosen = rule.spec.subset(subset) if subset else None
-    if chosen is not None:
-        policy = _overlay(policy, chosen.traffic_policy, port)
-    return policy
+    if chosen is not None and chosen.traffic_policy is not None:
+        own = chosen.traffic_policy
+        merged.update({name: getattr(own, name) for name in _POLICY_FIELDS if getattr(own, name) is not None})
+        for level in own.port_level_settings:
+            if level.port.number == port:
+                merged = {name: getattr(level, name) for name in _POLICY_FIELDS}
+                break
+    if all(value is None for value in merged.values()):
+        return None
+    return TrafficPolicy.model_validate(merged)
 
 
 def cluster(

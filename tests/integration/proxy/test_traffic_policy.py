@@ -1,0 +1,137 @@
+"""DestinationRule traffic policy through a real sidecar: overflow (UO), ejection, per-connection limits, hashing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from services.local.processes import free_port
+from services.proxy.sidecar import Sidecar
+from shared.model.proxy_config import ProxyConfig, cluster_name
+
+pytestmark = pytest.mark.integration
+
+CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
+
+
+def config(sidecar: Sidecar, ports: list[int], policy: dict[str, Any]) -> ProxyConfig:
+    return ProxyConfig.model_validate(
+        {
+            "proxyId": sidecar.proxy_id,
+            "service": sidecar.settings.service,
+            "namespace": "default",
+            "virtualHosts": [
+                {"name": "catalog", "domains": ["catalog"], "routes": [{"route": [{"cluster": CATALOG}]}]}
+            ],
+            "clusters": [
+                {
+                    "name": CATALOG,
+                    "host": "catalog.default.svc.cluster.local",
+                    "port": 80,
+                    "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
+                    "trafficPolicy": policy,
+                }
+            ],
+        }
+    ).versioned()
+
+
+async def apply(bus: Any, cfg: ProxyConfig) -> None:
+    await bus.push(cfg)
+    ack = await bus.ack(cfg.proxy_id, cfg.version)
+    assert ack.accepted, ack.error
+
+
+async def call(
+    session: aiohttp.ClientSession, sidecar: Sidecar, path: str = "/items", headers: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}{path}"
+    async with session.get(url, headers={"Host": "catalog", **(headers or {})}) as reply:
+        body = await reply.text()
+        return reply.status, reply.headers.get("x-isthmus-response-flags", ""), body
+
+
+async def test_requests_beyond_the_pool_overflow_at_once_with_uo(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    app = await make_app("catalog")
+    sidecar = await make_sidecar("web", 1)
+    await apply(bus, config(sidecar, [app.port], {"connectionPool": {"http": {"http2MaxRequests": 2}}}))
+    async with aiohttp.ClientSession() as session:
+        held = [asyncio.create_task(call(session, sidecar, "/slow")) for _ in range(2)]
+        await bus.eventually(lambda: _true(len(app.seen) == 2), 10.0, "two requests in flight at the app")
+        status, flag, _ = await call(session, sidecar)
+        assert (status, flag) == (503, "UO")
+        app.hold.set()
+        assert [(s, f) for s, f, _ in await asyncio.gather(*held)] == [(200, "")] * 2
+        assert (await call(session, sidecar))[:2] == (200, "")
+    assert len(app.seen) == 3
+
+
+async def test_failing_endpoint_is_ejected(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+    policy = {
+        "loadBalancer": {"simple": "ROUND_ROBIN"},
+        "outlierDetection": {"consecutive5xxErrors": 2, "baseEjectionTime": "300s"},
+    }
+    await apply(bus, config(sidecar, [broken.port, healthy.port], policy))
+    async with aiohttp.ClientSession() as session:
+        statuses = [(await call(session, sidecar))[0] for _ in range(12)]
+    assert statuses[:4] == [503, 200, 503, 200]
+    assert statuses[4:] == [200] * 8
+    assert len(broken.seen) == 2
+
+
+@pytest.fixture
+async def peer_port_app() -> AsyncIterator[int]:
+    """Answers with the client port of the connection the request came on."""
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return web.Response(text=str(peer[1] if peer else 0))
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield port
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(("per_connection", "connections"), [(None, 1), (1, 6), (2, 3)])
+async def test_max_requests_per_connection(
+    peer_port_app: int, make_sidecar: Any, bus: Any, per_connection: int | None, connections: int
+) -> None:
+    sidecar = await make_sidecar("web", 1)
+    http = {"maxRequestsPerConnection": per_connection} if per_connection else {}
+    await apply(bus, config(sidecar, [peer_port_app], {"connectionPool": {"http": http}}))
+    async with aiohttp.ClientSession() as session:
+        peers = [(await call(session, sidecar))[2] for _ in range(6)]
+    assert len(set(peers)) == connections, peers
+
+
+async def test_consistent_hash_keeps_each_user_on_one_endpoint(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    apps = [await make_app(f"catalog-{i}") for i in range(3)]
+    sidecar = await make_sidecar("web", 1)
+    policy = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}
+    await apply(bus, config(sidecar, [app.port for app in apps], policy))
+    homes: dict[str, set[str]] = {}
+    async with aiohttp.ClientSession() as session:
+        for user in [f"user-{i}" for i in range(12)] * 3:
+            url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}/"
+            async with session.get(url, headers={"Host": "catalog", "x-user": user}) as reply:
+                homes.setdefault(user, set()).add(reply.headers["x-app"])
+    assert all(len(seen) == 1 for seen in homes.values()), homes
+    assert len(set().union(*homes.values())) > 1
+
+
+async def _true(value: bool) -> bool:
+    return value
