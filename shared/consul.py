@@ -12,6 +12,9 @@ META_VERSION = "version"
 META_NAMESPACE = "namespace"
 META_SERVICE_ACCOUNT = "service-account"
 META_PROXY_ID = "isthmus-proxy-id"
+META_PROMETHEUS_PORT = "prometheus-port"  # the sidecar's Prometheus port (scraped via consul_sd_configs)
+META_UPSTREAMS = "isthmus-upstreams"  # comma-separated services the workload calls; absent: every service
+META_ADMIN_PORT = "isthmus-admin-port"  # the sidecar's loopback admin port (for `isthmus proxy-config` on the host)
 MESH_TAG = "isthmus"
 
 DEFAULT_NAMESPACE = "default"
@@ -25,4 +28,12 @@ def proxy_id_for(service: str, namespace: str, inbound_port: int, host: str | No
 
 def labels_from_meta(meta: dict[str, str]) -> dict[str, str]:
     """Workload labels for subset selection: every Meta entry except Isthmus' own bookkeeping keys."""
-    return {key: value for key, value in meta.items() if key not in (META_MESH, META_PROXY_ID)}
+    return {key: value for key, value in meta.items() if key not in _BOOKKEEPING}
+
+
+_BOOKKEEPING = frozenset({META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT})
+
+
+def parse_upstreams(value: str | None) -> tuple[str, ...]:
+    """Meta `isthmus-upstreams` -> sorted, de-duplicated, lower-case service names (empty: every service)."""
+    return tuple(sorted({part.strip().lower() for part in (value or "").split(",") if part.strip()}))

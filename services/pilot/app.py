@@ -21,12 +21,14 @@ from nats.js.kv import KeyValue
 
 from services.pilot.catalog_watch import CatalogWatch
 from services.pilot.config_watch import ConfigWatch
+from services.pilot.convergence import AckWatch, Convergence
 from services.pilot.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
+from services.pilot.gc import DEFAULT_GRACE, ProxyKeyCollector
 from services.pilot.metrics import PilotMetrics
 from services.pilot.push import KvProxyConfigStore, Pusher
 from services.pilot.server import DebugServer, build_app
 from services.pilot.snapshot import Snapshot
-from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET
+from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.ports import DEFAULT_CONSUL_ADDR, DEFAULT_NATS_URL, DEFAULT_TRUST_DOMAIN, PILOT_DEBUG
 
@@ -45,6 +47,8 @@ class PilotSettings:
     consul_wait: float = 30.0
     quiet: float = DEFAULT_QUIET
     max_delay: float = DEFAULT_MAX_DELAY
+    proxy_grace: float = DEFAULT_GRACE
+    """Seconds a proxy's instance may be missing from the catalog before its keys are deleted."""
 
 
 async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
@@ -71,11 +75,16 @@ class Pilot:
         self.catalog = CatalogWatch(settings.consul_addr, self.debouncer.notify, clock, settings.consul_wait)
         self.config: ConfigWatch | None = None
         self.pusher: Pusher | None = None
+        self.convergence = Convergence(self.metrics, clock)
+        self.acks: AckWatch | None = None
+        self.collector: ProxyKeyCollector | None = None
         self.server = DebugServer(build_app(self.ready.is_set, self._versions, self.metrics), settings.listen)
 
     async def _reconnected(self) -> None:
         if self.config is not None:
             await self.config.resync()
+        if self.acks is not None:
+            await self.acks.resync()
         self.debouncer.notify()
 
     def _versions(self) -> dict[str, str]:
@@ -97,7 +106,17 @@ class Pilot:
         js = self._nc.jetstream()
         config_kv = await open_bucket(js, CONFIG_BUCKET)
         proxy_kv = await open_bucket(js, PROXY_CONFIG_BUCKET)
+        status_kv = await open_bucket(js, PROXY_STATUS_BUCKET)
         self.config = ConfigWatch(config_kv, self.debouncer.notify, self.metrics, self._clock)
+        self.acks = AckWatch(status_kv, self.convergence.ack, self._clock)
+        self.collector = ProxyKeyCollector(
+            proxy_kv,
+            [status_kv],
+            self.metrics,
+            on_deleted=[self._forget],
+            grace=self.settings.proxy_grace,
+            clock=self._clock,
+        )
         self.pusher = Pusher(
             KvProxyConfigStore(proxy_kv),
             self.snapshot,
@@ -106,11 +125,29 @@ class Pilot:
             self.settings.trust_domain,
             self.settings.root_namespace,
             self._clock,
+            listeners=[self.convergence, self.collector],
         )
         await self.server.start()
         self._spawn(self.config.run(), "pilot-config-watch")
         self._spawn(self.catalog.run(), "pilot-catalog-watch")
         self._spawn(self._push_when_ready(), "pilot-push")
+        self._spawn(self.acks.run(), "pilot-ack-watch")
+
+    def _forget(self, key: str) -> None:
+        self.convergence.forget(key)
+        if self.pusher is not None:
+            self.pusher.forget(key)
+
+    async def _collect_garbage(self) -> None:
+        """Between pushes too: a gone proxy's grace period ends whether or not anything else changes."""
+        assert self.collector is not None and self.pusher is not None, "collector loop started before start()"
+        interval = min(max(self.settings.proxy_grace / 4, 0.05), 30.0)
+        while True:
+            await self._clock.sleep(interval)
+            try:
+                await self.collector.collect(self.pusher.snapshot)
+            except Exception as err:
+                log.warning("proxy key collection failed (%s); retrying", err)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -128,6 +165,7 @@ class Pilot:
         self.ready.set()
         log.info("pilot ready")
         self.debouncer.notify()
+        self._spawn(self._collect_garbage(), "pilot-proxy-key-collector")
         await self.pusher.run()
 
     async def stop(self) -> None:

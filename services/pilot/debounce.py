@@ -28,6 +28,8 @@ class Debouncer:
         self._last = 0.0
         self.events = 0
         """Change events merged into the pending push (reset when wait() returns)."""
+        self.first_change: float | None = None
+        """Monotonic time of the first change the last push covers (set when wait() returns)."""
 
     def notify(self) -> None:
         """Record one change; cheap and synchronous so watch callbacks can call it."""
@@ -49,6 +51,6 @@ class Debouncer:
                 break
             await self._clock.sleep(due - now)
         events, self.events = self.events, 0
-        self._first = None
+        self.first_change, self._first = self._first, None
         self._changed.clear()
         return events

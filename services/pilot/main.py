@@ -12,6 +12,7 @@ import nats.errors
 import uvloop
 
 from services.pilot.app import DEFAULT_ROOT_NAMESPACE, Pilot, PilotSettings
+from services.pilot.gc import DEFAULT_GRACE
 from services.pilot.server import parse_listen
 from shared.ports import (
     CONSUL_ADDR_ENV,
@@ -52,17 +53,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"127.0.0.1:{PILOT_DEBUG}",
         help="host:port of /healthz, /debug/proxies and /metrics (default %(default)s)",
     )
+    parser.add_argument(
+        "--proxy-grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        help="seconds a proxy may be missing from the catalog before its config and status keys are deleted "
+        "(default %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
 
 
 def settings_from(args: argparse.Namespace) -> PilotSettings:
     parse_listen(args.listen)
+    if args.proxy_grace < 0:
+        raise ValueError(f"--proxy-grace {args.proxy_grace}: must be 0 or more seconds")
     return PilotSettings(
         nats_url=args.nats_url,
         consul_addr=args.consul_addr,
         trust_domain=args.trust_domain,
         root_namespace=args.root_namespace,
         listen=args.listen,
+        proxy_grace=args.proxy_grace,
     )
 
 

@@ -1,8 +1,9 @@
 """Push layer: after each debounced change, build one snapshot, generate every proxy's config, write changes.
 
 A proxy's config is written to PROXY_CONFIG_BUCKET under `proxy_key(proxy_id)` only when its version
-(the content hash) differs from the version stored there, so several pilots with the same input never
-churn the bucket. A failed write is retried on the next push (one is scheduled after `retry_delay`).
+(the content hash) differs from the version stored there, and only if nobody wrote the key since it was
+read, so several pilots with the same input write each version once and never churn the bucket.
+A failed write is retried on the next push (one is scheduled after `retry_delay`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.pilot.debounce import Debouncer
@@ -27,6 +28,8 @@ from shared.model.proxy_config import ProxyConfig
 
 log = logging.getLogger(__name__)
 
+_WRITE_ATTEMPTS = 3
+
 
 class ProxyConfigStore(Protocol):
     """Where generated configs go: the proxy config bucket in production."""
@@ -36,22 +39,49 @@ class ProxyConfigStore(Protocol):
     async def put(self, key: str, value: bytes) -> None: ...
 
 
+class PushListener(Protocol):
+    """Told after each push which proxies got a new version (proxy key -> version) for a change observed when."""
+
+    async def pushed(self, snapshot: Snapshot, observed_at: float, written: dict[str, str]) -> None: ...
+
+
 class KvProxyConfigStore:
+    """Writes are conditional on the revision last read, so pilots racing on one key write it once: the loser
+    re-reads, finds the version it wanted already there, and leaves it."""
+
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        self._revisions: dict[str, int | None] = {}
 
-    async def stored_version(self, key: str) -> str | None:
+    async def _read(self, key: str) -> tuple[str | None, int | None]:
         try:
             entry = await self._kv.get(key)
         except (KeyNotFoundError, KeyDeletedError):
-            return None
+            return None, None
         try:
             version = json.loads(entry.value or b"{}").get("version")
         except (ValueError, AttributeError):
-            return None
-        return version if isinstance(version, str) else None
+            version = None
+        return (version if isinstance(version, str) else None), entry.revision
+
+    async def stored_version(self, key: str) -> str | None:
+        version, self._revisions[key] = await self._read(key)
+        return version
 
     async def put(self, key: str, value: bytes) -> None:
+        wanted = json.loads(value).get("version")
+        revision = self._revisions.pop(key, None)
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                if revision is None:
+                    await self._kv.create(key, value)
+                else:
+                    await self._kv.update(key, value, last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                version, revision = await self._read(key)
+                if version == wanted:
+                    return  # another pilot wrote the same config first
         await self._kv.put(key, value)
 
 
@@ -66,6 +96,7 @@ class Pusher:
         root_namespace: str,
         clock: Clock = SYSTEM_CLOCK,
         retry_delay: float = 1.0,
+        listeners: Sequence[PushListener] = (),
     ) -> None:
         self._store = store
         self._current = current
@@ -75,6 +106,7 @@ class Pusher:
         self._root_namespace = root_namespace
         self._clock = clock
         self._retry_delay = retry_delay
+        self._listeners = tuple(listeners)
         self._written: dict[str, str] = {}
         self.versions: dict[str, str] = {}
         """proxy id -> version generated from the latest snapshot (what /debug/proxies shows)."""
@@ -84,17 +116,25 @@ class Pusher:
         """Forever: wait for a debounced change, push the current snapshot."""
         while True:
             await self._debouncer.wait()
-            failed = await self.push(self._current())
+            observed = self._debouncer.first_change
+            failed = await self.push(self._current(), observed if observed is not None else self._clock.monotonic())
             if failed:
                 await self._clock.sleep(self._retry_delay)
                 self._debouncer.notify()
 
-    async def push(self, snapshot: Snapshot) -> int:
+    def forget(self, key: str) -> None:
+        """The proxy's key was deleted: write it again if the proxy comes back."""
+        self._written.pop(key, None)
+
+    async def push(self, snapshot: Snapshot, observed_at: float | None = None) -> int:
         """Generate and write every proxy whose stored version differs; returns the number of failures."""
         started = time.perf_counter()
+        observed = observed_at if observed_at is not None else self._clock.monotonic()
+        written: dict[str, str] = {}
         self.snapshot = snapshot
         self._metrics.proxies.set(len(snapshot.proxies))
         self._metrics.catalog_services.set(len(snapshot.services))
+        self._metrics.catalog_instances.set(len(snapshot.instances))
         self._metrics.config_resources.set(len(snapshot.resources))
         versions: dict[str, str] = {}
         failed = 0
@@ -102,7 +142,8 @@ class Pusher:
             try:
                 config = generate(snapshot, proxy, self._trust_domain, self._root_namespace).versioned()
                 versions[proxy.proxy_id] = config.version
-                await self._write(config)
+                if await self._write(config):
+                    written[proxy_key(config.proxy_id)] = config.version
                 await asyncio.sleep(0)  # generation is CPU work: let the watches and HTTP run between proxies
             except Exception:
                 failed += 1
@@ -110,14 +151,22 @@ class Pusher:
                 log.exception("push: proxy %s not updated", proxy.proxy_id)
         self.versions = versions
         self._metrics.push_duration.observe(time.perf_counter() - started)
+        for listener in self._listeners:
+            try:
+                await listener.pushed(snapshot, observed, written)
+            except Exception:  # bookkeeping after a push never stops the pushes
+                log.exception("push: listener %r failed", listener)
         return failed
 
-    async def _write(self, config: ProxyConfig) -> None:
+    async def _write(self, config: ProxyConfig) -> bool:
+        """True when the proxy's key now holds a version it did not hold before this pilot looked."""
         key = proxy_key(config.proxy_id)
         if self._written.get(key) == config.version:
-            return
-        if await self._store.stored_version(key) != config.version:
+            return False
+        changed = await self._store.stored_version(key) != config.version
+        if changed:
             await self._store.put(key, config.to_json())
             self._metrics.pushes.inc()
             log.info("push: proxy %s -> version %s", config.proxy_id, config.version)
         self._written[key] = config.version
+        return changed

@@ -4,7 +4,8 @@ Mesh rules read from the catalog (the contract with the proxy's registration):
 - An instance whose Consul Meta has `isthmus-mesh=true` has a sidecar: it is a proxy. Its proxy id is Meta
   `isthmus-proxy-id` (falling back to the Consul service ID), its service the Consul service name, its
   namespace Meta `namespace` (default "default"), its service account Meta `service-account` (default
-  "default"), its labels `labels_from_meta(meta)`. Its registered port is the sidecar's inbound (mTLS) port.
+  "default"), its labels `labels_from_meta(meta)`, the services it calls Meta `isthmus-upstreams`
+  (comma-separated; absent means every service). Its registered port is the sidecar's inbound (mTLS) port.
 - Any other instance is a plain service without sidecar, reached in plain text on its registered port.
 """
 
@@ -21,7 +22,9 @@ from shared.consul import (
     META_NAMESPACE,
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
+    META_UPSTREAMS,
     labels_from_meta,
+    parse_upstreams,
 )
 from shared.model import Resource
 
@@ -63,6 +66,10 @@ class Instance:
     def labels(self) -> dict[str, str]:
         return labels_from_meta(dict(self.meta))
 
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        return parse_upstreams(self.meta.get(META_UPSTREAMS))
+
     def sort_key(self) -> tuple[str, str, str, str, int]:
         return (self.service, self.node, self.service_id, self.address, self.port)
 
@@ -76,6 +83,8 @@ class Proxy:
     namespace: str
     service_account: str
     labels: Mapping[str, str]
+    upstreams: tuple[str, ...] = ()
+    """Services this proxy calls (names or any of their domains); empty: every service."""
 
     @classmethod
     def of(cls, instance: Instance) -> Proxy:
@@ -87,6 +96,7 @@ class Proxy:
             namespace=instance.namespace,
             service_account=instance.service_account,
             labels=instance.labels,
+            upstreams=instance.upstreams,
         )
 
 

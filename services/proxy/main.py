@@ -16,9 +16,10 @@ from nats.aio.client import Client as NatsClient
 from services.proxy.citadel_source import CitadelSource
 from services.proxy.ext_authz import parse_providers
 from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import DEFAULT_NAMESPACE
+from shared.consul import DEFAULT_NAMESPACE, parse_upstreams
 
 log = logging.getLogger("services.proxy")
 
@@ -49,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=URL",
         help="HTTP ext-authz provider that CUSTOM AuthorizationPolicies name (repeatable)",
     )
+    telemetry_flags.add_arguments(parser)
+    parser.add_argument(
+        "--upstream",
+        dest="upstreams",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="a service the app calls (repeatable); pilot then sends only those. None: every service",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> SidecarSettings:
@@ -70,6 +80,8 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         trust_domain=args.trust_domain,
         state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
         ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
+        telemetry=telemetry_flags.settings_from(args),
+        upstreams=parse_upstreams(",".join(getattr(args, "upstreams", None) or [])),
     )
 
 

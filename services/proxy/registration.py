@@ -10,11 +10,13 @@ import aiohttp
 
 from shared.consul import (
     MESH_TAG,
+    META_ADMIN_PORT,
     META_APP,
     META_MESH,
     META_NAMESPACE,
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
+    META_UPSTREAMS,
     META_VERSION,
 )
 
@@ -38,6 +40,24 @@ class Registration:
     inbound_port: int
     health_port: int
     app_port: int
+    upstreams: tuple[str, ...] = ()
+    """Services the workload calls (pilot then sends only those); empty: every service."""
+    admin_port: int | None = None
+
+    def meta(self) -> dict[str, str]:
+        meta = {
+            META_MESH: "true",
+            META_PROXY_ID: self.proxy_id,
+            META_APP: self.service,
+            META_VERSION: self.version,
+            META_NAMESPACE: self.namespace,
+            META_SERVICE_ACCOUNT: self.service_account,
+        }
+        if self.upstreams:
+            meta[META_UPSTREAMS] = ",".join(self.upstreams)
+        if self.admin_port is not None:
+            meta[META_ADMIN_PORT] = str(self.admin_port)
+        return meta
 
     def definition(self) -> dict[str, Any]:
         """The body of PUT /v1/agent/service/register."""
@@ -47,14 +67,7 @@ class Registration:
             "Address": self.address,
             "Port": self.inbound_port,
             "Tags": [MESH_TAG],
-            "Meta": {
-                META_MESH: "true",
-                META_PROXY_ID: self.proxy_id,
-                META_APP: self.service,
-                META_VERSION: self.version,
-                META_NAMESPACE: self.namespace,
-                META_SERVICE_ACCOUNT: self.service_account,
-            },
+            "Meta": self.meta(),
             "Checks": [
                 {
                     "Name": "sidecar ready",

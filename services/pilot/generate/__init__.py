@@ -1,14 +1,20 @@
 """Pure per-proxy generation: (snapshot, proxy) -> ProxyConfig, with no I/O; push.py calls it for every proxy.
 
 Routes (routes.py), clusters (clusters.py) and inbound policy (inbound.py) each state their part of the
-mesh contract. The outbound part (virtual hosts and clusters) is the same for every proxy of a snapshot
-and is computed once per snapshot. The output is deterministic: the same snapshot gives byte-identical
-ProxyConfig JSON.
+mesh contract. The outbound part (virtual hosts and clusters) is computed once per snapshot, then scoped
+per proxy: a proxy that declares its upstreams (Meta `isthmus-upstreams`, sidecar flag `--upstream`) gets
+only the virtual hosts of those services (an upstream may be written as any of a service's domains) and
+the clusters their routes use, the way Istio's Sidecar resource limits egress hosts; a proxy that declares
+none gets every service. An upstream the catalog does not hold yet is simply absent until it appears.
+Scoped results are memoized per upstream set. The output is deterministic: the same snapshot gives
+byte-identical ProxyConfig JSON.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from services.pilot.generate.clusters import clusters
 from services.pilot.generate.hosts import HostIndex
@@ -39,9 +45,37 @@ def outbound(snapshot: Snapshot, trust_domain: str) -> Outbound:
     return snapshot.memoized(("outbound", trust_domain), lambda: _outbound(snapshot, trust_domain))
 
 
+def _cluster_refs(value: Any) -> Iterator[str]:
+    """Every `cluster` named anywhere in a route (weighted destinations, and any other reference it grows)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "cluster" and isinstance(item, str):
+                yield item
+            else:
+                yield from _cluster_refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _cluster_refs(item)
+
+
+def _scoped(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
+    everything = outbound(snapshot, trust_domain)
+    wanted = set(upstreams)
+    hosts = tuple(host for host in everything.virtual_hosts if wanted & {host.name.lower(), *host.domains})
+    used = {name for host in hosts for route in host.routes for name in _cluster_refs(route.model_dump())}
+    return Outbound(virtual_hosts=hosts, clusters=tuple(c for c in everything.clusters if c.name in used))
+
+
+def scoped_outbound(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
+    """The outbound part a proxy with these declared upstreams needs (all of it when none are declared)."""
+    if not upstreams:
+        return outbound(snapshot, trust_domain)
+    return snapshot.memoized(("scoped", trust_domain, upstreams), lambda: _scoped(snapshot, trust_domain, upstreams))
+
+
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
-    shared = outbound(snapshot, trust_domain)
+    shared = scoped_outbound(snapshot, trust_domain, proxy.upstreams)
     return ProxyConfig(
         proxy_id=proxy.proxy_id,
         service=proxy.service,
@@ -52,4 +86,4 @@ def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace
     )
 
 
-__all__ = ["Outbound", "generate", "outbound"]
+__all__ = ["Outbound", "generate", "outbound", "scoped_outbound"]

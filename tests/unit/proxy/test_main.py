@@ -57,3 +57,17 @@ def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
 def test_token_and_token_file_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         _parse("--service", "s", "--app-port", "1", "--token", "t", "--token-file", str(tmp_path / "x"))
+
+
+def test_upstreams_are_repeatable_and_reach_the_consul_meta() -> None:
+    from services.proxy.registration import Registration
+    from shared.consul import META_UPSTREAMS, labels_from_meta
+
+    args = _parse("--service", "order", "--app-port", "9080", "--upstream", "Product", "--upstream", "payment,product")
+    assert settings_from(args).upstreams == ("payment", "product")
+    assert settings_from(_parse("--service", "order", "--app-port", "9080")).upstreams == ()
+    registration = Registration("order-1", "order", "shop", "order", "v1", "127.0.0.1", 15006, 15021, 9080,
+                                upstreams=("payment", "product"), admin_port=15000)  # fmt: skip
+    meta = registration.definition()["Meta"]
+    assert meta[META_UPSTREAMS] == "payment,product"
+    assert labels_from_meta(meta) == {"app": "order", "version": "v1", "namespace": "shop", "service-account": "order"}
