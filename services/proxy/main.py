@@ -17,6 +17,7 @@ from services.proxy.citadel_source import CitadelSource
 from services.proxy.ext_authz import parse_providers
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
+from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports
 from shared.clock import SYSTEM_CLOCK
 from shared.consul import DEFAULT_NAMESPACE, parse_upstreams
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     token.add_argument("--token-file", type=Path, default=None, help="file holding the bootstrap token")
     parser.add_argument("--trust-domain", default=os.environ.get(ports.TRUST_DOMAIN_ENV, ports.DEFAULT_TRUST_DOMAIN))
     parser.add_argument("--state-dir", type=Path, default=None, help="default .isthmus/proxy-<service>")
+    telemetry_flags.add_arguments(parser)
     parser.add_argument(
         "--ext-authz",
         action="append",
@@ -79,6 +81,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         health_port=args.health_port,
         trust_domain=args.trust_domain,
         state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
+        telemetry=telemetry_flags.settings_from(args),
         ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
         telemetry=telemetry_flags.settings_from(args),
         upstreams=parse_upstreams(",".join(getattr(args, "upstreams", None) or [])),

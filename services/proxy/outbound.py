@@ -34,6 +34,7 @@ from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import note_route
+from services.proxy.telemetry.context import note_route
 from services.proxy.upstream import UpstreamPools
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.virtual_service import HeaderOperations, Headers
@@ -88,6 +89,7 @@ class OutboundHandler:
                 raise NotReady("no configuration received yet")
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
+            note_route(decision)
             note_route(decision)
             fault = decide_fault(decision.route.fault, self._rng)
             if fault.delay > 0:

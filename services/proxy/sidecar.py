@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ from services.proxy.outbound import OutboundHandler
 from services.proxy.peek import start_peeking_listener
 from services.proxy.registration import ConsulRegistrar, Registration
 from services.proxy.snapshot import ProxyState
+from services.proxy.telemetry import setup as telemetry_setup
+from services.proxy.telemetry.context import ObservedPools
+from services.proxy.telemetry.labels import Workload
+from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from services.proxy.upstream import UpstreamPools
@@ -52,6 +56,7 @@ class SidecarSettings:
     state_dir: Path = Path(".isthmus/proxy")
     host: str | None = None
     """Node name in the proxy id; None means this machine's hostname."""
+    telemetry: telemetry_setup.TelemetrySettings = field(default_factory=telemetry_setup.TelemetrySettings)
     upstreams: tuple[str, ...] = ()
     """Services the app calls (`--upstream`); pilot then sends only those. Empty: every service."""
     ext_authz: tuple[tuple[str, str], ...] = ()
@@ -96,7 +101,8 @@ class Sidecar:
         self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self._use_identity)
         self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
         self.readiness = Readiness(self.state, self.tls)
-        self._pools = UpstreamPools(self.tls)
+        self._pools = ObservedPools(self.tls)
+        self.telemetry = self._telemetry()
         self._inbound = InboundHandler(
             self.state,
             self.tls,
@@ -125,6 +131,33 @@ class Sidecar:
             upstreams=s.upstreams,
             admin_port=self.listeners["admin"].port if "admin" in self.listeners else s.admin_port,
         )
+
+    def _telemetry(self) -> telemetry_setup.Telemetry:
+        s = self.settings
+        health = ProxyHealthCollector(
+            self.proxy_id,
+            lambda: self.state.snapshot.version if self.state.snapshot is not None else None,
+            lambda: self.tls.identity.not_after if self.tls.identity is not None else None,
+            lambda: {name: telemetry_setup.open_connections(listener) for name, listener in self.listeners.items()},
+        )
+        workload = Workload(s.service, s.namespace, s.version, s.spiffe_id)
+        return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
+
+    @property
+    def _inbound_observed(self) -> telemetry_setup.Handler:
+        s = self.settings
+        return self.telemetry.inbound(self._inbound, s.inbound_port, s.app_port)
+
+    async def _start_prometheus(self) -> None:
+        """The metrics listener; a port that cannot be bound costs the metrics, never the proxy."""
+        port = self.settings.telemetry.prometheus_port
+        if port is None or self.telemetry.metrics is None:
+            return
+        handler = telemetry_setup.prometheus_handler(self.telemetry.metrics.registry)
+        try:
+            self.listeners["prometheus"] = await start_listener("prometheus", handler, self.settings.address, port)
+        except OSError as err:
+            log.warning("no metrics endpoint: prometheus port %s: %s", port, err)
 
     @property
     def trust_bundle_path(self) -> Path:
@@ -181,11 +214,20 @@ class Sidecar:
             s.admin_port,
         )
         self.listeners["outbound"] = await start_listener(
-            "outbound", OutboundHandler(self.state, self._pools, self._clock, self._rng), "127.0.0.1", s.outbound_port
+            "outbound",
+            self.telemetry.outbound(OutboundHandler(self.state, self._pools, self._clock, self._rng)),
+            "127.0.0.1",
+            s.outbound_port,
         )
         self.listeners["inbound"] = await start_peeking_listener(
-            "inbound", self._inbound, s.address, s.inbound_port, self.tls.listener_context, self._inbound.mtls_mode
+            "inbound",
+            self._inbound_observed,
+            s.address,
+            s.inbound_port,
+            self.tls.listener_context,
+            self._inbound.mtls_mode,
         )
+        await self._start_prometheus()
         if self._registrar is not None:
             await self._registrar.register(self.registration())
             self._registered = True
@@ -236,6 +278,7 @@ class Sidecar:
             await listener.close()
         self.listeners.clear()
         await self._pools.close()
+        await telemetry_setup.close(self.telemetry)
         await self._inbound.close()
 
 

@@ -1,0 +1,124 @@
+"""Istio's standard metric labels, precomputed once per config version so a request only joins tuples.
+
+Choices where a VM mesh differs from Kubernetes (documented, stable):
+- workload name is `<app>-<version>` (Kubernetes would use the Deployment name, e.g. `reviews-v2`);
+- `destination_service` and `destination_service_name` are the catalog host the cluster targets
+  (pilot resolves hosts to Consul service names), `destination_service_namespace` the endpoints'
+  namespace when they agree;
+- the source reporter learns destination workload labels from the endpoint pilot sent (its Consul Meta),
+  and reports `connection_security_policy="unknown"` as Istio does on the client side;
+- the destination reporter knows the caller only by its certificate: `source_principal` and
+  `source_workload_namespace` come from the SPIFFE ID, the other source labels are "unknown";
+  its `connection_security_policy` is `mutual_tls` (the inbound listener accepts nothing else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.consul import META_APP, META_NAMESPACE, META_VERSION
+from shared.identity.spiffe import InvalidSpiffeId, parse_spiffe_id
+from shared.model.proxy_config import Cluster, Endpoint, ProxyConfig
+
+UNKNOWN = "unknown"
+REPORTER_SOURCE = "source"
+REPORTER_DESTINATION = "destination"
+MUTUAL_TLS = "mutual_tls"
+NO_TLS = "none"
+
+LABEL_NAMES: tuple[str, ...] = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+)
+
+WorkloadLabels = tuple[str, str, str, str, str]
+"""(workload, workload_namespace, principal, app, version) of one side."""
+ServiceLabels = tuple[str, str, str]
+"""(service, service_name, service_namespace) of the destination."""
+
+UNKNOWN_WORKLOAD: WorkloadLabels = (UNKNOWN,) * 5
+UNKNOWN_SERVICE: ServiceLabels = (UNKNOWN,) * 3
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """This proxy's own workload."""
+
+    app: str
+    namespace: str
+    version: str
+    principal: str
+
+    @property
+    def labels(self) -> WorkloadLabels:
+        return (f"{self.app}-{self.version}", self.namespace, self.principal, self.app, self.version)
+
+    @property
+    def service_labels(self) -> ServiceLabels:
+        return (self.app, self.app, self.namespace)
+
+
+def endpoint_labels(endpoint: Endpoint) -> WorkloadLabels:
+    labels = endpoint.labels
+    app = labels.get(META_APP, UNKNOWN)
+    version = labels.get(META_VERSION, UNKNOWN)
+    namespace = labels.get(META_NAMESPACE, UNKNOWN)
+    workload = f"{app}-{version}" if app != UNKNOWN and version != UNKNOWN else UNKNOWN
+    return (workload, namespace, endpoint.identity or UNKNOWN, app, version)
+
+
+def cluster_service_labels(cluster: Cluster) -> ServiceLabels:
+    namespaces = {e.labels.get(META_NAMESPACE) for e in cluster.endpoints}
+    namespace = namespaces.pop() if len(namespaces) == 1 else None
+    return (cluster.host, cluster.host, namespace or UNKNOWN)
+
+
+def peer_labels(spiffe_uri: str | None) -> WorkloadLabels:
+    """What the destination side knows of its caller: namespace and principal from the certificate."""
+    if not spiffe_uri:
+        return UNKNOWN_WORKLOAD
+    try:
+        namespace = parse_spiffe_id(spiffe_uri).namespace
+    except InvalidSpiffeId:
+        namespace = UNKNOWN
+    return (UNKNOWN, namespace, spiffe_uri, UNKNOWN, UNKNOWN)
+
+
+class LabelBook:
+    """Destination labels of one config version: by cluster name and by (cluster, address, port)."""
+
+    def __init__(self, config: ProxyConfig | None) -> None:
+        self.version = config.version if config is not None else None
+        self._services: dict[str, ServiceLabels] = {}
+        self._endpoints: dict[tuple[str, str, int], WorkloadLabels] = {}
+        for cluster in config.clusters if config is not None else ():
+            self._services[cluster.name] = cluster_service_labels(cluster)
+            for endpoint in cluster.endpoints:
+                self._endpoints[(cluster.name, endpoint.address, endpoint.port)] = endpoint_labels(endpoint)
+
+    def service(self, cluster: str | None) -> ServiceLabels:
+        if cluster is None:
+            return UNKNOWN_SERVICE
+        return self._services.get(cluster, UNKNOWN_SERVICE)
+
+    def endpoint(self, cluster: str | None, endpoint: Endpoint | None) -> WorkloadLabels:
+        if cluster is None or endpoint is None:
+            return UNKNOWN_WORKLOAD
+        found = self._endpoints.get((cluster, endpoint.address, endpoint.port))
+        return found if found is not None else endpoint_labels(endpoint)

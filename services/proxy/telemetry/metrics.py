@@ -1,0 +1,134 @@
+"""Istio's standard metrics and the proxy's own health metrics, in a per-sidecar prometheus-client registry.
+
+Names, label sets and histogram buckets are Istio's: `istio_requests_total`,
+`istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes` and the TCP set.
+The HTTP proxy has no raw TCP listener, so the TCP series are defined (and fed by `record_tcp`) but a
+plain HTTP mesh leaves them empty, as Envoy does for HTTP filter chains. Per label tuple the metric
+children are cached, so the hot path is one dict lookup plus the increments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from services.proxy.telemetry.labels import LABEL_NAMES
+
+DURATION_BUCKETS_MS = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+"""Istio's buckets for istio_request_duration_milliseconds."""
+BYTES_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000)
+"""Istio's exponential buckets for the request and response size histograms."""
+MAX_CACHED_SERIES = 10_000
+"""Cached children beyond this are dropped (the registry keeps the series; only the shortcut goes)."""
+
+Labels = tuple[str, ...]
+HttpChildren = tuple[Counter, Histogram, Histogram, Histogram]
+
+
+class StandardMetrics:
+    """One sidecar's Istio metrics; `record_http` is the only call on the request path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter("istio_requests", "Requests handled", LABEL_NAMES, registry=registry)
+        self.duration = Histogram(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            LABEL_NAMES,
+            buckets=DURATION_BUCKETS_MS,
+            registry=registry,
+        )
+        self.request_bytes = Histogram(
+            "istio_request_bytes", "Request body sizes", LABEL_NAMES, buckets=BYTES_BUCKETS, registry=registry
+        )
+        self.response_bytes = Histogram(
+            "istio_response_bytes", "Response body sizes", LABEL_NAMES, buckets=BYTES_BUCKETS, registry=registry
+        )
+        self.tcp_sent = Counter("istio_tcp_sent_bytes", "Bytes sent on TCP connections", LABEL_NAMES, registry=registry)
+        self.tcp_received = Counter(
+            "istio_tcp_received_bytes", "Bytes received on TCP connections", LABEL_NAMES, registry=registry
+        )
+        self.tcp_opened = Counter(
+            "istio_tcp_connections_opened", "TCP connections opened", LABEL_NAMES, registry=registry
+        )
+        self.tcp_closed = Counter(
+            "istio_tcp_connections_closed", "TCP connections closed", LABEL_NAMES, registry=registry
+        )
+        self.dropped = Counter(
+            "isthmus_telemetry_errors", "Telemetry records dropped because recording failed", registry=registry
+        )
+        self._children: dict[Labels, HttpChildren] = {}
+
+    def record_http(self, labels: Labels, duration_ms: float, request_bytes: int, response_bytes: int) -> None:
+        children = self._children.get(labels)
+        if children is None:
+            if len(self._children) >= MAX_CACHED_SERIES:
+                self._children.clear()
+            children = (
+                self.requests.labels(*labels),
+                self.duration.labels(*labels),
+                self.request_bytes.labels(*labels),
+                self.response_bytes.labels(*labels),
+            )
+            self._children[labels] = children
+        requests, duration, request_size, response_size = children
+        requests.inc()
+        duration.observe(duration_ms)
+        request_size.observe(request_bytes)
+        response_size.observe(response_bytes)
+
+    def record_tcp(self, labels: Labels, sent: int, received: int, opened: int = 0, closed: int = 0) -> None:
+        if sent:
+            self.tcp_sent.labels(*labels).inc(sent)
+        if received:
+            self.tcp_received.labels(*labels).inc(received)
+        if opened:
+            self.tcp_opened.labels(*labels).inc(opened)
+        if closed:
+            self.tcp_closed.labels(*labels).inc(closed)
+
+
+class ProxyHealthCollector(Collector):
+    """Read at scrape time, never on the request path: config version, certificate expiry, open connections."""
+
+    def __init__(
+        self,
+        proxy_id: str,
+        config_version: Callable[[], str | None],
+        cert_expiry: Callable[[], float | None],
+        open_connections: Callable[[], dict[str, int]],
+    ) -> None:
+        self._proxy_id = proxy_id
+        self._config_version = config_version
+        self._cert_expiry = cert_expiry
+        self._open_connections = open_connections
+
+    def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        info = InfoMetricFamily("isthmus_proxy_config", "Config version the proxy runs", labels=["proxy_id"])
+        info.add_metric([self._proxy_id], {"version": self._config_version() or ""})
+        yield info
+        expiry = self._cert_expiry()
+        if expiry is not None:
+            cert = GaugeMetricFamily(
+                "isthmus_proxy_cert_expiry_timestamp_seconds", "Workload certificate notAfter (Unix time)"
+            )
+            cert.add_metric([], expiry)
+            yield cert
+        connections = GaugeMetricFamily(
+            "isthmus_proxy_open_connections", "Downstream connections open per listener", labels=["listener"]
+        )
+        for listener, count in sorted(self._open_connections().items()):
+            connections.add_metric([listener], count)
+        yield connections
+
+
+def proxy_registry(health: ProxyHealthCollector | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    if health is not None:
+        registry.register(health)
+    return registry

@@ -1,0 +1,316 @@
+"""The telemetry wrapper around each listener's handler: one record per request, to metrics, log and trace.
+
+Outbound (reporter=source) learns route and endpoint from `context.RequestFacts`; inbound
+(reporter=destination) learns the caller from its certificate. A reply the proxy made itself
+(`web.Response`, carrying the response-flags header) reports its flag; a relayed reply reports "-"
+whatever headers it carries. A request that ends without a response (the caller went away) is
+recorded with code 0 and flag DC. Every failure inside telemetry is counted and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry.trace import Span, SpanKind
+
+from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS
+from services.proxy.snapshot import ProxyState
+from services.proxy.telemetry.access_log import AccessLog, AccessRecord
+from services.proxy.telemetry.context import CURRENT, RequestFacts
+from services.proxy.telemetry.labels import (
+    MUTUAL_TLS,
+    NO_TLS,
+    REPORTER_DESTINATION,
+    REPORTER_SOURCE,
+    UNKNOWN,
+    LabelBook,
+    Workload,
+    WorkloadLabels,
+    peer_labels,
+)
+from services.proxy.telemetry.metrics import StandardMetrics
+from services.proxy.telemetry.tracing import Tracing
+from services.proxy.tls import peer_spiffe_id
+from shared.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+MAX_PEERS = 1024
+
+
+@dataclass(slots=True)
+class _Outcome:
+    code: int
+    flags: str
+    sent: int
+
+
+def _outcome(response: web.StreamResponse | None) -> _Outcome:
+    if response is None:
+        return _Outcome(0, "DC", 0)
+    local = isinstance(response, web.Response)
+    flags = response.headers.get(RESPONSE_FLAGS, "-") if local else "-"
+    sent = response.content_length if response.content_length is not None else response.body_length
+    return _Outcome(response.status, flags, sent)
+
+
+def _received(request: web.BaseRequest) -> int:
+    return request.content.total_bytes if request.body_exists else 0
+
+
+def _protocol(request: web.BaseRequest) -> str:
+    return "grpc" if request.headers.get("Content-Type", "").startswith("application/grpc") else "http"
+
+
+def _address(request: web.BaseRequest, which: str) -> str:
+    transport = request.transport
+    found = transport.get_extra_info(which) if transport is not None else None
+    if isinstance(found, tuple) and len(found) >= 2:
+        host = f"[{found[0]}]" if ":" in str(found[0]) else found[0]
+        return f"{host}:{found[1]}"
+    return "-"
+
+
+class Telemetry:
+    """Wraps listener handlers; each part (metrics, access log, tracing) may be None (off)."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        state: ProxyState,
+        proxy_id: str,
+        metrics: StandardMetrics | None = None,
+        access_log: AccessLog | None = None,
+        tracing: Tracing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.workload = workload
+        self.metrics = metrics
+        self.access_log = access_log
+        self.tracing = tracing
+        self._state = state
+        self._proxy_id = proxy_id
+        self._clock = clock
+        self._book = LabelBook(None)
+        self._book_config: object = None
+        self._own = workload.labels
+        self._own_service = workload.service_labels
+        self._peers: dict[str | None, WorkloadLabels] = {}
+
+    def _labels(self) -> LabelBook:
+        """The label book of the config version now running (rebuilt once per version)."""
+        snapshot = self._state.snapshot
+        config = snapshot.config if snapshot is not None else None
+        if config is not self._book_config:
+            self._book = LabelBook(config)
+            self._book_config = config
+        return self._book
+
+    def _peer(self, spiffe_id: str | None) -> WorkloadLabels:
+        found = self._peers.get(spiffe_id)
+        if found is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._peers.clear()
+            found = self._peers[spiffe_id] = peer_labels(spiffe_id)
+        return found
+
+    def _begin(self, request: web.BaseRequest, kind: SpanKind) -> tuple[web.BaseRequest, Span | None, str]:
+        """The request to hand on (with a request id and this hop's trace headers) and the span opened."""
+        request_id = request.headers.get(REQUEST_ID, "")
+        if request_id and self.tracing is None:
+            return request, None, request_id
+        headers = CIMultiDict(request.headers)
+        if not request_id:
+            request_id = headers[REQUEST_ID] = str(uuid.uuid4())
+        span = None
+        if self.tracing is not None:
+            name = f"{request.headers.get('Host', '')}{request.path}"
+            span = self.tracing.start(kind, name, request.headers, headers)
+        return request.clone(headers=headers), span, request_id
+
+    def outbound(self, handler: Handler) -> Handler:
+        async def observed(request: web.BaseRequest) -> web.StreamResponse:
+            start, wall = self._clock.monotonic(), self._clock.wall()
+            try:
+                request, span, request_id = self._begin(request, SpanKind.CLIENT)
+            except Exception as err:
+                self._failed(err)
+                return await handler(request)
+            facts = RequestFacts()
+            token = CURRENT.set(facts)
+            response: web.StreamResponse | None = None
+            try:
+                response = await handler(request)
+                return response
+            finally:
+                CURRENT.reset(token)
+                try:
+                    self._finish_outbound(request, response, facts, span, request_id, start, wall)
+                except Exception as err:
+                    self._failed(err)
+
+        return observed
+
+    def inbound(self, handler: Handler, inbound_port: int, app_port: int) -> Handler:
+        cluster = f"inbound|{inbound_port}||"
+        app = f"127.0.0.1:{app_port}"
+
+        async def observed(request: web.BaseRequest) -> web.StreamResponse:
+            start, wall = self._clock.monotonic(), self._clock.wall()
+            try:
+                request, span, request_id = self._begin(request, SpanKind.SERVER)
+            except Exception as err:
+                self._failed(err)
+                return await handler(request)
+            response: web.StreamResponse | None = None
+            try:
+                response = await handler(request)
+                return response
+            finally:
+                try:
+                    self._finish_inbound(request, response, span, request_id, start, wall, cluster, app)
+                except Exception as err:
+                    self._failed(err)
+
+        return observed
+
+    def _failed(self, err: Exception) -> None:
+        log.debug("telemetry record dropped: %s", err)
+        if self.metrics is not None:
+            self.metrics.dropped.inc()
+
+    def _finish_outbound(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse | None,
+        facts: RequestFacts,
+        span: Span | None,
+        request_id: str,
+        start: float,
+        wall: float,
+    ) -> None:
+        elapsed_ms = (self._clock.monotonic() - start) * 1000.0
+        outcome = _outcome(response)
+        received = _received(request)
+        book = self._labels()
+        destination = book.endpoint(facts.cluster, facts.endpoint)
+        upstream = f"{facts.endpoint.address}:{facts.endpoint.port}" if facts.endpoint else "-"
+        if self.metrics is not None:
+            labels = (
+                REPORTER_SOURCE,
+                *self._own,
+                *destination,
+                *book.service(facts.cluster),
+                _protocol(request),
+                str(outcome.code),
+                outcome.flags,
+                UNKNOWN,
+            )
+            self.metrics.record_http(labels, elapsed_ms, received, outcome.sent)
+        if span is not None and self.tracing is not None:
+            attributes: dict[str, str | int] = {
+                "http.method": request.method,
+                "http.url": f"http://{request.headers.get('Host', '')}{request.raw_path}",
+                "upstream_cluster": facts.cluster or "-",
+                "response_flags": outcome.flags,
+                "guid:x-request-id": request_id,
+                "peer.address": upstream,
+            }
+            self.tracing.finish(span, outcome.code, attributes)
+        if self.access_log is not None:
+            self.access_log.log(
+                self._record(
+                    request,
+                    outcome,
+                    received,
+                    elapsed_ms,
+                    wall,
+                    request_id,
+                    upstream,
+                    facts.cluster or "-",
+                    facts.route_name or "default",
+                )
+            )
+
+    def _finish_inbound(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse | None,
+        span: Span | None,
+        request_id: str,
+        start: float,
+        wall: float,
+        cluster: str,
+        app: str,
+    ) -> None:
+        elapsed_ms = (self._clock.monotonic() - start) * 1000.0
+        outcome = _outcome(response)
+        received = _received(request)
+        if self.metrics is not None:
+            peer = peer_spiffe_id(request.transport)
+            tls = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
+            labels = (
+                REPORTER_DESTINATION,
+                *self._peer(peer),
+                *self._own,
+                *self._own_service,
+                _protocol(request),
+                str(outcome.code),
+                outcome.flags,
+                MUTUAL_TLS if tls else NO_TLS,
+            )
+            self.metrics.record_http(labels, elapsed_ms, received, outcome.sent)
+        if span is not None and self.tracing is not None:
+            attributes: dict[str, str | int] = {
+                "http.method": request.method,
+                "http.url": f"https://{request.headers.get('Host', '')}{request.raw_path}",
+                "upstream_cluster": cluster,
+                "response_flags": outcome.flags,
+                "guid:x-request-id": request_id,
+                "peer.address": request.remote or "-",
+            }
+            self.tracing.finish(span, outcome.code, attributes)
+        if self.access_log is not None:
+            self.access_log.log(
+                self._record(request, outcome, received, elapsed_ms, wall, request_id, app, cluster, "default")
+            )
+
+    @staticmethod
+    def _record(
+        request: web.BaseRequest,
+        outcome: _Outcome,
+        received: int,
+        elapsed_ms: float,
+        wall: float,
+        request_id: str,
+        upstream_host: str,
+        upstream_cluster: str,
+        route_name: str,
+    ) -> AccessRecord:
+        headers = request.headers
+        return AccessRecord(
+            start_time=wall,
+            method=request.method,
+            path=request.raw_path,
+            protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+            response_code=outcome.code,
+            response_flags=outcome.flags,
+            bytes_received=received,
+            bytes_sent=outcome.sent,
+            duration_ms=int(elapsed_ms),
+            x_forwarded_for=headers.get("X-Forwarded-For", ""),
+            user_agent=headers.get("User-Agent", ""),
+            request_id=request_id,
+            authority=headers.get("Host", ""),
+            upstream_host=upstream_host,
+            upstream_cluster=upstream_cluster,
+            downstream_local_address=_address(request, "sockname"),
+            downstream_remote_address=_address(request, "peername"),
+            route_name=route_name,
+        )

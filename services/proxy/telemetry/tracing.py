@@ -1,0 +1,92 @@
+"""Spans for the sidecar, OpenTelemetry SDK with the OTLP gRPC exporter: client spans outbound, server spans inbound.
+
+Off unless an OTLP endpoint is given. Each sidecar has its own TracerProvider (resource
+`service.name=<app>.<namespace>`, Istio's canonical naming); spans leave through a BatchSpanProcessor,
+whose thread does the exporting, so a slow or absent collector never delays a request. Sampling is
+parent-based: a caller's decision is kept, a new trace is sampled at the configured percentage
+(Istio's default 1 %). Span names follow Envoy: `<authority><path without query>`; attributes are
+Envoy's (`http.method`, `http.url`, `http.status_code`, `upstream_cluster`, `response_flags`,
+`guid:x-request-id`, `node_id`, `istio.canonical_service`, `istio.namespace`, `peer.address`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
+
+from services.proxy.telemetry.propagation import extract, inject
+
+DEFAULT_SAMPLING_PERCENT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    endpoint: str | None = None
+    """OTLP gRPC collector, host:port or http(s)://host:port; None turns tracing off."""
+    sampling_percent: float = DEFAULT_SAMPLING_PERCENT
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sampling_percent <= 100.0:
+            raise ValueError(f"--trace-sampling {self.sampling_percent} is not a percentage (0-100)")
+
+
+def otlp_exporter(endpoint: str) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    secure = endpoint.startswith("https://")
+    target = endpoint.split("://", 1)[1] if "://" in endpoint else endpoint
+    return OTLPSpanExporter(endpoint=target, insecure=not secure, timeout=5)
+
+
+class Tracing:
+    """One sidecar's tracer; `start` opens a span continuing the trace in the incoming headers."""
+
+    def __init__(
+        self,
+        service: str,
+        namespace: str,
+        proxy_id: str,
+        exporter: SpanExporter,
+        sampling_percent: float = DEFAULT_SAMPLING_PERCENT,
+        schedule_delay_ms: int = 1000,
+    ) -> None:
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": f"{service}.{namespace}", "service.namespace": namespace}),
+            sampler=ParentBased(TraceIdRatioBased(sampling_percent / 100.0)),
+        )
+        self._provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms))
+        self._tracer = self._provider.get_tracer("isthmus.proxy")
+        self._static = {
+            "node_id": proxy_id,
+            "component": "proxy",
+            "istio.canonical_service": service,
+            "istio.namespace": namespace,
+        }
+
+    def start(self, kind: SpanKind, name: str, incoming: Mapping[str, str], outgoing: MutableMapping[str, str]) -> Span:
+        """A started span, child of the caller's; `outgoing` gets headers naming it as the parent."""
+        parent = extract(incoming)
+        span = self._tracer.start_span(name, context=parent, kind=kind, attributes=self._static)
+        parent_span = get_current_span(parent) if parent is not None else None
+        parent_id = parent_span.get_span_context().span_id if parent_span is not None else None
+        inject(span.get_span_context(), outgoing, parent_id)
+        return span
+
+    @staticmethod
+    def finish(span: Span, status: int, attributes: Mapping[str, str | int]) -> None:
+        if span.is_recording():
+            span.set_attributes(dict(attributes))
+            span.set_attribute("http.status_code", status)
+            if status == 0 or status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    def shutdown(self) -> None:
+        """Flush and stop the exporter thread (blocking: run it off the event loop)."""
+        self._provider.shutdown()

@@ -1,0 +1,192 @@
+"""Fixtures for telemetry tests: a real citadel CA, two in-process sidecars with telemetry on, an OTLP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+from cryptography import x509
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from services.citadel.ca import CertificateAuthority
+from services.local.processes import free_port
+from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.snapshot import ConfigSnapshot
+from services.proxy.telemetry.setup import TelemetrySettings
+from services.proxy.telemetry.tracing import TracingSettings
+from shared.identity.spiffe import parse_spiffe_id
+from shared.identity.svid import IssuedCertificate
+from shared.model.proxy_config import ProxyConfig
+
+TRUST_DOMAIN = "cluster.local"
+
+
+@dataclass
+class CitadelSource:
+    """Signs with citadel's real CA, for the identity the CSR asks for."""
+
+    ca: CertificateAuthority
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
+        chain = self.ca.sign_csr(csr_pem, identity, 3600)
+        leaf = x509.load_pem_x509_certificate(chain[0])
+        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP gRPC trace collector built from the protocol's generated servicer; keeps every span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Span]] = []
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            service = next(
+                (a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), ""
+            )
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((service, span) for span in scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture
+async def otlp() -> AsyncIterator[tuple[Receiver, str]]:
+    receiver = Receiver()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield receiver, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+@dataclass
+class EchoApp:
+    """The app behind a sidecar: records the headers it saw; /fail answers 503."""
+
+    seen: list[dict[str, str]] = field(default_factory=list)
+    port: int = 0
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.seen.append({k.lower(): v for k, v in request.headers.items()})
+        if request.path == "/fail":
+            return web.Response(status=503, text="failing")
+        return web.Response(text="hello from the app")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self.runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+
+MeshFactory = Callable[..., Awaitable[Sidecar]]
+
+
+@pytest.fixture
+async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
+    ca = CertificateAuthority.create(TRUST_DOMAIN)
+    made: list[Sidecar] = []
+    apps: list[EchoApp] = []
+
+    async def make(service: str, version: str = "v1", **telemetry: Any) -> Sidecar:
+        app = EchoApp()
+        await app.start()
+        apps.append(app)
+        tracing = TracingSettings(telemetry.pop("trace_endpoint", None), telemetry.pop("sampling", 100.0))
+        settings = SidecarSettings(
+            service=service,
+            version=version,
+            app_port=app.port,
+            inbound_port=free_port(),
+            outbound_port=free_port(),
+            admin_port=free_port(),
+            health_port=free_port(),
+            trust_domain=TRUST_DOMAIN,
+            state_dir=tmp_path / f"proxy-{service}-{len(made)}",
+            host=f"telemetry{time.monotonic_ns()}",
+            telemetry=TelemetrySettings(prometheus_port=0, tracing=tracing, **telemetry),
+        )
+        sidecar = Sidecar(settings, CitadelSource(ca), bus_trust_bundle=False)
+        sidecar.app = app  # type: ignore[attr-defined]
+        made.append(sidecar)
+        async with asyncio.timeout(30):
+            await sidecar.start()
+        return sidecar
+
+    yield make
+    for sidecar in made:
+        await sidecar.stop()
+    for app in apps:
+        if app.runner is not None:
+            await app.runner.cleanup()
+
+
+def apply_config(sidecar: Sidecar, config: ProxyConfig) -> None:
+    sidecar.state.swap(ConfigSnapshot.build(config.versioned(), random.Random(1)))
+
+
+def route_to(caller: Sidecar, target: Sidecar, host: str = "reviews") -> ProxyConfig:
+    """Caller's config: `host` -> a cluster holding target's inbound listener, with its labels and identity."""
+    cluster = f"outbound|80||{host}"
+    return ProxyConfig.model_validate(
+        {
+            "proxyId": caller.proxy_id,
+            "service": caller.settings.service,
+            "namespace": "default",
+            "virtualHosts": [
+                {"name": host, "domains": [host], "routes": [{"name": "r1", "route": [{"cluster": cluster}]}]}
+            ],
+            "clusters": [
+                {
+                    "name": cluster,
+                    "host": host,
+                    "port": 80,
+                    "endpoints": [
+                        {
+                            "address": "127.0.0.1",
+                            "port": target.listeners["inbound"].port,
+                            "identity": target.settings.spiffe_id,
+                            "labels": {
+                                "app": target.settings.service,
+                                "version": target.settings.version,
+                                "namespace": "default",
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def empty_config(sidecar: Sidecar) -> ProxyConfig:
+    return ProxyConfig(proxy_id=sidecar.proxy_id, service=sidecar.settings.service, namespace="default")
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = check()
+        if result if isinstance(result, bool) else await result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
