@@ -31,7 +31,7 @@ def labels_from_meta(meta: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in meta.items() if key not in _BOOKKEEPING}
 
 
-_BOOKKEEPING = frozenset({META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT})
+_BOOKKEEPING = frozenset({META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT, META_PROMETHEUS_PORT})
 
 
 def parse_upstreams(value: str | None) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from shared.consul import (
     META_APP,
     META_MESH,
     META_NAMESPACE,
+    META_PROMETHEUS_PORT,
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
     META_UPSTREAMS,
@@ -43,6 +44,8 @@ class Registration:
     upstreams: tuple[str, ...] = ()
     """Services the workload calls (pilot then sends only those); empty: every service."""
     admin_port: int | None = None
+    prometheus_port: int | None = None
+    """The sidecar's metrics port, for Prometheus' consul_sd_configs and the dashboard."""
 
     def meta(self) -> dict[str, str]:
         meta = {
@@ -57,6 +60,8 @@ class Registration:
             meta[META_UPSTREAMS] = ",".join(self.upstreams)
         if self.admin_port is not None:
             meta[META_ADMIN_PORT] = str(self.admin_port)
+        if self.prometheus_port is not None:
+            meta[META_PROMETHEUS_PORT] = str(self.prometheus_port)
         return meta
 
     def definition(self) -> dict[str, Any]:

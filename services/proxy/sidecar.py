@@ -130,6 +130,7 @@ class Sidecar:
             app_port=s.app_port,
             upstreams=s.upstreams,
             admin_port=self.listeners["admin"].port if "admin" in self.listeners else s.admin_port,
+            prometheus_port=self.listeners["prometheus"].port if "prometheus" in self.listeners else None,
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:
