@@ -17,6 +17,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.component_cmds",
     "services.cli.revision_cmds",
     "services.cli.analyze_cmds",
+    "services.cli.proxy_config",
+    "services.cli.vm_cmds",
 )
 
 

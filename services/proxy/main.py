@@ -15,36 +15,53 @@ from nats.aio.client import Client as NatsClient
 
 from services.proxy.citadel_source import CitadelSource
 from services.proxy.ext_authz import parse_providers
-from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
-from services.proxy.telemetry import flags as telemetry_flags
-from shared import ports
+from shared import ports, vm_bundle
 from shared.clock import SYSTEM_CLOCK
 from shared.consul import DEFAULT_NAMESPACE, parse_upstreams
 
 log = logging.getLogger("services.proxy")
 
 
+class _Default(str):
+    """A flag value nobody typed (a default, maybe from the environment): a --bundle value may replace it."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="service name this sidecar fronts")
-    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="a directory written by `isthmus vm bundle`: its mesh.env, token and root-cert.pem supply every "
+        "flag not given explicitly",
+    )
+    parser.add_argument("--service", default=None, help="service name this sidecar fronts (required without --bundle)")
+    parser.add_argument("--namespace", default=_Default(DEFAULT_NAMESPACE))
     parser.add_argument("--service-account", default=None, help="defaults to the service name")
-    parser.add_argument("--version", default="v1", help="workload version label")
-    parser.add_argument("--app-port", type=int, required=True, help="the app's port on 127.0.0.1")
+    parser.add_argument("--version", default=_Default("v1"), help="workload version label")
+    parser.add_argument(
+        "--app-port", type=int, default=None, help="the app's port on 127.0.0.1 (required without --bundle)"
+    )
     parser.add_argument("--address", default="127.0.0.1", help="address other sidecars reach us on")
     parser.add_argument("--inbound-port", type=int, default=ports.PROXY_INBOUND)
     parser.add_argument("--outbound-port", type=int, default=ports.PROXY_OUTBOUND)
     parser.add_argument("--admin-port", type=int, default=ports.PROXY_ADMIN)
     parser.add_argument("--health-port", type=int, default=ports.PROXY_HEALTH)
-    parser.add_argument("--nats-url", default=os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL))
-    parser.add_argument("--consul-addr", default=os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
-    parser.add_argument("--citadel-addr", default=os.environ.get(ports.CITADEL_ADDR_ENV, ports.DEFAULT_CITADEL_ADDR))
+    parser.add_argument("--nats-url", default=_Default(os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL)))
+    parser.add_argument(
+        "--consul-addr", default=_Default(os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
+    )
+    parser.add_argument(
+        "--citadel-addr", default=_Default(os.environ.get(ports.CITADEL_ADDR_ENV, ports.DEFAULT_CITADEL_ADDR))
+    )
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token", default=None, help="bootstrap token for the first certificate")
     token.add_argument("--token-file", type=Path, default=None, help="file holding the bootstrap token")
-    parser.add_argument("--trust-domain", default=os.environ.get(ports.TRUST_DOMAIN_ENV, ports.DEFAULT_TRUST_DOMAIN))
+    parser.add_argument(
+        "--trust-domain", default=_Default(os.environ.get(ports.TRUST_DOMAIN_ENV, ports.DEFAULT_TRUST_DOMAIN))
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="default .isthmus/proxy-<service>")
-    telemetry_flags.add_arguments(parser)
     parser.add_argument(
         "--ext-authz",
         action="append",
@@ -63,7 +80,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_BUNDLE_FLAGS = {
+    "nats_url": ports.NATS_URL_ENV,
+    "consul_addr": ports.CONSUL_ADDR_ENV,
+    "citadel_addr": ports.CITADEL_ADDR_ENV,
+    "trust_domain": ports.TRUST_DOMAIN_ENV,
+    "namespace": vm_bundle.NAMESPACE_ENV,
+    "version": vm_bundle.VERSION_ENV,
+    "service": vm_bundle.SERVICE_ENV,
+    "service_account": vm_bundle.SERVICE_ACCOUNT_ENV,
+}
+
+
+def apply_bundle(args: argparse.Namespace) -> None:
+    """Fill every flag not given explicitly from --bundle; seed the state dir's trust bundle with its roots."""
+    bundle: Path | None = getattr(args, "bundle", None)
+    if bundle is None:
+        return
+    values = vm_bundle.read_env(bundle)
+    for flag, key in _BUNDLE_FLAGS.items():
+        current = getattr(args, flag)
+        if key in values and (current is None or isinstance(current, _Default)):
+            setattr(args, flag, values[key])
+    if args.app_port is None and vm_bundle.APP_PORT_ENV in values:
+        if not values[vm_bundle.APP_PORT_ENV].isdigit():
+            raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.APP_PORT_ENV} is not a port")
+        args.app_port = int(values[vm_bundle.APP_PORT_ENV])
+    if not args.upstreams and values.get(vm_bundle.UPSTREAMS_ENV):
+        args.upstreams = [values[vm_bundle.UPSTREAMS_ENV]]
+    if args.token is None and args.token_file is None:
+        args.token_file = bundle / vm_bundle.TOKEN
+    if args.state_dir is None:
+        args.state_dir = bundle / "state"
+    roots = bundle / vm_bundle.ROOT_CERT
+    seeded = args.state_dir / TRUST_BUNDLE_FILE
+    if not seeded.exists():
+        try:
+            pem = roots.read_bytes()
+            args.state_dir.mkdir(parents=True, exist_ok=True)
+            seeded.write_bytes(pem)
+        except OSError as err:
+            raise vm_bundle.BundleError(f"--bundle {bundle}: {vm_bundle.ROOT_CERT}: {err.strerror or err}") from err
+
+
 def settings_from(args: argparse.Namespace) -> SidecarSettings:
+    if args.service is None:
+        raise ValueError("--service is required (or --bundle DIR)")
+    if args.app_port is None:
+        raise ValueError("--app-port is required (or --bundle DIR)")
     for flag in ("app_port", "inbound_port", "outbound_port", "admin_port", "health_port"):
         value = getattr(args, flag)
         if not 1 <= value <= 65535:
@@ -81,7 +145,6 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         health_port=args.health_port,
         trust_domain=args.trust_domain,
         state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
-        telemetry=telemetry_flags.settings_from(args),
         ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
         telemetry=telemetry_flags.settings_from(args),
         upstreams=parse_upstreams(",".join(getattr(args, "upstreams", None) or [])),
@@ -118,6 +181,7 @@ async def connect_bus(url: str, name: str, first_try_only: bool = False) -> Nats
 
 
 async def serve(args: argparse.Namespace) -> int:
+    apply_bundle(args)
     settings = settings_from(args)
     token = read_token(args)
     connection = await connect_bus(args.nats_url, settings.proxy_id, first_try_only=True)

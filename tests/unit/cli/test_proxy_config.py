@@ -1,0 +1,38 @@
+"""`isthmus proxy-config`: a dump rendered as routes / clusters / endpoints / certificate; admin answers checked."""
+
+from __future__ import annotations
+
+from services.cli.proxy_config import Dump, from_admin, render
+from services.pilot.generate import generate
+from services.pilot.testing import meshed, plain, proxy_of, snapshot
+from shared.bus.codec import Ack
+
+
+def config_of_a() -> Dump:
+    snap = snapshot([meshed("a", "10.0.0.1"), meshed("b", "10.0.0.2", healthy=False), plain("db", "10.0.0.9", 5432)])
+    config = generate(snap, proxy_of(snap, "a-10.0.0.1"), "cluster.local", "isthmus-system").versioned()
+    return Dump("test", config, ack=Ack(proxy_id="a-10.0.0.1", version=config.version, accepted=True))
+
+
+def test_every_section_lists_its_items() -> None:
+    dump = config_of_a()
+    text = render(dump)
+    assert text.splitlines()[0] == f"proxy a-10.0.0.1 (a.default) version {dump.config.version}"
+    assert f"last answer: ACK for {dump.config.version}" in text
+    routes = text.split("ROUTES\n")[1].split("\n\n")[0].splitlines()
+    assert routes[0].split() == ["VIRTUAL", "HOST", "ROUTE", "MATCH", "DESTINATIONS"]
+    assert any(line.split()[:2] == ["db", "default"] and "outbound|80||db 100" in line for line in routes)
+    endpoints = text.split("ENDPOINTS\n")[1]
+    assert "10.0.0.2:15006  no" in endpoints and "spiffe://cluster.local/ns/default/sa/b" in endpoints
+    assert "10.0.0.9:5432   yes      (plain text)" in endpoints
+    assert "(not known: the proxy's admin endpoint was not reachable)" in text
+
+
+def test_sections_can_be_picked_and_certificate_shown() -> None:
+    dump = Dump("admin", config_of_a().config, {"spiffeId": "spiffe://cluster.local/ns/default/sa/a", "notAfter": "x"})
+    text = render(dump, ("certificate",))
+    assert "ROUTES" not in text and "spiffe://cluster.local/ns/default/sa/a  x" in text
+
+
+def test_unreachable_admin_is_no_answer() -> None:
+    assert from_admin("http://127.0.0.1:9", "a") is None
