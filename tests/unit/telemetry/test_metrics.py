@@ -1,0 +1,38 @@
+"""Istio metric names, buckets and label sets as exposed, and the health collector read at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from services.proxy.telemetry.labels import LABEL_NAMES
+from services.proxy.telemetry.metrics import ProxyHealthCollector, StandardMetrics, proxy_registry
+
+LABELS = tuple(f"{name}-value" for name in LABEL_NAMES)
+
+
+def test_http_series_with_istio_names_and_buckets() -> None:
+    metrics = StandardMetrics(proxy_registry())
+    metrics.record_http(LABELS, 7.0, 10, 2000)
+    metrics.record_http(LABELS, 700.0, 0, 0)
+    registry = metrics.registry
+    labels = dict(zip(LABEL_NAMES, LABELS, strict=True))
+    assert registry.get_sample_value("istio_requests_total", labels) == 2
+    assert registry.get_sample_value("istio_request_duration_milliseconds_bucket", {**labels, "le": "10.0"}) == 1
+    assert registry.get_sample_value("istio_request_duration_milliseconds_bucket", {**labels, "le": "1000.0"}) == 2
+    assert registry.get_sample_value("istio_response_bytes_bucket", {**labels, "le": "10000.0"}) == 2
+    assert registry.get_sample_value("istio_request_bytes_sum", labels) == 10
+    metrics.record_tcp(LABELS, sent=5, received=6, opened=1)
+    assert registry.get_sample_value("istio_tcp_sent_bytes_total", labels) == 5
+    assert registry.get_sample_value("istio_tcp_connections_opened_total", labels) == 1
+    assert registry.get_sample_value("istio_tcp_connections_closed_total", labels) is None
+
+
+def test_health_collector() -> None:
+    version: list[str | None] = [None]
+    health = ProxyHealthCollector("p1", lambda: version[0], lambda: 1234.0, lambda: {"inbound": 3, "outbound": 1})
+    registry = proxy_registry(health)
+    version[0] = "abc"
+    text = generate_latest(registry).decode()
+    assert 'isthmus_proxy_config_info{proxy_id="p1",version="abc"} 1.0' in text
+    assert "isthmus_proxy_cert_expiry_timestamp_seconds 1234.0" in text
+    assert 'isthmus_proxy_open_connections{listener="inbound"} 3.0' in text
