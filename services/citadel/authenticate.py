@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,22 +19,29 @@ from shared.identity.svid import spiffe_uris
 
 
 class Unauthenticated(Exception):
-    """Neither a valid token nor a valid client certificate came with the request."""
+    """Neither a valid token nor a valid client certificate came with the request; `kind` labels the metric."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "unauthenticated") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def authenticate(
-    ca: CertificateAuthority, token: str, renewal: RenewalProof | None, csr_pem: bytes, clock: Clock
+    ca: CertificateAuthority,
+    token: str,
+    renewal: RenewalProof | None,
+    csr_pem: bytes,
+    clock: Clock,
+    revoked: Callable[[str], bool] | None = None,
 ) -> SpiffeId:
     """The identity the caller proved. A token, when sent, wins, so a workload whose cert lapsed can re-bootstrap."""
     if token:
         try:
-            namespace, service_account = verify_token(ca, token, clock)
+            namespace, service_account = verify_token(ca, token, clock, revoked)
         except TokenRefused as refused:
-            raise Unauthenticated(f"bootstrap token refused: {refused.reason}") from None
+            kind = "token_revoked" if refused.reason == "token revoked" else "bad_token"
+            raise Unauthenticated(f"bootstrap token refused: {refused.reason}", kind) from None
         return SpiffeId(ca.trust_domain, namespace, service_account)
     if renewal is not None:
         return identity_of_renewal(ca, renewal, csr_pem, clock)
@@ -56,10 +64,8 @@ def identity_of_renewal(ca: CertificateAuthority, renewal: RenewalProof, csr_pem
 
 def identity_of_client_cert(ca: CertificateAuthority, cert: x509.Certificate, clock: Clock) -> SpiffeId:
     """The SPIFFE ID of a workload cert this CA issued and that is valid now; Unauthenticated otherwise."""
-    try:
-        cert.verify_directly_issued_by(ca.root_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise Unauthenticated("client certificate was not issued by this citadel's CA") from None
+    if not any(_issued_by(cert, issuer) for issuer in ca.renewal_issuers):
+        raise Unauthenticated("client certificate was not issued by this citadel's CA")
     now = datetime.datetime.fromtimestamp(clock.wall(), tz=datetime.UTC)
     if now < cert.not_valid_before_utc:
         raise Unauthenticated("client certificate is not valid yet")
@@ -76,6 +82,15 @@ def identity_of_client_cert(ca: CertificateAuthority, cert: x509.Certificate, cl
     if identity.trust_domain != ca.trust_domain:
         raise Unauthenticated(f"client certificate is for trust domain {identity.trust_domain}")
     return identity
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Directly issued by `issuer` (this CA, or a root still in extra-roots.pem during a rotation)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _require_client_leaf(cert: x509.Certificate) -> None:

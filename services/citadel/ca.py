@@ -1,4 +1,12 @@
-"""Citadel's certificate authority: one self-signed root that signs workload CSRs into short-lived SVIDs."""
+"""Citadel's certificate authority: signs workload CSRs into short-lived SVIDs, with its own root or a plug-in CA.
+
+Self-signed mode: ca-cert.pem is a root citadel created; leaves chain directly to it. Plug-in mode (Istio's
+cacerts layout, see ca_store.py): ca-cert.pem is an intermediate issued under root-cert.pem; leaves are sent
+with the intermediate chain (leaf, ca-cert, further intermediates; never the root) and the trust bundle is
+root-cert.pem. In both modes extra-roots.pem adds roots to the bundle: root rotation publishes the new root
+there first (every proxy trusts both), then swaps the CA files and keeps the old root there while workloads
+renew (a certificate issued directly by a root in that file still authenticates a renewal), then removes it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -59,12 +68,41 @@ class CertificateAuthority:
         *,
         clock: Clock = SYSTEM_CLOCK,
         ttl: TtlPolicy = DEFAULT_TTL_POLICY,
+        intermediates: Sequence[x509.Certificate] = (),
+        roots: Sequence[x509.Certificate] = (),
+        extra_roots: Sequence[x509.Certificate] = (),
     ) -> None:
+        """`root_cert`/`root_key` sign (a root, or a plug-in intermediate); `roots` defaults to `root_cert`."""
         self.root_cert = root_cert
         self.root_key = root_key
         self.trust_domain = checked_trust_domain(trust_domain)
         self.clock = clock
         self.ttl = ttl
+        self.intermediates = tuple(intermediates)
+        self.roots = tuple(roots) or (root_cert,)
+        self.extra_roots = tuple(extra_roots)
+        self.plugged = bool(roots)
+
+    @property
+    def renewal_issuers(self) -> tuple[x509.Certificate, ...]:
+        """Certificates that may have directly issued a certificate presented for renewal."""
+        return (self.root_cert, *self.extra_roots)
+
+    def chain_after_leaf(self) -> tuple[bytes, ...]:
+        """PEM certificates sent after each leaf: none for a self-signed root, the intermediates for a plug-in CA."""
+        if not self.plugged:
+            return ()
+        return tuple(c.public_bytes(serialization.Encoding.PEM) for c in (self.root_cert, *self.intermediates))
+
+    def signing_key_id(self) -> bytes:
+        try:
+            return self.root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            return x509.SubjectKeyIdentifier.from_public_key(self.root_cert.public_key()).digest
+
+    def root_not_after(self) -> float:
+        """Earliest expiry among the roots in use (for the root expiry metric)."""
+        return min(root.not_valid_after_utc.timestamp() for root in self.roots)
 
     @classmethod
     def create(
@@ -103,13 +141,19 @@ class CertificateAuthority:
 
     @classmethod
     def load(
-        cls, state_dir: Path, *, clock: Clock = SYSTEM_CLOCK, ttl: TtlPolicy = DEFAULT_TTL_POLICY
+        cls,
+        state_dir: Path,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        ttl: TtlPolicy = DEFAULT_TTL_POLICY,
+        trust_domain: str | None = None,
     ) -> CertificateAuthority:
-        """The CA persisted in `state_dir`; its trust domain is read from the root. Raises CaStateError."""
+        """The CA persisted in `state_dir`; its trust domain is read from the certificates (else `trust_domain`).
+        Raises CaStateError."""
         files = read_ca_files(state_dir)
         if files is None:
             raise CaStateError(f"no CA in {state_dir}; start citadel with --state-dir {state_dir} first")
-        return cls._from_files(files, state_dir, clock, ttl)
+        return cls._from_files(files, state_dir, clock, ttl, trust_domain)
 
     @classmethod
     def load_or_create(
@@ -122,26 +166,47 @@ class CertificateAuthority:
             write_ca_files(state_dir, CaFiles(cert_pem=ca.trust_bundle_pem(), key_pem=ca.key_pem()))
             log.info("created root CA for %s in %s", trust_domain, state_dir)
             return ca
-        ca = cls._from_files(files, state_dir, clock, ttl)
+        ca = cls._from_files(files, state_dir, clock, ttl, trust_domain)
         if ca.trust_domain != trust_domain:
             raise CaStateError(f"the CA in {state_dir} is for trust domain {ca.trust_domain!r}, not {trust_domain!r}")
         return ca
 
     @classmethod
-    def _from_files(cls, files: CaFiles, state_dir: Path, clock: Clock, ttl: TtlPolicy) -> CertificateAuthority:
+    def _from_files(
+        cls, files: CaFiles, state_dir: Path, clock: Clock, ttl: TtlPolicy, trust_domain: str | None = None
+    ) -> CertificateAuthority:
         try:
             cert = x509.load_pem_x509_certificate(files.cert_pem)
             key = serialization.load_pem_private_key(files.key_pem, password=None)
+            chain = x509.load_pem_x509_certificates(files.chain_pem) if files.chain_pem else []
+            roots = x509.load_pem_x509_certificates(files.root_pem) if files.root_pem else []
+            extra = x509.load_pem_x509_certificates(files.extra_roots_pem) if files.extra_roots_pem else []
         except ValueError as error:
             raise CaStateError(f"the CA files in {state_dir} are not valid PEM: {error}") from error
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
             raise CaStateError(f"the CA key in {state_dir} does not belong to its certificate")
         if cert.not_valid_after_utc <= _utc(clock.wall()):
-            raise CaStateError(f"the root CA in {state_dir} expired at {cert.not_valid_after_utc}")
-        return cls(cert, key, _trust_domain_of_root(cert, state_dir), clock=clock, ttl=ttl)
+            raise CaStateError(f"the CA certificate in {state_dir} expired at {cert.not_valid_after_utc}")
+        if not roots:
+            own = _trust_domain_of_root(cert, state_dir)
+            return cls(cert, key, own, clock=clock, ttl=ttl, extra_roots=extra)
+        intermediates = [c for c in chain if c != cert and c not in roots]
+        _check_plugin_chain(cert, intermediates, roots, state_dir)
+        domain = _spiffe_trust_domain(cert) or _spiffe_trust_domain(roots[0]) or trust_domain
+        if domain is None:
+            raise CaStateError(
+                f"the plug-in CA in {state_dir} names no spiffe://<trust-domain>; pass the trust domain explicitly"
+            )
+        return cls(cert, key, domain, clock=clock, ttl=ttl, intermediates=intermediates, roots=roots, extra_roots=extra)
 
     def trust_bundle_pem(self) -> bytes:
-        return self.root_cert.public_bytes(serialization.Encoding.PEM)
+        """Every root workloads must trust: the CA's root(s), then extra-roots.pem, each once."""
+        seen: list[bytes] = []
+        for root in (*self.roots, *self.extra_roots):
+            pem = root.public_bytes(serialization.Encoding.PEM)
+            if pem not in seen:
+                seen.append(pem)
+        return b"".join(seen)
 
     def key_pem(self) -> bytes:
         return private_key_pem(self.root_key)
@@ -165,7 +230,7 @@ class CertificateAuthority:
             ttl,
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         )
-        return (leaf.public_bytes(serialization.Encoding.PEM),)
+        return (leaf.public_bytes(serialization.Encoding.PEM), *self.chain_after_leaf())
 
     def issue_server_certificate(
         self, dns_names: Sequence[str], ip_addresses: Sequence[str], ttl_seconds: int
@@ -180,7 +245,7 @@ class CertificateAuthority:
             min(ttl_seconds, _remaining_seconds(self.root_cert, self.clock)),
             [ExtendedKeyUsageOID.SERVER_AUTH],
         )
-        return private_key_pem(key), (leaf.public_bytes(serialization.Encoding.PEM),)
+        return private_key_pem(key), (leaf.public_bytes(serialization.Encoding.PEM), *self.chain_after_leaf())
 
     def _issue(
         self,
@@ -191,7 +256,7 @@ class CertificateAuthority:
     ) -> x509.Certificate:
         now = _utc(self.clock.wall())
         not_after = min(now + datetime.timedelta(seconds=ttl_seconds), self.root_cert.not_valid_after_utc)
-        issuer_ski = self.root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        issuer_ski = x509.SubjectKeyIdentifier(self.signing_key_id())
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -222,6 +287,48 @@ def _utc(epoch_seconds: float) -> datetime.datetime:
 
 def _remaining_seconds(cert: x509.Certificate, clock: Clock) -> int:
     return max(int(cert.not_valid_after_utc.timestamp() - clock.wall()), 0)
+
+
+def _spiffe_trust_domain(cert: x509.Certificate) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = [uri for uri in san.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith(SCHEME)]
+    if len(uris) != 1 or "/" in uris[0][len(SCHEME) :]:
+        return None
+    return uris[0][len(SCHEME) :]
+
+
+def _check_plugin_chain(
+    cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    state_dir: Path,
+) -> None:
+    """ca-cert.pem must be a CA certificate chaining through cert-chain.pem to a root in root-cert.pem."""
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise CaStateError(f"{state_dir}/ca-cert.pem is not a CA certificate (basicConstraints CA:FALSE)")
+    except x509.ExtensionNotFound:
+        raise CaStateError(f"{state_dir}/ca-cert.pem has no basicConstraints; it cannot sign") from None
+    current = cert
+    for parent in intermediates:
+        try:
+            current.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CaStateError(
+                f"{state_dir}/cert-chain.pem: {current.subject.rfc4514_string()} is not issued by the next "
+                f"certificate {parent.subject.rfc4514_string()}"
+            ) from None
+        current = parent
+    for root in roots:
+        try:
+            current.verify_directly_issued_by(root)
+            return
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    raise CaStateError(f"{state_dir}: ca-cert.pem does not chain to root-cert.pem through cert-chain.pem")
 
 
 def _trust_domain_of_root(cert: x509.Certificate, state_dir: Path) -> str:

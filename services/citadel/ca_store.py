@@ -9,6 +9,12 @@ from pathlib import Path
 
 CERT_FILE = "ca-cert.pem"
 KEY_FILE = "ca-key.pem"
+CHAIN_FILE = "cert-chain.pem"
+ROOT_FILE = "root-cert.pem"
+"""With CHAIN_FILE and ROOT_FILE present the directory holds a plug-in CA in Istio's layout (cacerts): ca-cert.pem
+is an intermediate signed (through cert-chain.pem) by root-cert.pem, and citadel signs with it."""
+EXTRA_ROOTS_FILE = "extra-roots.pem"
+"""Optional: further roots to publish in the trust bundle (a new root before a rotation, the old one after)."""
 DIR_MODE = 0o700
 KEY_MODE = 0o600
 CERT_MODE = 0o644
@@ -22,6 +28,20 @@ class CaStateError(RuntimeError):
 class CaFiles:
     cert_pem: bytes
     key_pem: bytes
+    chain_pem: bytes | None = None
+    """Plug-in CA only: cert-chain.pem (ca-cert.pem's chain, possibly ending in the root)."""
+    root_pem: bytes | None = None
+    """Plug-in CA only: root-cert.pem."""
+    extra_roots_pem: bytes | None = None
+
+
+def _optional(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise CaStateError(f"cannot read {path}: {error}") from error
 
 
 def ensure_state_dir(state_dir: Path) -> None:
@@ -42,9 +62,14 @@ def read_ca_files(state_dir: Path) -> CaFiles | None:
     if mode & 0o077:
         raise CaStateError(f"{key_path} has mode {mode:o}; the CA key must be private (chmod 600)")
     try:
-        return CaFiles(cert_pem=cert_path.read_bytes(), key_pem=key_path.read_bytes())
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
     except OSError as error:
         raise CaStateError(f"cannot read the CA in {state_dir}: {error}") from error
+    chain_pem, root_pem = _optional(state_dir / CHAIN_FILE), _optional(state_dir / ROOT_FILE)
+    if (chain_pem is None) != (root_pem is None):
+        absent = CHAIN_FILE if chain_pem is None else ROOT_FILE
+        raise CaStateError(f"{state_dir / absent} is missing: a plug-in CA needs {CHAIN_FILE} and {ROOT_FILE}")
+    return CaFiles(cert_pem, key_pem, chain_pem, root_pem, _optional(state_dir / EXTRA_ROOTS_FILE))
 
 
 def write_ca_files(state_dir: Path, files: CaFiles) -> None:

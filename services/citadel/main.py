@@ -16,6 +16,8 @@ import uvloop
 from services.citadel.bundle import keep_bundle_published
 from services.citadel.ca import DEFAULT_TTL_SECONDS, CertificateAuthority, TtlPolicy
 from services.citadel.ca_store import CaStateError
+from services.citadel.metrics import CitadelMetrics, start_metrics_server
+from services.citadel.revocation import RevocationList, follow_revocations
 from services.citadel.server import CitadelServer
 from shared.clock import SYSTEM_CLOCK
 from shared.model.base import parse_duration
@@ -26,6 +28,7 @@ log = logging.getLogger("citadel")
 DEFAULT_STATE_DIR = ".isthmus/citadel"
 DEFAULT_MAX_TTL = "720h"
 STOP_GRACE_SECONDS = 2.0
+REVOCATIONS_READY_WAIT = 15.0
 
 
 def duration_seconds(text: str) -> int:
@@ -55,6 +58,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--default-ttl", type=duration_seconds, default=DEFAULT_TTL_SECONDS, help="workload cert lifetime (24h)"
     )
     parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default)",
+    )
+    parser.add_argument(
+        "--no-token-revocation",
+        dest="token_revocation",
+        action="store_false",
+        help="do not follow the token revocation list in NATS (tokens then cannot be revoked)",
+    )
+    parser.add_argument(
         "--max-ttl",
         type=duration_seconds,
         default=duration_seconds(DEFAULT_MAX_TTL),
@@ -79,24 +94,48 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = CitadelServer(ca, extra_sans=args.san)
+    revocations = RevocationList() if getattr(args, "token_revocation", True) else None
+    server = CitadelServer(ca, extra_sans=args.san, revoked=revocations.revoked if revocations else None)
+    metrics_runner = None
     try:
         port = await server.start(args.listen)
+        if getattr(args, "metrics_listen", None):
+            host, _, metrics_port = args.metrics_listen.rpartition(":")
+            metrics_runner, bound = await start_metrics_server(server.metrics, host or "127.0.0.1", int(metrics_port))
+            log.info("citadel metrics on http://%s:%d/metrics", host or "127.0.0.1", bound)
     except (OSError, RuntimeError, ValueError) as error:
         log.error("cannot listen on %s: %s", args.listen, error)
+        await server.stop(0)
         return 1
     publisher = asyncio.create_task(keep_bundle_published(args.nats_url, ca.trust_bundle_pem(), SYSTEM_CLOCK))
+    background = [publisher]
+    if revocations is not None:
+        background.append(asyncio.create_task(follow_revocations(args.nats_url, revocations, SYSTEM_CLOCK)))
+        background.append(asyncio.create_task(_loaded_metric(revocations, server.metrics)))
+    if revocations is not None:
+        try:  # token logins are refused until the denylist is known: announce readiness after it, if it comes soon
+            await asyncio.wait_for(revocations.ready.wait(), REVOCATIONS_READY_WAIT)
+        except TimeoutError:
+            log.warning("token revocation list not loaded yet; token logins are refused until it is")
     host = args.listen.rsplit(":", 1)[0]
     log.info("citadel ready on %s:%d", host, port)
     try:
         await stop.wait()
     finally:
-        publisher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publisher
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await server.stop(STOP_GRACE_SECONDS)
     log.info("citadel stopped")
     return 0
+
+
+async def _loaded_metric(revocations: RevocationList, metrics: CitadelMetrics) -> None:
+    await revocations.ready.wait()
+    metrics.revoked_tokens_ready.set(1)
 
 
 def main(argv: list[str] | None = None) -> int:

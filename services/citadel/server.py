@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import grpc
@@ -12,6 +12,7 @@ import grpc
 from services.citadel.authenticate import Unauthenticated, authenticate
 from services.citadel.ca import CertificateAuthority
 from services.citadel.csr import CsrRefused, IdentityMismatch
+from services.citadel.metrics import CitadelMetrics
 from services.citadel.renewal import CLIENT_CERT_METADATA, RENEWAL_PROOF_METADATA, RenewalProof
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.proto import citadel_pb2, citadel_pb2_grpc
@@ -28,22 +29,36 @@ MAX_MESSAGE_BYTES = 64 * 1024
 class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
     """One RPC: authenticate, check the CSR asks for the authenticated identity, sign."""
 
-    def __init__(self, ca: CertificateAuthority, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        clock: Clock = SYSTEM_CLOCK,
+        revoked: Callable[[str], bool] | None = None,
+        metrics: CitadelMetrics | None = None,
+    ) -> None:
+        """`revoked(jti)`: the token denylist (None: no revocation check, e.g. tests without NATS)."""
         self._ca = ca
         self._clock = clock
+        self._revoked = revoked
+        self._metrics = metrics or CitadelMetrics()
 
     async def CreateCertificate(
         self, request: citadel_pb2.CreateCertificateRequest, context: grpc.aio.ServicerContext
     ) -> citadel_pb2.CreateCertificateResponse:
+        refused_by = self._metrics.refused
         try:
             chain = self._issue(request, _renewal_proof(context))
         except Unauthenticated as refused:
+            refused_by.labels(refused.kind).inc()
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, refused.reason)
         except IdentityMismatch as refused:
+            refused_by.labels("identity_mismatch").inc()
             await _abort(context, grpc.StatusCode.PERMISSION_DENIED, refused.reason)
         except CsrRefused as refused:
+            refused_by.labels("bad_csr").inc()
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, refused.reason)
         except Exception:
+            refused_by.labels("internal").inc()
             log.exception("CreateCertificate failed")
             await _abort(context, grpc.StatusCode.INTERNAL, "citadel could not sign the certificate")
         return citadel_pb2.CreateCertificateResponse(
@@ -53,9 +68,10 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
 
     def _issue(self, request: citadel_pb2.CreateCertificateRequest, renewal: RenewalProof | None) -> tuple[bytes, ...]:
         csr_pem = request.csr_pem.encode("utf-8")
-        identity = authenticate(self._ca, request.token, renewal, csr_pem, self._clock)
+        identity = authenticate(self._ca, request.token, renewal, csr_pem, self._clock, self._revoked)
         chain = self._ca.sign_csr(csr_pem, identity, request.ttl_seconds)  # refuses a CSR for anyone else
         how = "token" if request.token else "renewal"
+        self._metrics.signed.labels(how).inc()
         log.info("issued %s (%s)", identity.uri, how)
         return chain
 
@@ -64,10 +80,20 @@ class CitadelServer:
     """The gRPC server: TLS with citadel's own cert; callers authenticate in the request (see renewal.py)."""
 
     def __init__(
-        self, ca: CertificateAuthority, *, extra_sans: Sequence[str] = (), clock: Clock = SYSTEM_CLOCK
+        self,
+        ca: CertificateAuthority,
+        *,
+        extra_sans: Sequence[str] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        revoked: Callable[[str], bool] | None = None,
+        metrics: CitadelMetrics | None = None,
     ) -> None:
         self._ca = ca
         self._clock = clock
+        self._revoked = revoked
+        self.metrics = metrics or CitadelMetrics()
+        self.metrics.root_expiry.set(ca.root_not_after())
+        self.metrics.trust_bundle_roots.set(len(ca.roots) + len(ca.extra_roots))
         self._dns_names, self._ips = split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
         self._server: grpc.aio.Server | None = None
 
@@ -82,7 +108,7 @@ class CitadelServer:
             ]
         )
         citadel_pb2_grpc.add_CertificateServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            CertificateService(self._ca, self._clock), server
+            CertificateService(self._ca, self._clock, self._revoked, self.metrics), server
         )
         port = int(server.add_secure_port(listen, credentials))
         if port == 0:

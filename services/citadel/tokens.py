@@ -1,17 +1,17 @@
 """Bootstrap tokens: ES256 JWTs signed by the CA key that let a new workload get its first certificate.
 
 A token names one namespace + service account and is reusable until it expires (it must outlive a VM
-reboot). Revocation is not implemented yet: the plan is a denylist of `jti` values in a NATS KV bucket
-that `verify_token` consults; until then, rotating the CA is the only way to void tokens early.
+reboot). `isthmus token revoke` voids one early: its `jti` goes on a denylist in NATS KV (revocation.py)
+that `verify_token` consults through `revoked`.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import jwt
-from cryptography import x509
 
 from services.citadel.ca import CertificateAuthority
 from shared.clock import Clock
@@ -55,8 +55,12 @@ def create_token(ca: CertificateAuthority, namespace: str, service_account: str,
     return jwt.encode(claims, ca.root_key, algorithm=ALGORITHM, headers={"kid": _key_id(ca)})
 
 
-def verify_token(ca: CertificateAuthority, token: str, clock: Clock) -> tuple[str, str]:
-    """(namespace, service account) the token vouches for; TokenRefused for anything not valid right now."""
+def verify_token(
+    ca: CertificateAuthority, token: str, clock: Clock, revoked: Callable[[str], bool] | None = None
+) -> tuple[str, str]:
+    """(namespace, service account) the token vouches for; TokenRefused for anything not valid right now.
+
+    `revoked(jti)` says whether the token was revoked; it may raise to refuse every token (list unknown)."""
     if not token:
         raise TokenRefused("token is empty")
     if len(token) > MAX_TOKEN_CHARS:
@@ -84,7 +88,25 @@ def verify_token(ca: CertificateAuthority, token: str, clock: Clock) -> tuple[st
         raise TokenRefused(f"token names an invalid identity: {error}") from None
     if claims["sub"] != identity.uri:
         raise TokenRefused("token sub does not match its ns and sa")
+    if revoked is not None:
+        try:
+            is_revoked = revoked(str(claims["jti"]))
+        except Exception as error:  # an unknown revocation state refuses (fail closed)
+            raise TokenRefused(f"token revocation cannot be checked: {error}") from None
+        if is_revoked:
+            raise TokenRefused("token revoked")
     return namespace, service_account
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The token's claims without checking anything (to find the jti and exp of a token being revoked)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as error:
+        raise TokenRefused(f"token is malformed: {error}") from None
+    if not isinstance(claims, dict) or not isinstance(claims.get("jti"), str):
+        raise TokenRefused("token has no 'jti' claim")
+    return claims
 
 
 def _decode(ca: CertificateAuthority, token: str) -> dict[str, Any]:
@@ -108,5 +130,4 @@ def _is_number(value: object) -> bool:
 
 
 def _key_id(ca: CertificateAuthority) -> str:
-    ski = ca.root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return ski.digest.hex()
+    return ca.signing_key_id().hex()

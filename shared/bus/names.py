@@ -12,6 +12,10 @@ PROXY_CONFIG_BUCKET = "isthmus_proxy_config"
 TRUST_BUNDLE_BUCKET = "isthmus_trust_bundle"
 TRUST_BUNDLE_KEY = "roots"
 
+# Revoked bootstrap tokens: key = token jti, value = the token's exp (decimal seconds). Written by
+# `isthmus token revoke`, read by citadel, which refuses those tokens.
+TOKEN_REVOCATION_BUCKET = "isthmus_token_revocations"
+
 # Proxy sync state: key = proxy id, value = the proxy's latest Ack (shared.bus.codec). Written by proxies.
 PROXY_STATUS_BUCKET = "isthmus_proxy_status"
 
