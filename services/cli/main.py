@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.proxy_status",
     "services.cli.token_cmds",
     "services.cli.component_cmds",
+    "services.cli.dashboard_cmds",
     "services.cli.revision_cmds",
     "services.cli.analyze_cmds",
     "services.cli.proxy_config",

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from aiohttp import web
 from cryptography import x509
+from nats.aio.client import Client as NatsClient
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -107,7 +108,13 @@ async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
     made: list[Sidecar] = []
     apps: list[EchoApp] = []
 
-    async def make(service: str, version: str = "v1", **telemetry: Any) -> Sidecar:
+    async def make(
+        service: str,
+        version: str = "v1",
+        consul_addr: str | None = None,
+        nats: NatsClient | None = None,
+        **telemetry: Any,
+    ) -> Sidecar:
         app = EchoApp()
         await app.start()
         apps.append(app)
@@ -125,7 +132,7 @@ async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
             host=f"telemetry{time.monotonic_ns()}",
             telemetry=TelemetrySettings(prometheus_port=0, tracing=tracing, **telemetry),
         )
-        sidecar = Sidecar(settings, CitadelSource(ca), bus_trust_bundle=False)
+        sidecar = Sidecar(settings, CitadelSource(ca), nats=nats, consul_addr=consul_addr, bus_trust_bundle=False)
         sidecar.app = app  # type: ignore[attr-defined]
         made.append(sidecar)
         async with asyncio.timeout(30):

@@ -1,0 +1,181 @@
+"""The dashboard service: a poller that refreshes the mesh view in the background, and the page that shows it.
+
+GET / is the page (vanilla JS + SVG from static/, nothing from a CDN), GET /api/graph the latest view as
+JSON. The poller scrapes every sidecar found in Consul each --interval seconds; the page polls the
+JSON. Nothing here is on any request path of the mesh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from services.dashboard import graph, sources
+from shared import ports
+
+log = logging.getLogger("services.dashboard")
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_PORT = 15030
+DEFAULT_INTERVAL = 5.0
+
+
+class MeshView:
+    """Holds the latest view; `refresh` builds the next one from Consul, the sidecars and NATS."""
+
+    def __init__(self, consul_addr: str, nats_url: str | None) -> None:
+        self._consul = consul_addr
+        self._nats = nats_url
+        self._previous: graph.Totals | None = None
+        self.view: dict[str, Any] = {"nodes": [], "edges": [], "configChanges": [], "problems": [], "generatedAt": None}
+
+    async def refresh(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        problems: list[str] = []
+        try:
+            found = await sources.sidecars(session, self._consul)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            problems.append(f"consul at {self._consul}: {err}")
+            found = []
+        texts = await asyncio.gather(*(sources.scrape(session, sidecar) for sidecar in found))
+        current = graph.totals(time.monotonic(), (text for text in texts if text is not None))
+        edges = graph.edges(self._previous, current)
+        self._previous = current
+        states: dict[str, dict[str, str]] = {}
+        changes: list[dict[str, Any]] = []
+        if self._nats:
+            try:
+                states = await sources.sync_states(self._nats)
+            except Exception as err:  # the page still shows the graph without the bus
+                problems.append(f"proxy status from NATS: {err}")
+            try:
+                changes = await sources.config_changes(self._nats)
+            except Exception as err:
+                problems.append(f"config history from NATS: {err}")
+        self.view = {
+            "generatedAt": time.time(),
+            "nodes": _nodes(found, edges, states),
+            "edges": edges,
+            "configChanges": changes,
+            "problems": problems,
+        }
+        return self.view
+
+
+def _nodes(
+    found: list[sources.Sidecar], edges: list[dict[str, Any]], states: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    nodes: dict[str, dict[str, Any]] = {}
+    for sidecar in found:
+        key = f"{sidecar.service}:{sidecar.version}"
+        node = nodes.setdefault(
+            key,
+            {
+                "id": key,
+                "app": sidecar.service,
+                "version": sidecar.version,
+                "namespace": sidecar.namespace,
+                "proxies": [],
+            },
+        )
+        state = states.get(sidecar.proxy_id, {})
+        node["proxies"].append(
+            {
+                "id": sidecar.proxy_id,
+                "healthy": sidecar.healthy,
+                "state": state.get("state", "UNKNOWN"),
+                "sent": state.get("sent", "-"),
+                "running": state.get("running", "-"),
+                "metrics": sidecar.prometheus_port is not None,
+            }
+        )
+    for edge in edges:
+        for end in (edge["source"], edge["target"]):
+            app, _, version = end.partition(":")
+            nodes.setdefault(end, {"id": end, "app": app, "version": version, "namespace": "", "proxies": []})
+    return sorted(nodes.values(), key=lambda node: node["id"])
+
+
+async def _poll(view: MeshView, interval: float) -> None:
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                await view.refresh(session)
+            except Exception as err:  # keep polling whatever one round hit
+                log.warning("refresh failed: %s", err)
+            await asyncio.sleep(interval)
+
+
+def build_app(view: MeshView, interval: float) -> web.Application:
+    async def page(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def api(_: web.Request) -> web.StreamResponse:
+        return web.json_response({**view.view, "interval": interval})
+
+    async def start_poller(app: web.Application) -> Any:
+        task = asyncio.create_task(_poll(view, interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/api/graph", api)
+    app.router.add_static("/static/", STATIC)
+    app.cleanup_ctx.append(start_poller)
+    return app
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port of the page")
+    parser.add_argument("--consul-addr", default=os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
+    parser.add_argument("--nats-url", default=os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL))
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between scrapes")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    host, _, port_text = args.listen.rpartition(":")
+    if not port_text.isdigit() or not host:
+        raise ValueError(f"--listen {args.listen!r} is not host:port")
+    if args.interval <= 0:
+        raise ValueError(f"--interval {args.interval} must be positive")
+    runner = web.AppRunner(build_app(MeshView(args.consul_addr, args.nats_url), args.interval), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host.strip("[]"), int(port_text))
+    await site.start()
+    log.info("dashboard on http://%s", args.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(args))
+    except (ValueError, OSError) as err:
+        log.error("%s", err)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="isthmus-dashboard", description="Isthmus mesh dashboard")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
