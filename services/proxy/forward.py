@@ -91,14 +91,29 @@ def local_reply(error: ProxyError, request_id: str | None = None) -> web.Respons
     return web.Response(status=error.status, text=body, headers=headers)
 
 
+def answer(
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[str, str]],
+    operations: HeaderOperations | None = None,
+) -> web.Response:
+    """A response the route itself gives (CORS preflight, redirect, direct response): no response flag."""
+    collected: CIMultiDict[str] = CIMultiDict(headers)
+    apply_header_operations(collected, (operations,))
+    return web.Response(status=status, body=body, headers=collected)
+
+
 async def relay_response(
     request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
     response_operations: Iterable[HeaderOperations | None] = (),
+    extra_headers: Iterable[tuple[str, str]] = (),
 ) -> web.StreamResponse:
     """Send the upstream's status, end-to-end headers and body to our caller as it arrives."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     headers = end_to_end_headers(upstream.headers)
+    for name, value in extra_headers:
+        headers[name] = value
     apply_header_operations(headers, response_operations)
     response.headers.extend(headers)
     await response.prepare(request)

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
+from services.proxy.cors import ORIGIN
 from services.proxy.errors import (
     NotReady,
     ProxyError,
@@ -21,6 +22,7 @@ from services.proxy.errors import (
 from services.proxy.faults import decide_fault
 from services.proxy.forward import (
     ATTEMPT_COUNT,
+    answer,
     append_forwarded_for,
     apply_header_operations,
     end_to_end_headers,
@@ -30,10 +32,11 @@ from services.proxy.forward import (
     request_body,
 )
 from services.proxy.lb import EndpointKey, endpoint_key
+from services.proxy.mirror import Mirrors, chosen
+from services.proxy.redirect import direct_body, location
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import note_route
 from services.proxy.telemetry.context import note_route
 from services.proxy.upstream import UpstreamPools
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -63,7 +66,8 @@ Body = bytes | aiohttp.StreamReader | None
 class OutboundHandler:
     """The outbound filter chain for one request, reading the snapshot current when the request starts.
 
-    route -> fault injection -> (retries around: pick endpoint -> pool -> upstream call) -> stream back.
+    route -> CORS preflight -> fault injection -> redirect / direct response -> mirrors (side tasks) ->
+    (retries around: breaker -> pick endpoint -> pool -> upstream call -> outlier report) -> stream back.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class OutboundHandler:
         self._rng = rng or random.Random()
         self._runtimes = ClusterRuntimes(clock, self._rng)
         self._runtimes_version: str | None = None
+        self._mirrors = Mirrors(pools)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = end_to_end_headers(request.headers)
@@ -90,7 +95,11 @@ class OutboundHandler:
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
             note_route(decision)
-            note_route(decision)
+            route_response_ops = _response_ops(decision.route.headers)
+            if decision.cors is not None:
+                preflight = decision.cors.preflight(request.method, headers)
+                if preflight is not None:
+                    return answer(200, b"", preflight, route_response_ops)
             fault = decide_fault(decision.route.fault, self._rng)
             if fault.delay > 0:
                 await self._clock.sleep(fault.delay)
@@ -98,16 +107,36 @@ class OutboundHandler:
                 raise fault.abort
         except ProxyError as err:
             return self._local(request, err, request_id)
+        cors_headers = decision.cors.actual(headers.get(ORIGIN)) if decision.cors is not None else []
+        route = decision.route
+        if route.redirect is not None:
+            target = location(route.redirect, authority, path, decision.port)
+            return answer(route.redirect.redirect_code, b"", [("Location", target), *cors_headers], route_response_ops)
+        if route.direct_response is not None:
+            body_text = direct_body(route.direct_response)
+            content_type = [("Content-Type", "text/plain")] if body_text else []
+            return answer(route.direct_response.status, body_text, content_type + cors_headers, route_response_ops)
+        destination = decision.destination
+        assert destination is not None, "a route that does not answer itself has a destination"
 
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
-        apply_header_operations(
-            headers, (_request_ops(decision.route.headers), _request_ops(decision.destination.headers))
-        )
-        policy = policy_for(decision.route.retries)
-        body, tries = await self._body(request, policy)
-        timeout = decision.route.timeout
-        runtime = self._runtime(snapshot, decision.cluster)
+        apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
+        policy = policy_for(route.retries)
+        mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
+        body, tries = await self._body(request, policy, bool(mirrors))
+        timeout = route.timeout
+        runtime = self._runtime(snapshot, destination.cluster)
+        if mirrors and not isinstance(body, aiohttp.StreamReader):
+            self._mirrors.send(
+                lambda name: self._runtime(snapshot, name),
+                mirrors,
+                request.method,
+                decision.path,
+                headers,
+                body,
+                timeout,
+            )
         try:
             async with asyncio.timeout(timeout):
                 upstream, lease = await self._attempts(request, runtime, decision, headers, body, policy, tries)
@@ -116,8 +145,8 @@ class OutboundHandler:
         except ProxyError as err:
             return self._local(request, err, request_id)
         try:
-            response_ops = (_response_ops(decision.route.headers), _response_ops(decision.destination.headers))
-            return await relay_response(request, upstream, response_ops)
+            response_ops = (route_response_ops, _response_ops(destination.headers))
+            return await relay_response(request, upstream, response_ops, cors_headers)
         finally:
             upstream.release()
             lease.release()
@@ -129,12 +158,12 @@ class OutboundHandler:
         return self._runtimes.get(snapshot.routes.clusters[cluster])
 
     @staticmethod
-    async def _body(request: web.BaseRequest, policy: RetryPolicy) -> tuple[Body, int]:
+    async def _body(request: web.BaseRequest, policy: RetryPolicy, mirrored: bool) -> tuple[Body, int]:
         """The body to send and how many tries it allows (a streamed body can be sent only once)."""
         if not request.body_exists:
             return None, policy.tries
         length = request.content_length
-        if policy.tries > 1 and length is not None and length <= MAX_REPLAY_BODY:
+        if (policy.tries > 1 or mirrored) and length is not None and length <= MAX_REPLAY_BODY:
             return await request.read(), policy.tries
         return request_body(request), 1
 

@@ -8,10 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from services.proxy.cors import CompiledCors
 from services.proxy.errors import NoRoute
 from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost, WeightedCluster
 from shared.model.string_match import StringMatch
 from shared.model.virtual_service import HTTPMatchRequest
+
+DEFAULT_PORT = 80
+"""The port of a request whose Host names none, for `port` matches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +24,20 @@ class Decision:
 
     virtual_host: str
     route: Route
-    destination: WeightedCluster
+    destination: WeightedCluster | None
+    """None when the route answers itself (redirect, directResponse)."""
     path: str
     """Path plus query after any rewrite."""
     authority: str
     """Host header to send upstream after any rewrite."""
+    cors: CompiledCors | None = None
+    port: int | None = None
+    """The port the request was addressed to, when it named one."""
 
     @property
     def cluster(self) -> str:
-        return self.destination.cluster
+        """The chosen cluster's name ("" when the route answers itself)."""
+        return self.destination.cluster if self.destination is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +105,7 @@ class _CompiledMatch:
             return False
         if match.scheme is not None and not match.scheme.matches("http"):
             return False
-        if match.port is not None and request.port is not None and match.port != request.port:
+        if match.port is not None and match.port != (request.port or DEFAULT_PORT):
             return False
         for name, header_match in match.headers.items():
             if not header_match.matches(request.headers.get(name)):
@@ -116,6 +125,7 @@ class _CompiledRoute:
     matches: tuple[_CompiledMatch, ...]
     cumulative: tuple[int, ...]
     """Running totals of the destinations' weights, for a bisect pick."""
+    cors: CompiledCors | None
 
     @classmethod
     def of(cls, route: Route) -> _CompiledRoute:
@@ -124,7 +134,8 @@ class _CompiledRoute:
         for destination in route.route:
             running += destination.weight
             totals.append(running)
-        return cls(route, tuple(_CompiledMatch.of(m) for m in route.match), tuple(totals))
+        matches = tuple(_CompiledMatch.of(m) for m in route.match)
+        return cls(route, matches, tuple(totals), CompiledCors.of(route.cors_policy))
 
     def first_match(self, request: RequestView, query: Mapping[str, str]) -> tuple[bool, HTTPMatchRequest | None]:
         """Whether the route matches, and which match block did (None for a route without blocks)."""
@@ -135,7 +146,9 @@ class _CompiledRoute:
                 return True, compiled.source
         return False, None
 
-    def pick(self, rng: random.Random) -> WeightedCluster:
+    def pick(self, rng: random.Random) -> WeightedCluster | None:
+        if not self.route.route and (self.route.redirect is not None or self.route.direct_response is not None):
+            return None
         total = self.cumulative[-1] if self.cumulative else 0
         if total <= 0:
             raise NoRoute(f"route {self.route.name or '(unnamed)'} has no destination with a weight above 0")
@@ -228,15 +241,15 @@ class RouteTable:
                 continue
             destination = compiled.pick(self._rng)
             full_path, authority = _rewrite(compiled.route, block, request)
-            return Decision(vhost.name, compiled.route, destination, full_path, authority)
+            return Decision(vhost.name, compiled.route, destination, full_path, authority, compiled.cors, request.port)
         raise NoRoute(f"no route of virtual host {vhost.name!r} matches {request.method} {request.path}")
 
 
 def _compile_host(vhost: VirtualHost, clusters: dict[str, Cluster]) -> _CompiledHost:
     for index, route in enumerate(vhost.routes):
-        for destination in route.route:
-            if destination.cluster not in clusters:
-                raise ValueError(
-                    f"virtualHosts[{vhost.name}].routes[{index}]: cluster {destination.cluster!r} is not defined"
-                )
+        if not route.route and route.redirect is None and route.direct_response is None:
+            raise ValueError(f"virtualHosts[{vhost.name}].routes[{index}]: no destination, redirect or directResponse")
+        for name in [*(d.cluster for d in route.route), *(m.cluster for m in route.mirrors)]:
+            if name not in clusters:
+                raise ValueError(f"virtualHosts[{vhost.name}].routes[{index}]: cluster {name!r} is not defined")
     return _CompiledHost(vhost.name, tuple(_CompiledRoute.of(route) for route in vhost.routes))

@@ -13,14 +13,17 @@ from typing import Annotated
 from pydantic import Field
 
 from shared.model.authorization_policy import AuthorizationPolicySpec
-from shared.model.base import Duration, Spec
+from shared.model.base import Duration, Percent, Spec
 from shared.model.destination_rule import TrafficPolicy
 from shared.model.peer_authentication import MtlsMode
 from shared.model.request_authentication import JWTRule
 from shared.model.virtual_service import (
+    CorsPolicy,
     Headers,
+    HTTPDirectResponse,
     HTTPFaultInjection,
     HTTPMatchRequest,
+    HTTPRedirect,
     HTTPRetry,
     HTTPRewrite,
 )
@@ -55,16 +58,27 @@ class WeightedCluster(Spec):
     headers: Headers | None = None
 
 
+class MirrorCluster(Spec):
+    cluster: str
+    percentage: Percent | None = None
+    """None: every request is mirrored."""
+
+
 class Route(Spec):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
     """Empty: the route matches every request."""
-    route: list[WeightedCluster]
+    route: list[WeightedCluster] = Field(default_factory=list)
+    """Empty only when the route answers itself (redirect or directResponse)."""
     timeout: Duration | None = None
     retries: HTTPRetry | None = None
     fault: HTTPFaultInjection | None = None
     rewrite: HTTPRewrite | None = None
     headers: Headers | None = None
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
+    cors_policy: CorsPolicy | None = None
+    mirrors: list[MirrorCluster] = Field(default_factory=list)
 
 
 class VirtualHost(Spec):

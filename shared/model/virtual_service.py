@@ -1,13 +1,49 @@
-"""VirtualService: ordered HTTP routes with matches, weighted destinations, timeouts, retries and faults."""
+"""VirtualService: ordered HTTP routes with matches, weighted destinations, timeouts, retries and faults.
+
+Also redirects, direct responses, CORS policies and mirroring. Choices where Istio leaves room: an empty
+StringMatch (`{}`) is allowed in `headers`, `withoutHeaders` and `queryParams` only and means "present"
+(so under `withoutHeaders`, "absent"); a route has exactly one of `route`, `redirect` or `directResponse`.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from shared.model.base import Duration, Percent, Spec
 from shared.model.string_match import StringMatch
+
+
+class PresentOrStringMatch(StringMatch):
+    """A StringMatch that may also be empty (`{}`): then any value matches, as long as the header is there."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PresentOrStringMatch:
+        given = [name for name in ("exact", "prefix", "regex") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"set exactly one of exact, prefix or regex, or none ({{}}: any present value) (got {given})"
+            )
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} does not compile: {err}") from err
+        return self
+
+    @property
+    def presence_only(self) -> bool:
+        return self.exact is None and self.prefix is None and self.regex is None
+
+    def matches(self, value: str | None) -> bool:
+        if self.presence_only:
+            return value is not None
+        return super().matches(value)
 
 
 class PortSelector(Spec):
@@ -45,16 +81,16 @@ class HTTPMatchRequest(Spec):
     scheme: StringMatch | None = None
     method: StringMatch | None = None
     authority: StringMatch | None = None
-    headers: dict[str, StringMatch] = Field(default_factory=dict)
+    headers: dict[str, PresentOrStringMatch] = Field(default_factory=dict)
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    query_params: dict[str, StringMatch] = Field(default_factory=dict)
-    without_headers: dict[str, StringMatch] = Field(default_factory=dict)
+    query_params: dict[str, PresentOrStringMatch] = Field(default_factory=dict)
+    without_headers: dict[str, PresentOrStringMatch] = Field(default_factory=dict)
     ignore_uri_case: bool = False
     source_labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("headers", "without_headers")
     @classmethod
-    def _lower_header_names(cls, value: dict[str, StringMatch]) -> dict[str, StringMatch]:
+    def _lower_header_names(cls, value: dict[str, PresentOrStringMatch]) -> dict[str, PresentOrStringMatch]:
         return {name.lower(): match for name, match in value.items()}
 
 
@@ -84,21 +120,124 @@ class HTTPRewrite(Spec):
     authority: str | None = None
 
 
+class RedirectPortSelection(StrEnum):
+    FROM_PROTOCOL_DEFAULT = "FROM_PROTOCOL_DEFAULT"
+    FROM_REQUEST_PORT = "FROM_REQUEST_PORT"
+
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+class HTTPRedirect(Spec):
+    """Answered by the proxy: `uri` replaces the whole path (the query is kept), `authority` the host."""
+
+    uri: str | None = None
+    authority: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    derive_port: RedirectPortSelection | None = None
+    scheme: str | None = None
+    redirect_code: int = 301
+
+    @model_validator(mode="after")
+    def _valid(self) -> HTTPRedirect:
+        if self.redirect_code not in REDIRECT_CODES:
+            raise ValueError(f"redirectCode: {self.redirect_code} is not one of {sorted(REDIRECT_CODES)}")
+        if self.port is not None and self.derive_port is not None:
+            raise ValueError("set either port or derivePort, not both")
+        if self.uri is not None and not self.uri.startswith("/"):
+            raise ValueError(f"uri: {self.uri!r} must start with '/'")
+        if self.scheme is not None and self.scheme not in ("http", "https"):
+            raise ValueError(f"scheme: {self.scheme!r} must be http or https")
+        return self
+
+
+class HTTPBody(Spec):
+    string: str | None = None
+    bytes_: Annotated[str | None, Field(alias="bytes")] = None
+    """Base64, as in Istio's YAML."""
+
+    @model_validator(mode="after")
+    def _one(self) -> HTTPBody:
+        if (self.string is None) == (self.bytes_ is None):
+            raise ValueError("exactly one of string or bytes must be set")
+        if self.bytes_ is not None:
+            try:
+                base64.b64decode(self.bytes_, validate=True)
+            except binascii.Error as err:
+                raise ValueError(f"bytes: not valid base64: {err}") from err
+        return self
+
+    def content(self) -> bytes:
+        if self.string is not None:
+            return self.string.encode()
+        return base64.b64decode(self.bytes_ or "")
+
+
+class HTTPDirectResponse(Spec):
+    status: Annotated[int, Field(ge=200, le=599)]
+    body: HTTPBody | None = None
+
+
+class CorsPolicy(Spec):
+    """Preflights from an allowed origin are answered by the proxy; other requests get the CORS headers added."""
+
+    allow_origins: list[StringMatch] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=list)
+    allow_headers: list[str] = Field(default_factory=list)
+    expose_headers: list[str] = Field(default_factory=list)
+    max_age: Duration | None = None
+    allow_credentials: bool | None = None
+
+
+class HTTPMirrorPolicy(Spec):
+    destination: Destination
+    percentage: Percent | None = None
+
+
 class HTTPRoute(Spec):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
     route: list[HTTPRouteDestination] = Field(default_factory=list)
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
     rewrite: HTTPRewrite | None = None
     timeout: Duration | None = None
     retries: HTTPRetry | None = None
     fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirror_percentage: Percent | None = None
+    mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
+    cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
     @model_validator(mode="after")
     def _has_destination(self) -> HTTPRoute:
-        if not self.route:
+        given = [
+            name
+            for name, value in (
+                ("route", self.route),
+                ("redirect", self.redirect),
+                ("directResponse", self.direct_response),
+            )
+            if value
+        ]
+        if not given:
             raise ValueError("route: at least one destination is required")
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive: set only one")
+        if self.rewrite is not None and self.redirect is not None:
+            raise ValueError("rewrite and redirect are mutually exclusive")
+        if self.mirror is not None and self.mirrors:
+            raise ValueError("set either mirror (with mirrorPercentage) or mirrors, not both")
+        if self.mirror_percentage is not None and self.mirror is None:
+            raise ValueError("mirrorPercentage: needs mirror")
         return self
+
+    def mirror_policies(self) -> list[HTTPMirrorPolicy]:
+        """`mirror` + `mirrorPercentage` and `mirrors` as one list (no percentage: every request)."""
+        if self.mirror is not None:
+            return [HTTPMirrorPolicy(destination=self.mirror, percentage=self.mirror_percentage)]
+        return list(self.mirrors)
 
 
 class VirtualServiceSpec(Spec):

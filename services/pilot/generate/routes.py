@@ -5,7 +5,9 @@ http routes become Route entries in order; several VirtualServices for one servi
 (namespace, name) order; the proxy takes the first route that matches. Each destination becomes a
 WeightedCluster to `cluster_name(service, port, subset)`, port = destination.port.number or 80. Weights:
 a lone destination without weight gets 100; when several destinations all omit weight, 100 is split evenly
-(remainder to the first ones); when only some omit it, those get 0. A service no VirtualService
+(remainder to the first ones); when only some omit it, those get 0. Mirror destinations (`mirror` with
+`mirrorPercentage`, or `mirrors`) resolve to clusters the same way. Redirect, directResponse and
+corsPolicy are passed through as they are. A service no VirtualService
 applies to (or whose VirtualServices have no http routes) gets one catch-all Route to its default cluster.
 """
 
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 
 from services.pilot.generate.hosts import HostIndex, MeshService
 from shared.model import VirtualService
-from shared.model.proxy_config import Route, VirtualHost, WeightedCluster, cluster_name
-from shared.model.virtual_service import HTTPRoute, HTTPRouteDestination
+from shared.model.proxy_config import MirrorCluster, Route, VirtualHost, WeightedCluster, cluster_name
+from shared.model.virtual_service import Destination, HTTPRoute, HTTPRouteDestination
 
 DEFAULT_PORT = 80
 
@@ -57,17 +59,26 @@ def _weights(destinations: list[HTTPRouteDestination]) -> list[int]:
     return [d.weight or 0 for d in destinations]
 
 
+def _ref(target: Destination, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> ClusterRef:
+    ref = ClusterRef(
+        host=hosts.cluster_host(target.host, namespace),
+        port=target.port.number if target.port else DEFAULT_PORT,
+        subset=target.subset,
+    )
+    refs.add(ref)
+    return ref
+
+
 def _route(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> Route:
     weighted: list[WeightedCluster] = []
-    for destination, weight in zip(http.route, _weights(http.route), strict=True):
-        target = destination.destination
-        ref = ClusterRef(
-            host=hosts.cluster_host(target.host, namespace),
-            port=target.port.number if target.port else DEFAULT_PORT,
-            subset=target.subset,
-        )
-        refs.add(ref)
-        weighted.append(WeightedCluster(cluster=ref.name, weight=weight, headers=destination.headers))
+    if http.route:
+        for destination, weight in zip(http.route, _weights(http.route), strict=True):
+            ref = _ref(destination.destination, namespace, hosts, refs)
+            weighted.append(WeightedCluster(cluster=ref.name, weight=weight, headers=destination.headers))
+    mirrors = [
+        MirrorCluster(cluster=_ref(policy.destination, namespace, hosts, refs).name, percentage=policy.percentage)
+        for policy in http.mirror_policies()
+    ]
     return Route(
         name=http.name,
         match=list(http.match),
@@ -77,6 +88,10 @@ def _route(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterR
         fault=http.fault,
         rewrite=http.rewrite,
         headers=http.headers,
+        redirect=http.redirect,
+        direct_response=http.direct_response,
+        cors_policy=http.cors_policy,
+        mirrors=mirrors,
     )
 
 

@@ -76,6 +76,9 @@ async def test_5xx_is_retried_on_another_endpoint(make_app: Any, make_sidecar: A
     await apply(bus, config(sidecar, [broken.port, healthy.port], retries, ROUND_ROBIN))
     assert await statuses(sidecar, 4) == [(200, "")] * 4
     assert len(healthy.seen) == 6
+    # Round robin moves on with each pick, retries included: every first try meets the broken endpoint.
+    assert [r["headers"]["x-envoy-attempt-count"] for r in broken.seen[2:]] == ["1"] * 4
+    assert [r["headers"]["x-envoy-attempt-count"] for r in healthy.seen[2:]] == ["2"] * 4
 
 
 async def test_connect_failure_is_retried_and_exhaustion_is_flagged(make_app: Any, make_sidecar: Any, bus: Any) -> None:
