@@ -39,7 +39,10 @@ from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import note_route
 from services.proxy.upstream import UpstreamPools
+from services.proxy.websocket import HandshakeRefused, is_upgrade
+from services.proxy.websocket import relay as relay_websocket
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.proxy_config import Endpoint
 from shared.model.virtual_service import HeaderOperations, Headers
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,9 @@ Body = bytes | aiohttp.StreamReader | None
 class OutboundHandler:
     """The outbound filter chain for one request, reading the snapshot current when the request starts.
 
-    route -> CORS preflight -> fault injection -> redirect / direct response -> mirrors (side tasks) ->
-    (retries around: breaker -> pick endpoint -> pool -> upstream call -> outlier report) -> stream back.
+    route -> CORS preflight -> fault injection -> redirect / direct response -> [WebSocket upgrade: relay] ->
+    mirrors (side tasks) -> (retries around: breaker -> pick endpoint -> pool -> upstream call -> outlier
+    report) -> stream back.
     """
 
     def __init__(
@@ -122,6 +126,9 @@ class OutboundHandler:
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
         apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
+        if is_upgrade(request):
+            runtime = self._runtime(snapshot, destination.cluster)
+            return await self._websocket(request, runtime, decision, headers, request_id)
         policy = policy_for(route.retries)
         mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
         body, tries = await self._body(request, policy, bool(mirrors))
@@ -149,6 +156,42 @@ class OutboundHandler:
             return await relay_response(request, upstream, response_ops, cors_headers)
         finally:
             upstream.release()
+            lease.release()
+
+    async def _websocket(
+        self,
+        request: web.BaseRequest,
+        runtime: ClusterRuntime,
+        decision: Decision,
+        headers: CIMultiDict[str],
+        request_id: str,
+    ) -> web.StreamResponse:
+        """One upgraded connection: breaker and endpoint as for a request, no retries, held until it closes."""
+        try:
+            hash_key = runtime.hash_key(headers, request.remote, decision.path.partition("?")[2])
+            lease = Lease.take(runtime, hash_key, frozenset())
+        except ProxyError as err:
+            return self._local(request, err, request_id)
+        endpoint = lease.endpoint
+        try:
+            try:
+                session, ssl_arg = self._pools.session_for(endpoint, runtime.pool)
+            except RuntimeError as err:
+                raise NotReady(str(err)) from err
+            url = _url(endpoint, decision.path)
+            headers[ATTEMPT_COUNT] = "1"
+            try:
+                socket = await relay_websocket(request, session, ssl_arg, url, headers, decision.route.timeout)
+            except HandshakeRefused as err:
+                runtime.report(endpoint, err.status)
+                raise
+            except UpstreamConnectFailure:
+                runtime.report(endpoint, None)
+                raise
+            return socket
+        except ProxyError as err:
+            return self._local(request, err, request_id)
+        finally:
             lease.release()
 
     def _runtime(self, snapshot: ConfigSnapshot, cluster: str) -> ClusterRuntime:
@@ -202,8 +245,7 @@ class OutboundHandler:
                 except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
                     lease.release()
                     raise NotReady(str(err)) from err
-                scheme = "https" if endpoint.identity else "http"
-                url = URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{decision.path}", encoded=True)
+                url = _url(endpoint, decision.path)
                 headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
@@ -257,6 +299,11 @@ class OutboundHandler:
             error.message,
         )
         return local_reply(error, request_id)
+
+
+def _url(endpoint: Endpoint, path: str) -> URL:
+    scheme = "https" if endpoint.identity else "http"
+    return URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{path}", encoded=True)
 
 
 def _host_literal(address: str) -> str:

@@ -51,7 +51,7 @@ def url(sidecar: Sidecar, path: str) -> str:
 async def test_redirect_and_direct_response_never_reach_the_app(make_app: Any, make_sidecar: Any, bus: Any) -> None:
     app = await make_app("catalog")
     sidecar = await make_sidecar("web", 1)
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"match": [{"uri": {"prefix": "/old"}}], "redirect": {"uri": "/new", "redirectCode": 302}},
         {
             "match": [{"uri": {"prefix": "/down"}}],
