@@ -21,6 +21,7 @@ from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import DEFAULT_NATS_URL, NATS_URL_ENV
 
 DEFAULT_TOKEN_TTL = "720h"
+CONNECT_SECONDS = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -80,9 +81,23 @@ def _revocation_target(args: argparse.Namespace) -> tuple[str, float]:
     return claims["jti"], float(exp) if isinstance(exp, int | float) else 0.0
 
 
+async def _ignore(_error: Exception) -> None:
+    """nats-py reports connection errors here as well as by raising; the raise is what we report."""
+
+
 async def _revoke(nats_url: str, jti: str, expires_at: float) -> None:
     try:
-        client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+        client = await asyncio.wait_for(
+            nats.connect(
+                nats_url,
+                connect_timeout=5,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=_ignore,
+            ),
+            CONNECT_SECONDS,
+        )
     except Exception as error:  # nats-py raises several unrelated types for "cannot connect"
         raise OSError(f"cannot reach NATS at {nats_url}: {error}") from error
     try:
