@@ -70,6 +70,17 @@ class ClusterRuntime:
             return None
         return self.hash_source.key(headers, remote, query)
 
+    def affinity(self, headers: Mapping[str, str], remote: str | None, query: str) -> tuple[int | None, str | None]:
+        """The request's hash key, and a Set-Cookie value when an affinity cookie had to be generated."""
+        if self.hash_source is None:
+            return None, None
+        key = self.hash_source.key(headers, remote, query)
+        if key is None:
+            generated = self.hash_source.new_cookie(self.rng)
+            if generated is not None:
+                return generated
+        return key, None
+
     def available(self) -> list[Endpoint]:
         if self.outlier is not None:
             return self.outlier.available(self.config.endpoints)

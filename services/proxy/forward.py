@@ -108,12 +108,18 @@ async def relay_response(
     upstream: aiohttp.ClientResponse,
     response_operations: Iterable[HeaderOperations | None] = (),
     extra_headers: Iterable[tuple[str, str]] = (),
+    added_headers: Iterable[tuple[str, str]] = (),
 ) -> web.StreamResponse:
-    """Send the upstream's status, end-to-end headers and body to our caller as it arrives."""
+    """Send the upstream's status, end-to-end headers and body to our caller as it arrives.
+
+    `extra_headers` replace the upstream's headers of the same name; `added_headers` go next to them.
+    """
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     headers = end_to_end_headers(upstream.headers)
     for name, value in extra_headers:
         headers[name] = value
+    for name, value in added_headers:
+        headers.add(name, value)
     apply_header_operations(headers, response_operations)
     response.headers.extend(headers)
     await response.prepare(request)

@@ -11,8 +11,11 @@ Semantics follow Envoy as Istio configures it:
   that it stays the same while the endpoint count changes a little. A request's key hashes to a point and
   takes the first available endpoint clockwise, so when one of N endpoints leaves only the keys it owned
   (about 1/N) move. A request without
-  the key (header, cookie or query parameter missing) is balanced randomly, as Envoy does without a hash.
-  An `httpCookie` is only read: the proxy does not generate the cookie when it is missing.
+  the key (header or query parameter missing) is balanced randomly, as Envoy does without a hash. A
+  request without the `httpCookie` gets one generated when the cookie has a `ttl` (0s: a session cookie),
+  returned in Set-Cookie (with `path`, Max-Age and HttpOnly) on its response, as Envoy does; without a
+  `ttl` it is balanced randomly. `ringHash.minimumRingSize` (or the older `minimumRingSize`) sizes the
+  ring; `maglev` is served by the same ring, its `tableSize` as the ring size.
 """
 
 from __future__ import annotations
@@ -120,8 +123,7 @@ class RingHashPicker:
 
 def picker_for(settings: LoadBalancerSettings | None, endpoints: Sequence[Endpoint], rng: random.Random) -> Picker:
     if settings is not None and settings.consistent_hash is not None:
-        size = settings.consistent_hash.minimum_ring_size or DEFAULT_RING_SIZE
-        return RingHashPicker(endpoints, size, rng)
+        return RingHashPicker(endpoints, settings.consistent_hash.ring_size() or DEFAULT_RING_SIZE, rng)
     simple = settings.simple if settings is not None else None
     if simple in (SimpleLB.ROUND_ROBIN, SimpleLB.PASSTHROUGH):
         return RoundRobinPicker()
@@ -136,6 +138,9 @@ class HashKeySource:
 
     header: str | None = None
     cookie: str | None = None
+    cookie_path: str | None = None
+    cookie_ttl: float | None = None
+    """Set: a request without the cookie gets one generated (Set-Cookie on its response)."""
     source_ip: bool = False
     query_parameter: str | None = None
 
@@ -147,6 +152,8 @@ class HashKeySource:
         return cls(
             header=spec.http_header_name.lower() if spec.http_header_name else None,
             cookie=spec.http_cookie.name if spec.http_cookie else None,
+            cookie_path=spec.http_cookie.path if spec.http_cookie else None,
+            cookie_ttl=spec.http_cookie.ttl if spec.http_cookie else None,
             source_ip=bool(spec.use_source_ip),
             query_parameter=spec.http_query_parameter_name,
         )
@@ -164,6 +171,19 @@ class HashKeySource:
             pairs = parse_qsl(query, keep_blank_values=True)
             text = next((value for name, value in pairs if name == self.query_parameter), None)
         return hash64(text) if text is not None else None
+
+    def new_cookie(self, rng: random.Random) -> tuple[int, str] | None:
+        """For a request without the affinity cookie: its hash key and the Set-Cookie value, if one is due."""
+        if self.cookie is None or self.cookie_ttl is None:
+            return None
+        value = f"{rng.getrandbits(64):016x}"
+        attributes = [f"{self.cookie}={value}"]
+        if self.cookie_path:
+            attributes.append(f"Path={self.cookie_path}")
+        if self.cookie_ttl > 0:
+            attributes.append(f"Max-Age={int(self.cookie_ttl)}")
+        attributes.append("HttpOnly")
+        return hash64(value), "; ".join(attributes)
 
 
 def _cookie(header: str | None, name: str) -> str | None:

@@ -134,6 +134,7 @@ class OutboundHandler:
         body, tries = await self._body(request, policy, bool(mirrors))
         timeout = route.timeout
         runtime = self._runtime(snapshot, destination.cluster)
+        hash_key, set_cookie = runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
         if mirrors and not isinstance(body, aiohttp.StreamReader):
             self._mirrors.send(
                 lambda name: self._runtime(snapshot, name),
@@ -146,14 +147,17 @@ class OutboundHandler:
             )
         try:
             async with asyncio.timeout(timeout):
-                upstream, lease = await self._attempts(request, runtime, decision, headers, body, policy, tries)
+                upstream, lease = await self._attempts(
+                    request, runtime, decision, headers, body, policy, tries, hash_key
+                )
         except TimeoutError:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
         except ProxyError as err:
             return self._local(request, err, request_id)
         try:
             response_ops = (route_response_ops, _response_ops(destination.headers))
-            return await relay_response(request, upstream, response_ops, cors_headers)
+            added = [("Set-Cookie", set_cookie)] if set_cookie else []
+            return await relay_response(request, upstream, response_ops, cors_headers, added)
         finally:
             upstream.release()
             lease.release()
@@ -219,6 +223,7 @@ class OutboundHandler:
         body: Body,
         policy: RetryPolicy,
         tries: int,
+        hash_key: int | None,
     ) -> tuple[aiohttp.ClientResponse, Lease]:
         """The first usable upstream response and its lease; raises the last failure once tries run out.
 
@@ -226,7 +231,6 @@ class OutboundHandler:
         and reports its outcome to outlier detection. A retry beyond the breaker's maxRetries is not made.
         """
         failure: ProxyError | None = None
-        hash_key = runtime.hash_key(headers, request.remote, decision.path.partition("?")[2])
         tried: set[EndpointKey] = set()
         attempt = 0
         retried = False

@@ -26,12 +26,23 @@ class HTTPCookie(Spec):
     ttl: Duration | None = None
 
 
+class RingHash(Spec):
+    minimum_ring_size: Annotated[int, Field(ge=1)] | None = None
+
+
+class MagLev(Spec):
+    table_size: Annotated[int, Field(ge=1)] | None = None
+
+
 class ConsistentHashLB(Spec):
     http_header_name: str | None = None
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool | None = None
     http_query_parameter_name: str | None = None
     minimum_ring_size: Annotated[int, Field(ge=1)] | None = None
+    """Deprecated in Istio in favour of ringHash.minimumRingSize; both work."""
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> ConsistentHashLB:
@@ -40,7 +51,17 @@ class ConsistentHashLB(Spec):
             raise ValueError(
                 "exactly one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName must be set"
             )
+        sizes = [self.minimum_ring_size, self.ring_hash, self.maglev]
+        if sum(size is not None for size in sizes) > 1:
+            raise ValueError("set at most one of minimumRingSize, ringHash or maglev")
         return self
+
+    def ring_size(self) -> int | None:
+        if self.ring_hash is not None:
+            return self.ring_hash.minimum_ring_size
+        if self.maglev is not None:
+            return self.maglev.table_size
+        return self.minimum_ring_size
 
 
 class LoadBalancerSettings(Spec):

@@ -19,14 +19,20 @@ pytestmark = pytest.mark.integration
 CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
 
 
-def config(sidecar: Sidecar, ports: list[int], policy: dict[str, Any]) -> ProxyConfig:
+def config(
+    sidecar: Sidecar, ports: list[int], policy: dict[str, Any], route_extra: dict[str, Any] | None = None
+) -> ProxyConfig:
     return ProxyConfig.model_validate(
         {
             "proxyId": sidecar.proxy_id,
             "service": sidecar.settings.service,
             "namespace": "default",
             "virtualHosts": [
-                {"name": "catalog", "domains": ["catalog"], "routes": [{"route": [{"cluster": CATALOG}]}]}
+                {
+                    "name": "catalog",
+                    "domains": ["catalog"],
+                    "routes": [{"route": [{"cluster": CATALOG}], **(route_extra or {})}],
+                }
             ],
             "clusters": [
                 {
@@ -135,3 +141,35 @@ async def test_consistent_hash_keeps_each_user_on_one_endpoint(make_app: Any, ma
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_max_retries_zero_turns_retries_off(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+    retries = {"retries": {"attempts": 3, "retryOn": "5xx"}}
+    policy = {"loadBalancer": {"simple": "ROUND_ROBIN"}, "connectionPool": {"http": {"maxRetries": 0}}}
+    await apply(bus, config(sidecar, [broken.port, healthy.port], policy, retries))
+    async with aiohttp.ClientSession() as session:
+        statuses = sorted([(await call(session, sidecar))[0] for _ in range(4)])
+    assert statuses == [200, 200, 503, 503]
+    assert len(broken.seen) == 2 and len(healthy.seen) == 2
+
+
+async def test_affinity_cookie_is_generated_and_then_followed(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    apps = [await make_app(f"catalog-{i}") for i in range(3)]
+    sidecar = await make_sidecar("web", 1)
+    policy = {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "affinity", "path": "/", "ttl": "3600s"}}}}
+    await apply(bus, config(sidecar, [app.port for app in apps], policy))
+    url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}/"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with session.get(url, headers={"Host": "catalog"}) as reply:
+            home = reply.headers["x-app"]
+            set_cookie = reply.headers["Set-Cookie"]
+        assert set_cookie.startswith("affinity=") and "Max-Age=3600" in set_cookie
+        cookie = set_cookie.split(";")[0]
+        for _ in range(10):
+            async with session.get(url, headers={"Host": "catalog", "Cookie": cookie}) as reply:
+                assert reply.headers["x-app"] == home
+                assert "Set-Cookie" not in reply.headers

@@ -78,3 +78,31 @@ def test_hash_key_sources() -> None:
     assert header.key({}, None, "") is None
     assert cookie.key({"cookie": 'broken="unterminated'}, None, "") is None
     assert HashKeySource.of(_lb({"simple": "RANDOM"})) is None
+
+
+def test_cookie_with_ttl_is_generated_when_missing() -> None:
+    with_ttl = HashKeySource.of(_lb({"consistentHash": {"httpCookie": {"name": "sid", "path": "/", "ttl": "60s"}}}))
+    session = HashKeySource.of(_lb({"consistentHash": {"httpCookie": {"name": "sid", "ttl": "0s"}}}))
+    read_only = HashKeySource.of(_lb({"consistentHash": {"httpCookie": {"name": "sid"}}}))
+    assert with_ttl is not None and session is not None and read_only is not None
+    generated = with_ttl.new_cookie(random.Random(1))
+    assert generated is not None
+    key, set_cookie = generated
+    value = set_cookie.split(";")[0].split("=")[1]
+    assert set_cookie == f"sid={value}; Path=/; Max-Age=60; HttpOnly"
+    # The client sends the cookie back and lands on the same ring point.
+    assert with_ttl.key({"cookie": f"sid={value}"}, None, "") == key
+    session_cookie = session.new_cookie(random.Random(1))
+    assert session_cookie is not None and "Max-Age" not in session_cookie[1]
+    assert read_only.new_cookie(random.Random(1)) is None
+
+
+def test_ring_size_forms() -> None:
+    assert picker_for(
+        _lb({"consistentHash": {"useSourceIp": True, "ringHash": {"minimumRingSize": 8}}}), ENDPOINTS, random.Random(1)
+    )
+    settings = _lb({"consistentHash": {"useSourceIp": True, "maglev": {"tableSize": 16}}})
+    assert settings is not None and settings.consistent_hash is not None
+    assert settings.consistent_hash.ring_size() == 16
+    small = RingHashPicker(ENDPOINTS, 8, random.Random(1))
+    assert len(small._hashes) == 8  # two points for each of four endpoints

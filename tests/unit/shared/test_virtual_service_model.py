@@ -87,3 +87,11 @@ def test_empty_string_match_means_present_only_where_allowed() -> None:
     assert "exactly one of exact, prefix or regex" in _error(
         route=DEST, match=[{"headers": {"x": {"exact": "a", "prefix": "b"}}}]
     )
+
+
+def test_destination_rule_ring_size_forms_are_exclusive() -> None:
+    from shared.model.destination_rule import ConsistentHashLB
+
+    assert ConsistentHashLB.model_validate({"useSourceIp": True, "minimumRingSize": 64}).ring_size() == 64
+    with pytest.raises(ValidationError, match="at most one of minimumRingSize, ringHash or maglev"):
+        ConsistentHashLB.model_validate({"useSourceIp": True, "ringHash": {}, "maglev": {}})

@@ -1,0 +1,45 @@
+"""Per-cluster pool settings from connectionPool, and pools keyed by cluster and identity."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from services.proxy.tls import TlsContexts
+from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT, PoolSettings, UpstreamPools
+from shared.model.destination_rule import ConnectionPoolSettings
+from shared.model.proxy_config import Endpoint
+
+
+def _settings(raw: dict[str, object] | None) -> PoolSettings:
+    return PoolSettings.of("c", ConnectionPoolSettings.model_validate(raw) if raw is not None else None)
+
+
+def test_defaults_and_istio_fields() -> None:
+    assert _settings(None) == PoolSettings("c", CONNECT_TIMEOUT, 0, IDLE_TIMEOUT, 0)
+    assert CONNECT_TIMEOUT == 10.0
+    settings = _settings(
+        {
+            "tcp": {"maxConnections": 3, "connectTimeout": "250ms"},
+            "http": {"idleTimeout": "5s", "maxRequestsPerConnection": 7},
+        }
+    )
+    assert settings == PoolSettings("c", 0.25, 3, 5.0, 7)
+
+
+async def test_pools_follow_settings_and_are_closed() -> None:
+    pools = UpstreamPools(TlsContexts())
+    plain = Endpoint(address="127.0.0.1", port=1)
+    first, ssl_arg = pools.session_for(plain, _settings({"tcp": {"maxConnections": 3, "connectTimeout": "2s"}}))
+    assert ssl_arg is False
+    assert first.timeout.sock_connect == 2.0
+    assert isinstance(first.connector, aiohttp.TCPConnector) and first.connector.limit == 3
+    again, _ = pools.session_for(plain, _settings({"tcp": {"maxConnections": 3, "connectTimeout": "2s"}}))
+    assert again is first
+    changed, _ = pools.session_for(plain, _settings({"tcp": {"maxConnections": 4}}))
+    assert changed is not first and not first.closed  # the old pool drains
+    other_cluster, _ = pools.session_for(plain, PoolSettings("d"))
+    assert other_cluster is not changed
+    no_keepalive, _ = pools.session_for(plain, PoolSettings("e", max_requests_per_connection=1))
+    assert no_keepalive.connector is not None and no_keepalive.connector.force_close
+    await pools.close()
+    assert first.closed and changed.closed and other_cluster.closed
