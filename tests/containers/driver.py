@@ -3,9 +3,9 @@ where it calls the VM's own app (which listens on 127.0.0.1 only) and prints one
 
     python3 - PATH [--count N | --seconds S] [--concurrency C] [-H 'name: value']...
 
-Each record is [seconds since start, HTTP status (0: no answer), upstream version, upstream caller]: the
-demo app's GET /call/<service>/<path> answers with the upstream's JSON, whose `version` says which subset
-served it and whose `caller` is the SPIFFE ID the upstream's sidecar saw.
+Each record is [when the request was sent (wall clock, epoch seconds), HTTP status (0: no answer), upstream
+version, upstream caller]: the demo app's GET /call/<service>/<path> answers with the upstream's JSON, whose
+`version` says which subset served it and whose `caller` is the SPIFFE ID the upstream's sidecar saw.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def parse(status: int, body: Any) -> tuple[int, str | None, str | None]:
 
 async def drive(path: str, count: int, seconds: float, concurrency: int, headers: dict[str, str]) -> list[Record]:
     records: list[Record] = []
-    started = time.monotonic()
+    started = time.time()
     remaining = count
     timeout = aiohttp.ClientTimeout(total=10)
 
@@ -40,19 +40,19 @@ async def drive(path: str, count: int, seconds: float, concurrency: int, headers
         nonlocal remaining
         while True:
             if seconds > 0:
-                if time.monotonic() - started >= seconds:
+                if time.time() - started >= seconds:
                     return
             else:
                 if remaining <= 0:
                     return
                 remaining -= 1
-            sent = time.monotonic() - started
+            sent = time.time()
             try:
                 async with session.get(f"{APP}{path}", headers=headers) as reply:
                     status, version, caller = parse(reply.status, await reply.json(content_type=None))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 status, version, caller = 0, None, None
-            records.append((round(sent, 3), status, version, caller))
+            records.append((sent, status, version, caller))
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))

@@ -39,7 +39,7 @@ KILLED_VM = "product-service-v1-b"
 SURVIVOR_VM = "product-service-v1"
 # Until the dead VM's Consul agent is declared failed and pilot pushes the change, requests routed to it fail.
 FAILOVER_SECONDS = 30
-TRAFFIC_SECONDS = 45
+TRAFFIC_SECONDS = 20
 
 
 class BackgroundTraffic:
@@ -54,13 +54,18 @@ class BackgroundTraffic:
             text=True,
         )
         self.seconds = seconds
-        self.started = time.monotonic()
         assert self.process.stdin is not None
         self.process.stdin.write(DRIVER.read_text())
         self.process.stdin.close()
+        self.process.stdin = None  # communicate() must not touch it again
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    def __enter__(self) -> BackgroundTraffic:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
 
     def records(self) -> list[Record]:
         stdout, stderr = self.process.communicate(timeout=self.seconds + 120)
@@ -114,36 +119,36 @@ def test_killed_vm_is_dropped_and_its_traffic_moves_to_healthy_instances(mesh: C
         60,
         "order-service's sidecar holds both product-service v1 VMs",
     )
-    traffic = BackgroundTraffic(mesh, "order-service-v1", "/call/product-service/", seconds=TRAFFIC_SECONDS)
-    time.sleep(3)
-    killed_at = traffic.elapsed()
-    mesh.kill(KILLED_VM)
-    eventually(
-        lambda: cluster_endpoints(mesh, "order-service-v1", "v1", "product-service") == {survivor_ip},
-        FAILOVER_SECONDS + 30,
-        f"{KILLED_VM} ({killed_ip}) dropped from order-service's product-service v1 endpoints",
-    )
-    dropped_at = traffic.elapsed()
-    records = traffic.records()
+    with BackgroundTraffic(mesh, "order-service-v1", "/call/product-service/", TRAFFIC_SECONDS) as traffic:
+        time.sleep(3)
+        killed_at = time.time()  # the driver's records carry wall-clock times; containers share the host's clock
+        mesh.kill(KILLED_VM)
+        eventually(
+            lambda: cluster_endpoints(mesh, "order-service-v1", "v1", "product-service") == {survivor_ip},
+            FAILOVER_SECONDS,
+            f"{KILLED_VM} ({killed_ip}) dropped from order-service's product-service v1 endpoints",
+        )
+        dropped_at = time.time()
+        during = traffic.records()
+    print(f"dropped {dropped_at - killed_at:.1f}s after the kill: {outcomes(during)}")
 
-    before = [r for r in records if r[0] < killed_at]
-    after_drop = [r for r in records if r[0] > dropped_at + 1]
+    # Requests sent just before the kill may still be in flight to the VM when it dies.
+    before = [r for r in during if r[0] < killed_at - 1]
     assert before and not failures(before), f"failures before the kill: {outcomes(before)}"
-    assert len(after_drop) >= 20, f"too little traffic after the endpoint was dropped: {len(after_drop)} requests"
-    assert not failures(after_drop), f"failures after {KILLED_VM} was dropped: {outcomes(after_drop)}"
-    assert outcomes(after_drop)["200 v1"] > 0, "v1 traffic must go on, to the surviving v1 VM"
-    failed = failures(records)
-    assert dropped_at - killed_at <= FAILOVER_SECONDS, f"dropped {dropped_at - killed_at:.0f}s after the kill"
-    assert len(failed) <= len(records) // 4, f"{len(failed)} of {len(records)} failed: {outcomes(records)}"
+    failed = failures(during)
+    assert len(failed) <= len(during) // 4, f"{len(failed)} of {len(during)} failed around the kill: {outcomes(during)}"
+    # Once dropped, every request is served by the healthy VMs (v1 by the survivor).
+    after = outcomes(mesh.traffic("order-service-v1", "/call/product-service/", count=100))
+    assert after["200 v1"] + after["200 v2"] == 100 and after["200 v1"] > 0, f"after the drop: {dict(after)}"
 
 
 def test_pilot_killed_under_traffic_loses_no_request(mesh: ComposeMesh) -> None:
-    traffic = BackgroundTraffic(mesh, "order-service-v1", "/call/product-service/", seconds=15)
     try:
-        time.sleep(3)
-        killed_at = traffic.elapsed()
-        mesh.kill("pilot")
-        records = traffic.records()
+        with BackgroundTraffic(mesh, "order-service-v1", "/call/product-service/", 15) as traffic:
+            time.sleep(3)
+            killed_at = time.time()
+            mesh.kill("pilot")
+            records = traffic.records()
     finally:
         mesh.start_again("pilot")
     after_kill = [r for r in records if r[0] > killed_at]
