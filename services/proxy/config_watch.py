@@ -47,6 +47,7 @@ class ConfigWatcher:
         self._clock = clock
         self._rng = rng
         self._last_revision: int | None = None
+        self._watcher: KeyValue.KeyWatcher | None = None
         self.applied = asyncio.Event()
         """Set after the first config (from disk or the bus) is in place."""
 
@@ -132,7 +133,7 @@ class ConfigWatcher:
     async def _watch_once(self, js: JetStreamContext) -> None:
         configs = await ensure_bucket(js, PROXY_CONFIG_BUCKET)
         status = await ensure_bucket(js, PROXY_STATUS_BUCKET)
-        watcher = await configs.watch(self.key)
+        watcher = self._watcher = await configs.watch(self.key)
         try:
             while True:
                 try:
@@ -145,6 +146,17 @@ class ConfigWatcher:
                 elif entry is not None:
                     return  # the watcher was stopped
         finally:
+            if self._watcher is watcher:
+                self._watcher = None
+            with contextlib.suppress(Exception):
+                await stop_watcher(watcher)
+
+    async def resync(self) -> None:
+        """After a NATS reconnect: end the current watch so `run` starts a fresh one (which replays our key);
+        a watch that outlived a server restart may otherwise stay silent until the RESYNC_INTERVAL check."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            log.info("NATS reconnected: watching the config key again")
             with contextlib.suppress(Exception):
                 await stop_watcher(watcher)
 

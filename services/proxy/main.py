@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -161,13 +162,38 @@ def read_token(args: argparse.Namespace) -> str | None:
     return token
 
 
-async def connect_bus(url: str, name: str, first_try_only: bool = False) -> NatsClient | None:
-    """Connect to NATS (reconnecting forever once connected); retries the first connect unless told not to."""
+async def connect_bus(
+    url: str,
+    name: str,
+    first_try_only: bool = False,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NatsClient | None:
+    """Connect to NATS (reconnecting forever once connected); retries the first connect unless told not to.
+
+    nats-py retries an initial connect forever when reconnects are unlimited (and max_reconnect_attempts
+    times even without reconnects), so `first_try_only` first probes the server with a connection allowed
+    two quick attempts (a sidecar must start from its files while NATS is down).
+    """
     backoff = 0.5
     while True:
         try:
+            if first_try_only:
+                probe = await nats.connect(
+                    url,
+                    name=name,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1,
+                    connect_timeout=2,
+                )
+                await probe.close()
             connection: NatsClient = await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=2,
+                reconnected_cb=on_reconnect,
             )
             return connection
         except asyncio.CancelledError:
@@ -184,8 +210,15 @@ async def serve(args: argparse.Namespace) -> int:
     apply_bundle(args)
     settings = settings_from(args)
     token = read_token(args)
-    connection = await connect_bus(args.nats_url, settings.proxy_id, first_try_only=True)
+    built: list[Sidecar] = []
+
+    async def reconnected() -> None:
+        if built:
+            await built[0].config.resync()
+
+    connection = await connect_bus(args.nats_url, settings.proxy_id, first_try_only=True, on_reconnect=reconnected)
     sidecar, source = _build(settings, args, token, connection)
+    built.append(sidecar)
     late: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
@@ -194,7 +227,7 @@ async def serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         await sidecar.start()
         if connection is None:
-            late = asyncio.create_task(_attach_when_reachable(sidecar, args.nats_url))
+            late = asyncio.create_task(_attach_when_reachable(sidecar, args.nats_url, reconnected))
         ready = asyncio.create_task(sidecar.wait_ready())
         await stop.wait()
         ready.cancel()
@@ -209,8 +242,8 @@ async def serve(args: argparse.Namespace) -> int:
             await bus.close()
 
 
-async def _attach_when_reachable(sidecar: Sidecar, url: str) -> None:
-    connection = await connect_bus(url, sidecar.proxy_id)
+async def _attach_when_reachable(sidecar: Sidecar, url: str, on_reconnect: Callable[[], Awaitable[None]]) -> None:
+    connection = await connect_bus(url, sidecar.proxy_id, on_reconnect=on_reconnect)
     assert connection is not None
     sidecar.attach_bus(connection)
     log.info("connected to NATS at %s", url)

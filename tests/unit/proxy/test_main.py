@@ -71,3 +71,13 @@ def test_upstreams_are_repeatable_and_reach_the_consul_meta() -> None:
     meta = registration.definition()["Meta"]
     assert meta[META_UPSTREAMS] == "payment,product"
     assert labels_from_meta(meta) == {"app": "order", "version": "v1", "namespace": "shop", "service-account": "order"}
+
+
+async def test_first_connect_gives_up_at_once_when_nats_is_down() -> None:
+    import asyncio
+
+    from services.local.processes import free_port
+    from services.proxy.main import connect_bus
+
+    async with asyncio.timeout(30):  # before the fix this never returned: nats-py retried forever
+        assert await connect_bus(f"nats://127.0.0.1:{free_port()}", "test", first_try_only=True) is None
