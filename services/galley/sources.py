@@ -14,6 +14,9 @@ import yaml
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 """Largest single source accepted; protects galley and the CLI from runaway inputs."""
 
+MAX_DOCUMENTS = 5000
+"""Most documents one source may hold (empty ones count): a few KB of `---` lines must not cost minutes."""
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN_NAME = "-"
 
@@ -122,6 +125,8 @@ def _parse_yaml(source: Source) -> Iterator[Document]:
     try:
         while loader.check_node():
             position += 1
+            if position > MAX_DOCUMENTS:
+                raise SourceError(f"more than {MAX_DOCUMENTS} documents in one source; split it")
             node = loader.get_node()
             if node is None:
                 continue

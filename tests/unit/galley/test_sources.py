@@ -99,3 +99,11 @@ def test_parse_sources_reports_every_broken_source_and_keeps_the_rest() -> None:
     docs, errors = parse_sources([Source("ok.yaml", "a: 1"), Source("x.yaml", "a: [")])
     assert [d.data for d in docs] == [{"a": 1}]
     assert len(errors) == 1 and errors[0].startswith("x.yaml: line")
+
+
+def test_too_many_documents_are_refused_with_the_limit() -> None:
+    from services.galley.sources import MAX_DOCUMENTS
+
+    with pytest.raises(SourceError, match=f"more than {MAX_DOCUMENTS} documents in one source"):
+        parse_source(Source("many.yaml", "---\n{}\n" * (MAX_DOCUMENTS + 1)))
+    assert len(parse_source(Source("ok.yaml", "---\n{a: 1}\n" * 10))) == 10
