@@ -50,6 +50,16 @@ die() { say "$*"; exit 1; }
 
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
+# One run at a time per machine: the `docker image prune` after a build would delete the untagged intermediate
+# images of another build in progress ("failed to set parent ...: unknown parent image ID"), and runs in one
+# clone share the wheelhouse. Test suites and engineers may start this script concurrently.
+LOCK=${ISTHMUS_BUILD_LOCK:-${TMPDIR:-/tmp}/isthmus-build-images.lock}
+if command -v flock >/dev/null && { exec 9>>"$LOCK"; } 2>/dev/null; then
+  if ! flock -n 9; then
+    say "another build-images.sh is running (lock $LOCK): waiting for it"
+    flock 9
+  fi
+fi
 # The legacy builder needs no buildx plugin and no registry (BuildKit would want its frontend image).
 export DOCKER_BUILDKIT=0
 mkdir -p "$WORK" "$CACHE"
@@ -156,9 +166,15 @@ build_isthmus() {
   fi
   build_wheelhouse
   say "docker build -f docker/Dockerfile -t $ISTHMUS_IMAGE (base $PYTHON_IMAGE, sources $hash)"
-  docker build --quiet --force-rm -f docker/Dockerfile \
-    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "WHEELHOUSE=$WHEELHOUSE" \
-    --build-arg "SOURCE_HASH=$hash" -t "$ISTHMUS_IMAGE" . >/dev/null
+  local attempt
+  for attempt in 1 2; do
+    # A prune by a build that does not take the lock (another machine's script version) can still break one.
+    docker build --quiet --force-rm -f docker/Dockerfile \
+      --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "WHEELHOUSE=$WHEELHOUSE" \
+      --build-arg "SOURCE_HASH=$hash" -t "$ISTHMUS_IMAGE" . >/dev/null && break
+    [ "$attempt" = 2 ] && die "docker build of $ISTHMUS_IMAGE failed"
+    say "docker build failed; trying once more"
+  done
   # Untagged leftovers of this build only: the build stage and the image this tag pointed to before.
   docker image prune -f --filter "label=isthmus.build-stage=true" >/dev/null
   docker image prune -f --filter "label=org.opencontainers.image.title=isthmus" >/dev/null
