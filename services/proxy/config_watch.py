@@ -1,4 +1,10 @@
-"""Control-plane input: pilot's ProxyConfig from NATS KV -> validated snapshot swap, last-known-good file, ACK/NACK."""
+"""Control-plane input: pilot's ProxyConfig from NATS KV -> validated snapshot swap, last-known-good file, ACK/NACK.
+
+The proxy follows its key with a plain NATS subscription on the key's KV subject and reads the value with
+a direct get on every notification, at start, after a reconnect and every RESYNC_INTERVAL: no JetStream
+consumer per proxy (a stream serves at most 1,000 consumers, so one KV watch per proxy would cap the mesh
+near 1,000 proxies). Revisions deduplicate; a delete keeps the running config.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ import random
 from pathlib import Path
 
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.proxy.kv import ensure_bucket, next_update, stop_watcher
+from services.proxy.kv import ensure_bucket, kv_subject, next_update, stop_watcher
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
@@ -48,6 +56,7 @@ class ConfigWatcher:
         self._rng = rng
         self._last_revision: int | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
+        self._pokes: asyncio.Queue[None] | None = None
         self.applied = asyncio.Event()
         """Set after the first config (from disk or the bus) is in place."""
 
@@ -115,12 +124,15 @@ class ConfigWatcher:
         except OSError as err:
             log.warning("could not persist config to %s: %s", self.last_config_path, err)
 
-    async def run(self, js: JetStreamContext) -> None:
-        """Watch this proxy's key forever, re-creating the watch after errors."""
+    async def run(self, js: JetStreamContext, nc: NatsClient | None = None) -> None:
+        """Follow this proxy's key forever (by subscription with `nc`, else by a KV watch), retrying after errors."""
         backoff = 0.5
         while True:
             try:
-                await self._watch_once(js)
+                if nc is not None:
+                    await self._follow_once(js, nc)
+                else:
+                    await self._watch_once(js)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -129,6 +141,33 @@ class ConfigWatcher:
                 backoff = min(backoff * 2, RETRY_MAX)
             else:
                 backoff = 0.5
+
+    async def _follow_once(self, js: JetStreamContext, nc: NatsClient) -> None:
+        configs = await ensure_bucket(js, PROXY_CONFIG_BUCKET)
+        status = await ensure_bucket(js, PROXY_STATUS_BUCKET)
+        pokes: asyncio.Queue[None] = asyncio.Queue()
+        self._pokes = pokes
+
+        async def notified(_: Msg) -> None:
+            pokes.put_nowait(None)
+
+        subscription = await nc.subscribe(kv_subject(PROXY_CONFIG_BUCKET, self.key), cb=notified)
+        try:
+            await self._resync(configs, status)  # after subscribing: no update can fall between the two
+            while True:
+                try:
+                    async with asyncio.timeout(RESYNC_INTERVAL):
+                        await pokes.get()
+                except TimeoutError:
+                    pass
+                while not pokes.empty():
+                    pokes.get_nowait()
+                await self._resync(configs, status)
+        finally:
+            if self._pokes is pokes:
+                self._pokes = None
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
     async def _watch_once(self, js: JetStreamContext) -> None:
         configs = await ensure_bucket(js, PROXY_CONFIG_BUCKET)
@@ -154,6 +193,9 @@ class ConfigWatcher:
     async def resync(self) -> None:
         """After a NATS reconnect: end the current watch so `run` starts a fresh one (which replays our key);
         a watch that outlived a server restart may otherwise stay silent until the RESYNC_INTERVAL check."""
+        if self._pokes is not None:
+            log.info("NATS reconnected: reading the config key again")
+            self._pokes.put_nowait(None)
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             log.info("NATS reconnected: watching the config key again")
@@ -163,7 +205,7 @@ class ConfigWatcher:
     async def _resync(self, configs: KeyValue, status: KeyValue) -> None:
         try:
             entry = await configs.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return
         if entry.revision != self._last_revision:
             await self._handle(entry, status)

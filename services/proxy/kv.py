@@ -39,5 +39,14 @@ async def next_update(watcher: KeyValue.KeyWatcher, wait: float) -> KeyValue.Ent
     return item
 
 
+KV_SUBJECT_PREFIX = "$KV"
+"""NATS' own subject layout for KV buckets: a put or delete of `key` in `bucket` is a message on
+`$KV.<bucket>.<key>` (deletes carry a KV-Operation header)."""
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    return f"{KV_SUBJECT_PREFIX}.{bucket}.{key}"
+
+
 async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
     await watcher.stop()  # type: ignore[no-untyped-call]

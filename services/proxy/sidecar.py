@@ -250,7 +250,7 @@ class Sidecar:
 
     def _follow_bus(self, nats: NatsClient) -> None:
         js = nats.jetstream()
-        self._spawn(self.config.run(js), "config watch")
+        self._spawn(self.config.run(js, nats), "config watch")
         if self._bus_bundle:
             self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock), "trust bundle")
 
