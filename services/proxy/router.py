@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -126,6 +127,8 @@ class _CompiledRoute:
     cumulative: tuple[int, ...]
     """Running totals of the destinations' weights, for a bisect pick."""
     cors: CompiledCors | None
+    regex_rewrite: tuple[re.Pattern[str], str] | None
+    """rewrite.uriRegexRewrite compiled once; `\\1` group references mean the same to re.sub as to Envoy."""
 
     @classmethod
     def of(cls, route: Route) -> _CompiledRoute:
@@ -135,7 +138,9 @@ class _CompiledRoute:
             running += destination.weight
             totals.append(running)
         matches = tuple(_CompiledMatch.of(m) for m in route.match)
-        return cls(route, matches, tuple(totals), CompiledCors.of(route.cors_policy))
+        regex = route.rewrite.uri_regex_rewrite if route.rewrite is not None else None
+        compiled_regex = (re.compile(regex.match), regex.rewrite) if regex is not None else None
+        return cls(route, matches, tuple(totals), CompiledCors.of(route.cors_policy), compiled_regex)
 
     def first_match(self, request: RequestView, query: Mapping[str, str]) -> tuple[bool, HTTPMatchRequest | None]:
         """Whether the route matches, and which match block did (None for a route without blocks)."""
@@ -162,12 +167,20 @@ class _CompiledHost:
     routes: tuple[_CompiledRoute, ...]
 
 
-def _rewrite(route: Route, match: HTTPMatchRequest | None, request: RequestView) -> tuple[str, str]:
+def _rewrite(
+    route: Route,
+    match: HTTPMatchRequest | None,
+    request: RequestView,
+    regex: tuple[re.Pattern[str], str] | None,
+) -> tuple[str, str]:
     path = request.path
     authority = request.authority
     rewrite = route.rewrite
     if rewrite is not None:
-        if rewrite.uri is not None:
+        if regex is not None:
+            pattern, replacement = regex
+            path = pattern.sub(replacement, path)
+        elif rewrite.uri is not None:
             if match is not None and match.uri is not None and match.uri.prefix is not None:
                 path = rewrite.uri + path[len(match.uri.prefix) :]
             else:
@@ -240,7 +253,7 @@ class RouteTable:
             if not matched:
                 continue
             destination = compiled.pick(self._rng)
-            full_path, authority = _rewrite(compiled.route, block, request)
+            full_path, authority = _rewrite(compiled.route, block, request, compiled.regex_rewrite)
             return Decision(vhost.name, compiled.route, destination, full_path, authority, compiled.cors, request.port)
         raise NoRoute(f"no route of virtual host {vhost.name!r} matches {request.method} {request.path}")
 

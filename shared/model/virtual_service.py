@@ -115,9 +115,31 @@ class HTTPFaultInjection(Spec):
     abort: Abort | None = None
 
 
+class RegexRewrite(Spec):
+    """Every match of `match` in the path is replaced by `rewrite` (`\\1` refers to a group)."""
+
+    match: str
+    rewrite: str
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RegexRewrite:
+        try:
+            re.compile(self.match)
+        except re.error as err:
+            raise ValueError(f"match: regex {self.match!r} does not compile: {err}") from err
+        return self
+
+
 class HTTPRewrite(Spec):
     uri: str | None = None
     authority: str | None = None
+    uri_regex_rewrite: RegexRewrite | None = None
+
+    @model_validator(mode="after")
+    def _one_path_rewrite(self) -> HTTPRewrite:
+        if self.uri is not None and self.uri_regex_rewrite is not None:
+            raise ValueError("set either uri or uriRegexRewrite, not both")
+        return self
 
 
 class RedirectPortSelection(StrEnum):

@@ -127,3 +127,18 @@ def test_no_match_is_nr() -> None:
     table = _table([{"match": [{"uri": {"exact": "/only"}}], "route": [{"cluster": V1}]}])
     with pytest.raises(NoRoute):
         table.decide("GET", "reviews", "/other", {})
+
+
+def test_uri_regex_rewrite_replaces_every_match_and_keeps_the_query() -> None:
+    table = _table(
+        [
+            {
+                "match": [{"uri": {"prefix": "/v1/"}}],
+                "rewrite": {"uriRegexRewrite": {"match": r"^/v1/(\w+)/(\d+)", "rewrite": r"/api/\2/\1"}},
+                "route": [{"cluster": V1}],
+            },
+            {"rewrite": {"uriRegexRewrite": {"match": "o", "rewrite": "0"}}, "route": [{"cluster": V2}]},
+        ]
+    )
+    assert table.decide("GET", "reviews", "/v1/items/42?x=1", {}).path == "/api/42/items?x=1"
+    assert table.decide("GET", "reviews", "/foo/boo", {}).path == "/f00/b00"

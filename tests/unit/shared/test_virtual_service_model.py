@@ -95,3 +95,10 @@ def test_destination_rule_ring_size_forms_are_exclusive() -> None:
     assert ConsistentHashLB.model_validate({"useSourceIp": True, "minimumRingSize": 64}).ring_size() == 64
     with pytest.raises(ValidationError, match="at most one of minimumRingSize, ringHash or maglev"):
         ConsistentHashLB.model_validate({"useSourceIp": True, "ringHash": {}, "maglev": {}})
+
+
+def test_uri_regex_rewrite_validation() -> None:
+    assert "either uri or uriRegexRewrite" in _error(
+        route=DEST, rewrite={"uri": "/a", "uriRegexRewrite": {"match": "a", "rewrite": "b"}}
+    )
+    assert "does not compile" in _error(route=DEST, rewrite={"uriRegexRewrite": {"match": "(", "rewrite": "b"}})
