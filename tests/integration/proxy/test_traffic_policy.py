@@ -173,3 +173,25 @@ async def test_affinity_cookie_is_generated_and_then_followed(make_app: Any, mak
             async with session.get(url, headers={"Host": "catalog", "Cookie": cookie}) as reply:
                 assert reply.headers["x-app"] == home
                 assert "Set-Cookie" not in reply.headers
+
+
+async def test_ejected_endpoint_comes_back_after_the_ejection_time(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    flaky = await make_app("flaky")
+    flaky.fail_with = 502
+    steady = await make_app("steady")
+    sidecar = await make_sidecar("web", 1)
+    policy = {
+        "loadBalancer": {"simple": "ROUND_ROBIN"},
+        "outlierDetection": {"consecutiveGatewayErrors": 1, "interval": "1s", "baseEjectionTime": "2s"},
+    }
+    await apply(bus, config(sidecar, [flaky.port, steady.port], policy))
+    async with aiohttp.ClientSession() as session:
+        first = [(await call(session, sidecar))[0] for _ in range(3)]
+        assert first == [502, 200, 200]  # ejected: round robin skips it
+        assert len(flaky.seen) == 1
+        flaky.fail_with = None
+
+        async def flaky_serves_again() -> bool:
+            return (await call(session, sidecar))[0] == 200 and len(flaky.seen) > 1
+
+        await bus.eventually(flaky_serves_again, 20.0, "the ejected endpoint back in rotation")
