@@ -101,3 +101,31 @@ async def test_abort_fault_answers_without_calling_upstream(make_app: Any, make_
     await apply(bus, config(sidecar, [app.port], fault))
     assert await statuses(sidecar, 3) == [(418, "FI")] * 3
     assert app.seen == []
+
+
+async def test_a_streamed_body_is_never_sent_twice(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+    retries = {"retries": {"attempts": 2, "retryOn": "5xx"}}
+    await apply(bus, config(sidecar, [broken.port, healthy.port], retries, ROUND_ROBIN))
+    url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}/items"
+
+    async def chunks() -> Any:
+        for _ in range(4):
+            yield b"y" * 1000
+
+    async with aiohttp.ClientSession() as session:
+        # Chunked (no Content-Length): streamed once, so the 503 stands.
+        async with session.post(url, headers={"Host": "catalog"}, data=chunks()) as reply:
+            assert reply.status == 503
+        assert [r["body_length"] for r in broken.seen] == [4000] and healthy.seen == []
+        # A small body with a length is held and replayed on the retry, intact (round robin: healthy, then
+        # broken and its retry on healthy).
+        for _ in range(2):
+            async with session.post(url, headers={"Host": "catalog"}, data=b"z" * 3000) as reply:
+                assert reply.status == 200
+    assert [r["body_length"] for r in broken.seen] == [4000, 3000]
+    assert [r["body_length"] for r in healthy.seen] == [3000, 3000]
+    assert healthy.seen[1]["headers"]["x-envoy-attempt-count"] == "2"
