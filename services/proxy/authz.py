@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.identity.spiffe import InvalidSpiffeId, parse_spiffe_id
@@ -60,23 +60,19 @@ class RequestFacts:
     sni: str = ""
     destination_ip: str = ""
 
-    @property
-    def principal(self) -> str | None:
-        if self.peer_spiffe_id is None:
-            return None
-        try:
-            return parse_spiffe_id(self.peer_spiffe_id).principal
-        except InvalidSpiffeId:
-            return None
+    principal: str | None = field(init=False, default=None)
+    """`<trust-domain>/ns/<ns>/sa/<sa>` of the mTLS peer; None for plain text (computed once per request)."""
+    namespace: str | None = field(init=False, default=None)
 
-    @property
-    def namespace(self) -> str | None:
+    def __post_init__(self) -> None:
         if self.peer_spiffe_id is None:
-            return None
+            return
         try:
-            return parse_spiffe_id(self.peer_spiffe_id).namespace
+            parsed = parse_spiffe_id(self.peer_spiffe_id)
         except InvalidSpiffeId:
-            return None
+            return
+        object.__setattr__(self, "principal", parsed.principal)
+        object.__setattr__(self, "namespace", parsed.namespace)
 
 
 Predicate = Callable[[RequestFacts], bool]
