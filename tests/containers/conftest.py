@@ -22,6 +22,8 @@ READY_SECONDS = 240
 # Generous: the session fixture (image build + compose up) runs inside the first test's timeout.
 SUITE_TEST_TIMEOUT = BUILD_SECONDS + READY_SECONDS + 300
 BUILD_LOG = ROOT / ".tools" / "images" / "build-images.log"
+# The mesh while it is up; whoever takes it out of here (the fixture or the hook below) tears it down.
+RUNNING: list[ComposeMesh] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,8 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "disruptive: kills or reconfigures parts of the compose mesh; runs last")
 
 
+def in_suite(item: pytest.Item | None) -> bool:
+    return item is not None and Path(str(item.path)).is_relative_to(HERE)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    ours = [item for item in items if Path(str(item.path)).is_relative_to(HERE)]
+    ours = [item for item in items if in_suite(item)]
     for item in ours:
         item.add_marker(pytest.mark.containers)
         item.add_marker(pytest.mark.timeout(SUITE_TEST_TIMEOUT))
@@ -40,6 +46,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         rest = [item for item in items[first:] if item not in ours]
         ours.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
         items[first:] = ours + rest
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The suite's tests run as one block; the mesh goes down after its last one, not at the end of the whole
+    session, so the rest of `make test` does not share two cores with a dozen containers."""
+    if in_suite(item) and not in_suite(nextitem):
+        while RUNNING:
+            tear_down(RUNNING.pop())
+
+
+def tear_down(compose: ComposeMesh) -> None:
+    try:
+        compose.stop()
+    except subprocess.CalledProcessError as error:
+        print(f"compose down of {compose.project_name} failed: {error.stderr.decode(errors='replace')}")
 
 
 def docker_engine_error() -> str | None:
@@ -87,6 +108,7 @@ def mesh() -> Iterator[ComposeMesh]:
         wait=False,
         environment={variable: "0" for variable in PORT_VARIABLES},
     )
+    RUNNING.append(compose)
     try:
         started = time.monotonic()
         try:
@@ -104,7 +126,6 @@ def mesh() -> Iterator[ComposeMesh]:
         print(f"compose mesh {compose.project_name} ready in {time.monotonic() - started:.0f}s")
         yield compose
     finally:
-        try:
-            compose.stop()
-        except subprocess.CalledProcessError as error:
-            print(f"compose down of {compose.project_name} failed: {error.stderr.decode(errors='replace')}")
+        if compose in RUNNING:
+            RUNNING.remove(compose)
+            tear_down(compose)
