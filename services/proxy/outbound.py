@@ -257,6 +257,13 @@ class OutboundHandler:
                         upstream = await session.request(
                             request.method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
                         )
+                except aiohttp.ConnectionTimeoutError:  # tcp.connectTimeout: a connect failure, as in Envoy
+                    lease.release()
+                    runtime.report(endpoint, None)
+                    failure = UpstreamConnectFailure(
+                        f"upstream {url.authority} connect timeout after {runtime.pool.connect_timeout}s"
+                    )
+                    retriable = policy.retry_connect_failure()
                 except TimeoutError:
                     lease.release()
                     runtime.report(endpoint, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -195,3 +196,27 @@ async def test_ejected_endpoint_comes_back_after_the_ejection_time(make_app: Any
             return (await call(session, sidecar))[0] == 200 and len(flaky.seen) > 1
 
         await bus.eventually(flaky_serves_again, 20.0, "the ejected endpoint back in rotation")
+
+
+async def test_connect_timeout_gives_503_uf(make_sidecar: Any, bus: Any) -> None:
+    # A listener whose accept queue is full and never drained: further SYNs are dropped, connects hang.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        sidecar = await make_sidecar("web", 1)
+        policy = {"connectionPool": {"tcp": {"connectTimeout": "200ms"}}}
+        await apply(bus, config(sidecar, [port], policy, {"timeout": "30s"}))
+        async with aiohttp.ClientSession() as session:
+            status, flag, body = await call(session, sidecar)
+        assert (status, flag) == (503, "UF"), body
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
