@@ -132,7 +132,7 @@ class OutboundHandler:
         policy = policy_for(route.retries)
         mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
         body, tries = await self._body(request, policy, bool(mirrors))
-        timeout = route.timeout
+        timeout = route.timeout or None  # Istio: 0s disables the route timeout
         runtime = self._runtime(snapshot, destination.cluster)
         hash_key, set_cookie = runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
         if mirrors and not isinstance(body, aiohttp.StreamReader):
@@ -185,7 +185,7 @@ class OutboundHandler:
             url = _url(endpoint, decision.path)
             headers[ATTEMPT_COUNT] = "1"
             try:
-                socket = await relay_websocket(request, session, ssl_arg, url, headers, decision.route.timeout)
+                socket = await relay_websocket(request, session, ssl_arg, url, headers, decision.route.timeout or None)
             except HandshakeRefused as err:
                 runtime.report(endpoint, err.status)
                 raise

@@ -60,7 +60,8 @@ class RetryPolicy:
                 conditions.add(token)
             else:
                 raise ValueError(f"retries.retryOn: unknown condition {token!r}")
-        return cls(retry.attempts, retry.per_try_timeout, frozenset(conditions), frozenset(codes))
+        # 0s means no per-try timeout, as for the route timeout.
+        return cls(retry.attempts, retry.per_try_timeout or None, frozenset(conditions), frozenset(codes))
 
     @property
     def tries(self) -> int:

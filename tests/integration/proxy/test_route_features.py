@@ -135,3 +135,13 @@ async def test_forwarded_for_and_attempt_count(make_app: Any, make_sidecar: Any,
 async def _true(value: bool) -> bool:
     await asyncio.sleep(0)
     return value
+
+
+async def test_zero_timeouts_disable_them(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    app = await make_app("catalog")
+    sidecar = await make_sidecar("web", 1)
+    route = {"route": [{"cluster": MAIN}], "timeout": "0s", "retries": {"attempts": 1, "perTryTimeout": "0s"}}
+    await apply(bus, config(sidecar, [route], app.port))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url(sidecar, "/"), headers={"Host": "catalog"}) as reply:
+            assert reply.status == 200

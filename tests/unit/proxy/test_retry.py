@@ -64,3 +64,7 @@ def test_config_with_unknown_condition_is_rejected() -> None:
     )
     with pytest.raises(ValueError, match=r"routes\[0\].*nope"):
         ConfigSnapshot.build(config, random.Random(1))
+
+
+def test_zero_per_try_timeout_means_none() -> None:
+    assert RetryPolicy.of(HTTPRetry.model_validate({"attempts": 1, "perTryTimeout": "0s"})).per_try_timeout is None
