@@ -164,6 +164,22 @@ class ClusterRuntimes:
         self._by_name[cluster.name] = runtime
         return runtime
 
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Live state per cluster for the admin port: requests in flight, pending, retries, ejected endpoints."""
+        described: dict[str, dict[str, object]] = {}
+        for name, runtime in sorted(self._by_name.items()):
+            outlier = runtime.outlier
+            ejected = [
+                f"{address}:{port}" for address, port in runtime.keys if outlier and outlier.is_ejected((address, port))
+            ]
+            described[name] = {
+                "active": runtime.breaker.active,
+                "pending": runtime.breaker.pending,
+                "retries": runtime.breaker.retries,
+                "ejected": ejected,
+            }
+        return described
+
     def retain(self, names: Iterable[str]) -> None:
         """Forget clusters no longer configured."""
         keep = set(names)

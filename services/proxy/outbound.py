@@ -89,6 +89,15 @@ class OutboundHandler:
         self._runtimes_version: str | None = None
         self._mirrors = Mirrors(pools)
 
+    @property
+    def clusters(self) -> ClusterRuntimes:
+        """The clusters' live state (breakers, ejections), e.g. for the admin port."""
+        return self._runtimes
+
+    @property
+    def mirrors(self) -> Mirrors:
+        return self._mirrors
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)

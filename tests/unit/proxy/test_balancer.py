@@ -97,3 +97,16 @@ def test_retain_forgets_clusters_no_longer_configured() -> None:
     first = runtimes.get(_cluster(1))
     runtimes.retain([])
     assert runtimes.get(_cluster(1)) is not first
+
+
+def test_describe_reports_live_state() -> None:
+    policy = {"outlierDetection": {"consecutive5xxErrors": 1}, "connectionPool": {"tcp": {"maxConnections": 1}}}
+    runtimes = ClusterRuntimes(FakeClock(), random.Random(1))
+    runtime = runtimes.get(_cluster(1, 2, policy=policy))
+    runtime.report(runtime.config.endpoints[1], 503)
+    leases = [Lease.take(runtime, None, frozenset()) for _ in range(2)]
+    assert runtimes.describe() == {
+        "outbound|80||svc": {"active": 2, "pending": 1, "retries": 0, "ejected": ["10.0.0.1:2"]}
+    }
+    for lease in leases:
+        lease.release()
