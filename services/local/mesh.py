@@ -193,6 +193,7 @@ class LocalMesh:
                 "--admin-port", str(ports["admin"]), "--health-port", str(ports["health"]),
                 "--nats-url", cp.nats_url, "--consul-addr", cp.consul_addr, "--citadel-addr", cp.citadel_addr,
                 "--trust-domain", cp.trust_domain, "--token-file", str(token_file), "--state-dir", str(state),
+                "--prometheus-port", "0",  # any free port, published in Consul Meta for Prometheus and the dashboard
             ),
         )  # fmt: skip
         workload = Workload(

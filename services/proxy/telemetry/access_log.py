@@ -1,7 +1,7 @@
 """Access log lines for both listeners, in Istio's default text format or JSON, written off the request path.
 
-The request path only builds an `AccessRecord` and puts it on a bounded queue (dropping, and counting,
-when the writer falls behind); a daemon thread formats and writes. Istio's default text format is
+The request path only builds an `AccessRecord` and appends it to a bounded deque (dropping, and counting,
+when the writer falls behind); a daemon thread formats and writes in batches. Istio's default text format is
 
     [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
     %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
@@ -17,14 +17,16 @@ JSON lines use Istio's JSON key names (start_time, method, path, ...).
 from __future__ import annotations
 
 import json
-import queue
 import sys
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
 QUEUE_SIZE = 10_000
+FLUSH_INTERVAL = 0.1
+"""Seconds between the writer's batches."""
 
 RESPONSE_CODE_DETAILS = {
     "-": "via_upstream",
@@ -98,7 +100,11 @@ def format_json(r: AccessRecord) -> str:
 
 
 class AccessLog:
-    """Queue + writer thread; `log` never blocks and never raises."""
+    """A deque + writer thread; `log` never blocks and never raises.
+
+    The request path only appends to a bounded deque (atomic under the GIL, no lock, no wake-up);
+    the writer drains it in batches every FLUSH_INTERVAL, so a busy proxy pays no thread switch per line.
+    """
 
     def __init__(
         self,
@@ -112,7 +118,9 @@ class AccessLog:
         self._owns_stream = owns_stream
         self._format = format_json if json_format else format_text
         self.errors_only = errors_only
-        self._queue: queue.Queue[AccessRecord | None] = queue.Queue(QUEUE_SIZE)
+        self._pending: deque[AccessRecord] = deque()
+        self._limit = QUEUE_SIZE
+        self._stopping = threading.Event()
         self.dropped = 0
         self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
         self._thread.start()
@@ -120,29 +128,33 @@ class AccessLog:
     def log(self, record: AccessRecord) -> None:
         if self.errors_only and not record.failed:
             return
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        if len(self._pending) >= self._limit:
             self.dropped += 1
+            return
+        self._pending.append(record)
 
     def _write_loop(self) -> None:
         while True:
-            record = self._queue.get()
-            if record is None:
+            stopping = self._stopping.wait(FLUSH_INTERVAL)
+            self._drain()
+            if stopping:
                 return
-            try:
-                self._stream.write(self._format(record) + "\n")
-                if self._queue.empty():
-                    self._stream.flush()
-            except Exception:  # telemetry fails open: a broken stream loses lines, not requests
-                self.dropped += 1
+
+    def _drain(self) -> None:
+        if not self._pending:
+            return
+        lines = []
+        while self._pending:
+            lines.append(self._format(self._pending.popleft()))
+        try:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+        except Exception:  # telemetry fails open: a broken stream loses lines, not requests
+            self.dropped += len(lines)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the writer (blocking: call off the event loop or at exit)."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self._stopping.set()
         self._thread.join(timeout)
         if self._owns_stream and not self._thread.is_alive():
             self._stream.close()
