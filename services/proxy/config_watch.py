@@ -1,9 +1,11 @@
 """Control-plane input: pilot's ProxyConfig from NATS KV -> validated snapshot swap, last-known-good file, ACK/NACK.
 
-The proxy follows its key with a plain NATS subscription on the key's KV subject and reads the value with
-a direct get on every notification, at start, after a reconnect and every RESYNC_INTERVAL: no JetStream
-consumer per proxy (a stream serves at most 1,000 consumers, so one KV watch per proxy would cap the mesh
-near 1,000 proxies). Revisions deduplicate; a delete keeps the running config.
+The proxy follows its key with a plain NATS subscription on the key's KV subject, whose messages carry the
+value written (in publish order), and reads the stored value with a direct get at start, after a reconnect
+and every RESYNC_INTERVAL: no JetStream consumer per proxy (a stream serves at most 1,000 consumers, so
+one KV watch per proxy would cap the mesh near 1,000 proxies). A message can reach subscribers before the
+stream has stored it, which is why it is applied from its own bytes rather than re-read. Identical bytes
+are applied once; a get older than the last one read is ignored; a delete keeps the running config.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.proxy.kv import ensure_bucket, kv_subject, next_update, stop_watcher
+from services.proxy.kv import KV_OPERATION_HEADER, ensure_bucket, kv_subject, next_update, stop_watcher
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
@@ -56,7 +58,8 @@ class ConfigWatcher:
         self._rng = rng
         self._last_revision: int | None = None
         self._watcher: KeyValue.KeyWatcher | None = None
-        self._pokes: asyncio.Queue[None] | None = None
+        self._pokes: asyncio.Queue[bytes | None] | None = None
+        self._last_value: bytes | None = None
         self.applied = asyncio.Event()
         """Set after the first config (from disk or the bus) is in place."""
 
@@ -145,26 +148,30 @@ class ConfigWatcher:
     async def _follow_once(self, js: JetStreamContext, nc: NatsClient) -> None:
         configs = await ensure_bucket(js, PROXY_CONFIG_BUCKET)
         status = await ensure_bucket(js, PROXY_STATUS_BUCKET)
-        pokes: asyncio.Queue[None] = asyncio.Queue()
-        self._pokes = pokes
+        updates: asyncio.Queue[bytes | None] = asyncio.Queue()
+        """Values from the subscription; None asks for a read of the stored value."""
+        self._pokes = updates
 
-        async def notified(_: Msg) -> None:
-            pokes.put_nowait(None)
+        async def published(msg: Msg) -> None:
+            operation = (msg.headers or {}).get(KV_OPERATION_HEADER)
+            if operation is None and msg.data:
+                updates.put_nowait(msg.data)
 
-        subscription = await nc.subscribe(kv_subject(PROXY_CONFIG_BUCKET, self.key), cb=notified)
+        subscription = await nc.subscribe(kv_subject(PROXY_CONFIG_BUCKET, self.key), cb=published)
         try:
             await self._resync(configs, status)  # after subscribing: no update can fall between the two
             while True:
                 try:
                     async with asyncio.timeout(RESYNC_INTERVAL):
-                        await pokes.get()
+                        item = await updates.get()
                 except TimeoutError:
-                    pass
-                while not pokes.empty():
-                    pokes.get_nowait()
-                await self._resync(configs, status)
+                    item = None
+                if item is None:
+                    await self._resync(configs, status)
+                else:
+                    await self._handle_value(item, status)
         finally:
-            if self._pokes is pokes:
+            if self._pokes is updates:
                 self._pokes = None
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -207,8 +214,17 @@ class ConfigWatcher:
             entry = await configs.get(self.key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return
+        if entry.revision is not None and self._last_revision is not None and entry.revision < self._last_revision:
+            return  # older than what we read before
         if entry.revision != self._last_revision:
             await self._handle(entry, status)
+
+    async def _handle_value(self, value: bytes, status: KeyValue) -> None:
+        if value == self._last_value:
+            return
+        self._last_value = value
+        ack = self.apply(value)
+        await status.put(self.key, ack.to_json())
 
     async def _handle(self, entry: KeyValue.Entry, status: KeyValue) -> None:
         if entry.operation is not None or entry.value is None:
@@ -216,8 +232,7 @@ class ConfigWatcher:
         if entry.revision == self._last_revision:
             return
         self._last_revision = entry.revision
-        ack = self.apply(entry.value)
-        await status.put(self.key, ack.to_json())
+        await self._handle_value(entry.value, status)
 
 
 def _version_hint(raw: bytes) -> str:

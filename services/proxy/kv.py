@@ -44,6 +44,10 @@ KV_SUBJECT_PREFIX = "$KV"
 `$KV.<bucket>.<key>` (deletes carry a KV-Operation header)."""
 
 
+KV_OPERATION_HEADER = "KV-Operation"
+"""Header NATS sets on delete ("DEL") and purge ("PURGE") messages of a KV subject; absent on a put."""
+
+
 def kv_subject(bucket: str, key: str) -> str:
     return f"{KV_SUBJECT_PREFIX}.{bucket}.{key}"
 
