@@ -26,6 +26,8 @@ from tests.integration.proxy.conftest import TRUST_DOMAIN, CASource, ProxyBus, R
 pytestmark = pytest.mark.integration
 
 REVIEWS = cluster_name("reviews.default.svc.cluster.local", 9080)
+ACK_WITHIN = 60.0
+"""Generous: a loaded machine may take a while to deliver a config and its ACK."""
 ISSUER = "https://idp.test"
 JWT_KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -70,7 +72,7 @@ def caller_config(caller: Sidecar, target: Sidecar) -> ProxyConfig:
 
 async def apply(bus: ProxyBus, config: ProxyConfig) -> None:
     await bus.push(config)
-    await bus.ack(config.proxy_id, config.version)
+    await bus.ack(config.proxy_id, config.version, within=ACK_WITHIN)
 
 
 async def pair(make_app: Any, make_sidecar: Any, bus: ProxyBus, mode: str) -> tuple[RecordingApp, Sidecar, Sidecar]:
