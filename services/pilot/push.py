@@ -29,6 +29,8 @@ from shared.model.proxy_config import ProxyConfig
 log = logging.getLogger(__name__)
 
 _WRITE_ATTEMPTS = 3
+DEFAULT_WRITE_WIDTH = 64
+"""Proxy configs written concurrently (each write is one round trip to NATS)."""
 
 
 class ProxyConfigStore(Protocol):
@@ -36,7 +38,9 @@ class ProxyConfigStore(Protocol):
 
     async def stored_version(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, value: bytes) -> None: ...
+    async def put(self, key: str, value: bytes) -> bool | None:
+        """Write the value; False when the key already held that version (None: the store does not tell)."""
+        ...
 
 
 class PushListener(Protocol):
@@ -68,21 +72,26 @@ class KvProxyConfigStore:
         version, self._revisions[key] = await self._read(key)
         return version
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: bytes) -> bool:
         wanted = json.loads(value).get("version")
-        revision = self._revisions.pop(key, None)
+        revision = self._revisions.get(key)
         for _ in range(_WRITE_ATTEMPTS):
             try:
                 if revision is None:
-                    await self._kv.create(key, value)
+                    self._revisions[key] = await self._kv.create(key, value)
                 else:
-                    await self._kv.update(key, value, last=revision)
-                return
+                    self._revisions[key] = await self._kv.update(key, value, last=revision)
+                return True
             except KeyWrongLastSequenceError:
                 version, revision = await self._read(key)
+                self._revisions[key] = revision
                 if version == wanted:
-                    return  # another pilot wrote the same config first
-        await self._kv.put(key, value)
+                    return False  # another pilot wrote the same config first
+        self._revisions[key] = await self._kv.put(key, value)
+        return True
+
+    def forget(self, key: str) -> None:
+        self._revisions.pop(key, None)
 
 
 class Pusher:
@@ -97,6 +106,7 @@ class Pusher:
         clock: Clock = SYSTEM_CLOCK,
         retry_delay: float = 1.0,
         listeners: Sequence[PushListener] = (),
+        write_width: int = DEFAULT_WRITE_WIDTH,
     ) -> None:
         self._store = store
         self._current = current
@@ -107,6 +117,7 @@ class Pusher:
         self._clock = clock
         self._retry_delay = retry_delay
         self._listeners = tuple(listeners)
+        self._write_width = write_width
         self._written: dict[str, str] = {}
         self.versions: dict[str, str] = {}
         """proxy id -> version generated from the latest snapshot (what /debug/proxies shows)."""
@@ -137,18 +148,34 @@ class Pusher:
         self._metrics.catalog_instances.set(len(snapshot.instances))
         self._metrics.config_resources.set(len(snapshot.resources))
         versions: dict[str, str] = {}
+        configs: list[ProxyConfig] = []
         failed = 0
-        for proxy in snapshot.proxies:
+        for index, proxy in enumerate(snapshot.proxies):
             try:
                 config = generate(snapshot, proxy, self._trust_domain, self._root_namespace).versioned()
-                versions[proxy.proxy_id] = config.version
-                if await self._write(config):
-                    written[proxy_key(config.proxy_id)] = config.version
-                await asyncio.sleep(0)  # generation is CPU work: let the watches and HTTP run between proxies
             except Exception:
                 failed += 1
                 self._metrics.push_errors.inc()
-                log.exception("push: proxy %s not updated", proxy.proxy_id)
+                log.exception("push: proxy %s not generated", proxy.proxy_id)
+                continue
+            versions[proxy.proxy_id] = config.version
+            configs.append(config)
+            if index % 16 == 15:
+                await asyncio.sleep(0)  # generation is CPU work: let the watches and HTTP run between proxies
+        gate = asyncio.Semaphore(self._write_width)
+
+        async def write(config: ProxyConfig) -> bool:
+            async with gate:
+                try:
+                    if await self._write(config):
+                        written[proxy_key(config.proxy_id)] = config.version
+                    return True
+                except Exception:
+                    self._metrics.push_errors.inc()
+                    log.exception("push: proxy %s not updated", config.proxy_id)
+                    return False
+
+        failed += sum(1 for ok in await asyncio.gather(*(write(config) for config in configs)) if not ok)
         self.versions = versions
         self._metrics.push_duration.observe(time.perf_counter() - started)
         for listener in self._listeners:
@@ -163,9 +190,13 @@ class Pusher:
         key = proxy_key(config.proxy_id)
         if self._written.get(key) == config.version:
             return False
-        changed = await self._store.stored_version(key) != config.version
+        known = self._written.get(key)
+        # A key this pilot wrote or checked before is written straight away: the store's write is conditional on
+        # the revision it last saw, so a write by another pilot meanwhile is still noticed.
+        changed = True if known is not None else await self._store.stored_version(key) != config.version
         if changed:
-            await self._store.put(key, config.to_json())
+            changed = await self._store.put(key, config.to_json()) is not False
+        if changed:
             self._metrics.pushes.inc()
             log.info("push: proxy %s -> version %s", config.proxy_id, config.version)
         self._written[key] = config.version
