@@ -18,9 +18,11 @@ class MemoryStore:
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
         self.puts = 0
+        self.reads = 0
         self.fail = False
 
     async def stored_version(self, key: str) -> str | None:
+        self.reads += 1
         value = self.values.get(key)
         return None if value is None else str(json.loads(value)["version"])
 
@@ -76,3 +78,13 @@ async def test_a_failed_write_is_counted_and_retried_next_push() -> None:
     store.fail = False
     assert await p.push(SNAPSHOT) == 0
     assert store.puts == 2
+
+
+async def test_keys_this_pilot_wrote_are_not_read_again() -> None:
+    store = MemoryStore()
+    p = pusher(store)
+    await p.push(SNAPSHOT)
+    assert store.reads == 2
+    await p.push(Snapshot.build([], [*SNAPSHOT.instances, meshed("c", "10.0.0.4")]))
+    assert store.reads == 3  # only the new proxy's key is read; a and b are written straight away
+    assert store.puts == 5
