@@ -1,12 +1,15 @@
 """Connection pools to upstreams, per cluster: plain text for endpoints without identity, mTLS per SPIFFE ID.
 
 Each cluster's DestinationRule connectionPool shapes its pools: `tcp.connectTimeout` (default 10s) bounds
-the TCP (and TLS) connect, `tcp.maxConnections` caps the pool (further attempts wait for a connection;
-circuit_breaker.py decides how many may wait), `http.idleTimeout` closes pooled connections idle that long
-(unset: 15s, shorter than Istio's 1h so that upstream servers' own idle closes rarely race a reuse), and
-`http.maxRequestsPerConnection` closes a connection after that many requests (1: no keep-alive; 0 or
-unset: unlimited). A cluster whose settings change gets a new pool; the old one drains and is closed
-when the proxy stops (at most RETIRED_KEPT are kept; older ones are closed then).
+the TCP connect (expiring: a connect failure, 503 UF), `tcp.maxConnections` caps the pool (further
+attempts wait for a connection; circuit_breaker.py decides how many may wait), `http.idleTimeout` closes
+pooled connections idle that long (unset: 15s, shorter than Istio's 1h so that upstream servers' own idle
+closes rarely race a reuse), `http.maxRequestsPerConnection` closes a connection after that many requests
+(1: no keep-alive; 0 or unset: unlimited) and `tcp.maxConnectionDuration` closes a connection after the
+first request it carries once it is that old. `http.h2UpgradePolicy`, `useClientProtocol` and
+`maxConcurrentStreams` are accepted and have no effect: upstream connections are HTTP/1.1. A cluster
+whose settings change gets a new pool; the old one drains and is closed when the proxy stops (at most
+RETIRED_KEPT are kept; older ones are closed then).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.destination_rule import ConnectionPoolSettings
 from shared.model.proxy_config import Endpoint
 
@@ -44,6 +48,8 @@ class PoolSettings:
     idle_timeout: float = IDLE_TIMEOUT
     max_requests_per_connection: int = 0
     """0: unlimited."""
+    max_connection_duration: float = 0.0
+    """0: unlimited."""
 
     @classmethod
     def of(cls, cluster: str, pool: ConnectionPoolSettings | None) -> PoolSettings:
@@ -55,33 +61,41 @@ class PoolSettings:
             max_connections=(tcp.max_connections or 0) if tcp is not None else 0,
             idle_timeout=http.idle_timeout if http is not None and http.idle_timeout else IDLE_TIMEOUT,
             max_requests_per_connection=(http.max_requests_per_connection or 0) if http is not None else 0,
+            max_connection_duration=(tcp.max_connection_duration or 0.0) if tcp is not None else 0.0,
         )
 
 
 DEFAULT_POOL = PoolSettings()
 
 
-class _UseCounter:
-    """Marks a pooled connection to close after its Nth request (set before the request is written)."""
+class _ConnectionLimits:
+    """Marks a pooled connection to close after its Nth request or once it is older than the maximum duration.
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._uses: weakref.WeakKeyDictionary[ResponseHandler, int] = weakref.WeakKeyDictionary()
+    Checked as a connection is taken for a request, so the request runs and the connection closes after it.
+    """
+
+    def __init__(self, max_uses: int, max_age: float, clock: Clock) -> None:
+        self._max_uses = max_uses
+        self._max_age = max_age
+        self._clock = clock
+        self._seen: weakref.WeakKeyDictionary[ResponseHandler, tuple[float, int]] = weakref.WeakKeyDictionary()
 
     def count(self, connection: Connection) -> Connection:
         protocol = connection.protocol
         if protocol is not None:
-            uses = self._uses.get(protocol, 0) + 1
-            self._uses[protocol] = uses
-            if uses >= self._limit:
+            now = self._clock.monotonic()
+            born, uses = self._seen.get(protocol, (now, 0))
+            uses += 1
+            self._seen[protocol] = (born, uses)
+            if (self._max_uses and uses >= self._max_uses) or (self._max_age and now - born >= self._max_age):
                 protocol.force_close()
         return connection
 
 
-class _LimitedUseConnector(aiohttp.TCPConnector):
-    def __init__(self, max_uses: int, **kwargs: object) -> None:
+class _LimitedConnector(aiohttp.TCPConnector):
+    def __init__(self, limits: _ConnectionLimits, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._counter = _UseCounter(max_uses)
+        self._limits = limits
 
     async def connect(
         self,
@@ -89,13 +103,13 @@ class _LimitedUseConnector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
     ) -> Connection:
-        return self._counter.count(await super().connect(req, traces, timeout))
+        return self._limits.count(await super().connect(req, traces, timeout))
 
 
-class _LimitedUseSpiffeConnector(SpiffeVerifyingConnector):
-    def __init__(self, expected_identity: str, max_uses: int, **kwargs: object) -> None:
+class _LimitedSpiffeConnector(SpiffeVerifyingConnector):
+    def __init__(self, expected_identity: str, limits: _ConnectionLimits, **kwargs: object) -> None:
         super().__init__(expected_identity, **kwargs)
-        self._counter = _UseCounter(max_uses)
+        self._limits = limits
 
     async def connect(
         self,
@@ -103,25 +117,26 @@ class _LimitedUseSpiffeConnector(SpiffeVerifyingConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
     ) -> Connection:
-        return self._counter.count(await super().connect(req, traces, timeout))
+        return self._limits.count(await super().connect(req, traces, timeout))
 
 
-def _connector(settings: PoolSettings, identity: str | None) -> aiohttp.TCPConnector:
+def _connector(settings: PoolSettings, identity: str | None, clock: Clock) -> aiohttp.TCPConnector:
     uses = settings.max_requests_per_connection
     options: dict[str, object] = {"limit": settings.max_connections, "force_close": uses == 1}
     if uses != 1:
         options["keepalive_timeout"] = settings.idle_timeout
-    if uses > 1:
+    if uses > 1 or (uses != 1 and settings.max_connection_duration > 0):
+        limits = _ConnectionLimits(uses, settings.max_connection_duration, clock)
         if identity is None:
-            return _LimitedUseConnector(uses, **options)
-        return _LimitedUseSpiffeConnector(identity, uses, **options)
+            return _LimitedConnector(limits, **options)
+        return _LimitedSpiffeConnector(identity, limits, **options)
     if identity is None:
         return aiohttp.TCPConnector(**options)  # type: ignore[arg-type]
     return SpiffeVerifyingConnector(identity, **options)
 
 
-def _session(settings: PoolSettings, identity: str | None) -> aiohttp.ClientSession:
-    connector = _connector(settings, identity)
+def _session(settings: PoolSettings, identity: str | None, clock: Clock) -> aiohttp.ClientSession:
+    connector = _connector(settings, identity, clock)
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -134,8 +149,9 @@ def _session(settings: PoolSettings, identity: str | None) -> aiohttp.ClientSess
 class UpstreamPools:
     """Keep-alive pools keyed by cluster and the identity the far end must present (None: plain text)."""
 
-    def __init__(self, tls: TlsContexts) -> None:
+    def __init__(self, tls: TlsContexts, clock: Clock = SYSTEM_CLOCK) -> None:
         self._tls = tls
+        self._clock = clock
         self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self._closing: set[asyncio.Task[None]] = set()
@@ -155,7 +171,7 @@ class UpstreamPools:
             return found[1], ssl_arg
         if found is not None:
             self._retire(found[1])
-        session = _session(settings, endpoint.identity)
+        session = _session(settings, endpoint.identity, self._clock)
         self._sessions[key] = (settings, session)
         return session, ssl_arg
 

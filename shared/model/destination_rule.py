@@ -78,6 +78,13 @@ class LoadBalancerSettings(Spec):
 class TCPSettings(Spec):
     max_connections: Annotated[int, Field(ge=1)] | None = None
     connect_timeout: Duration = 10.0
+    max_connection_duration: Duration | None = None
+
+
+class H2UpgradePolicy(StrEnum):
+    DEFAULT = "DEFAULT"
+    DO_NOT_UPGRADE = "DO_NOT_UPGRADE"
+    UPGRADE = "UPGRADE"
 
 
 class HTTPSettings(Spec):
@@ -86,6 +93,12 @@ class HTTPSettings(Spec):
     max_requests_per_connection: Annotated[int, Field(ge=0)] | None = None
     max_retries: Annotated[int, Field(ge=0)] | None = None
     idle_timeout: Duration | None = None
+    h2_upgrade_policy: H2UpgradePolicy | None = None
+    """Accepted for Istio compatibility; upstream connections are HTTP/1.1 here, so it has no effect."""
+    use_client_protocol: bool | None = None
+    """Accepted for Istio compatibility; no effect (HTTP/1.1 upstream)."""
+    max_concurrent_streams: Annotated[int, Field(ge=1)] | None = None
+    """Accepted for Istio compatibility; no effect (HTTP/1.1 upstream)."""
 
 
 class ConnectionPoolSettings(Spec):

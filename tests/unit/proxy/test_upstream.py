@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from services.proxy.tls import TlsContexts
-from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT, PoolSettings, UpstreamPools
+from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT, PoolSettings, UpstreamPools, _ConnectionLimits
+from shared.clock import FakeClock
 from shared.model.destination_rule import ConnectionPoolSettings
 from shared.model.proxy_config import Endpoint
 
@@ -15,15 +18,15 @@ def _settings(raw: dict[str, object] | None) -> PoolSettings:
 
 
 def test_defaults_and_istio_fields() -> None:
-    assert _settings(None) == PoolSettings("c", CONNECT_TIMEOUT, 0, IDLE_TIMEOUT, 0)
+    assert _settings(None) == PoolSettings("c", CONNECT_TIMEOUT, 0, IDLE_TIMEOUT, 0, 0.0)
     assert CONNECT_TIMEOUT == 10.0
     settings = _settings(
         {
-            "tcp": {"maxConnections": 3, "connectTimeout": "250ms"},
-            "http": {"idleTimeout": "5s", "maxRequestsPerConnection": 7},
+            "tcp": {"maxConnections": 3, "connectTimeout": "250ms", "maxConnectionDuration": "1m"},
+            "http": {"idleTimeout": "5s", "maxRequestsPerConnection": 7, "h2UpgradePolicy": "UPGRADE"},
         }
     )
-    assert settings == PoolSettings("c", 0.25, 3, 5.0, 7)
+    assert settings == PoolSettings("c", 0.25, 3, 5.0, 7, 60.0)
 
 
 async def test_pools_follow_settings_and_are_closed() -> None:
@@ -43,3 +46,38 @@ async def test_pools_follow_settings_and_are_closed() -> None:
     assert no_keepalive.connector is not None and no_keepalive.connector.force_close
     await pools.close()
     assert first.closed and changed.closed and other_cluster.closed
+
+
+class _FakeProtocol:
+    def __init__(self) -> None:
+        self.closing = False
+
+    def force_close(self) -> None:
+        self.closing = True
+
+
+class _FakeConnection:
+    def __init__(self, protocol: _FakeProtocol) -> None:
+        self.protocol = protocol
+
+
+async def test_connection_limits_by_uses_and_age() -> None:
+    clock = FakeClock()
+    by_uses = _ConnectionLimits(3, 0.0, clock)
+    protocol = _FakeProtocol()
+    conn: Any = _FakeConnection(protocol)
+    by_uses.count(conn)
+    by_uses.count(conn)
+    assert not protocol.closing
+    by_uses.count(conn)
+    assert protocol.closing
+
+    by_age = _ConnectionLimits(0, 60.0, clock)
+    young = _FakeProtocol()
+    by_age.count(_FakeConnection(young))
+    await clock.advance(59)
+    by_age.count(_FakeConnection(young))
+    assert not young.closing
+    await clock.advance(1)
+    by_age.count(_FakeConnection(young))
+    assert young.closing
