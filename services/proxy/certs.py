@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from services.proxy.tls import WorkloadIdentity
 from shared.clock import Clock
@@ -28,6 +29,25 @@ RENEW_JITTER = 0.1
 """Renewal happens up to this share of the renewal delay early, so a fleet does not renew in lockstep."""
 RETRY_INITIAL = 1.0
 RETRY_MAX = 60.0
+ROOT_ROTATION_SPREAD = 5.0
+"""When the trust bundle's first root (citadel's signing root) stops being our issuer, renew within this many
+seconds (spread at random, so a fleet does not hit citadel at once): a root rotation reissues promptly."""
+
+
+def issued_under_first_root(chain_pem: tuple[bytes, ...], bundle_pem: bytes) -> bool:
+    """Whether the top of our chain is, or was directly issued by, the bundle's first root."""
+    try:
+        first = x509.load_pem_x509_certificates(bundle_pem)[0]
+        top = x509.load_pem_x509_certificate(chain_pem[-1])
+    except (ValueError, IndexError):
+        return True  # nothing to compare: leave the schedule alone
+    if top == first:
+        return True
+    try:
+        top.verify_directly_issued_by(first)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 class CertificateSource(Protocol):
@@ -67,6 +87,7 @@ class CertificateManager:
         self.next_renewal_at: float | None = None
         self.trust_bundle_override: bytes | None = None
         """Roots from the trust-bundle KV key; when set they replace the bundle the source returns."""
+        self._rotation: asyncio.Task[None] | None = None
 
     async def obtain(self) -> WorkloadIdentity:
         """One issue round trip: a fresh key, a CSR for our SPIFFE ID, validation, then the swap."""
@@ -93,20 +114,52 @@ class CertificateManager:
         return WorkloadIdentity(self.spiffe_id, key_pem, issued.chain_pem, bundle, issued.not_after)
 
     def update_trust_bundle(self, bundle_pem: bytes) -> None:
-        """New roots from the bus: rebuild the contexts around the same key and chain."""
+        """New roots from the bus: rebuild the contexts around the same key and chain; a new signing root
+        (first in the bundle) that did not issue our certificate brings the next renewal forward."""
         if self.identity is not None and self.identity.trust_bundle_pem != bundle_pem:
             updated = self.identity.with_trust_bundle(bundle_pem)
             self._on_identity(updated)  # raises on an unusable bundle, before anything changes
             self.identity = updated
+            if not issued_under_first_root(updated.chain_pem, bundle_pem):
+                self._renew_soon(self._rng.uniform(0.0, ROOT_ROTATION_SPREAD))
         self.trust_bundle_override = bundle_pem
+
+    def _renew_soon(self, delay: float) -> None:
+        """Renew out of schedule after `delay` (once at a time); needs a running loop (the bundle watch has one)."""
+        if self._rotation is not None and not self._rotation.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        log.info("trust bundle has a new signing root: renewing in %.1fs", delay)
+        self._rotation = loop.create_task(self._renew_after(delay))
+
+    async def _renew_after(self, delay: float) -> None:
+        await self._clock.sleep(delay)
+        try:
+            await self.obtain()
+        except Exception as err:  # the regular schedule keeps retrying
+            log.warning("renewal for the new root failed (%s); the regular schedule will retry", err)
+            return
+        self.renewals += 1
 
     async def run(self) -> None:
         """Renew forever; failed renewals retry with backoff while the current certificate is still valid."""
+        try:
+            await self._renew_forever()
+        finally:
+            if self._rotation is not None:
+                self._rotation.cancel()
+
+    async def _renew_forever(self) -> None:
         backoff = RETRY_INITIAL
         while True:
             if self.next_renewal_at is None:
                 raise RuntimeError("CertificateManager.run() before the first obtain()")
             await self._clock.sleep(max(self.next_renewal_at - self._clock.wall(), 0.0))
+            if self.next_renewal_at > self._clock.wall():
+                continue  # renewed meanwhile (a root rotation): sleep until the new time
             try:
                 await self.obtain()
             except asyncio.CancelledError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -11,6 +12,10 @@ from shared.clock import Clock
 from shared.identity.svid import IssuedCertificate
 
 CITADEL_SERVER_NAME = "citadel"
+RENEWAL_REFUSED = "UNAUTHENTICATED"
+"""Status code name (services.citadel.client.CertificateRefused.code) of a renewal citadel does not accept."""
+
+log = logging.getLogger(__name__)
 
 
 class _CitadelClient(Protocol):
@@ -59,11 +64,17 @@ class CitadelSource:
         client = await self._client_for(self._trust_bundle())
         identity = self._current()
         if identity is not None and identity.not_after > self._clock.wall():
-            return await client.create_certificate(
-                csr_pem,
-                client_chain_pem=b"".join(identity.chain_pem),
-                client_key_pem=identity.key_pem,
-            )
+            try:
+                return await client.create_certificate(
+                    csr_pem,
+                    client_chain_pem=b"".join(identity.chain_pem),
+                    client_key_pem=identity.key_pem,
+                )
+            except Exception as err:
+                # A certificate citadel no longer accepts (its root was retired): bootstrap again with the token.
+                if getattr(err, "code", None) != RENEWAL_REFUSED or not self._token:
+                    raise
+                log.warning("renewal refused (%s); asking with the bootstrap token", err)
         if not self._token:
             raise RuntimeError("no bootstrap token (--token or --token-file) and no valid certificate to renew with")
         return await client.create_certificate(csr_pem, token=self._token)

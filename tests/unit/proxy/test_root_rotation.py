@@ -1,0 +1,82 @@
+"""A trust bundle whose first (signing) root did not issue our certificate brings the next renewal forward."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.proxy.certs import ROOT_ROTATION_SPREAD, CertificateManager, issued_under_first_root
+from services.proxy.tls import WorkloadIdentity
+from shared.clock import FakeClock
+from shared.identity.svid import IssuedCertificate
+
+SPIFFE = "spiffe://cluster.local/ns/default/sa/reviews"
+LIFETIME = 1000.0
+
+
+def other_root() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "new root")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class Source:
+    def __init__(self, signer: Any, clock: FakeClock) -> None:
+        self.signer, self.clock, self.calls = signer, clock, 0
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
+        self.calls += 1
+        issued: IssuedCertificate = self.signer(csr_pem, self.clock.wall() + LIFETIME)
+        return issued
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_new_signing_root_renews_within_the_spread(signer: Any) -> None:
+    clock = FakeClock()
+    identities: list[WorkloadIdentity] = []
+    source = Source(signer, clock)
+    manager = CertificateManager(SPIFFE, source, clock, random.Random(7), identities.append)
+    identity = await manager.obtain()
+    ours = identity.trust_bundle_pem
+    assert issued_under_first_root(identity.chain_pem, ours)
+    task = asyncio.create_task(manager.run())
+    try:
+        await _settle()
+        manager.update_trust_bundle(ours + other_root())  # a new root announced: ours still signs
+        await clock.advance(ROOT_ROTATION_SPREAD)
+        await _settle()
+        assert source.calls == 1
+
+        rotated = other_root() + ours  # the new root signs now
+        assert not issued_under_first_root(identity.chain_pem, rotated)
+        manager.update_trust_bundle(rotated)
+        await _settle()
+        await clock.advance(ROOT_ROTATION_SPREAD)
+        await _settle()
+        assert source.calls == 2 and manager.renewals == 1
+        assert manager.next_renewal_at is not None and manager.next_renewal_at > clock.wall() + LIFETIME / 4
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
