@@ -58,12 +58,44 @@ def _cluster_refs(value: Any) -> Iterator[str]:
             yield from _cluster_refs(item)
 
 
+@dataclass(frozen=True)
+class _OutboundIndex:
+    """Lookups into one snapshot's full outbound part, so scoping a proxy costs its upstreams, not the catalog."""
+
+    host_by_domain: dict[str, int]
+    """Any domain (or lower-case name) of a virtual host -> its position in Outbound.virtual_hosts."""
+    host_clusters: tuple[frozenset[str], ...]
+    """Per virtual host (same positions): every cluster its routes name."""
+    cluster_position: dict[str, int]
+
+
+def _index(snapshot: Snapshot, trust_domain: str) -> _OutboundIndex:
+    def build() -> _OutboundIndex:
+        everything = outbound(snapshot, trust_domain)
+        by_domain: dict[str, int] = {}
+        for position, host in enumerate(everything.virtual_hosts):
+            for domain in (host.name.lower(), *host.domains):
+                by_domain.setdefault(domain, position)
+        refs = tuple(
+            frozenset(name for route in host.routes for name in _cluster_refs(route.model_dump()))
+            for host in everything.virtual_hosts
+        )
+        positions = {cluster.name: position for position, cluster in enumerate(everything.clusters)}
+        return _OutboundIndex(by_domain, refs, positions)
+
+    return snapshot.memoized(("outbound-index", trust_domain), build)
+
+
 def _scoped(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
     everything = outbound(snapshot, trust_domain)
-    wanted = set(upstreams)
-    hosts = tuple(host for host in everything.virtual_hosts if wanted & {host.name.lower(), *host.domains})
-    used = {name for host in hosts for route in host.routes for name in _cluster_refs(route.model_dump())}
-    return Outbound(virtual_hosts=hosts, clusters=tuple(c for c in everything.clusters if c.name in used))
+    index = _index(snapshot, trust_domain)
+    picked = sorted({index.host_by_domain[name] for name in upstreams if name in index.host_by_domain})
+    used = {name for position in picked for name in index.host_clusters[position]}
+    clusters = sorted(index.cluster_position[name] for name in used if name in index.cluster_position)
+    return Outbound(
+        virtual_hosts=tuple(everything.virtual_hosts[position] for position in picked),
+        clusters=tuple(everything.clusters[position] for position in clusters),
+    )
 
 
 def scoped_outbound(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
