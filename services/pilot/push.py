@@ -136,6 +136,9 @@ class Pusher:
     def forget(self, key: str) -> None:
         """The proxy's key was deleted: write it again if the proxy comes back."""
         self._written.pop(key, None)
+        forget = getattr(self._store, "forget", None)
+        if forget is not None:
+            forget(key)
 
     async def push(self, snapshot: Snapshot, observed_at: float | None = None) -> int:
         """Generate and write every proxy whose stored version differs; returns the number of failures."""
