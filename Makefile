@@ -26,6 +26,7 @@ up: install
 	$(BIN)/isthmus up
 
 test: install
+	./scripts/install-test-tools.sh
 	$(BIN)/pytest
 
 test-unit: install
