@@ -12,7 +12,7 @@ byte-identical ProxyConfig JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import DestinationRule, VirtualService
-from shared.model.proxy_config import Cluster, ProxyConfig, VirtualHost
+from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,50 @@ def scoped_outbound(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str,
     return snapshot.memoized(("scoped", trust_domain, upstreams), lambda: _scoped(snapshot, trust_domain, upstreams))
 
 
+def _route_for_source(route: Route, labels: Mapping[str, str]) -> Route | None:
+    """Istio's `sourceLabels`: a match block naming source labels applies only to callers carrying them all.
+    The route keeps the blocks this caller can meet and disappears when it had blocks and none are left."""
+    if not any(block.source_labels for block in route.match):
+        return route
+    kept = [
+        block for block in route.match if all(labels.get(key) == value for key, value in block.source_labels.items())
+    ]
+    if not kept:
+        return None
+    return route.model_copy(update={"match": kept})
+
+
+def _has_source_labels(hosts: tuple[VirtualHost, ...]) -> bool:
+    return any(block.source_labels for host in hosts for route in host.routes for block in route.match)
+
+
+def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tuple[VirtualHost, ...]:
+    """The virtual hosts as this caller sees them once `sourceLabels` are applied."""
+    result = []
+    for host in hosts:
+        routes = [kept for route in host.routes if (kept := _route_for_source(route, labels)) is not None]
+        result.append(
+            host
+            if len(routes) == len(host.routes) and routes == host.routes
+            else host.model_copy(update={"routes": routes})
+        )
+    return tuple(result)
+
+
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
     shared = scoped_outbound(snapshot, trust_domain, proxy.upstreams)
+    virtual_hosts = shared.virtual_hosts
+    if snapshot.memoized(("source-labels", trust_domain, proxy.upstreams), lambda: _has_source_labels(virtual_hosts)):
+        virtual_hosts = for_source(virtual_hosts, proxy.labels)
     return ProxyConfig(
         proxy_id=proxy.proxy_id,
         service=proxy.service,
         namespace=proxy.namespace,
-        virtual_hosts=list(shared.virtual_hosts),
+        virtual_hosts=list(virtual_hosts),
         clusters=list(shared.clusters),
         inbound=inbound(snapshot, proxy, root_namespace),
     )
 
 
-__all__ = ["Outbound", "generate", "outbound", "scoped_outbound"]
+__all__ = ["Outbound", "for_source", "generate", "outbound", "scoped_outbound"]
