@@ -97,6 +97,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     supervisor = Supervisor(Path(args.state_dir).resolve() / "logs")
     try:
         mesh = _start(args, supervisor)
+        dashboard_url = mesh.start_dashboard(args.dashboard_port)
         print("starting demo workloads (app + sidecar each)...", flush=True)
         workloads = demo.start_workloads(mesh)
         for name, content in demo.demo_config():
@@ -115,6 +116,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print("  with header end-user: jason: " + json.dumps(dict(report.jason_versions)))
         print(f"order-service -> payment-service: payment saw caller {report.payment_caller}")
         print("\nproxy-status:\n" + format_table(asyncio.run(collect(mesh.nats_url))), flush=True)
+        print(f"\nDashboard (live service graph, sync state, config changes): {dashboard_url}", flush=True)
         print(
             f"""
 Try it yourself:
@@ -166,4 +168,5 @@ def register(subparsers: Any) -> None:
     )
     _add_common(demo_parser)
     demo_parser.add_argument("--requests", type=int, default=200, help="requests to drive (default 200)")
+    demo_parser.add_argument("--dashboard-port", type=int, default=15030, help="dashboard port (default 15030)")
     demo_parser.set_defaults(handler=_run_demo)

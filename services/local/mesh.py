@@ -149,6 +149,22 @@ class LocalMesh:
         if not child.alive:
             raise RuntimeError(f"{name} exited:\n{child.log_tail()}")
 
+    def start_dashboard(self, port: int | None = None, timeout: float = 30) -> str:
+        """Starts the dashboard process; returns its URL."""
+        if port:
+            require_free(port, "the dashboard", "--dashboard-port")
+        port = port or free_port()
+        self.children["dashboard"] = self.supervisor.start(
+            "dashboard",
+            python_module(
+                "services.dashboard", "--listen", f"127.0.0.1:{port}", "--consul-addr", self.consul_addr,
+                "--nats-url", self.nats_url,
+            ),
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        self._wait("dashboard", lambda: http_ok(f"{url}/"), timeout)
+        return url
+
     def bootstrap_token(self, namespace: str, service_account: str, ttl_seconds: int = 86400) -> str:
         from services.citadel.ca import CertificateAuthority
         from services.citadel.tokens import create_token
