@@ -29,7 +29,6 @@ from services.proxy.telemetry.labels import Workload
 from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
-from services.proxy.upstream import UpstreamPools
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.consul import proxy_id_for
 from shared.identity.spiffe import SpiffeId
