@@ -11,11 +11,42 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_handed_out: set[int] = set()
+_next_port = [0]
+
+
+def _ephemeral_floor() -> int:
+    """Lowest port the kernel hands to outgoing connections; ports below it are never taken by a connect()."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on, picked below the ephemeral range and never twice in this process.
+
+    Asking the kernel for port 0 and closing the socket races with outgoing connections, which may be
+    given that same port before the caller binds it; ports below the ephemeral range cannot be.
+    """
+    floor = _ephemeral_floor()
+    low = 20000 if floor > 21000 else 1024
+    span = floor - low
+    if not _next_port[0]:
+        _next_port[0] = low + (os.getpid() * 7919) % span
+    for _ in range(span):
+        port = _next_port[0]
+        _next_port[0] = low + (port + 1 - low) % span
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free port between {low} and {floor}")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
