@@ -251,7 +251,7 @@ class Sidecar:
         js = nats.jetstream()
         self._spawn(self.config.run(js, nats), "config watch")
         if self._bus_bundle:
-            self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock), "trust bundle")
+            self._spawn(follow_trust_bundle(js, self.certs.update_trust_bundle, self._clock, nats), "trust bundle")
 
     async def wait_ready(self) -> None:
         """Returns once a certificate and a config are in place."""
