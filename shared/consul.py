@@ -15,6 +15,7 @@ META_PROXY_ID = "isthmus-proxy-id"
 META_PROMETHEUS_PORT = "prometheus-port"  # the sidecar's Prometheus port (scraped via consul_sd_configs)
 META_UPSTREAMS = "isthmus-upstreams"  # comma-separated services the workload calls; absent: every service
 META_ADMIN_PORT = "isthmus-admin-port"  # the sidecar's loopback admin port (for `isthmus proxy-config` on the host)
+META_APP_PORT = "isthmus-app-port"  # the app port the sidecar fronts (PeerAuthentication portLevelMtls keys)
 MESH_TAG = "isthmus"
 
 DEFAULT_NAMESPACE = "default"
@@ -31,7 +32,9 @@ def labels_from_meta(meta: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in meta.items() if key not in _BOOKKEEPING}
 
 
-_BOOKKEEPING = frozenset({META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT, META_PROMETHEUS_PORT})
+_BOOKKEEPING = frozenset(
+    {META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT, META_APP_PORT, META_PROMETHEUS_PORT}
+)
 
 
 def parse_upstreams(value: str | None) -> tuple[str, ...]:

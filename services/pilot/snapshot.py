@@ -5,7 +5,8 @@ Mesh rules read from the catalog (the contract with the proxy's registration):
   `isthmus-proxy-id` (falling back to the Consul service ID), its service the Consul service name, its
   namespace Meta `namespace` (default "default"), its service account Meta `service-account` (default
   "default"), its labels `labels_from_meta(meta)`, the services it calls Meta `isthmus-upstreams`
-  (comma-separated; absent means every service). Its registered port is the sidecar's inbound (mTLS) port.
+  (comma-separated; absent means every service). Its registered port is the sidecar's inbound (mTLS) port;
+  Meta `isthmus-app-port` is the app port behind it (the key of PeerAuthentication's portLevelMtls).
 - Any other instance is a plain service without sidecar, reached in plain text on its registered port.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 from shared.consul import (
     DEFAULT_NAMESPACE,
+    META_APP_PORT,
     META_MESH,
     META_NAMESPACE,
     META_PROXY_ID,
@@ -69,6 +71,12 @@ class Instance:
     @property
     def upstreams(self) -> tuple[str, ...]:
         return parse_upstreams(self.meta.get(META_UPSTREAMS))
+
+    @property
+    def app_port(self) -> int | None:
+        """The app port behind the sidecar; None when not registered (or not a number)."""
+        value = self.meta.get(META_APP_PORT, "")
+        return int(value) if value.isdigit() else None
 
     def sort_key(self) -> tuple[str, str, str, str, int]:
         return (self.service, self.node, self.service_id, self.address, self.port)

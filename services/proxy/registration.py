@@ -12,6 +12,7 @@ from shared.consul import (
     MESH_TAG,
     META_ADMIN_PORT,
     META_APP,
+    META_APP_PORT,
     META_MESH,
     META_NAMESPACE,
     META_PROMETHEUS_PORT,
@@ -55,6 +56,7 @@ class Registration:
             META_VERSION: self.version,
             META_NAMESPACE: self.namespace,
             META_SERVICE_ACCOUNT: self.service_account,
+            META_APP_PORT: str(self.app_port),
         }
         if self.upstreams:
             meta[META_UPSTREAMS] = ",".join(self.upstreams)

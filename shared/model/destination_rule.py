@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.model.base import Duration, Spec
 from shared.model.virtual_service import PortSelector
@@ -122,8 +122,23 @@ class TLSMode(StrEnum):
     ISTIO_MUTUAL = "ISTIO_MUTUAL"
 
 
+SUPPORTED_TLS_MODES = frozenset({TLSMode.DISABLE, TLSMode.ISTIO_MUTUAL})
+
+
 class ClientTLSSettings(Spec):
-    mode: TLSMode = TLSMode.ISTIO_MUTUAL
+    """How a caller's sidecar talks to the destination. Set, it overrides automatic mTLS (which follows the
+    destination's PeerAuthentication): DISABLE is plain text, ISTIO_MUTUAL is mTLS with the mesh identity.
+    As in Istio, a `tls` block without `mode` means DISABLE. SIMPLE and MUTUAL (TLS with operator-supplied
+    certificates) are not supported and rejected."""
+
+    mode: TLSMode = TLSMode.DISABLE
+
+    @field_validator("mode")
+    @classmethod
+    def _supported(cls, mode: TLSMode) -> TLSMode:
+        if mode not in SUPPORTED_TLS_MODES:
+            raise ValueError(f"tls.mode {mode.value} is not supported; use DISABLE or ISTIO_MUTUAL")
+        return mode
 
 
 class PortTrafficPolicy(Spec):

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.pilot.generate.clusters import clusters
+from services.pilot.generate.clusters import MeshSecurity, clusters
 from services.pilot.generate.hosts import HostIndex
 from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
 from services.pilot.snapshot import Proxy, Snapshot
-from shared.model import DestinationRule, VirtualService
+from shared.model import DestinationRule, PeerAuthentication, VirtualService
 from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost
 
 
@@ -31,18 +31,21 @@ class Outbound:
     clusters: tuple[Cluster, ...]
 
 
-def _outbound(snapshot: Snapshot, trust_domain: str) -> Outbound:
+def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
     hosts = HostIndex(snapshot)
     virtual_services = snapshot.of_kind(VirtualService)
     refs: set[ClusterRef] = {default_ref(service) for service in hosts.services}
     virtual_hosts = [virtual_host(service, virtual_services, hosts, refs) for service in hosts.services]
-    generated = clusters(refs, snapshot, snapshot.of_kind(DestinationRule), hosts, trust_domain)
+    security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
+    generated = clusters(refs, snapshot, snapshot.of_kind(DestinationRule), hosts, security)
     return Outbound(virtual_hosts=tuple(virtual_hosts), clusters=tuple(generated))
 
 
-def outbound(snapshot: Snapshot, trust_domain: str) -> Outbound:
+def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
     """Virtual hosts for every catalog service and the clusters their routes use."""
-    return snapshot.memoized(("outbound", trust_domain), lambda: _outbound(snapshot, trust_domain))
+    return snapshot.memoized(
+        ("outbound", trust_domain, root_namespace), lambda: _outbound(snapshot, trust_domain, root_namespace)
+    )
 
 
 def _cluster_refs(value: Any) -> Iterator[str]:
@@ -69,9 +72,9 @@ class _OutboundIndex:
     cluster_position: dict[str, int]
 
 
-def _index(snapshot: Snapshot, trust_domain: str) -> _OutboundIndex:
+def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> _OutboundIndex:
     def build() -> _OutboundIndex:
-        everything = outbound(snapshot, trust_domain)
+        everything = outbound(snapshot, trust_domain, root_namespace)
         by_domain: dict[str, int] = {}
         for position, host in enumerate(everything.virtual_hosts):
             for domain in (host.name.lower(), *host.domains):
@@ -83,12 +86,12 @@ def _index(snapshot: Snapshot, trust_domain: str) -> _OutboundIndex:
         positions = {cluster.name: position for position, cluster in enumerate(everything.clusters)}
         return _OutboundIndex(by_domain, refs, positions)
 
-    return snapshot.memoized(("outbound-index", trust_domain), build)
+    return snapshot.memoized(("outbound-index", trust_domain, root_namespace), build)
 
 
-def _scoped(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
-    everything = outbound(snapshot, trust_domain)
-    index = _index(snapshot, trust_domain)
+def _scoped(snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...]) -> Outbound:
+    everything = outbound(snapshot, trust_domain, root_namespace)
+    index = _index(snapshot, trust_domain, root_namespace)
     picked = sorted({index.host_by_domain[name] for name in upstreams if name in index.host_by_domain})
     used = {name for position in picked for name in index.host_clusters[position]}
     clusters = sorted(index.cluster_position[name] for name in used if name in index.cluster_position)
@@ -98,11 +101,14 @@ def _scoped(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -
     )
 
 
-def scoped_outbound(snapshot: Snapshot, trust_domain: str, upstreams: tuple[str, ...]) -> Outbound:
+def scoped_outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...]) -> Outbound:
     """The outbound part a proxy with these declared upstreams needs (all of it when none are declared)."""
     if not upstreams:
-        return outbound(snapshot, trust_domain)
-    return snapshot.memoized(("scoped", trust_domain, upstreams), lambda: _scoped(snapshot, trust_domain, upstreams))
+        return outbound(snapshot, trust_domain, root_namespace)
+    return snapshot.memoized(
+        ("scoped", trust_domain, root_namespace, upstreams),
+        lambda: _scoped(snapshot, trust_domain, root_namespace, upstreams),
+    )
 
 
 def _route_for_source(route: Route, labels: Mapping[str, str]) -> Route | None:
@@ -137,7 +143,7 @@ def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tup
 
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
-    shared = scoped_outbound(snapshot, trust_domain, proxy.upstreams)
+    shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams)
     virtual_hosts = shared.virtual_hosts
     if snapshot.memoized(("source-labels", trust_domain, proxy.upstreams), lambda: _has_source_labels(virtual_hosts)):
         virtual_hosts = for_source(virtual_hosts, proxy.labels)

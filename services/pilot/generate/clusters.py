@@ -1,9 +1,13 @@
 """Generation of clusters: one per (host, port, subset) the routes reference, with endpoints and policy.
 
 Endpoints of a cluster are the service's catalog instances (a subset keeps those whose labels contain the
-subset's labels). A meshed instance's endpoint carries the SPIFFE identity its sidecar must present (an
-instance whose Meta makes no valid identity is left out: never reached without one); a plain instance
-has identity None. Endpoint.healthy is Consul's verdict (all checks passing). The
+subset's labels). An endpoint called over mTLS carries the SPIFFE identity its sidecar must present (an
+instance whose Meta makes no valid identity is left out: never reached without one); one called in plain
+text has identity None. Which, per endpoint (Istio's auto mTLS): the cluster's `tls.mode` when the
+DestinationRule sets it (DISABLE: plain text; ISTIO_MUTUAL: mTLS, even to an instance that has no sidecar,
+which then fails as in Istio); otherwise mTLS exactly when the instance has a sidecar whose effective
+PeerAuthentication mode on its app port (inbound.endpoint_mtls_mode: workload port level > workload >
+namespace > mesh-wide) is not DISABLE. Endpoint.healthy is Consul's verdict (all checks passing). The
 DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it. The
 cluster's traffic policy follows Istio's MergeTrafficPolicy: the rule's top-level policy, where a
 port-level entry for the cluster's port replaces all four components (loadBalancer, connectionPool,
@@ -16,14 +20,17 @@ A subset that no DestinationRule defines gives a cluster without endpoints (and 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from services.pilot.generate.hosts import HostIndex
+from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
 from shared.identity import SpiffeId
 from shared.identity.spiffe import InvalidSpiffeId
-from shared.model import DestinationRule
-from shared.model.destination_rule import TrafficPolicy
+from shared.model import DestinationRule, PeerAuthentication
+from shared.model.destination_rule import TLSMode, TrafficPolicy
+from shared.model.peer_authentication import MtlsMode
 from shared.model.proxy_config import Cluster, Endpoint
 
 log = logging.getLogger(__name__)
@@ -31,12 +38,38 @@ log = logging.getLogger(__name__)
 _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
 
 
-def endpoint(instance: Instance, trust_domain: str) -> Endpoint | None:
-    """The instance as an endpoint; None (and a log line) when its Meta gives no valid SPIFFE identity."""
+@dataclass(frozen=True)
+class MeshSecurity:
+    """What decides the transport to an endpoint besides the DestinationRule."""
+
+    trust_domain: str
+    root_namespace: str
+    peer_authentications: tuple[PeerAuthentication, ...]
+
+
+def destination_mode(instance: Instance, security: MeshSecurity) -> MtlsMode:
+    """The PeerAuthentication mode the instance's sidecar enforces on its app port (the port it registered;
+    unknown: the workload's mode, port-level entries aside)."""
+    policies = list(security.peer_authentications)
+    port = instance.app_port
+    if port is None:
+        return workload_mtls_modes(policies, instance.namespace, instance.labels, security.root_namespace)[0]
+    return endpoint_mtls_mode(policies, instance.namespace, instance.labels, port, security.root_namespace)
+
+
+def uses_mtls(instance: Instance, tls_mode: TLSMode | None, security: MeshSecurity) -> bool:
+    if tls_mode is not None:
+        return tls_mode == TLSMode.ISTIO_MUTUAL
+    return instance.meshed and destination_mode(instance, security) != MtlsMode.DISABLE
+
+
+def endpoint(instance: Instance, security: MeshSecurity, tls_mode: TLSMode | None = None) -> Endpoint | None:
+    """The instance as an endpoint; None (and a log line) when it needs mTLS and its Meta gives no valid
+    SPIFFE identity."""
     identity = None
-    if instance.meshed:
+    if uses_mtls(instance, tls_mode, security):
         try:
-            identity = SpiffeId(trust_domain, instance.namespace, instance.service_account).uri
+            identity = SpiffeId(security.trust_domain, instance.namespace, instance.service_account).uri
         except InvalidSpiffeId as err:
             log.warning("endpoint %s of %s left out: %s", instance.service_id, instance.service, err)
             return None
@@ -86,7 +119,7 @@ def traffic_policy(rule: DestinationRule | None, port: int, subset: str | None) 
 
 
 def cluster(
-    ref: ClusterRef, snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, trust_domain: str
+    ref: ClusterRef, snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
 ) -> Cluster:
     service = hosts.by_name(ref.host)
     instances = list(snapshot.services.get(service.name, ())) if service else []
@@ -99,7 +132,9 @@ def cluster(
         else:
             wanted = subset.labels.items()
             instances = [i for i in instances if wanted <= i.labels.items()]
-    found = (endpoint(instance, trust_domain) for instance in instances)
+    policy = traffic_policy(rule, ref.port, ref.subset)
+    tls_mode = policy.tls.mode if policy is not None and policy.tls is not None else None
+    found = (endpoint(instance, security, tls_mode) for instance in instances)
     endpoints = sorted((e for e in found if e is not None), key=lambda e: (e.address, e.port, e.identity or ""))
     return Cluster(
         name=ref.name,
@@ -107,12 +142,12 @@ def cluster(
         port=ref.port,
         subset=ref.subset,
         endpoints=endpoints,
-        traffic_policy=traffic_policy(rule, ref.port, ref.subset),
+        traffic_policy=policy,
     )
 
 
 def clusters(
-    refs: set[ClusterRef], snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, trust_domain: str
+    refs: set[ClusterRef], snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
 ) -> list[Cluster]:
     by_name = {ref.name: ref for ref in refs}
-    return [cluster(by_name[name], snapshot, rules, hosts, trust_domain) for name in sorted(by_name)]
+    return [cluster(by_name[name], snapshot, rules, hosts, security) for name in sorted(by_name)]
