@@ -1,4 +1,4 @@
-"""What pilot sends each proxy: virtual hosts with resolved routes, clusters with endpoints, inbound policy.
+"""What pilot sends each proxy: virtual hosts with resolved routes, TCP listeners, clusters, inbound policy.
 
 This is the contract between pilot's pure generators and the proxy's filter chain. Every host name is
 already resolved to clusters, every default applied; the proxy only has to execute it.
@@ -26,6 +26,7 @@ from shared.model.virtual_service import (
     HTTPRedirect,
     HTTPRetry,
     HTTPRewrite,
+    L4MatchAttributes,
 )
 
 
@@ -88,6 +89,27 @@ class VirtualHost(Spec):
     routes: list[Route]
 
 
+class TcpRoute(Spec):
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    """Empty: every connection; pilot keeps only the blocks that can apply to the listener's port and caller."""
+    route: Annotated[list[WeightedCluster], Field(min_length=1)]
+
+
+class TcpListener(Spec):
+    """One TCP upstream the proxy declared (`service:port`): connections to its local port follow `routes`."""
+
+    name: str
+    """`<upstream>:<port>`, as declared."""
+    service: str
+    """The catalog service (the declared upstream name resolved)."""
+    upstream: str
+    """The upstream name as the proxy declared it (one of the service's domains)."""
+    port: Annotated[int, Field(ge=1, le=65535)]
+    """The service port: what `match[].port` compares and the default destination port."""
+    routes: Annotated[list[TcpRoute], Field(min_length=1)]
+    """In order; the first whose match applies (or has none) takes the connection."""
+
+
 class NamedAuthorizationPolicy(Spec):
     name: str
     namespace: str
@@ -119,11 +141,14 @@ class ProxyConfig(Spec):
     namespace: str
     version: str = ""
     virtual_hosts: list[VirtualHost] = Field(default_factory=list)
+    tcp_listeners: list[TcpListener] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", by_alias=True, exclude={"version"})
+        # A config without TCP listeners hashes as it did before they existed (same versions across upgrades).
+        exclude = {"version"} if self.tcp_listeners else {"version", "tcp_listeners"}
+        body = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -1,6 +1,8 @@
-"""VirtualService: ordered HTTP routes with matches, weighted destinations, timeouts, retries and faults.
+"""VirtualService: ordered HTTP and TCP routes with matches, weighted destinations, timeouts, retries and faults.
 
-Also redirects, direct responses, CORS policies and mirroring. Choices where Istio leaves room: an empty
+Also redirects, direct responses, CORS policies and mirroring. TCP routes (`tcp`, Istio's TCPRoute) apply to
+services declared as TCP in the catalog (Consul Meta `isthmus-protocol: tcp`) and match on connection
+attributes only: the service port and the caller's labels. Choices where Istio leaves room: an empty
 StringMatch (`{}`) is allowed in `headers`, `withoutHeaders` and `queryParams` only and means "present"
 (so under `withoutHeaders`, "absent"); a route has exactly one of `route`, `redirect` or `directResponse`.
 """
@@ -262,10 +264,31 @@ class HTTPRoute(Spec):
         return list(self.mirrors)
 
 
+class L4MatchAttributes(Spec):
+    """One match block of a TCP route: conditions ANDed; a route's blocks are ORed."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The service port the caller connected to (the port of its declared upstream)."""
+    source_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteDestination(Spec):
+    destination: Destination
+    weight: Annotated[int, Field(ge=0)] | None = None
+
+
+class TCPRoute(Spec):
+    """Istio's TCPRoute: the first route whose match applies takes the connection; weights pick per connection."""
+
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    route: Annotated[list[RouteDestination], Field(min_length=1)]
+
+
 class VirtualServiceSpec(Spec):
     hosts: Annotated[list[str], Field(min_length=1)]
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
+    tcp: list[TCPRoute] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list)
 
     @field_validator("hosts")
