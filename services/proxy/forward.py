@@ -11,6 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.errors import ProxyError
 from shared.model.virtual_service import HeaderOperations
+from shared.peer_metadata import PEER_METADATA_HEADERS
 
 REQUEST_ID = "x-request-id"
 FORWARDED_FOR = "x-forwarded-for"
@@ -33,13 +34,15 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+HOP_SCOPED = HOP_BY_HOP | PEER_METADATA_HEADERS
+"""Never passed on: hop-by-hop headers, and peer metadata (each proxy sends its own, apps never see it)."""
 CHUNK = 64 * 1024
 
 
 def end_to_end_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
 ) -> CIMultiDict[str]:
-    """A copy without hop-by-hop headers, including any the Connection header names."""
+    """A copy without hop-by-hop headers (any the Connection header names too) or peer metadata."""
     named = {
         token.strip().lower()
         for value in headers.getall("Connection", [])
@@ -47,7 +50,7 @@ def end_to_end_headers(
         if token.strip()
     }
     return CIMultiDict(
-        (name, value) for name, value in headers.items() if name.lower() not in HOP_BY_HOP and name.lower() not in named
+        (name, value) for name, value in headers.items() if name.lower() not in HOP_SCOPED and name.lower() not in named
     )
 
 

@@ -37,7 +37,7 @@ from services.proxy.redirect import direct_body, location
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import note_route
+from services.proxy.telemetry.context import note_route, note_upstream, own_metadata
 from services.proxy.upstream import UpstreamPools
 from services.proxy.websocket import HandshakeRefused, is_upgrade
 from services.proxy.websocket import relay as relay_websocket
@@ -134,6 +134,7 @@ class OutboundHandler:
 
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
+        headers.extend(own_metadata())
         apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
         if is_upgrade(request):
             runtime = self._runtime(snapshot, destination.cluster)
@@ -163,6 +164,7 @@ class OutboundHandler:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
         except ProxyError as err:
             return self._local(request, err, request_id)
+        note_upstream(upstream.headers)
         try:
             response_ops = (route_response_ops, _response_ops(destination.headers))
             added = [("Set-Cookie", set_cookie)] if set_cookie else []

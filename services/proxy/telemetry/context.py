@@ -1,8 +1,10 @@
 """What the data path tells telemetry about one request in flight: the route chosen and the endpoint picked.
 
 The telemetry wrapper opens a `RequestFacts` for each request in a context variable; the outbound handler
-calls `note_route` once routing decided, and `ObservedPools` notes each endpoint a try picks. Both are
-no-ops outside a wrapped request, so the data path never depends on telemetry being on.
+calls `note_route` once routing decided and `note_upstream` with the response it relays, and `ObservedPools`
+notes each endpoint a try picks. Both listeners add `own_metadata()` (this proxy's peer metadata headers)
+to what they send on. All are no-ops outside a wrapped request, so the data path never depends on
+telemetry being on.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 
 from services.proxy.upstream import UpstreamPools
 from shared.model.proxy_config import Endpoint
+from shared.peer_metadata import PEER_METADATA
 
 if TYPE_CHECKING:
     from services.proxy.router import Decision
@@ -23,24 +27,40 @@ if TYPE_CHECKING:
 class RequestFacts:
     """Filled in while the request runs; read by the wrapper once the response is out."""
 
-    __slots__ = ("cluster", "endpoint", "route_name", "tries")
+    __slots__ = ("cluster", "endpoint", "own_headers", "peer_metadata", "route_name", "tries")
 
-    def __init__(self) -> None:
+    def __init__(self, own_headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.own_headers = own_headers
         self.cluster: str | None = None
         self.route_name: str | None = None
         self.endpoint: Endpoint | None = None
         self.tries = 0
+        self.peer_metadata: str | None = None
+        """The upstream's `x-envoy-peer-metadata` response header, read before it is stripped."""
 
 
 CURRENT: ContextVar[RequestFacts | None] = ContextVar("isthmus_request_facts", default=None)
 
 
 def note_route(decision: Decision) -> None:
-    """Routing picked `decision` for the current request (the outbound handler's one telemetry hook)."""
+    """Routing picked `decision` for the current request."""
     facts = CURRENT.get()
     if facts is not None:
         facts.cluster = decision.cluster
         facts.route_name = decision.route.name
+
+
+def own_metadata() -> tuple[tuple[str, str], ...]:
+    """This proxy's peer metadata headers, to add to the request or response sent on."""
+    facts = CURRENT.get()
+    return facts.own_headers if facts is not None else ()
+
+
+def note_upstream(headers: CIMultiDictProxy[str]) -> None:
+    """The upstream answered with `headers` (before the proxy strips the peer's metadata from them)."""
+    facts = CURRENT.get()
+    if facts is not None:
+        facts.peer_metadata = headers.get(PEER_METADATA)
 
 
 class ObservedPools(UpstreamPools):

@@ -6,10 +6,12 @@ Choices where a VM mesh differs from Kubernetes (documented, stable):
   (pilot resolves hosts to Consul service names), `destination_service_namespace` the endpoints'
   namespace when they agree;
 - the source reporter learns destination workload labels from the endpoint pilot sent (its Consul Meta),
-  and reports `connection_security_policy="unknown"` as Istio does on the client side;
-- the destination reporter knows the caller only by its certificate: `source_principal` and
-  `source_workload_namespace` come from the SPIFFE ID, the other source labels are "unknown";
-  its `connection_security_policy` is `mutual_tls` (the inbound listener accepts nothing else).
+  overridden by the callee's peer metadata response header when believed (`exchange.py`), and reports
+  `connection_security_policy="unknown"` as Istio does on the client side;
+- the destination reporter takes `source_principal` from the caller's certificate and the other source
+  labels from its peer metadata header when believed; otherwise only `source_workload_namespace` (from
+  the SPIFFE ID) is known and the rest are "unknown". Its `connection_security_policy` is `mutual_tls`
+  for TLS callers and `none` for plain text (PERMISSIVE, DISABLE).
 """
 
 from __future__ import annotations

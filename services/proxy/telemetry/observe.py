@@ -1,7 +1,9 @@
 """The telemetry wrapper around each listener's handler: one record per request, to metrics, log and trace.
 
 Outbound (reporter=source) learns route and endpoint from `context.RequestFacts`; inbound
-(reporter=destination) learns the caller from its certificate. A reply the proxy made itself
+(reporter=destination) learns the caller from its certificate and its peer metadata header (`exchange.py`
+says when that is believed), and the source side likewise reads the callee's metadata from the response.
+A reply the proxy made itself
 (`web.Response`, carrying the response-flags header) reports its flag; a relayed reply reports "-"
 whatever headers it carries. A request that ends without a response (the caller went away) is
 recorded with code 0 and flag DC. Every failure inside telemetry is counted and swallowed.
@@ -22,6 +24,7 @@ from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
 from services.proxy.telemetry.context import CURRENT, RequestFacts
+from services.proxy.telemetry.exchange import PeerBook, own_headers
 from services.proxy.telemetry.labels import (
     MUTUAL_TLS,
     NO_TLS,
@@ -30,18 +33,16 @@ from services.proxy.telemetry.labels import (
     UNKNOWN,
     LabelBook,
     Workload,
-    WorkloadLabels,
-    peer_labels,
 )
 from services.proxy.telemetry.metrics import StandardMetrics
 from services.proxy.telemetry.tracing import Tracing
 from services.proxy.tls import peer_spiffe_id
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.peer_metadata import PEER_METADATA
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-MAX_PEERS = 1024
 
 
 @dataclass(slots=True)
@@ -101,7 +102,8 @@ class Telemetry:
         self._book_config: object = None
         self._own = workload.labels
         self._own_service = workload.service_labels
-        self._peers: dict[str | None, WorkloadLabels] = {}
+        self._own_headers = own_headers(workload, proxy_id)
+        self._peers = PeerBook()
 
     def _labels(self) -> LabelBook:
         """The label book of the config version now running (rebuilt once per version)."""
@@ -111,14 +113,6 @@ class Telemetry:
             self._book = LabelBook(config)
             self._book_config = config
         return self._book
-
-    def _peer(self, spiffe_id: str | None) -> WorkloadLabels:
-        found = self._peers.get(spiffe_id)
-        if found is None:
-            if len(self._peers) >= MAX_PEERS:
-                self._peers.clear()
-            found = self._peers[spiffe_id] = peer_labels(spiffe_id)
-        return found
 
     def _begin(self, request: web.BaseRequest, kind: SpanKind) -> tuple[web.BaseRequest, Span | None, str]:
         """The request to hand on (with a request id and this hop's trace headers) and the span opened."""
@@ -142,7 +136,7 @@ class Telemetry:
             except Exception as err:
                 self._failed(err)
                 return await handler(request)
-            facts = RequestFacts()
+            facts = RequestFacts(self._own_headers)
             token = CURRENT.set(facts)
             response: web.StreamResponse | None = None
             try:
@@ -168,11 +162,13 @@ class Telemetry:
             except Exception as err:
                 self._failed(err)
                 return await handler(request)
+            token = CURRENT.set(RequestFacts(self._own_headers))
             response: web.StreamResponse | None = None
             try:
                 response = await handler(request)
                 return response
             finally:
+                CURRENT.reset(token)
                 try:
                     self._finish_inbound(request, response, span, request_id, start, wall, cluster, app)
                 except Exception as err:
@@ -200,6 +196,8 @@ class Telemetry:
         received = _received(request)
         book = self._labels()
         destination = book.endpoint(facts.cluster, facts.endpoint)
+        if facts.peer_metadata and facts.endpoint is not None:
+            destination = self._peers.callee(facts.peer_metadata, facts.endpoint.identity, destination)
         upstream = f"{facts.endpoint.address}:{facts.endpoint.port}" if facts.endpoint else "-"
         if self.metrics is not None:
             labels = (
@@ -257,7 +255,7 @@ class Telemetry:
             tls = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
             labels = (
                 REPORTER_DESTINATION,
-                *self._peer(peer),
+                *self._peers.caller(request.headers.get(PEER_METADATA), peer),
                 *self._own,
                 *self._own_service,
                 _protocol(request),

@@ -27,6 +27,7 @@ from services.proxy.telemetry.tracing import TracingSettings
 from shared.identity.spiffe import parse_spiffe_id
 from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
+from shared.peer_metadata import PEER_METADATA
 
 TRUST_DOMAIN = "cluster.local"
 
@@ -77,7 +78,8 @@ async def otlp() -> AsyncIterator[tuple[Receiver, str]]:
 
 @dataclass
 class EchoApp:
-    """The app behind a sidecar: records the headers it saw; /fail answers 503."""
+    """The app behind a sidecar: records the headers it saw; /fail answers 503; /claim answers with the
+    `x-echo-claim` request header's value as its own peer metadata header (a spoofing app)."""
 
     seen: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
@@ -88,6 +90,8 @@ class EchoApp:
         self.seen.append({k.lower(): v for k, v in request.headers.items()})
         if request.path == "/fail":
             return web.Response(status=503, text="failing")
+        if request.path == "/claim":
+            return web.Response(text="claimed", headers={PEER_METADATA: request.headers.get("x-echo-claim", "")})
         return web.Response(text="hello from the app")
 
     async def start(self) -> None:
@@ -151,9 +155,11 @@ def apply_config(sidecar: Sidecar, config: ProxyConfig) -> None:
     sidecar.state.swap(ConfigSnapshot.build(config.versioned(), random.Random(1)))
 
 
-def route_to(caller: Sidecar, target: Sidecar, host: str = "reviews") -> ProxyConfig:
-    """Caller's config: `host` -> a cluster holding target's inbound listener, with its labels and identity."""
+def route_to(caller: Sidecar, target: Sidecar, host: str = "reviews", labels: bool = True) -> ProxyConfig:
+    """Caller's config: `host` -> a cluster holding target's inbound listener, with its identity and
+    (unless `labels` is False) its labels."""
     cluster = f"outbound|80||{host}"
+    endpoint_labels = {"app": target.settings.service, "version": target.settings.version, "namespace": "default"}
     return ProxyConfig.model_validate(
         {
             "proxyId": caller.proxy_id,
@@ -172,11 +178,7 @@ def route_to(caller: Sidecar, target: Sidecar, host: str = "reviews") -> ProxyCo
                             "address": "127.0.0.1",
                             "port": target.listeners["inbound"].port,
                             "identity": target.settings.spiffe_id,
-                            "labels": {
-                                "app": target.settings.service,
-                                "version": target.settings.version,
-                                "namespace": "default",
-                            },
+                            "labels": endpoint_labels if labels else {},
                         }
                     ],
                 }

@@ -31,6 +31,11 @@ def test_hop_by_hop_and_connection_named_headers_are_removed() -> None:
     assert list(kept.items()) == [("Accept", "text/html"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
 
 
+def test_peer_metadata_is_never_passed_on() -> None:
+    headers = CIMultiDict([("X-Envoy-Peer-Metadata", "e30="), ("x-envoy-peer-metadata-id", "x"), ("Accept", "*/*")])
+    assert list(end_to_end_headers(headers).items()) == [("Accept", "*/*")]
+
+
 def test_request_id_is_kept_or_generated() -> None:
     given: CIMultiDict[str] = CIMultiDict({"X-Request-Id": "abc"})
     assert ensure_request_id(given) == "abc"

@@ -1,0 +1,71 @@
+"""Workload metadata sidecars exchange in request and response headers, as Istio's metadata exchange does.
+
+The value of `x-envoy-peer-metadata` is base64 of compact JSON with Istio's node metadata keys
+(`NAMESPACE`, `WORKLOAD_NAME`, `SERVICE_ACCOUNT`, `LABELS.app`, `LABELS.version`);
+`x-envoy-peer-metadata-id` carries the sender's proxy id. Each hop removes what it received and sets its own:
+an application never sees these headers and cannot set them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+PEER_METADATA = "x-envoy-peer-metadata"
+PEER_METADATA_ID = "x-envoy-peer-metadata-id"
+PEER_METADATA_HEADERS = frozenset({PEER_METADATA, PEER_METADATA_ID})
+"""Lower-case names; proxies strip both from everything they forward."""
+MAX_ENCODED = 4096
+"""A longer value is not decoded (it cannot be one of ours)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMetadata:
+    namespace: str
+    workload: str
+    service_account: str
+    app: str
+    version: str
+
+    def encode(self) -> str:
+        document = {
+            "NAMESPACE": self.namespace,
+            "WORKLOAD_NAME": self.workload,
+            "SERVICE_ACCOUNT": self.service_account,
+            "LABELS": {"app": self.app, "version": self.version},
+        }
+        compact = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        return base64.b64encode(compact.encode()).decode("ascii")
+
+
+def decode(value: str) -> PeerMetadata:
+    """Raises ValueError for anything that is not a well-formed metadata value."""
+    if len(value) > MAX_ENCODED:
+        raise ValueError("peer metadata too long")
+    try:
+        document = json.loads(base64.b64decode(value, validate=True))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"peer metadata is not base64 JSON: {err}") from err
+    if not isinstance(document, dict):
+        raise ValueError("peer metadata is not an object")
+    labels = document.get("LABELS", {})
+    if not isinstance(labels, dict):
+        raise ValueError("peer metadata LABELS is not an object")
+    fields = (
+        document.get("NAMESPACE"),
+        document.get("WORKLOAD_NAME"),
+        document.get("SERVICE_ACCOUNT"),
+        labels.get("app"),
+        labels.get("version"),
+    )
+    if not all(isinstance(field, str) and field for field in fields):
+        raise ValueError("peer metadata lacks a namespace, workload, service account, app or version")
+    namespace, workload, account, app, version = (str(field) for field in fields)
+    return PeerMetadata(namespace, workload, account, app, version)
+
+
+def headers_for(metadata: PeerMetadata, proxy_id: str) -> tuple[tuple[str, str], ...]:
+    """The (name, value) pairs a proxy adds, computed once per proxy."""
+    return ((PEER_METADATA, metadata.encode()), (PEER_METADATA_ID, proxy_id))
