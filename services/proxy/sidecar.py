@@ -25,6 +25,7 @@ from services.proxy.registration import ConsulRegistrar, Registration
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry import setup as telemetry_setup
 from services.proxy.telemetry.context import ObservedPools
+from services.proxy.telemetry.denials import register as register_denials
 from services.proxy.telemetry.labels import Workload
 from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
@@ -114,6 +115,12 @@ class Sidecar:
         self._registered = False
         self.listeners: dict[str, Listener] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        metrics = self.telemetry.metrics
+        register_denials(
+            metrics.registry if metrics else None,
+            lambda: self._inbound.stats,
+            lambda: getattr(self.listeners.get("inbound"), "refused", None),
+        )
 
     def registration(self) -> Registration:
         s = self.settings
