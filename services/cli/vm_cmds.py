@@ -20,7 +20,7 @@ from services.citadel.ca_store import CaStateError
 from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import parse_upstreams
+from shared.consul import upstream_specs
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -74,7 +74,7 @@ def write_bundle(args: argparse.Namespace) -> Path:
         VERSION_ENV: args.version,
         APP_PORT_ENV: str(args.port),
     }
-    upstreams = parse_upstreams(",".join(args.upstreams))
+    upstreams = upstream_specs(",".join(args.upstreams))
     if upstreams:
         values[UPSTREAMS_ENV] = ",".join(upstreams)
     _write(out / MESH_ENV, format_env(values), 0o644)

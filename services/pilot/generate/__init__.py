@@ -1,8 +1,9 @@
 """Pure per-proxy generation: (snapshot, proxy) -> ProxyConfig, with no I/O; push.py calls it for every proxy.
 
-Routes (routes.py), clusters (clusters.py) and inbound policy (inbound.py) each state their part of the
-mesh contract. The outbound part (virtual hosts and clusters) is computed once per snapshot, then scoped
-per proxy: a proxy that declares its upstreams (Meta `isthmus-upstreams`, sidecar flag `--upstream`) gets
+Routes (routes.py), TCP listeners (tcp.py), clusters (clusters.py) and inbound policy (inbound.py) each
+state their part of the mesh contract. The outbound part (virtual hosts, TCP listeners and clusters) is
+computed once per snapshot, then scoped per proxy (TCP listeners: see tcp.py): a proxy that declares its
+upstreams (Meta `isthmus-upstreams`, sidecar flag `--upstream`) gets
 only the virtual hosts of those services (an upstream may be written as any of a service's domains) and
 the clusters their routes use, the way Istio's Sidecar resource limits egress hosts; a proxy that declares
 none gets every service. An upstream the catalog does not hold yet is simply absent until it appears.
@@ -20,15 +21,18 @@ from services.pilot.generate.clusters import MeshSecurity, clusters
 from services.pilot.generate.hosts import HostIndex
 from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
+from services.pilot.generate.tcp import proxy_listeners, tcp_listeners, with_listener_clusters
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import DestinationRule, PeerAuthentication, VirtualService
-from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost
+from shared.model.proxy_config import Cluster, ProxyConfig, Route, TcpListener, VirtualHost
 
 
 @dataclass(frozen=True)
 class Outbound:
     virtual_hosts: tuple[VirtualHost, ...]
     clusters: tuple[Cluster, ...]
+    tcp_listeners: tuple[TcpListener, ...] = ()
+    """Every declared TCP upstream's listener (tcp.py); only in the unscoped part."""
 
 
 def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
@@ -36,9 +40,10 @@ def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Out
     virtual_services = snapshot.of_kind(VirtualService)
     refs: set[ClusterRef] = {default_ref(service) for service in hosts.services}
     virtual_hosts = [virtual_host(service, virtual_services, hosts, refs) for service in hosts.services]
+    listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
     generated = clusters(refs, snapshot, snapshot.of_kind(DestinationRule), hosts, security)
-    return Outbound(virtual_hosts=tuple(virtual_hosts), clusters=tuple(generated))
+    return Outbound(virtual_hosts=tuple(virtual_hosts), clusters=tuple(generated), tcp_listeners=tuple(listeners))
 
 
 def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
@@ -147,12 +152,15 @@ def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace
     virtual_hosts = shared.virtual_hosts
     if snapshot.memoized(("source-labels", trust_domain, proxy.upstreams), lambda: _has_source_labels(virtual_hosts)):
         virtual_hosts = for_source(virtual_hosts, proxy.labels)
+    everything = outbound(snapshot, trust_domain, root_namespace)
+    listeners = proxy_listeners(snapshot, proxy, everything.tcp_listeners)
     return ProxyConfig(
         proxy_id=proxy.proxy_id,
         service=proxy.service,
         namespace=proxy.namespace,
         virtual_hosts=list(virtual_hosts),
-        clusters=list(shared.clusters),
+        tcp_listeners=listeners,
+        clusters=with_listener_clusters(shared.clusters, listeners, everything.clusters),
         inbound=inbound(snapshot, proxy, root_namespace),
     )
 

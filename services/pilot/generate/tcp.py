@@ -1,0 +1,152 @@
+"""Generation of TCP listeners: the routes of every `name:port` upstream a proxy declares on a TCP service.
+
+A catalog service is TCP when most of its instances declare Consul Meta `isthmus-protocol: tcp` (a tie or
+no declaration: http). A proxy declares a TCP upstream as `name:port[:localport]` in Meta `isthmus-upstreams`
+(shared/consul.py); `name` may be any of the service's domains. Listeners are computed once per snapshot for
+every (name, port) some proxy declares, and each proxy takes its own.
+
+A listener's routes are the `tcp` routes of the VirtualServices applying to the service (routes.py's
+`virtual_services_for`), in order, each keeping the match blocks whose `port` is unset or the listener's
+port; a route whose blocks all name other ports is left out. A destination's port defaults to the listener's
+port; weights follow the http rules (a lone destination 100, all omitted: 100 split evenly, some omitted: 0).
+Without an applying tcp route the listener gets one catch-all route to `outbound|<port>||<service>`.
+`sourceLabels` are applied per proxy as for http routes: blocks the caller cannot meet are dropped, and a
+route left without blocks disappears (a listener left without routes refuses connections). An upstream
+that is not a TCP catalog service gets no listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from services.pilot.generate.hosts import HostIndex, MeshService
+from services.pilot.generate.routes import ClusterRef, virtual_services_for
+from services.pilot.snapshot import Proxy, Snapshot
+from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams, protocol_of
+from shared.model import VirtualService
+from shared.model.proxy_config import Cluster, TcpListener, TcpRoute, WeightedCluster
+from shared.model.virtual_service import RouteDestination, TCPRoute
+
+
+def tcp_services(snapshot: Snapshot) -> frozenset[str]:
+    """Catalog services most of whose instances declare `isthmus-protocol: tcp`."""
+
+    def build() -> frozenset[str]:
+        found = set()
+        for name, instances in snapshot.services.items():
+            tcp = sum(1 for instance in instances if protocol_of(dict(instance.meta)) == PROTOCOL_TCP)
+            if tcp * 2 > len(instances):
+                found.add(name)
+        return frozenset(found)
+
+    return snapshot.memoized(("tcp-services",), build)
+
+
+def declared_upstreams(snapshot: Snapshot) -> Mapping[str, tuple[TcpUpstream, ...]]:
+    """Proxy id -> the TCP upstreams its Meta declares (the first instance of a proxy id counts, as for proxies)."""
+
+    def build() -> dict[str, tuple[TcpUpstream, ...]]:
+        found: dict[str, tuple[TcpUpstream, ...]] = {}
+        for instance in snapshot.instances:
+            if instance.meshed and instance.proxy_id not in found:
+                found[instance.proxy_id] = parse_tcp_upstreams(instance.meta.get(META_UPSTREAMS))
+        return found
+
+    return snapshot.memoized(("tcp-upstreams",), build)
+
+
+def _weights(destinations: Sequence[RouteDestination]) -> list[int]:
+    if all(d.weight is None for d in destinations):
+        share, remainder = divmod(100, len(destinations))
+        return [share + (1 if index < remainder else 0) for index in range(len(destinations))]
+    return [d.weight or 0 for d in destinations]
+
+
+def _route(tcp: TCPRoute, port: int, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> TcpRoute | None:
+    kept = [block for block in tcp.match if block.port is None or block.port == port]
+    if tcp.match and not kept:
+        return None
+    weighted = []
+    for item, weight in zip(tcp.route, _weights(tcp.route), strict=True):
+        target = item.destination
+        ref = ClusterRef(
+            host=hosts.cluster_host(target.host, namespace),
+            port=target.port.number if target.port else port,
+            subset=target.subset,
+        )
+        refs.add(ref)
+        weighted.append(WeightedCluster(cluster=ref.name, weight=weight))
+    return TcpRoute(match=kept, route=weighted)
+
+
+def _listener(
+    upstream: str,
+    port: int,
+    service: MeshService,
+    virtual_services: list[VirtualService],
+    hosts: HostIndex,
+    refs: set[ClusterRef],
+) -> TcpListener:
+    routes = [
+        route
+        for vs in virtual_services_for(service, virtual_services, hosts)
+        for tcp in vs.spec.tcp
+        if (route := _route(tcp, port, vs.metadata.namespace, hosts, refs)) is not None
+    ]
+    if not routes:
+        ref = ClusterRef(host=service.name, port=port, subset=None)
+        refs.add(ref)
+        routes = [TcpRoute(route=[WeightedCluster(cluster=ref.name, weight=100)])]
+    return TcpListener(name=f"{upstream}:{port}", service=service.name, upstream=upstream, port=port, routes=routes)
+
+
+def tcp_listeners(
+    snapshot: Snapshot, hosts: HostIndex, virtual_services: list[VirtualService], refs: set[ClusterRef]
+) -> list[TcpListener]:
+    """A listener for every declared (name, port) that names a TCP service, sorted by name; every cluster
+    their routes use is added to `refs`."""
+    tcp = tcp_services(snapshot)
+    wanted = sorted({(u.name, u.port) for upstreams in declared_upstreams(snapshot).values() for u in upstreams})
+    listeners = []
+    for name, port in wanted:
+        service = hosts.by_name(name)
+        if service is not None and service.name in tcp:
+            listeners.append(_listener(name, port, service, virtual_services, hosts, refs))
+    return listeners
+
+
+def _for_source(listener: TcpListener, labels: Mapping[str, str]) -> TcpListener | None:
+    routes = []
+    for route in listener.routes:
+        if not any(block.source_labels for block in route.match):
+            routes.append(route)
+            continue
+        kept = [b for b in route.match if all(labels.get(k) == v for k, v in b.source_labels.items())]
+        if kept:
+            routes.append(route.model_copy(update={"match": kept}))
+    if not routes:
+        return None
+    return listener if routes == listener.routes else listener.model_copy(update={"routes": routes})
+
+
+def proxy_listeners(snapshot: Snapshot, proxy: Proxy, everything: Iterable[TcpListener]) -> list[TcpListener]:
+    """The listeners of the TCP upstreams `proxy` declares, as this caller sees them (`sourceLabels` applied)."""
+    declared = {(u.name, u.port) for u in declared_upstreams(snapshot).get(proxy.proxy_id, ())}
+    if not declared:
+        return []
+    chosen = (listener for listener in everything if (listener.upstream, listener.port) in declared)
+    return [kept for listener in chosen if (kept := _for_source(listener, proxy.labels)) is not None]
+
+
+def with_listener_clusters(
+    clusters: Sequence[Cluster], listeners: Sequence[TcpListener], everything: Iterable[Cluster]
+) -> list[Cluster]:
+    """`clusters` plus those the listeners' routes use (taken from `everything`), in name order."""
+    if not listeners:
+        return list(clusters)
+    have = {cluster.name for cluster in clusters}
+    wanted = {w.cluster for listener in listeners for route in listener.routes for w in route.route} - have
+    if not wanted:
+        return list(clusters)
+    extra = [cluster for cluster in everything if cluster.name in wanted]
+    return sorted([*clusters, *extra], key=lambda cluster: cluster.name)
