@@ -1,4 +1,7 @@
-"""Galley's HTTP front door: apply, read and delete config over JSON, in front of validate and the store."""
+"""Galley's HTTP front door: apply, read and delete config over JSON, in front of validate and the store.
+
+`/metrics` serves galley's Prometheus metrics (`metrics.py`) on the same port.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from nats.errors import Error as NatsError
 
 from services.galley.analyze import analyze, merged_view
 from services.galley.kinds import resolve_kind
+from services.galley.metrics import METRICS_KEY, GalleyMetrics, metrics_handler
 from services.galley.sources import Source
 from services.galley.store import (
     ApplyResult,
@@ -119,22 +123,32 @@ def parse_apply_body(body: bytes, content_type: str, query_dry_run: str | None) 
 
 
 async def apply(request: web.Request) -> web.Response:
+    return await request.app[METRICS_KEY].observe_apply(lambda: _apply(request))
+
+
+async def _apply(request: web.Request) -> tuple[web.Response, str]:
+    """The response and its outcome for metrics."""
+    metrics = request.app[METRICS_KEY]
     body = await request.read()
     try:
         sources, dry_run = parse_apply_body(body, request.content_type, request.query.get("dryRun"))
     except BadRequest as err:
-        return error_response(400, str(err))
+        return error_response(400, str(err)), "bad_request"
     batch = validate_sources(sources)
+    metrics.validated(batch)
     if not batch.ok:
-        return error_response(400, *batch.errors)
+        return error_response(400, *batch.errors), "invalid"
     store = request.app[STORE_KEY]
     stored = [item.resource for item in await store.list()]
     warnings = analyze(merged_view(batch.resources, stored), focus=batch.resources)
     results = await store.apply(batch.resources, dry_run=dry_run)
+    if not dry_run:
+        metrics.applied(results)
     for result in results:
         if result.action != "unchanged" and not dry_run:
             log.info("%s %s/%s %s (revision %d)", *_result_fields(result))
-    return web.json_response({"applied": [result_json(r) for r in results], "dryRun": dry_run, "warnings": warnings})
+    body_json = {"applied": [result_json(r) for r in results], "dryRun": dry_run, "warnings": warnings}
+    return web.json_response(body_json), "dry_run" if dry_run else "applied"
 
 
 def _result_fields(result: ApplyResult) -> tuple[str, str, str, str, int]:
@@ -172,6 +186,7 @@ async def delete_resource(request: web.Request) -> web.Response:
     kind, namespace, name = _path_identity(request)
     if not await request.app[STORE_KEY].delete(kind, namespace, name):
         return error_response(404, f"{kind} {namespace}/{name} not found")
+    request.app[METRICS_KEY].deletes.labels(kind).inc()
     log.info("%s %s/%s deleted", kind, namespace, name)
     return web.json_response({"deleted": {"kind": kind, "namespace": namespace, "name": name}})
 
@@ -207,6 +222,8 @@ async def rollback_resource(request: web.Request) -> web.Response:
         result = await request.app[STORE_KEY].rollback(kind, namespace, name, revision)
     except RevisionNotFound as err:
         return error_response(404, str(err))
+    request.app[METRICS_KEY].rollbacks.labels(kind).inc()
+    request.app[METRICS_KEY].applied([result])
     log.info(
         "%s %s/%s rolled back to revision %d: %s (revision %d)",
         kind,
@@ -225,10 +242,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "config store disconnected"}, status=503)
 
 
-def create_app(store: ConfigStore, healthy: Callable[[], bool]) -> web.Application:
+def create_app(
+    store: ConfigStore, healthy: Callable[[], bool], metrics: GalleyMetrics | None = None
+) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[errors_as_json])
     app[STORE_KEY] = store
     app[HEALTH_KEY] = healthy
+    app[METRICS_KEY] = metrics or GalleyMetrics()
     app.router.add_post("/v1/apply", apply)
     app.router.add_get("/v1/resources", list_resources)
     resource = "/v1/resources/{kind}/{namespace}/{name}"
@@ -237,4 +257,5 @@ def create_app(store: ConfigStore, healthy: Callable[[], bool]) -> web.Applicati
     app.router.add_get("/v1/history/{kind}/{namespace}/{name}", resource_history)
     app.router.add_post("/v1/rollback/{kind}/{namespace}/{name}", rollback_resource)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler(STORE_KEY))
     return app

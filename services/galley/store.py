@@ -166,6 +166,11 @@ class ConfigStore:
         kind, namespace, name = _identity(resource)
         raise StoreConflict(f"{kind} {namespace}/{name}: changed concurrently too often; apply again")
 
+    async def revisions(self) -> tuple[int, int]:
+        """(revisions the bucket keeps across all keys, delete markers included; its latest revision)."""
+        state = (await self._kv.status()).stream_info.state
+        return state.messages, state.last_seq
+
     async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
         current = await self._current(config_key(kind, namespace, name))
         if current is None:

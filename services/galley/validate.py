@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from services.galley.sources import Document, Source, parse_sources
-from shared.model import Resource, UnknownKind, parse_resource
+from shared.model import KINDS, Resource, UnknownKind, parse_resource
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,19 @@ class Accepted:
     document: Document
 
 
+UNKNOWN_KIND = "unknown"
+Failure = tuple[str, str]
+"""(kind, reason) of one validation issue, for metrics: a known kind or "unknown"; a short reason code
+(`parse`, `unknown_kind`, `duplicate`, `empty`, or pydantic's error type such as `missing`)."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """The batch's resources in input order, and every issue found; a batch with issues is stored nowhere."""
 
     accepted: tuple[Accepted, ...]
     errors: tuple[str, ...]
+    failures: tuple[Failure, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -84,13 +91,29 @@ def describe(document: Document) -> str:
 
 
 def validate_document(document: Document) -> tuple[Resource | None, list[str]]:
+    resource, errors, _ = _validate(document)
+    return resource, errors
+
+
+def _validate(document: Document) -> tuple[Resource | None, list[str], list[Failure]]:
     head = describe(document)
     try:
-        return parse_resource(document.data), []
+        return parse_resource(document.data), [], []
     except UnknownKind as err:
-        return None, [f"{head}: kind: {err}"]
+        return None, [f"{head}: kind: {err}"], [(UNKNOWN_KIND, "unknown_kind")]
     except ValidationError as err:
-        return None, [f"{head}: {format_loc(e['loc'])}: {format_reason(e)}" for e in err.errors()]
+        kind = _kind_of(document.data)
+        details = err.errors()
+        return (
+            None,
+            [f"{head}: {format_loc(e['loc'])}: {format_reason(e)}" for e in details],
+            [(kind, e["type"]) for e in details],
+        )
+
+
+def _kind_of(data: Any) -> str:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind in KINDS else UNKNOWN_KIND
 
 
 def check_batch(documents: Sequence[Document]) -> list[str]:
@@ -111,21 +134,25 @@ def check_batch(documents: Sequence[Document]) -> list[str]:
 def validate_documents(documents: Sequence[Document], errors: Sequence[str] = ()) -> BatchResult:
     """Validate every document and the batch as a whole; `errors` carries earlier (e.g. parse) issues."""
     all_errors = list(errors)
+    failures: list[Failure] = [(UNKNOWN_KIND, "parse")] * len(errors)
     accepted: list[Accepted] = []
     for document in documents:
-        resource, issues = validate_document(document)
+        resource, issues, found = _validate(document)
         all_errors.extend(issues)
+        failures.extend(found)
         if resource is not None:
             accepted.append(Accepted(resource, document))
-    all_errors.extend(check_batch(documents))
-    return BatchResult(tuple(accepted), tuple(all_errors))
+    duplicates = check_batch(documents)
+    all_errors.extend(duplicates)
+    failures.extend((UNKNOWN_KIND, "duplicate") for _ in duplicates)
+    return BatchResult(tuple(accepted), tuple(all_errors), tuple(failures))
 
 
 def validate_sources(sources: Sequence[Source]) -> BatchResult:
     documents, errors = parse_sources(list(sources))
     result = validate_documents(documents, errors)
     if not documents and not errors:
-        return BatchResult((), ("no resources found in the given sources",))
+        return BatchResult((), ("no resources found in the given sources",), ((UNKNOWN_KIND, "empty"),))
     return result
 
 

@@ -54,6 +54,9 @@ async def test_serves_until_sigterm(nats_url: str) -> None:
         assert line.endswith(f"galley ready on 127.0.0.1:{port}")
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as reply:
             assert reply.status == 200
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+            assert reply.status == 200
+            assert "galley_config_resources" in await reply.text()
     finally:
         code = await stop(proc)
     assert code == 0
