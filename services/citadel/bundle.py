@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -49,9 +52,13 @@ async def read_trust_bundle(js: JetStreamContext) -> bytes | None:
     return entry.value
 
 
-async def keep_bundle_published(nats_url: str, bundle_pem: bytes, clock: Clock) -> None:
+async def keep_bundle_published(
+    nats_url: str, bundle_pem: bytes | Callable[[], bytes], clock: Clock, changed: asyncio.Event | None = None
+) -> None:
     """Run until cancelled: publish the bundle, retrying with backoff while NATS is unreachable, re-checking
-    every RECHECK_SECONDS. Certificate issuing never waits for this."""
+    every RECHECK_SECONDS or as soon as `changed` is set (a CA reload). `bundle_pem` may be a function read
+    at each check (the bundle of the CA in use). Certificate issuing never waits for this."""
+    current = bundle_pem if callable(bundle_pem) else lambda: bundle_pem
     delay = RETRY_INITIAL_SECONDS
     client: NatsClient | None = None
     try:
@@ -59,10 +66,10 @@ async def keep_bundle_published(nats_url: str, bundle_pem: bytes, clock: Clock) 
             try:
                 if client is None or client.is_closed:
                     client = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1)
-                if await publish_trust_bundle(client.jetstream(), bundle_pem):
+                if await publish_trust_bundle(client.jetstream(), current()):
                     log.info("published trust bundle to %s/%s", TRUST_BUNDLE_BUCKET, TRUST_BUNDLE_KEY)
                 delay = RETRY_INITIAL_SECONDS
-                await clock.sleep(RECHECK_SECONDS)
+                await _pause(clock, RECHECK_SECONDS, changed)
             except (OSError, nats.errors.Error) as error:
                 log.warning("cannot publish trust bundle to %s yet: %s", nats_url, error)
                 await clock.sleep(delay)
@@ -70,3 +77,21 @@ async def keep_bundle_published(nats_url: str, bundle_pem: bytes, clock: Clock) 
     finally:
         if client is not None and not client.is_closed:
             await client.close()
+
+
+async def _pause(clock: Clock, seconds: float, changed: asyncio.Event | None) -> None:
+    """Sleep `seconds` on the clock, or less if `changed` gets set (then cleared for the next change)."""
+    if changed is None:
+        await clock.sleep(seconds)
+        return
+    if not changed.is_set():
+        sleeper = asyncio.ensure_future(clock.sleep(seconds))
+        waiter = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waiter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    changed.clear()

@@ -6,6 +6,9 @@ with the intermediate chain (leaf, ca-cert, further intermediates; never the roo
 root-cert.pem. In both modes extra-roots.pem adds roots to the bundle: root rotation publishes the new root
 there first (every proxy trusts both), then swaps the CA files and keeps the old root there while workloads
 renew (a certificate issued directly by a root in that file still authenticates a renewal), then removes it.
+Plug-in files replaced while citadel runs (reload.py) give a new CertificateAuthority that keeps the replaced
+one as `previous` until `trusted_until`: its roots stay in the bundle, and certificates and bootstrap tokens it
+signed still authenticate, so workloads renew onto the new CA without a failed request.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class TtlPolicy:
 DEFAULT_TTL_POLICY = TtlPolicy()
 
 
+@dataclass(frozen=True, slots=True)
+class PreviousCa:
+    """A CA replaced at run time, still trusted (bundle, renewals, tokens) until `trusted_until` (Unix time)."""
+
+    signer: x509.Certificate
+    roots: tuple[x509.Certificate, ...]
+    trusted_until: float
+
+
 class CertificateAuthority:
     """Holds the root key in memory; everything it signs chains directly to the root."""
 
@@ -71,6 +83,7 @@ class CertificateAuthority:
         intermediates: Sequence[x509.Certificate] = (),
         roots: Sequence[x509.Certificate] = (),
         extra_roots: Sequence[x509.Certificate] = (),
+        previous: Sequence[PreviousCa] = (),
     ) -> None:
         """`root_cert`/`root_key` sign (a root, or a plug-in intermediate); `roots` defaults to `root_cert`."""
         self.root_cert = root_cert
@@ -82,11 +95,38 @@ class CertificateAuthority:
         self.roots = tuple(roots) or (root_cert,)
         self.extra_roots = tuple(extra_roots)
         self.plugged = bool(roots)
+        self.previous = tuple(previous)
+
+    def live_previous(self) -> tuple[PreviousCa, ...]:
+        """Replaced CAs not yet retired."""
+        now = self.clock.wall()
+        return tuple(p for p in self.previous if now < p.trusted_until)
+
+    def succeeding(self, replaced: CertificateAuthority, retain_seconds: float) -> CertificateAuthority:
+        """This CA taking over from `replaced`, which stays trusted for `retain_seconds` (with its own
+        not yet retired predecessors)."""
+        kept = PreviousCa(replaced.root_cert, replaced.roots, self.clock.wall() + retain_seconds)
+        return CertificateAuthority(
+            self.root_cert,
+            self.root_key,
+            self.trust_domain,
+            clock=self.clock,
+            ttl=self.ttl,
+            intermediates=self.intermediates,
+            roots=self.roots if self.plugged else (),
+            extra_roots=self.extra_roots,
+            previous=(kept, *replaced.live_previous()),
+        )
 
     @property
     def renewal_issuers(self) -> tuple[x509.Certificate, ...]:
         """Certificates that may have directly issued a certificate presented for renewal."""
-        return (self.root_cert, *self.extra_roots)
+        return (self.root_cert, *self.extra_roots, *(p.signer for p in self.live_previous()))
+
+    def token_keys(self) -> tuple[ec.EllipticCurvePublicKey, ...]:
+        """Public keys whose bootstrap tokens are accepted: this CA's, then those of replaced CAs still trusted."""
+        previous = [p.signer.public_key() for p in self.live_previous()]
+        return (self.root_key.public_key(), *(k for k in previous if isinstance(k, ec.EllipticCurvePublicKey)))
 
     def chain_after_leaf(self) -> tuple[bytes, ...]:
         """PEM certificates sent after each leaf: none for a self-signed root, the intermediates for a plug-in CA."""
@@ -200,9 +240,11 @@ class CertificateAuthority:
         return cls(cert, key, domain, clock=clock, ttl=ttl, intermediates=intermediates, roots=roots, extra_roots=extra)
 
     def trust_bundle_pem(self) -> bytes:
-        """Every root workloads must trust: the CA's root(s), then extra-roots.pem, each once."""
+        """Every root workloads must trust: the CA's root(s), extra-roots.pem, then the roots of replaced CAs still
+        trusted; each once."""
         seen: list[bytes] = []
-        for root in (*self.roots, *self.extra_roots):
+        retained = [root for p in self.live_previous() for root in p.roots]
+        for root in (*self.roots, *self.extra_roots, *retained):
             pem = root.public_bytes(serialization.Encoding.PEM)
             if pem not in seen:
                 seen.append(pem)

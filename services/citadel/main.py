@@ -1,4 +1,5 @@
-"""`python -m services.citadel`: load or create the CA, serve CreateCertificate, keep the trust bundle published."""
+"""`python -m services.citadel`: load or create the CA, serve CreateCertificate, keep the trust bundle published,
+and pick up replaced CA files (polled every --ca-reload-interval, or at once on SIGHUP; see reload.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from services.citadel.bundle import keep_bundle_published
 from services.citadel.ca import DEFAULT_TTL_SECONDS, CertificateAuthority, TtlPolicy
 from services.citadel.ca_store import CaStateError
 from services.citadel.metrics import CitadelMetrics, start_metrics_server
+from services.citadel.reload import RELOAD_INTERVAL_SECONDS, CaReloader, CurrentCa
 from services.citadel.revocation import RevocationList, follow_revocations
 from services.citadel.server import CitadelServer
 from shared.clock import SYSTEM_CLOCK
@@ -70,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not follow the token revocation list in NATS (tokens then cannot be revoked)",
     )
     parser.add_argument(
+        "--ca-reload-interval",
+        type=parse_duration,
+        default=RELOAD_INTERVAL_SECONDS,
+        help="how often to look for replaced CA files in --state-dir (e.g. 5s; 0: only on SIGHUP)",
+    )
+    parser.add_argument(
         "--max-ttl",
         type=duration_seconds,
         default=duration_seconds(DEFAULT_MAX_TTL),
@@ -95,7 +103,13 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     revocations = RevocationList() if getattr(args, "token_revocation", True) else None
-    server = CitadelServer(ca, extra_sans=args.san, revoked=revocations.revoked if revocations else None)
+    current = CurrentCa(ca)
+    server = CitadelServer(current, extra_sans=args.san, revoked=revocations.revoked if revocations else None)
+    interval = getattr(args, "ca_reload_interval", RELOAD_INTERVAL_SECONDS)
+    reloader = CaReloader(
+        args.state_dir, current, server.metrics, SYSTEM_CLOCK, interval=interval or RELOAD_INTERVAL_SECONDS
+    )
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     metrics_runner = None
     try:
         port = await server.start(args.listen)
@@ -107,8 +121,12 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
         log.error("cannot listen on %s: %s", args.listen, error)
         await server.stop(0)
         return 1
-    publisher = asyncio.create_task(keep_bundle_published(args.nats_url, ca.trust_bundle_pem(), SYSTEM_CLOCK))
+    publisher = asyncio.create_task(
+        keep_bundle_published(args.nats_url, lambda: current.ca.trust_bundle_pem(), SYSTEM_CLOCK, current.changed)
+    )
     background = [publisher]
+    if interval > 0:
+        background.append(asyncio.create_task(reloader.run()))
     if revocations is not None:
         background.append(asyncio.create_task(follow_revocations(args.nats_url, revocations, SYSTEM_CLOCK)))
         background.append(asyncio.create_task(_loaded_metric(revocations, server.metrics)))

@@ -33,6 +33,12 @@ class CitadelMetrics:
         self.trust_bundle_roots = Gauge(
             "citadel_trust_bundle_roots", "Roots in the published trust bundle.", registry=self.registry
         )
+        self.ca_reloads = Counter(
+            "citadel_ca_reloads",
+            "Replacements of the CA files seen at run time, by result (applied, or invalid and ignored).",
+            ["result"],
+            registry=self.registry,
+        )
         self.revoked_tokens_ready = Gauge(
             "citadel_token_revocations_loaded", "1 once the token revocation list is loaded.", registry=self.registry
         )

@@ -13,6 +13,7 @@ from services.citadel.authenticate import Unauthenticated, authenticate
 from services.citadel.ca import CertificateAuthority
 from services.citadel.csr import CsrRefused, IdentityMismatch
 from services.citadel.metrics import CitadelMetrics
+from services.citadel.reload import CurrentCa, as_current
 from services.citadel.renewal import CLIENT_CERT_METADATA, RENEWAL_PROOF_METADATA, RenewalProof
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.proto import citadel_pb2, citadel_pb2_grpc
@@ -31,13 +32,13 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
 
     def __init__(
         self,
-        ca: CertificateAuthority,
+        ca: CertificateAuthority | CurrentCa,
         clock: Clock = SYSTEM_CLOCK,
         revoked: Callable[[str], bool] | None = None,
         metrics: CitadelMetrics | None = None,
     ) -> None:
         """`revoked(jti)`: the token denylist (None: no revocation check, e.g. tests without NATS)."""
-        self._ca = ca
+        self._current = as_current(ca)
         self._clock = clock
         self._revoked = revoked
         self._metrics = metrics or CitadelMetrics()
@@ -46,8 +47,9 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
         self, request: citadel_pb2.CreateCertificateRequest, context: grpc.aio.ServicerContext
     ) -> citadel_pb2.CreateCertificateResponse:
         refused_by = self._metrics.refused
+        ca = self._current.ca  # one CA for the whole call, even if a reload swaps it meanwhile
         try:
-            chain = self._issue(request, _renewal_proof(context))
+            chain = self._issue(ca, request, _renewal_proof(context))
         except Unauthenticated as refused:
             refused_by.labels(refused.kind).inc()
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, refused.reason)
@@ -63,13 +65,15 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, "citadel could not sign the certificate")
         return citadel_pb2.CreateCertificateResponse(
             cert_chain_pem=[pem.decode("ascii") for pem in chain],
-            trust_bundle_pem=[self._ca.trust_bundle_pem().decode("ascii")],
+            trust_bundle_pem=[ca.trust_bundle_pem().decode("ascii")],
         )
 
-    def _issue(self, request: citadel_pb2.CreateCertificateRequest, renewal: RenewalProof | None) -> tuple[bytes, ...]:
+    def _issue(
+        self, ca: CertificateAuthority, request: citadel_pb2.CreateCertificateRequest, renewal: RenewalProof | None
+    ) -> tuple[bytes, ...]:
         csr_pem = request.csr_pem.encode("utf-8")
-        identity = authenticate(self._ca, request.token, renewal, csr_pem, self._clock, self._revoked)
-        chain = self._ca.sign_csr(csr_pem, identity, request.ttl_seconds)  # refuses a CSR for anyone else
+        identity = authenticate(ca, request.token, renewal, csr_pem, self._clock, self._revoked)
+        chain = ca.sign_csr(csr_pem, identity, request.ttl_seconds)  # refuses a CSR for anyone else
         how = "token" if request.token else "renewal"
         self._metrics.signed.labels(how).inc()
         log.info("issued %s (%s)", identity.uri, how)
@@ -77,30 +81,34 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
 
 
 class CitadelServer:
-    """The gRPC server: TLS with citadel's own cert; callers authenticate in the request (see renewal.py)."""
+    """The gRPC server: TLS with citadel's own cert; callers authenticate in the request (see renewal.py).
+    The serving certificate is reissued by the new CA at the first handshake after a CA swap."""
 
     def __init__(
         self,
-        ca: CertificateAuthority,
+        ca: CertificateAuthority | CurrentCa,
         *,
         extra_sans: Sequence[str] = (),
         clock: Clock = SYSTEM_CLOCK,
         revoked: Callable[[str], bool] | None = None,
         metrics: CitadelMetrics | None = None,
     ) -> None:
-        self._ca = ca
+        self.current = as_current(ca)
         self._clock = clock
         self._revoked = revoked
         self.metrics = metrics or CitadelMetrics()
-        self.metrics.root_expiry.set(ca.root_not_after())
-        self.metrics.trust_bundle_roots.set(len(ca.roots) + len(ca.extra_roots))
+        first = self.current.ca
+        self.metrics.root_expiry.set(first.root_not_after())
+        self.metrics.trust_bundle_roots.set(len(first.roots) + len(first.extra_roots))
+        self._serving_for: CertificateAuthority | None = None
         self._dns_names, self._ips = split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
         self._server: grpc.aio.Server | None = None
 
     async def start(self, listen: str) -> int:
         """Bind `host:port` (port 0 picks a free one) and serve; returns the bound port."""
-        key_pem, chain = self._ca.issue_server_certificate(self._dns_names, self._ips, SERVER_CERT_TTL_SECONDS)
-        credentials = grpc.ssl_server_credentials([(key_pem, b"".join(chain))], require_client_auth=False)
+        credentials = grpc.dynamic_ssl_server_credentials(
+            self._serving_configuration(), self._fetch_serving_configuration, require_client_authentication=False
+        )
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -108,7 +116,7 @@ class CitadelServer:
             ]
         )
         citadel_pb2_grpc.add_CertificateServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            CertificateService(self._ca, self._clock, self._revoked, self.metrics), server
+            CertificateService(self.current, self._clock, self._revoked, self.metrics), server
         )
         port = int(server.add_secure_port(listen, credentials))
         if port == 0:
@@ -116,6 +124,22 @@ class CitadelServer:
         await server.start()
         self._server = server
         return port
+
+    def _serving_configuration(self) -> grpc.ServerCertificateConfiguration:
+        ca = self.current.ca
+        key_pem, chain = ca.issue_server_certificate(self._dns_names, self._ips, SERVER_CERT_TTL_SECONDS)
+        self._serving_for = ca
+        return grpc.ssl_server_certificate_configuration([(key_pem, b"".join(chain))])
+
+    def _fetch_serving_configuration(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each handshake: a new configuration after a CA swap, else None (keep)."""
+        if self.current.ca is self._serving_for:
+            return None
+        try:
+            return self._serving_configuration()
+        except Exception:  # keep serving the previous certificate rather than fail every handshake
+            log.exception("cannot reissue citadel's serving certificate")
+            return None
 
     async def stop(self, grace: float = 1.0) -> None:
         if self._server is not None:

@@ -112,14 +112,19 @@ def unverified_claims(token: str) -> dict[str, Any]:
 def _decode(ca: CertificateAuthority, token: str) -> dict[str, Any]:
     # Expiry is checked against the injected clock afterwards, not PyJWT's wall clock.
     options: Any = {"verify_signature": True, "verify_exp": False, "verify_iat": False, "verify_nbf": False}
-    try:
-        claims = jwt.decode(token, ca.root_key.public_key(), algorithms=[ALGORITHM], options=options)
-    except jwt.InvalidSignatureError:
-        raise TokenRefused("token signature does not verify against this citadel's CA") from None
-    except jwt.InvalidAlgorithmError:
-        raise TokenRefused(f"token is not signed with {ALGORITHM}") from None
-    except jwt.InvalidTokenError as error:
-        raise TokenRefused(f"token is malformed: {error}") from None
+    claims: Any = None
+    for key in ca.token_keys():  # the current CA's key, then those of replaced CAs still trusted
+        try:
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=options)
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidAlgorithmError:
+            raise TokenRefused(f"token is not signed with {ALGORITHM}") from None
+        except jwt.InvalidTokenError as error:
+            raise TokenRefused(f"token is malformed: {error}") from None
+    else:
+        raise TokenRefused("token signature does not verify against this citadel's CA")
     if not isinstance(claims, dict):
         raise TokenRefused("token payload is not a JSON object")
     return claims
