@@ -20,7 +20,7 @@ from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports, vm_bundle
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import DEFAULT_NAMESPACE, parse_upstreams
+from shared.consul import DEFAULT_NAMESPACE, PROTOCOL_HTTP, PROTOCOLS, upstream_specs
 
 log = logging.getLogger("services.proxy")
 
@@ -76,8 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="upstreams",
         action="append",
         default=[],
-        metavar="SERVICE",
-        help="a service the app calls (repeatable); pilot then sends only those. None: every service",
+        metavar="SERVICE[:PORT[:LOCALPORT]]",
+        help="a service the app calls (repeatable); pilot then sends only those. None: every service. With a "
+        "PORT the service is reached as TCP on 127.0.0.1:LOCALPORT (default PORT) when it is declared TCP",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=PROTOCOL_HTTP,
+        help="what the app's port speaks: http (default) or tcp (passed through as bytes, never parsed)",
     )
 
 
@@ -148,7 +155,8 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         state_dir=args.state_dir or Path(f".isthmus/proxy-{args.service}"),
         ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
         telemetry=telemetry_flags.settings_from(args),
-        upstreams=parse_upstreams(",".join(getattr(args, "upstreams", None) or [])),
+        upstreams=upstream_specs(",".join(getattr(args, "upstreams", None) or [])),
+        protocol=getattr(args, "protocol", PROTOCOL_HTTP),
     )
 
 

@@ -8,7 +8,8 @@ across a change). A TLS connection starts with a handshake record: content type 
   PERMISSIVE  both, told apart by the peek.
   DISABLE     plain text only; a TLS ClientHello is closed unanswered.
 
-Before the first config the mode is STRICT (fail closed).
+Before the first config the mode is STRICT (fail closed). For a workload whose port is declared TCP, an
+admitted connection's socket goes to the TCP handler (tcp_inbound.py) instead of the HTTP server.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -26,6 +27,9 @@ from services.proxy.listeners import Handler, Listener
 from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
+
+TcpHandler = Callable[[socket.socket, bool], Awaitable[None]]
+"""Takes an admitted connection's socket and whether it speaks TLS; owns the socket from then on."""
 
 PEEK_BYTES = 2
 PEEK_TIMEOUT = 10.0
@@ -86,12 +90,14 @@ class PeekingListener(Listener):
         sock: socket.socket,
         tls_context: Callable[[], ssl.SSLContext],
         mode: Callable[[], MtlsMode],
+        tcp: TcpHandler | None = None,
     ) -> None:
         host, port = sock.getsockname()[:2]
         super().__init__(name, runner, host, port)
         self._sock = sock
         self._tls_context = tls_context
         self._mode = mode
+        self._tcp = tcp
         self._accepting: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.refused = 0
@@ -127,6 +133,9 @@ class PeekingListener(Listener):
                 self.refused += 1
                 log.info("%s: %s connection refused in mode %s", self.name, "TLS" if tls else "plain-text", mode)
                 conn.close()
+                return
+            if self._tcp is not None:
+                await self._tcp(conn, tls)
                 return
             context = self._tls_context() if tls else None
             if context is None:
@@ -164,6 +173,7 @@ async def start_peeking_listener(
     port: int,
     tls_context: Callable[[], ssl.SSLContext],
     mode: Callable[[], MtlsMode],
+    tcp: TcpHandler | None = None,
 ) -> PeekingListener:
     """Bind and serve like `listeners.start_listener`, choosing TLS or plain text per connection."""
     server = web.Server(handler, auto_decompress=False)
@@ -173,6 +183,6 @@ async def start_peeking_listener(
         (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, reuse_port=False
     )
     sock.setblocking(False)
-    listener = PeekingListener(name, runner, sock, tls_context, mode)
+    listener = PeekingListener(name, runner, sock, tls_context, mode, tcp)
     listener.start()
     return listener

@@ -16,10 +16,12 @@ from shared.consul import (
     META_MESH,
     META_NAMESPACE,
     META_PROMETHEUS_PORT,
+    META_PROTOCOL,
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
     META_UPSTREAMS,
     META_VERSION,
+    PROTOCOL_HTTP,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Registration:
     admin_port: int | None = None
     prometheus_port: int | None = None
     """The sidecar's metrics port, for Prometheus' consul_sd_configs and the dashboard."""
+    protocol: str = PROTOCOL_HTTP
+    """What the app's port speaks (Meta `isthmus-protocol`): callers pass TCP through as bytes."""
 
     def meta(self) -> dict[str, str]:
         meta = {
@@ -58,6 +62,8 @@ class Registration:
             META_SERVICE_ACCOUNT: self.service_account,
             META_APP_PORT: str(self.app_port),
         }
+        if self.protocol != PROTOCOL_HTTP:
+            meta[META_PROTOCOL] = self.protocol
         if self.upstreams:
             meta[META_UPSTREAMS] = ",".join(self.upstreams)
         if self.admin_port is not None:

@@ -23,6 +23,8 @@ from services.proxy.outbound import OutboundHandler
 from services.proxy.peek import start_peeking_listener
 from services.proxy.registration import ConsulRegistrar, Registration
 from services.proxy.snapshot import ProxyState
+from services.proxy.tcp_inbound import TcpInbound
+from services.proxy.tcp_outbound import TcpOutbound
 from services.proxy.telemetry import setup as telemetry_setup
 from services.proxy.telemetry.context import ObservedPools
 from services.proxy.telemetry.denials import register as register_denials
@@ -31,7 +33,7 @@ from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.consul import proxy_id_for
+from shared.consul import PROTOCOL_HTTP, PROTOCOL_TCP, parse_tcp_upstreams, proxy_id_for
 from shared.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class SidecarSettings:
     """Services the app calls (`--upstream`); pilot then sends only those. Empty: every service."""
     ext_authz: tuple[tuple[str, str], ...] = ()
     """(provider name, base URL) pairs CUSTOM AuthorizationPolicies may name."""
+    protocol: str = PROTOCOL_HTTP
+    """What the app's port speaks: "tcp" passes inbound connections to it as bytes (`--protocol`)."""
 
     @property
     def account(self) -> str:
@@ -111,6 +115,14 @@ class Sidecar:
             clock,
             ExtAuthzClient(dict(settings.ext_authz)),
         )
+        self.tcp_outbound = TcpOutbound(
+            self.state, self.tls, self.telemetry, parse_tcp_upstreams(",".join(settings.upstreams)), clock, rng
+        )
+        self._tcp_inbound = (
+            TcpInbound(self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock)
+            if settings.protocol == PROTOCOL_TCP
+            else None
+        )
         self._registrar = ConsulRegistrar(consul_addr) if consul_addr else None
         self._registered = False
         self.listeners: dict[str, Listener] = {}
@@ -137,6 +149,7 @@ class Sidecar:
             upstreams=s.upstreams,
             admin_port=self.listeners["admin"].port if "admin" in self.listeners else s.admin_port,
             prometheus_port=self.listeners["prometheus"].port if "prometheus" in self.listeners else None,
+            protocol=s.protocol,
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:
@@ -233,7 +246,9 @@ class Sidecar:
             s.inbound_port,
             self.tls.listener_context,
             self._inbound.mtls_mode,
+            self._tcp_inbound,
         )
+        await self.tcp_outbound.start()
         await self._start_prometheus()
         if self._registrar is not None:
             await self._registrar.register(self.registration())
@@ -284,6 +299,7 @@ class Sidecar:
         for listener in self.listeners.values():
             await listener.close()
         self.listeners.clear()
+        await self.tcp_outbound.close()
         await self._pools.close()
         await telemetry_setup.close(self.telemetry)
         await self._inbound.close()

@@ -1,0 +1,123 @@
+"""Inbound TCP, mesh -> app, for a workload whose port is declared TCP: no HTTP parsing, connection-level policy.
+
+The peeking listener (peek.py) has already admitted the transport by the PeerAuthentication mode. Then,
+per connection: TLS handshake for a TLS peer (our certificate, the peer's verified against the trust
+bundle; a peer without SPIFFE ID is closed) -> config snapshot (none: closed, NC) -> AuthorizationPolicy
+on connection-level facts only (tcp_authz.py: source principal, namespace, IP, destination port; a denial
+closes the connection before a byte reaches the app, flag RBAC) -> connect to 127.0.0.1:<app-port>
+(failure: closed, UF) -> bytes both ways, half-close passed on (tcp_relay.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+
+from services.proxy.authz import Authorizer, RequestFacts
+from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
+from services.proxy.snapshot import ConfigSnapshot, ProxyState
+from services.proxy.tcp_authz import tcp_authorizer
+from services.proxy.tcp_relay import relay
+from services.proxy.tcp_stream import ByteStream, PlainStream, TlsStream
+from services.proxy.telemetry.observe import Telemetry
+from services.proxy.telemetry.tcp import TcpMeter, address, destination_labels
+from services.proxy.tls import TlsContexts
+from services.proxy.upstream import CONNECT_TIMEOUT
+from shared.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+
+class TcpInbound:
+    """Called by the inbound listener with each admitted connection's socket; owns it from then on."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        tls: TlsContexts,
+        app_port: int,
+        inbound_port: int,
+        telemetry: Telemetry,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._state = state
+        self._tls = tls
+        self._app_port = app_port
+        self._inbound_port = inbound_port
+        self._telemetry = telemetry
+        self._clock = clock
+        self._authorizer: tuple[ConfigSnapshot | None, Authorizer | None] = (None, None)
+        self.denied = 0
+
+    def _authorizer_for(self, snapshot: ConfigSnapshot) -> Authorizer:
+        known, authorizer = self._authorizer
+        if known is not snapshot or authorizer is None:
+            authorizer = tcp_authorizer(snapshot.config.inbound.authorization)
+            self._authorizer = (snapshot, authorizer)
+        return authorizer
+
+    async def __call__(self, conn: socket.socket, tls: bool) -> None:
+        reader, writer = await asyncio.open_connection(sock=conn)
+        remote, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        meter = TcpMeter(self._telemetry, self._clock, address(remote), address(local))
+        app = f"127.0.0.1:{self._app_port}"
+        cluster = f"inbound|{self._inbound_port}||"
+        downstream: ByteStream = PlainStream(reader, writer)
+        if tls:
+            try:
+                downstream = await TlsStream.wrap(reader, writer, self._tls.listener_context(), server_side=True)
+            except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as err:
+                log.info("inbound TCP: TLS handshake failed: %s", err)
+                writer.close()
+                return
+        peer = downstream.peer_spiffe_id if isinstance(downstream, TlsStream) else None
+        try:
+            self._authorize(peer, tls, remote, local)
+            upstream = await self._connect_app()
+        except ProxyError as err:
+            if isinstance(err, AccessDenied):
+                self.denied += 1
+            log.info("inbound TCP from %s closed (%s): %s", peer or address(remote), err.flag, err.message)
+            meter.opened(destination_labels(self._telemetry, peer, tls, err.flag))
+            downstream.close()
+            await downstream.wait_closed()
+            meter.closed(app, cluster)
+            return
+        meter.opened(destination_labels(self._telemetry, peer, tls, "-"))
+        try:
+            await relay(downstream, upstream, meter.received, meter.sent)
+        finally:
+            meter.closed(app, cluster)
+
+    def _authorize(self, peer: str | None, tls: bool, remote: object, local: object) -> None:
+        snapshot = self._state.snapshot
+        if snapshot is None:
+            raise NotReady("no configuration received yet; inbound policy unknown")
+        if tls and peer is None:
+            raise AccessDenied("peer certificate carries no SPIFFE ID")
+        facts = RequestFacts(
+            peer_spiffe_id=peer,
+            source_ip=str(remote[0]) if isinstance(remote, tuple) else "",
+            method="",
+            path="",
+            host="",
+            port=self._inbound_port,
+            headers={},
+            destination_ip=str(local[0]) if isinstance(local, tuple) else "",
+        )
+        try:
+            allowed, reason = self._authorizer_for(snapshot).allowed(facts)
+        except Exception as err:  # any surprise in policy evaluation denies
+            allowed, reason = False, f"authorization error: {err}"
+        if not allowed:
+            raise AccessDenied(reason)
+
+    async def _connect_app(self) -> ByteStream:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self._app_port)
+        except (OSError, TimeoutError) as err:
+            raise UpstreamConnectFailure(f"local app unreachable: {err or 'timeout'}") from err
+        return PlainStream(reader, writer)

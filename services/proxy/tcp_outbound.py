@@ -1,0 +1,178 @@
+"""Outbound TCP, app -> mesh: a local listener per declared TCP upstream, each connection relayed as bytes.
+
+TCP has no Host header to route on, so the app reaches a TCP service through the port its sidecar opens
+for it: `--upstream name:port[:localport]` binds 127.0.0.1:localport at start. Per connection: the config
+snapshot current now (none: closed, NC) -> the upstream's TCP listener and first matching route, weights
+picking the cluster (tcp_routes.py; none: NR) -> the cluster's connectionPool `tcp.maxConnections` (full:
+closed at once, UO) -> its load balancer over healthy, non-ejected endpoints (none: UH; consistentHash
+`useSourceIp` hashes the caller's address) -> connect within `tcp.connectTimeout` (default 10s) -> to an
+endpoint with an identity, mTLS with our SPIFFE certificate, the peer verified against the trust bundle and
+required to present exactly the identity pilot sent, before any byte of the app's is sent (any failure:
+closed, UF, counted by outlier detection) -> bytes both ways until both sides are done (tcp_relay.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+
+from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
+from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
+from services.proxy.snapshot import ProxyState
+from services.proxy.tcp_relay import relay
+from services.proxy.tcp_routes import decide
+from services.proxy.tcp_stream import ByteStream, PlainStream, TlsStream
+from services.proxy.telemetry.observe import Telemetry
+from services.proxy.telemetry.tcp import TcpMeter, address, source_labels
+from services.proxy.tls import TlsContexts
+from shared.clock import SYSTEM_CLOCK, Clock
+from shared.consul import TcpUpstream
+from shared.model.proxy_config import Cluster, Endpoint, ProxyConfig
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOST = "127.0.0.1"
+
+
+class TcpOutbound:
+    """Owns the local TCP listeners and their connections; `close` ends both directions of every one."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        tls: TlsContexts,
+        telemetry: Telemetry,
+        upstreams: tuple[TcpUpstream, ...],
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._state = state
+        self._tls = tls
+        self._telemetry = telemetry
+        self._upstreams = upstreams
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._runtimes = ClusterRuntimes(clock, self._rng)
+        self._servers: dict[TcpUpstream, asyncio.Server] = {}
+        self._connections: set[asyncio.Task[None]] = set()
+        self._clusters: tuple[ProxyConfig | None, dict[str, Cluster]] = (None, {})
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """`name:port` of each declared upstream -> the local port it is reachable on."""
+        return {f"{u.name}:{u.port}": server.sockets[0].getsockname()[1] for u, server in self._servers.items()}
+
+    async def start(self) -> None:
+        for upstream in self._upstreams:
+
+            async def serve(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: TcpUpstream = upstream
+            ) -> None:
+                await self._serve(up, reader, writer)
+
+            self._servers[upstream] = await asyncio.start_server(serve, LOCAL_HOST, upstream.local_port)
+            log.info(
+                "TCP upstream %s:%s on %s", upstream.name, upstream.port, self.ports[f"{upstream.name}:{upstream.port}"]
+            )
+
+    async def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
+
+    def _cluster(self, config: ProxyConfig, name: str) -> Cluster:
+        known, by_name = self._clusters
+        if known is not config:
+            by_name = {cluster.name: cluster for cluster in config.clusters}
+            self._clusters = (config, by_name)
+        found = by_name.get(name)
+        if found is None:
+            raise NoHealthyUpstream(f"cluster {name!r} is not defined")
+        return found
+
+    async def _serve(self, upstream: TcpUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        downstream = PlainStream(reader, writer)
+        remote = writer.get_extra_info("peername")
+        meter = TcpMeter(self._telemetry, self._clock, address(remote), address(writer.get_extra_info("sockname")))
+        cluster: Cluster | None = None
+        lease: Lease | None = None
+        try:
+            try:
+                snapshot = self._state.snapshot
+                if snapshot is None:
+                    raise NotReady("no configuration received yet")
+                decision = decide(snapshot.config, upstream, self._rng)
+                cluster = self._cluster(snapshot.config, decision.cluster)
+                runtime = self._runtimes.get(cluster)
+                lease = self._admit(runtime, remote)
+                stream = await self._connect(runtime, lease.endpoint)
+            except ProxyError as err:
+                log.info("TCP %s:%s refused (%s): %s", upstream.name, upstream.port, err.flag, err.message)
+                meter.opened(source_labels(self._telemetry, cluster, lease.endpoint if lease else None, err.flag))
+                downstream.close()
+                await downstream.wait_closed()
+                meter.closed(_host(lease.endpoint) if lease else "-", cluster.name if cluster else "-")
+                return
+            meter.opened(source_labels(self._telemetry, cluster, lease.endpoint, "-"))
+            try:
+                await relay(downstream, stream, meter.received, meter.sent)
+            finally:
+                meter.closed(_host(lease.endpoint), cluster.name)
+        finally:
+            if lease is not None:
+                lease.release()
+            if task is not None:
+                self._connections.discard(task)
+
+    @staticmethod
+    def _admit(runtime: ClusterRuntime, remote: object) -> Lease:
+        """maxConnections (UO), then an endpoint (UH); the lease counts the connection until released."""
+        limit = runtime.breaker.limits.max_connections
+        if runtime.breaker.active >= limit:
+            raise UpstreamOverflow(f"cluster {runtime.name!r}: {runtime.breaker.active} connections (maxConnections)")
+        source_ip = remote[0] if isinstance(remote, tuple) and remote else None
+        return Lease.take(runtime, runtime.hash_key({}, source_ip, ""), frozenset())
+
+    async def _connect(self, runtime: ClusterRuntime, endpoint: Endpoint) -> ByteStream:
+        """A connected (and for a meshed endpoint, mutually authenticated) stream; UpstreamConnectFailure else."""
+        try:
+            async with asyncio.timeout(runtime.pool.connect_timeout):
+                reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
+        except (OSError, TimeoutError) as err:
+            runtime.report(endpoint, None)
+            raise UpstreamConnectFailure(f"connect to {_host(endpoint)} failed: {err or 'timeout'}") from err
+        if endpoint.identity is None:
+            runtime.report(endpoint, 200)
+            return PlainStream(reader, writer)
+        try:
+            stream = await TlsStream.wrap(reader, writer, self._tls.client(), server_side=False)
+        except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as err:
+            writer.close()
+            runtime.report(endpoint, None)
+            raise UpstreamConnectFailure(f"TLS to {_host(endpoint)} failed: {err or 'timeout'}") from err
+        if stream.peer_spiffe_id != endpoint.identity:
+            stream.close()
+            runtime.report(endpoint, None)
+            raise UpstreamConnectFailure(
+                f"upstream {_host(endpoint)} presented {stream.peer_spiffe_id or 'no SPIFFE ID'}, "
+                f"expected {endpoint.identity}"
+            )
+        runtime.report(endpoint, 200)
+        return stream
+
+
+def _host(endpoint: Endpoint) -> str:
+    return f"{endpoint.address}:{endpoint.port}"
