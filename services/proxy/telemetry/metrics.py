@@ -2,9 +2,9 @@
 
 Names, label sets and histogram buckets are Istio's: `istio_requests_total`,
 `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes` and the TCP set.
-The HTTP proxy has no raw TCP listener, so the TCP series are defined (and fed by `record_tcp`) but a
-plain HTTP mesh leaves them empty, as Envoy does for HTTP filter chains. Per label tuple the metric
-children are cached, so the hot path is one dict lookup plus the increments.
+The TCP series are fed by TCP pass-through connections (telemetry/tcp.py); an HTTP-only mesh leaves them
+empty, as Envoy does for HTTP filter chains. Per label tuple the metric children are cached, so the hot
+path is one dict lookup plus the increments.
 """
 
 from __future__ import annotations
