@@ -39,6 +39,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy shared services
 
+# Data-plane benchmark (direct, sidecar, mesh path, nginx, haproxy); ARGS=--quick for a one-minute smoke run.
+bench: install
+	$(BIN)/python -m bench.dataplane $(ARGS)
+
 clean:
 	rm -rf $(VENV) .tools .isthmus
 

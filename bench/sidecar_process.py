@@ -1,0 +1,99 @@
+"""Data-plane benchmark launcher: one real Sidecar in its own process, certified by a citadel CA kept on disk.
+
+`python -m bench.sidecar_process --ca-dir D --service S --app-port P --config F` loads the CA that
+`bench.dataplane` created (services/citadel/ca.py), builds a Sidecar as `isthmus proxy run` does (uvloop,
+metrics on, access log and tracing off, the defaults), applies the ProxyConfig JSON in F without NATS, prints
+one JSON line with its ports and identity, and serves until SIGTERM. No NATS, no Consul: only the data path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+from cryptography import x509
+
+from services.citadel.ca import CertificateAuthority
+from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.snapshot import ConfigSnapshot
+from services.proxy.telemetry.setup import TelemetrySettings
+from shared.identity.spiffe import parse_spiffe_id
+from shared.identity.svid import IssuedCertificate
+from shared.model.proxy_config import ProxyConfig
+
+NAMESPACE = "bench"
+TRUST_DOMAIN = "cluster.local"
+
+
+@dataclass
+class CaSource:
+    """Signs the sidecar's CSR with the CA directly, for the identity the CSR names."""
+
+    ca: CertificateAuthority
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
+        chain = self.ca.sign_csr(csr_pem, identity, 3600)
+        leaf = x509.load_pem_x509_certificate(chain[0])
+        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())
+
+
+def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSettings:
+    return SidecarSettings(
+        service=service,
+        namespace=NAMESPACE,
+        app_port=app_port,
+        inbound_port=0,
+        outbound_port=0,
+        admin_port=0,
+        health_port=0,
+        trust_domain=TRUST_DOMAIN,
+        state_dir=state_dir,
+        host="bench",
+        telemetry=TelemetrySettings(prometheus_port=0),
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    ca = CertificateAuthority.load(args.ca_dir)
+    settings = settings_for(args.service, args.app_port, args.state_dir)
+    sidecar = Sidecar(settings, CaSource(ca), bus_trust_bundle=False)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await sidecar.start()
+    try:
+        config = ProxyConfig.from_json(args.config.read_bytes())
+        config = config.model_copy(update={"proxy_id": sidecar.proxy_id})
+        sidecar.state.swap(ConfigSnapshot.build(config.versioned(), random.Random(1)))
+        ports = {name: listener.port for name, listener in sidecar.listeners.items()}
+        print(json.dumps({"ports": ports, "spiffe_id": settings.spiffe_id}), flush=True)
+        await stop.wait()
+    finally:
+        await sidecar.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one sidecar for the data-plane benchmark")
+    parser.add_argument("--ca-dir", type=Path, required=True)
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--app-port", type=int, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="ProxyConfig JSON")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
