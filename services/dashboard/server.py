@@ -1,8 +1,9 @@
 """The dashboard service: a poller that refreshes the mesh view in the background, and the page that shows it.
 
 GET / is the page (vanilla JS + SVG from static/, nothing from a CDN), GET /api/graph the latest view as
-JSON. The poller scrapes every sidecar found in Consul each --interval seconds; the page polls the
-JSON. Nothing here is on any request path of the mesh.
+JSON. Each --interval seconds the poller asks Prometheus for the edges (`--prometheus-url`, Istio's
+PromQL in promql.py) or, without one or when it fails, scrapes every sidecar found in Consul itself;
+the view names its data source. The page polls the JSON. Nothing here is on any request path of the mesh.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from services.dashboard import graph, sources
+from services.dashboard import graph, promql, sources
 from shared import ports
 
 log = logging.getLogger("services.dashboard")
@@ -28,16 +29,25 @@ log = logging.getLogger("services.dashboard")
 STATIC = Path(__file__).parent / "static"
 DEFAULT_PORT = 15030
 DEFAULT_INTERVAL = 5.0
+PROMETHEUS_URL_ENV = "ISTHMUS_PROMETHEUS_URL"
 
 
 class MeshView:
     """Holds the latest view; `refresh` builds the next one from Consul, the sidecars and NATS."""
 
-    def __init__(self, consul_addr: str, nats_url: str | None) -> None:
+    def __init__(self, consul_addr: str, nats_url: str | None, prometheus_url: str | None = None) -> None:
         self._consul = consul_addr
         self._nats = nats_url
+        self._prometheus = prometheus_url
         self._previous: graph.Totals | None = None
-        self.view: dict[str, Any] = {"nodes": [], "edges": [], "configChanges": [], "problems": [], "generatedAt": None}
+        self.view: dict[str, Any] = {
+            "nodes": [],
+            "edges": [],
+            "configChanges": [],
+            "problems": [],
+            "generatedAt": None,
+            "dataSource": None,
+        }
 
     async def refresh(self, session: aiohttp.ClientSession) -> dict[str, Any]:
         problems: list[str] = []
@@ -46,10 +56,16 @@ class MeshView:
         except (aiohttp.ClientError, TimeoutError) as err:
             problems.append(f"consul at {self._consul}: {err}")
             found = []
-        texts = await asyncio.gather(*(sources.scrape(session, sidecar) for sidecar in found))
-        current = graph.totals(time.monotonic(), (text for text in texts if text is not None))
-        edges = graph.edges(self._previous, current)
-        self._previous = current
+        edges: list[dict[str, Any]] | None = None
+        data_source = "sidecars"
+        if self._prometheus:
+            try:
+                edges = await promql.edges(session, self._prometheus)
+                data_source = f"prometheus {self._prometheus}"
+            except promql.PrometheusUnavailable as err:  # fail open: the sidecars are still there
+                problems.append(f"prometheus: {err}; scraping the sidecars instead")
+        if edges is None:
+            edges = await self._scraped_edges(session, found)
         states: dict[str, dict[str, str]] = {}
         changes: list[dict[str, Any]] = []
         if self._nats:
@@ -67,8 +83,18 @@ class MeshView:
             "edges": edges,
             "configChanges": changes,
             "problems": problems,
+            "dataSource": data_source,
         }
         return self.view
+
+    async def _scraped_edges(
+        self, session: aiohttp.ClientSession, found: list[sources.Sidecar]
+    ) -> list[dict[str, Any]]:
+        texts = await asyncio.gather(*(sources.scrape(session, sidecar) for sidecar in found))
+        current = graph.totals(time.monotonic(), (text for text in texts if text is not None))
+        edges = graph.edges(self._previous, current)
+        self._previous = current
+        return edges
 
 
 def _nodes(
@@ -142,6 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consul-addr", default=os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
     parser.add_argument("--nats-url", default=os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL))
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between scrapes")
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get(PROMETHEUS_URL_ENV) or None,
+        help=f"read edges from this Prometheus (e.g. http://127.0.0.1:9090; default ${PROMETHEUS_URL_ENV}); "
+        "without one, or when it fails, the sidecars are scraped directly",
+    )
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -150,7 +182,8 @@ async def serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--listen {args.listen!r} is not host:port")
     if args.interval <= 0:
         raise ValueError(f"--interval {args.interval} must be positive")
-    runner = web.AppRunner(build_app(MeshView(args.consul_addr, args.nats_url), args.interval), handle_signals=False)
+    view = MeshView(args.consul_addr, args.nats_url, getattr(args, "prometheus_url", None))
+    runner = web.AppRunner(build_app(view, args.interval), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port_text))
     await site.start()

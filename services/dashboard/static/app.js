@@ -105,6 +105,7 @@ function drawTables(view) {
   }));
   document.getElementById("updated").textContent = view.generatedAt
     ? `updated ${new Date(view.generatedAt * 1000).toISOString().slice(11, 19)} UTC` : "waiting for the first scrape…";
+  document.getElementById("source").textContent = view.dataSource ? `data: ${view.dataSource}` : "";
 }
 
 async function refresh() {
