@@ -106,6 +106,7 @@ class Sidecar:
         self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
         self.readiness = Readiness(self.state, self.tls)
         self._pools = ObservedPools(self.tls)
+        self._outbound: OutboundHandler | None = None
         self.telemetry = self._telemetry()
         self._inbound = InboundHandler(
             self.state,
@@ -159,9 +160,14 @@ class Sidecar:
             lambda: self.state.snapshot.version if self.state.snapshot is not None else None,
             lambda: self.tls.identity.not_after if self.tls.identity is not None else None,
             lambda: {name: telemetry_setup.open_connections(listener) for name, listener in self.listeners.items()},
+            lambda: self._outbound.clusters.describe() if self._outbound is not None else {},
         )
         workload = Workload(s.service, s.namespace, s.version, s.spiffe_id)
         return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
+
+    def _outbound_handler(self) -> OutboundHandler:
+        self._outbound = OutboundHandler(self.state, self._pools, self._clock, self._rng)
+        return self._outbound
 
     @property
     def _inbound_observed(self) -> telemetry_setup.Handler:
@@ -235,7 +241,7 @@ class Sidecar:
         )
         self.listeners["outbound"] = await start_listener(
             "outbound",
-            self.telemetry.outbound(OutboundHandler(self.state, self._pools, self._clock, self._rng)),
+            self.telemetry.outbound(self._outbound_handler()),
             "127.0.0.1",
             s.outbound_port,
         )

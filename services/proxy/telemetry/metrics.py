@@ -93,8 +93,18 @@ class StandardMetrics:
             self.tcp_closed.labels(*labels).inc(closed)
 
 
+ClusterStates = Callable[[], dict[str, dict[str, object]]]
+"""Cluster name -> {"active", "pending", "retries": int, "ejected": [host:port]} (`ClusterRuntimes.describe`)."""
+CLUSTER_GAUGES = (
+    ("active", "isthmus_proxy_cluster_requests_active", "Upstream requests in flight per cluster"),
+    ("pending", "isthmus_proxy_cluster_requests_pending", "Requests waiting for a connection per cluster"),
+    ("retries", "isthmus_proxy_cluster_retries_active", "Retries in flight per cluster"),
+)
+
+
 class ProxyHealthCollector(Collector):
-    """Read at scrape time, never on the request path: config version, certificate expiry, open connections."""
+    """Read at scrape time, never on the request path: config version, certificate expiry, open connections,
+    and per outbound cluster the requests in flight and the endpoints outlier detection ejected."""
 
     def __init__(
         self,
@@ -102,11 +112,13 @@ class ProxyHealthCollector(Collector):
         config_version: Callable[[], str | None],
         cert_expiry: Callable[[], float | None],
         open_connections: Callable[[], dict[str, int]],
+        clusters: ClusterStates | None = None,
     ) -> None:
         self._proxy_id = proxy_id
         self._config_version = config_version
         self._cert_expiry = cert_expiry
         self._open_connections = open_connections
+        self._clusters = clusters
 
     def collect(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
         info = InfoMetricFamily("isthmus_proxy_config", "Config version the proxy runs", labels=["proxy_id"])
@@ -125,6 +137,24 @@ class ProxyHealthCollector(Collector):
         for listener, count in sorted(self._open_connections().items()):
             connections.add_metric([listener], count)
         yield connections
+        if self._clusters is not None:
+            yield from _cluster_families(self._clusters())
+
+
+def _cluster_families(states: dict[str, dict[str, object]]) -> Iterator[GaugeMetricFamily]:
+    ejected = GaugeMetricFamily(
+        "isthmus_proxy_cluster_ejected_hosts", "Endpoints outlier detection holds ejected", labels=["cluster"]
+    )
+    for cluster, state in sorted(states.items()):
+        hosts = state.get("ejected")
+        ejected.add_metric([cluster], len(hosts) if isinstance(hosts, list) else 0)
+    yield ejected
+    for key, name, documentation in CLUSTER_GAUGES:
+        family = GaugeMetricFamily(name, documentation, labels=["cluster"])
+        for cluster, state in sorted(states.items()):
+            value = state.get(key)
+            family.add_metric([cluster], float(value) if isinstance(value, int | float) else 0.0)
+        yield family
 
 
 def proxy_registry(health: ProxyHealthCollector | None = None) -> CollectorRegistry:

@@ -105,6 +105,11 @@ async def test_one_request_gives_metrics_logs_and_one_trace(
     )
     assert series(destination, "isthmus_proxy_config_info", version=callee.state.snapshot.version) == 1  # type: ignore[union-attr]
     assert series(destination, "isthmus_proxy_cert_expiry_timestamp_seconds") > 0
+    # Proxy health: open connections per listener, and per outbound cluster in-flight and ejected hosts.
+    assert ("isthmus_proxy_open_connections", frozenset({("listener", "inbound")})) in destination
+    cluster = frozenset({("cluster", "outbound|80||reviews")})
+    assert source[("isthmus_proxy_cluster_ejected_hosts", cluster)] == 0
+    assert source[("isthmus_proxy_cluster_requests_active", cluster)] == 0
 
     # Access logs: Istio's default text format, written by the background writer.
     line = re.compile(

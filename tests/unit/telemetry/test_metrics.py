@@ -36,3 +36,16 @@ def test_health_collector() -> None:
     assert 'isthmus_proxy_config_info{proxy_id="p1",version="abc"} 1.0' in text
     assert "isthmus_proxy_cert_expiry_timestamp_seconds 1234.0" in text
     assert 'isthmus_proxy_open_connections{listener="inbound"} 3.0' in text
+
+
+def test_health_collector_reports_clusters() -> None:
+    states: dict[str, dict[str, object]] = {
+        "outbound|80||reviews": {"active": 2, "pending": 1, "retries": 0, "ejected": ["10.0.0.1:8080"]},
+    }
+    health = ProxyHealthCollector("p1", lambda: None, lambda: None, dict, lambda: states)
+    registry = proxy_registry(health)
+    labels = {"cluster": "outbound|80||reviews"}
+    assert registry.get_sample_value("isthmus_proxy_cluster_ejected_hosts", labels) == 1
+    assert registry.get_sample_value("isthmus_proxy_cluster_requests_active", labels) == 2
+    assert registry.get_sample_value("isthmus_proxy_cluster_requests_pending", labels) == 1
+    assert registry.get_sample_value("isthmus_proxy_cluster_retries_active", labels) == 0
