@@ -35,8 +35,9 @@ def proxy_id_for(service: str, namespace: str, inbound_port: int, host: str | No
 
 
 def labels_from_meta(meta: dict[str, str]) -> dict[str, str]:
-    """Workload labels for subset selection: every Meta entry except Isthmus' own bookkeeping keys."""
-    return {key: value for key, value in meta.items() if key not in _BOOKKEEPING}
+    """Workload labels for subset selection: every Meta entry except Isthmus' own bookkeeping keys, in key order
+    (so a config built from them serializes the same whatever order the catalog listed them in)."""
+    return {key: meta[key] for key in sorted(meta) if key not in _BOOKKEEPING}
 
 
 _BOOKKEEPING = frozenset(

@@ -38,8 +38,8 @@ class ProxyConfigStore(Protocol):
 
     async def stored_version(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, value: bytes) -> bool | None:
-        """Write the value; False when the key already held that version (None: the store does not tell)."""
+    async def put(self, key: str, value: bytes, version: str) -> bool | None:
+        """Write `value` (a config of `version`); False when the key already held that version (None: unknown)."""
         ...
 
 
@@ -72,8 +72,7 @@ class KvProxyConfigStore:
         version, self._revisions[key] = await self._read(key)
         return version
 
-    async def put(self, key: str, value: bytes) -> bool:
-        wanted = json.loads(value).get("version")
+    async def put(self, key: str, value: bytes, version: str) -> bool:
         revision = self._revisions.get(key)
         for _ in range(_WRITE_ATTEMPTS):
             try:
@@ -83,9 +82,9 @@ class KvProxyConfigStore:
                     self._revisions[key] = await self._kv.update(key, value, last=revision)
                 return True
             except KeyWrongLastSequenceError:
-                version, revision = await self._read(key)
+                stored, revision = await self._read(key)
                 self._revisions[key] = revision
-                if version == wanted:
+                if stored == version:
                     return False  # another pilot wrote the same config first
         self._revisions[key] = await self._kv.put(key, value)
         return True
@@ -198,7 +197,7 @@ class Pusher:
         # the revision it last saw, so a write by another pilot meanwhile is still noticed.
         changed = True if known is not None else await self._store.stored_version(key) != config.version
         if changed:
-            changed = await self._store.put(key, config.to_json()) is not False
+            changed = await self._store.put(key, config.to_json(), config.version) is not False
         if changed:
             self._metrics.pushes.inc()
             log.info("push: proxy %s -> version %s", config.proxy_id, config.version)

@@ -64,8 +64,9 @@ class Instance:
     def proxy_id(self) -> str:
         return self.meta.get(META_PROXY_ID) or self.service_id
 
-    @property
+    @cached_property
     def labels(self) -> dict[str, str]:
+        """Read for every endpoint of every cluster on each push: computed once per instance (do not mutate)."""
         return labels_from_meta(dict(self.meta))
 
     @property

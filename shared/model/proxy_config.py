@@ -7,7 +7,6 @@ already resolved to clusters, every default applied; the proxy only has to execu
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Annotated
 
 from pydantic import Field
@@ -135,6 +134,9 @@ class InboundConfig(Spec):
         return self.port_level_mtls.get(app_port, self.mtls_mode)
 
 
+_UNHASHED = {"version"}
+
+
 class ProxyConfig(Spec):
     proxy_id: str
     service: str
@@ -146,11 +148,10 @@ class ProxyConfig(Spec):
     inbound: InboundConfig = Field(default_factory=InboundConfig)
 
     def content_hash(self) -> str:
-        # A config without TCP listeners hashes as it did before they existed (same versions across upgrades).
-        exclude = {"version"} if self.tcp_listeners else {"version", "tcp_listeners"}
-        body = self.model_dump(mode="json", by_alias=True, exclude=exclude)
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """SHA-256 of the JSON form without the version. Generation is deterministic (sorted inputs, labels in key
+        order), so the serialized form is canonical as it is; hashing it skips a second, sorted dump."""
+        body = self.model_dump_json(by_alias=True, exclude=_UNHASHED)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def versioned(self) -> ProxyConfig:
         """A copy whose version is the hash of its content: same input, same version, on every pilot."""

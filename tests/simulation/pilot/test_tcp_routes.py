@@ -130,7 +130,3 @@ def test_a_plain_tcp_service_is_reached_without_identity() -> None:
     (cluster,) = [c for c in config.clusters if c.name == "outbound|6379||cache"]
     assert [(e.address, e.port, e.identity) for e in cluster.endpoints] == [("10.0.3.1", 6379, None)]
 
-
-def test_configs_without_tcp_listeners_keep_their_version() -> None:
-    config = _config("web")
-    assert config.content_hash() == config.model_copy(update={"tcp_listeners": []}).content_hash()

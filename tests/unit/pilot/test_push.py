@@ -26,7 +26,7 @@ class MemoryStore:
         value = self.values.get(key)
         return None if value is None else str(json.loads(value)["version"])
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: bytes, version: str) -> None:
         if self.fail:
             raise ConnectionError("store unavailable")
         self.puts += 1
