@@ -24,6 +24,7 @@ from yarl import URL
 
 from services.proxy.balancer import ClusterRuntime, Lease
 from services.proxy.errors import ProxyError
+from services.proxy.telemetry.context import for_endpoint
 from services.proxy.upstream import UpstreamPools
 from shared.model.proxy_config import MirrorCluster
 
@@ -91,7 +92,7 @@ class Mirrors:
             except ProxyError:
                 self.dropped += 1
                 continue
-            copy = CIMultiDict(headers)
+            copy = for_endpoint(CIMultiDict(headers), lease.endpoint)
             copy["Host"] = shadow_host(headers.get("Host", ""))
             # A fresh context: the copy is not part of the request's own telemetry.
             task = asyncio.get_running_loop().create_task(

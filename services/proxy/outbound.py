@@ -37,7 +37,7 @@ from services.proxy.redirect import direct_body, location
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import note_route, note_upstream, own_metadata
+from services.proxy.telemetry.context import for_endpoint, note_route, note_upstream, own_metadata
 from services.proxy.upstream import UpstreamPools
 from services.proxy.websocket import HandshakeRefused, is_upgrade
 from services.proxy.websocket import relay as relay_websocket
@@ -196,7 +196,8 @@ class OutboundHandler:
             url = _url(endpoint, decision.path)
             headers[ATTEMPT_COUNT] = "1"
             try:
-                socket = await relay_websocket(request, session, ssl_arg, url, headers, decision.route.timeout or None)
+                sent = for_endpoint(headers, endpoint)
+                socket = await relay_websocket(request, session, ssl_arg, url, sent, decision.route.timeout or None)
             except HandshakeRefused as err:
                 runtime.report(endpoint, err.status)
                 raise
@@ -266,7 +267,12 @@ class OutboundHandler:
                 try:
                     async with asyncio.timeout(policy.per_try_timeout):
                         upstream = await session.request(
-                            request.method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
+                            request.method,
+                            url,
+                            headers=for_endpoint(headers, endpoint),
+                            data=body,
+                            ssl=ssl_arg,
+                            allow_redirects=False,
                         )
                 except aiohttp.ConnectionTimeoutError:  # tcp.connectTimeout: a connect failure, as in Envoy
                     lease.release()

@@ -3,8 +3,9 @@
 The telemetry wrapper opens a `RequestFacts` for each request in a context variable; the outbound handler
 calls `note_route` once routing decided and `note_upstream` with the response it relays, and `ObservedPools`
 notes each endpoint a try picks. Both listeners add `own_metadata()` (this proxy's peer metadata headers)
-to what they send on. All are no-ops outside a wrapped request, so the data path never depends on
-telemetry being on.
+to what they send on; `for_endpoint` keeps them off requests to endpoints without a sidecar (Istio's
+IN_MESH mode: the metadata never leaves the mesh). All are no-ops outside a wrapped request, so the data
+path never depends on telemetry being on.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.upstream import UpstreamPools
 from shared.model.proxy_config import Endpoint
-from shared.peer_metadata import PEER_METADATA
+from shared.peer_metadata import PEER_METADATA, PEER_METADATA_HEADERS
 
 if TYPE_CHECKING:
     from services.proxy.router import Decision
@@ -54,6 +55,14 @@ def own_metadata() -> tuple[tuple[str, str], ...]:
     """This proxy's peer metadata headers, to add to the request or response sent on."""
     facts = CURRENT.get()
     return facts.own_headers if facts is not None else ()
+
+
+def for_endpoint(headers: CIMultiDict[str], endpoint: Endpoint) -> CIMultiDict[str]:
+    """`headers` as they go to `endpoint`: unchanged for a meshed one (it has an identity), else a copy
+    without peer metadata, so nothing about this workload reaches a service outside the mesh."""
+    if endpoint.identity or PEER_METADATA not in headers:
+        return headers
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in PEER_METADATA_HEADERS)
 
 
 def note_upstream(headers: CIMultiDictProxy[str]) -> None:
