@@ -11,7 +11,11 @@ when the writer falls behind); a daemon thread formats and writes in batches. Is
     %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%
 
 on one line; fields the proxy cannot know (upstream service time, upstream local address, SNI) are "-".
-JSON lines use Istio's JSON key names (start_time, method, path, ...).
+JSON lines use Istio's JSON key names (start_time, method, path, ...) and add the peers' workloads as
+Istio's peer metadata objects name them: `downstream_peer` (on the destination side: the caller, from
+its peer metadata or certificate) and `upstream_peer` (on the source side: the destination, from its
+response metadata or the endpoint pilot sent), each {workload, namespace, identity, app, version} or null.
+The text format stays Istio's default, which has no workload fields.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TextIO
+
+from services.proxy.telemetry.labels import WorkloadLabels, peer_fields
 
 QUEUE_SIZE = 10_000
 FLUSH_INTERVAL = 0.1
@@ -66,6 +72,8 @@ class AccessRecord:
     downstream_local_address: str
     downstream_remote_address: str
     route_name: str
+    downstream_peer: WorkloadLabels | None = None
+    upstream_peer: WorkloadLabels | None = None
 
     @property
     def failed(self) -> bool:
@@ -96,6 +104,8 @@ def format_json(r: AccessRecord) -> str:
     body["start_time"] = _ts(r.start_time)
     body["response_code_details"] = response_code_details(r.response_flags)
     body["x_forwarded_for"] = r.x_forwarded_for or None
+    body["downstream_peer"] = peer_fields(r.downstream_peer)
+    body["upstream_peer"] = peer_fields(r.upstream_peer)
     return json.dumps(body, separators=(",", ":"))
 
 

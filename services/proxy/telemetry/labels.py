@@ -57,6 +57,17 @@ ServiceLabels = tuple[str, str, str]
 UNKNOWN_WORKLOAD: WorkloadLabels = (UNKNOWN,) * 5
 UNKNOWN_SERVICE: ServiceLabels = (UNKNOWN,) * 3
 
+PEER_KEYS: tuple[str, ...] = ("workload", "namespace", "identity", "app", "version")
+"""Keys of a peer's workload in access logs and spans: Istio's peer metadata object (`downstream_peer`,
+`upstream_peer` filter state) names them so; `identity` is the SPIFFE principal."""
+
+
+def peer_fields(labels: WorkloadLabels | None) -> dict[str, str | None] | None:
+    """A peer's workload as key -> value (None where unknown); None when nothing at all is known of it."""
+    if labels is None or labels == UNKNOWN_WORKLOAD:
+        return None
+    return {key: (value if value != UNKNOWN else None) for key, value in zip(PEER_KEYS, labels, strict=True)}
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:

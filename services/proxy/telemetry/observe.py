@@ -33,9 +33,10 @@ from services.proxy.telemetry.labels import (
     UNKNOWN,
     LabelBook,
     Workload,
+    WorkloadLabels,
 )
 from services.proxy.telemetry.metrics import StandardMetrics
-from services.proxy.telemetry.tracing import Tracing
+from services.proxy.telemetry.tracing import DOWNSTREAM, UPSTREAM, Tracing, peer_attributes
 from services.proxy.tls import peer_spiffe_id
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.peer_metadata import PEER_METADATA
@@ -219,6 +220,7 @@ class Telemetry:
                 "response_flags": outcome.flags,
                 "guid:x-request-id": request_id,
                 "peer.address": upstream,
+                **peer_attributes(UPSTREAM, destination),
             }
             self.tracing.finish(span, outcome.code, attributes)
         if self.access_log is not None:
@@ -233,6 +235,7 @@ class Telemetry:
                     upstream,
                     facts.cluster or "-",
                     facts.route_name or "default",
+                    upstream_peer=destination,
                 )
             )
 
@@ -250,12 +253,12 @@ class Telemetry:
         elapsed_ms = (self._clock.monotonic() - start) * 1000.0
         outcome = _outcome(response)
         received = _received(request)
+        caller = self._peers.caller(request.headers.get(PEER_METADATA), peer_spiffe_id(request.transport))
         if self.metrics is not None:
-            peer = peer_spiffe_id(request.transport)
             tls = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
             labels = (
                 REPORTER_DESTINATION,
-                *self._peers.caller(request.headers.get(PEER_METADATA), peer),
+                *caller,
                 *self._own,
                 *self._own_service,
                 _protocol(request),
@@ -272,11 +275,23 @@ class Telemetry:
                 "response_flags": outcome.flags,
                 "guid:x-request-id": request_id,
                 "peer.address": request.remote or "-",
+                **peer_attributes(DOWNSTREAM, caller),
             }
             self.tracing.finish(span, outcome.code, attributes)
         if self.access_log is not None:
             self.access_log.log(
-                self._record(request, outcome, received, elapsed_ms, wall, request_id, app, cluster, "default")
+                self._record(
+                    request,
+                    outcome,
+                    received,
+                    elapsed_ms,
+                    wall,
+                    request_id,
+                    app,
+                    cluster,
+                    "default",
+                    downstream_peer=caller,
+                )
             )
 
     @staticmethod
@@ -290,6 +305,8 @@ class Telemetry:
         upstream_host: str,
         upstream_cluster: str,
         route_name: str,
+        downstream_peer: WorkloadLabels | None = None,
+        upstream_peer: WorkloadLabels | None = None,
     ) -> AccessRecord:
         headers = request.headers
         return AccessRecord(
@@ -311,4 +328,6 @@ class Telemetry:
             downstream_local_address=_address(request, "sockname"),
             downstream_remote_address=_address(request, "peername"),
             route_name=route_name,
+            downstream_peer=downstream_peer,
+            upstream_peer=upstream_peer,
         )

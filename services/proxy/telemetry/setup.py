@@ -26,6 +26,7 @@ from services.proxy.telemetry.metrics import ProxyHealthCollector, StandardMetri
 from services.proxy.telemetry.observe import Handler, Telemetry
 from services.proxy.telemetry.tracing import Tracing, TracingSettings, otlp_exporter
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.identity.spiffe import InvalidSpiffeId, parse_spiffe_id
 
 __all__ = ["Handler", "Telemetry", "TelemetrySettings", "build", "close", "open_connections", "prometheus_handler"]
 
@@ -48,6 +49,14 @@ class TelemetrySettings:
     def __post_init__(self) -> None:
         if self.access_log_encoding not in ACCESS_LOG_ENCODINGS:
             raise ValueError(f"--access-log-encoding {self.access_log_encoding!r} is not one of TEXT, JSON")
+
+
+def _trust_domain(principal: str) -> str:
+    """The mesh id spans carry: the trust domain, as Istio's default mesh id is."""
+    try:
+        return parse_spiffe_id(principal).trust_domain
+    except InvalidSpiffeId:
+        return "cluster.local"
 
 
 def _stream(path: str) -> TextIO:
@@ -86,6 +95,8 @@ def build(
             proxy_id,
             otlp_exporter(settings.tracing.endpoint),
             settings.tracing.sampling_percent,
+            revision=workload.version,
+            mesh_id=_trust_domain(workload.principal),
         )
     return Telemetry(workload, state, proxy_id, metrics, access_log, tracing, clock)
 

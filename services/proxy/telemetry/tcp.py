@@ -6,7 +6,9 @@ healthy endpoint, UO maxConnections reached, UF connect or TLS failure, RBAC den
 Istio on both reporters: `istio_tcp_received_bytes_total` counts bytes from the caller towards the
 destination, `istio_tcp_sent_bytes_total` bytes back to the caller; both are counted as they pass, so a
 long connection shows progress. The access-log line is Envoy's default format with method, path and
-protocol "-" (`"- - -" 0`). Every failure inside telemetry is counted and swallowed.
+protocol "-" (`"- - -" 0`); in JSON it names the peer its labels name (`downstream_peer` on the
+destination side, from the certificate; `upstream_peer` on the source side, from the endpoint). Every
+failure inside telemetry is counted and swallowed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.proxy.telemetry.labels import (
     UNKNOWN,
     UNKNOWN_SERVICE,
     UNKNOWN_WORKLOAD,
+    WorkloadLabels,
     cluster_service_labels,
     endpoint_labels,
     peer_labels,
@@ -77,6 +80,8 @@ class TcpMeter:
         self._received: Counter | None = None
         self._closed: Counter | None = None
         self._flags = "-"
+        self._downstream_peer: WorkloadLabels | None = None
+        self._upstream_peer: WorkloadLabels | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -87,6 +92,10 @@ class TcpMeter:
 
     def opened(self, labels: tuple[str, ...]) -> None:
         self._flags = labels[-2]
+        if labels[0] == REPORTER_SOURCE:
+            self._upstream_peer = _workload(labels[6:11])
+        else:
+            self._downstream_peer = _workload(labels[1:6])
         metrics = self._telemetry.metrics
         if metrics is None:
             return
@@ -138,7 +147,14 @@ class TcpMeter:
             downstream_local_address=self._local,
             downstream_remote_address=self._remote,
             route_name="-",
+            downstream_peer=self._downstream_peer,
+            upstream_peer=self._upstream_peer,
         )
+
+
+def _workload(labels: tuple[str, ...]) -> WorkloadLabels:
+    workload, namespace, principal, app, version = labels
+    return (workload, namespace, principal, app, version)
 
 
 def address(sockname: object) -> str:

@@ -6,7 +6,10 @@ whose thread does the exporting, so a slow or absent collector never delays a re
 parent-based: a caller's decision is kept, a new trace is sampled at the configured percentage
 (Istio's default 1 %). Span names follow Envoy: `<authority><path without query>`; attributes are
 Envoy's (`http.method`, `http.url`, `http.status_code`, `upstream_cluster`, `response_flags`,
-`guid:x-request-id`, `node_id`, `istio.canonical_service`, `istio.namespace`, `peer.address`).
+`guid:x-request-id`, `node_id`, `peer.address`) plus Istio's on every span (`istio.canonical_service`,
+`istio.canonical_revision`, `istio.namespace`, `istio.mesh_id`) and the peer's workload, as Istio tags
+spans from its peer metadata: `istio.downstream.<key>` on server spans (the caller),
+`istio.upstream.<key>` on client spans (the destination), keys as in labels.PEER_KEYS, unknown ones left out.
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 
+from services.proxy.telemetry.labels import WorkloadLabels, peer_fields
 from services.proxy.telemetry.propagation import extract, inject
 
 DEFAULT_SAMPLING_PERCENT = 1.0
+DOWNSTREAM = "istio.downstream"
+UPSTREAM = "istio.upstream"
+
+
+def peer_attributes(prefix: str, labels: WorkloadLabels | None) -> dict[str, str]:
+    """`<prefix>.<key>` span attributes for what is known of a peer's workload."""
+    fields = peer_fields(labels) or {}
+    return {f"{prefix}.{key}": value for key, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,9 @@ class Tracing:
         exporter: SpanExporter,
         sampling_percent: float = DEFAULT_SAMPLING_PERCENT,
         schedule_delay_ms: int = 1000,
+        *,
+        revision: str = "latest",
+        mesh_id: str = "cluster.local",
     ) -> None:
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": f"{service}.{namespace}", "service.namespace": namespace}),
@@ -66,7 +81,9 @@ class Tracing:
             "node_id": proxy_id,
             "component": "proxy",
             "istio.canonical_service": service,
+            "istio.canonical_revision": revision,
             "istio.namespace": namespace,
+            "istio.mesh_id": mesh_id,
         }
 
     def start(self, kind: SpanKind, name: str, incoming: Mapping[str, str], outgoing: MutableMapping[str, str]) -> Span:
