@@ -33,7 +33,7 @@ from services.proxy.forward import (
 from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import own_metadata
+from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
 from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -164,7 +164,7 @@ class InboundHandler:
             log.info("local app on %s failed: %s", self._app, err)
             return local_reply(UpstreamConnectFailure(f"local app unreachable: {err}"), request_id)
         try:
-            return await relay_response(request, upstream, added_headers=own_metadata())
+            return await relay_response(request, upstream, added_headers=reply_metadata(request.headers))
         finally:
             upstream.release()
 

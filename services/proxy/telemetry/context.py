@@ -3,8 +3,9 @@
 The telemetry wrapper opens a `RequestFacts` for each request in a context variable; the outbound handler
 calls `note_route` once routing decided and `note_upstream` with the response it relays, and `ObservedPools`
 notes each endpoint a try picks. Both listeners add `own_metadata()` (this proxy's peer metadata headers)
-to what they send on; `for_endpoint` keeps them off requests to endpoints without a sidecar (Istio's
-IN_MESH mode: the metadata never leaves the mesh). All are no-ops outside a wrapped request, so the data
+to what they send on; `for_endpoint` keeps them off requests to endpoints without a sidecar and
+`reply_metadata` off responses to callers without one (Istio's IN_MESH mode: the metadata never leaves
+the mesh). All are no-ops outside a wrapped request, so the data
 path never depends on telemetry being on.
 """
 
@@ -55,6 +56,12 @@ def own_metadata() -> tuple[tuple[str, str], ...]:
     """This proxy's peer metadata headers, to add to the request or response sent on."""
     facts = CURRENT.get()
     return facts.own_headers if facts is not None else ()
+
+
+def reply_metadata(request_headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> tuple[tuple[str, str], ...]:
+    """This proxy's peer metadata headers for the response to a request, only when the caller sent its own
+    (a sidecar): callers outside the mesh learn nothing about this workload (Istio sends it only in mesh)."""
+    return own_metadata() if PEER_METADATA in request_headers else ()
 
 
 def for_endpoint(headers: CIMultiDict[str], endpoint: Endpoint) -> CIMultiDict[str]:

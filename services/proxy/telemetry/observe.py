@@ -3,6 +3,7 @@
 Outbound (reporter=source) learns route and endpoint from `context.RequestFacts`; inbound
 (reporter=destination) learns the caller from its certificate and its peer metadata header (`exchange.py`
 says when that is believed), and the source side likewise reads the callee's metadata from the response.
+Inbound local replies (403, 401, 503, ...) carry this proxy's metadata too, for callers that sent theirs.
 A reply the proxy made itself
 (`web.Response`, carrying the response-flags header) reports its flag; a relayed reply reports "-"
 whatever headers it carries. A request that ends without a response (the caller went away) is
@@ -23,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
-from services.proxy.telemetry.context import CURRENT, RequestFacts
+from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata
 from services.proxy.telemetry.exchange import PeerBook, own_headers
 from services.proxy.telemetry.labels import (
     MUTUAL_TLS,
@@ -167,6 +168,8 @@ class Telemetry:
             response: web.StreamResponse | None = None
             try:
                 response = await handler(request)
+                if isinstance(response, web.Response) and not response.prepared:  # a local reply (403, 503, ...)
+                    response.headers.extend(reply_metadata(request.headers))
                 return response
             finally:
                 CURRENT.reset(token)
