@@ -30,6 +30,8 @@ from typing import TextIO
 
 from services.proxy.telemetry.labels import WorkloadLabels, peer_fields
 
+NO_PROTOCOL = "-"
+"""Envoy's %PROTOCOL% for a TCP connection."""
 QUEUE_SIZE = 10_000
 FLUSH_INTERVAL = 0.1
 """Seconds between the writer's batches."""
@@ -77,7 +79,10 @@ class AccessRecord:
 
     @property
     def failed(self) -> bool:
-        """Errors-only logging keeps these: a 5xx/4xx answer, a local reply with a flag, or no answer at all."""
+        """Errors-only logging keeps these: a 5xx/4xx answer, a local reply with a flag, or no answer at all;
+        for a TCP connection (protocol "-", code always 0) one the proxy ended with a flag (UF, UO, NR, RBAC...)."""
+        if self.protocol == NO_PROTOCOL:
+            return self.response_flags != "-"
         return self.response_code >= 400 or self.response_code == 0 or self.response_flags != "-"
 
 

@@ -17,7 +17,7 @@ import logging
 
 from prometheus_client import Counter
 
-from services.proxy.telemetry.access_log import AccessRecord
+from services.proxy.telemetry.access_log import NO_PROTOCOL, AccessRecord
 from services.proxy.telemetry.labels import (
     MUTUAL_TLS,
     NO_TLS,
@@ -132,7 +132,7 @@ class TcpMeter:
             start_time=self._wall,
             method="-",
             path="-",
-            protocol="-",
+            protocol=NO_PROTOCOL,
             response_code=0,
             response_flags=self._flags,
             bytes_received=self.bytes_received,

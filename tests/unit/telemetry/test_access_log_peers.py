@@ -84,3 +84,13 @@ def test_tcp_lines_name_the_peer_of_each_side() -> None:
         "version": "v2",
     }
     assert second["downstream_peer"] is None
+
+
+def test_errors_only_keeps_tcp_connections_the_proxy_ended() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream, errors_only=True)
+    tcp = replace(RECORD, method="-", path="-", protocol="-", response_code=0)
+    for flags in ("-", "UF", "UO", "NR", "RBAC", "-"):
+        log.log(replace(tcp, response_flags=flags))
+    log.close()
+    assert [line.split('" 0 ')[1].split()[0] for line in stream.getvalue().splitlines()] == ["UF", "UO", "NR", "RBAC"]
