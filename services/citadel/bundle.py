@@ -53,11 +53,16 @@ async def read_trust_bundle(js: JetStreamContext) -> bytes | None:
 
 
 async def keep_bundle_published(
-    nats_url: str, bundle_pem: bytes | Callable[[], bytes], clock: Clock, changed: asyncio.Event | None = None
+    nats_url: str,
+    bundle_pem: bytes | Callable[[], bytes],
+    clock: Clock,
+    changed: asyncio.Event | None = None,
+    published: Callable[[bytes], None] | None = None,
 ) -> None:
     """Run until cancelled: publish the bundle, retrying with backoff while NATS is unreachable, re-checking
     every RECHECK_SECONDS or as soon as `changed` is set (a CA reload). `bundle_pem` may be a function read
-    at each check (the bundle of the CA in use). Certificate issuing never waits for this."""
+    at each check (the bundle of the CA in use); `published` hears every bundle NATS is known to hold (the CA
+    handover waits for it). Certificate issuing never waits for this."""
     current = bundle_pem if callable(bundle_pem) else lambda: bundle_pem
     delay = RETRY_INITIAL_SECONDS
     client: NatsClient | None = None
@@ -66,8 +71,11 @@ async def keep_bundle_published(
             try:
                 if client is None or client.is_closed:
                     client = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1)
-                if await publish_trust_bundle(client.jetstream(), current()):
+                bundle = current()
+                if await publish_trust_bundle(client.jetstream(), bundle):
                     log.info("published trust bundle to %s/%s", TRUST_BUNDLE_BUCKET, TRUST_BUNDLE_KEY)
+                if published is not None:
+                    published(bundle)
                 delay = RETRY_INITIAL_SECONDS
                 await _pause(clock, RECHECK_SECONDS, changed)
             except (OSError, nats.errors.Error) as error:

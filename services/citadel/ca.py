@@ -118,6 +118,19 @@ class CertificateAuthority:
             previous=(kept, *replaced.live_previous()),
         )
 
+    def without_previous(self) -> CertificateAuthority:
+        """This CA trusting no replaced CA any more (the operator's retire-now)."""
+        return CertificateAuthority(
+            self.root_cert,
+            self.root_key,
+            self.trust_domain,
+            clock=self.clock,
+            ttl=self.ttl,
+            intermediates=self.intermediates,
+            roots=self.roots if self.plugged else (),
+            extra_roots=self.extra_roots,
+        )
+
     @property
     def renewal_issuers(self) -> tuple[x509.Certificate, ...]:
         """Certificates that may have directly issued a certificate presented for renewal."""

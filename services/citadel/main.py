@@ -1,5 +1,6 @@
 """`python -m services.citadel`: load or create the CA, serve CreateCertificate, keep the trust bundle published,
-and pick up replaced CA files (polled every --ca-reload-interval, or at once on SIGHUP; see reload.py)."""
+and pick up replaced CA files (polled every --ca-reload-interval, or at once on SIGHUP; see reload.py), signing
+with them once their roots have been published for --ca-handover-grace (handover.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import uvloop
 from services.citadel.bundle import keep_bundle_published
 from services.citadel.ca import DEFAULT_TTL_SECONDS, CertificateAuthority, TtlPolicy
 from services.citadel.ca_store import CaStateError
+from services.citadel.handover import HANDOVER_GRACE_SECONDS
 from services.citadel.metrics import CitadelMetrics, start_metrics_server
 from services.citadel.reload import RELOAD_INTERVAL_SECONDS, CaReloader, CurrentCa
 from services.citadel.revocation import RevocationList, follow_revocations
@@ -78,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often to look for replaced CA files in --state-dir (e.g. 5s; 0: only on SIGHUP)",
     )
     parser.add_argument(
+        "--ca-handover-grace",
+        type=parse_duration,
+        default=HANDOVER_GRACE_SECONDS,
+        help="after replaced CA files load, how long their roots are published before the new CA signs (60s)",
+    )
+    parser.add_argument(
         "--max-ttl",
         type=duration_seconds,
         default=duration_seconds(DEFAULT_MAX_TTL),
@@ -103,7 +111,7 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     revocations = RevocationList() if getattr(args, "token_revocation", True) else None
-    current = CurrentCa(ca)
+    current = CurrentCa(ca, grace_seconds=getattr(args, "ca_handover_grace", HANDOVER_GRACE_SECONDS))
     server = CitadelServer(current, extra_sans=args.san, revoked=revocations.revoked if revocations else None)
     interval = getattr(args, "ca_reload_interval", RELOAD_INTERVAL_SECONDS)
     reloader = CaReloader(
@@ -122,7 +130,9 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
         await server.stop(0)
         return 1
     publisher = asyncio.create_task(
-        keep_bundle_published(args.nats_url, lambda: current.ca.trust_bundle_pem(), SYSTEM_CLOCK, current.changed)
+        keep_bundle_published(
+            args.nats_url, current.trust_bundle_pem, SYSTEM_CLOCK, current.changed, published=current.published
+        )
     )
     background = [publisher]
     if interval > 0:

@@ -7,14 +7,15 @@ files copied one by one are read as a set. `reload` (SIGHUP) acts at once. The n
 checks as at start (key matches certificate, the chain verifies to root-cert.pem, not expired, CA key 0600)
 and must keep the trust domain. Invalid: the current CA keeps signing, the error is logged and counted
 (`citadel_ca_reloads_total{result="invalid"}`), and the same content is not retried until it changes again.
-Valid: the new CA succeeds the current one, which stays trusted for `retain_seconds` (its roots in the trust
-bundle, its certificates and bootstrap tokens still authenticating, see ca.PreviousCa); the swap wakes the
-trust bundle publisher, and proxies, seeing a new root, renew onto the new CA without a failed request.
+Valid: the new CA is staged (handover.py: its roots are published first, it signs once they are out) and then
+succeeds the current one, which stays trusted for `retain_seconds` (its roots in the trust bundle, its
+certificates and bootstrap tokens still authenticating, see ca.PreviousCa); proxies, seeing a new signing root,
+renew onto the new CA without a failed request. A `retire-previous` file in the state directory ends that trust
+at once (the operator's switch, e.g. after a key compromise).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import stat
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from services.citadel.ca import CertificateAuthority
 from services.citadel.ca_store import CERT_FILE, CHAIN_FILE, EXTRA_ROOTS_FILE, KEY_FILE, ROOT_FILE, CaStateError
+from services.citadel.handover import CurrentCa, as_current
 from services.citadel.metrics import CitadelMetrics
 from shared.clock import Clock
 
@@ -29,23 +31,11 @@ log = logging.getLogger(__name__)
 
 RELOAD_INTERVAL_SECONDS = 5.0
 WATCHED_FILES = (CERT_FILE, KEY_FILE, CHAIN_FILE, ROOT_FILE, EXTRA_ROOTS_FILE)
+RETIRE_MARKER = "retire-previous"
+"""An operator creates this file in the state directory to stop trusting replaced CAs at once; citadel acts on
+it at the next tick or SIGHUP, then deletes it."""
 
-
-class CurrentCa:
-    """The CA in use, replaced whole; readers take `.ca` once per operation."""
-
-    def __init__(self, ca: CertificateAuthority) -> None:
-        self.ca = ca
-        self.changed = asyncio.Event()
-        """Set on every swap; the trust bundle publisher clears it when it wakes."""
-
-    def swap(self, ca: CertificateAuthority) -> None:
-        self.ca = ca
-        self.changed.set()
-
-
-def as_current(ca: CertificateAuthority | CurrentCa) -> CurrentCa:
-    return ca if isinstance(ca, CurrentCa) else CurrentCa(ca)
+__all__ = ["CaReloader", "CurrentCa", "as_current", "fingerprint"]
 
 
 def fingerprint(state_dir: Path) -> bytes:
@@ -76,15 +66,18 @@ class CaReloader:
         *,
         interval: float = RELOAD_INTERVAL_SECONDS,
         retain_seconds: float | None = None,
+        handover: bool = True,
     ) -> None:
         """`retain_seconds`: how long a replaced CA stays trusted (default: the longest leaf TTL, by which time
-        every certificate it signed has expired)."""
+        every certificate it signed has expired). `handover`: stage a new CA until its roots are published
+        (handover.py); False swaps at once."""
         self._state_dir = state_dir
         self._current = current
         self._metrics = metrics
         self._clock = clock
         self._interval = interval
         self._retain = retain_seconds if retain_seconds is not None else float(current.ca.ttl.max_seconds)
+        self._handover = handover
         self._seen = fingerprint(state_dir)
         self._pending: bytes | None = None
 
@@ -95,7 +88,8 @@ class CaReloader:
             self.poll()
 
     def poll(self) -> bool:
-        """One watch tick; True when a new CA was swapped in."""
+        """One watch tick; True when a new CA was loaded."""
+        self.retire_if_asked()
         now = fingerprint(self._state_dir)
         if now == self._seen:
             self._pending = None
@@ -106,7 +100,8 @@ class CaReloader:
         return self.reload()
 
     def reload(self) -> bool:
-        """Load and validate the files now (SIGHUP); True when a new CA was swapped in."""
+        """Load and validate the files now (SIGHUP); True when a new CA was loaded."""
+        self.retire_if_asked()
         now = fingerprint(self._state_dir)
         self._pending = None
         if now == self._seen:
@@ -124,15 +119,22 @@ class CaReloader:
             self._metrics.ca_reloads.labels("invalid").inc()
             log.error("CA files in %s rejected, still signing with the current CA: %s", self._state_dir, error)
             return False
-        successor = new.succeeding(old, self._retain)
-        self._current.swap(successor)
         self._metrics.ca_reloads.labels("applied").inc()
-        self._metrics.root_expiry.set(successor.root_not_after())
-        self._metrics.trust_bundle_roots.set(successor.trust_bundle_pem().count(b"-----BEGIN CERTIFICATE-----"))
-        log.info(
-            "CA reloaded from %s: signing as %s; the previous CA stays trusted for %.0fs",
-            self._state_dir,
-            successor.root_cert.subject.rfc4514_string(),
-            self._retain,
-        )
+        subject = new.root_cert.subject.rfc4514_string()
+        if self._handover:
+            self._current.stage(new, self._retain)
+            log.info("CA reloaded from %s: %s announced, signs once its roots are published", self._state_dir, subject)
+        else:
+            self._current.swap(new.succeeding(old, self._retain))
+            log.info("CA reloaded from %s: signing as %s", self._state_dir, subject)
+        return True
+
+    def retire_if_asked(self) -> bool:
+        """Act on the retire-previous marker: trust no replaced CA from now on. True when the marker was there."""
+        marker = self._state_dir / RETIRE_MARKER
+        if not marker.exists():
+            return False
+        retired = self._current.retire_previous()
+        marker.unlink(missing_ok=True)
+        log.warning("%s: retired %d replaced CA(s) at once; only the current CA is trusted", marker, retired)
         return True

@@ -65,7 +65,7 @@ class CertificateService(citadel_pb2_grpc.CertificateServiceServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, "citadel could not sign the certificate")
         return citadel_pb2.CreateCertificateResponse(
             cert_chain_pem=[pem.decode("ascii") for pem in chain],
-            trust_bundle_pem=[ca.trust_bundle_pem().decode("ascii")],
+            trust_bundle_pem=[self._current.trust_bundle_pem().decode("ascii")],
         )
 
     def _issue(
@@ -97,9 +97,10 @@ class CitadelServer:
         self._clock = clock
         self._revoked = revoked
         self.metrics = metrics or CitadelMetrics()
-        first = self.current.ca
-        self.metrics.root_expiry.set(first.root_not_after())
-        self.metrics.trust_bundle_roots.set(len(first.roots) + len(first.extra_roots))
+        self.metrics.root_expiry.set_function(lambda: self.current.ca.root_not_after())
+        self.metrics.trust_bundle_roots.set_function(
+            lambda: self.current.trust_bundle_pem().count(b"-----BEGIN CERTIFICATE-----")
+        )
         self._serving_for: CertificateAuthority | None = None
         self._dns_names, self._ips = split_sans([*SERVER_DNS_NAMES, *SERVER_IPS, *extra_sans])
         self._server: grpc.aio.Server | None = None

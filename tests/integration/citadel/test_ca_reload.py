@@ -1,4 +1,5 @@
-"""A running citadel (real gRPC over TLS, real NATS) picks up replaced plug-in CA files without a restart."""
+"""A running citadel (real gRPC over TLS, real NATS) picks up replaced plug-in CA files without a restart: the new
+root is published first, the new CA signs after the handover grace, and the operator can retire the old one."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 WEB = SpiffeId("cluster.local", "shop", "web")
 INTERVAL = 5.0
+GRACE = 30.0
 WITHIN = 10.0
 
 
@@ -53,15 +55,17 @@ async def citadel(tmp_path: Path, nats_url: str) -> AsyncIterator[Running]:
     state = tmp_path / "citadel"
     first = new_plugin_ca("first")
     write_plugin_ca(state, first)
-    current = CurrentCa(CertificateAuthority.load(state))
+    watch_clock = FakeClock()
+    current = CurrentCa(CertificateAuthority.load(state), clock=watch_clock, grace_seconds=GRACE)
     server = CitadelServer(current)
     port = await server.start("127.0.0.1:0")
-    watch_clock = FakeClock()
     reloader = CaReloader(state, current, server.metrics, watch_clock, interval=INTERVAL)
     tasks = [
         asyncio.create_task(reloader.run()),
         asyncio.create_task(
-            keep_bundle_published(nats_url, lambda: current.ca.trust_bundle_pem(), FakeClock(), current.changed)
+            keep_bundle_published(
+                nats_url, current.trust_bundle_pem, FakeClock(), current.changed, published=current.published
+            )
         ),
     ]
     await asyncio.sleep(0)
@@ -113,10 +117,17 @@ async def test_replaced_files_are_validated_then_served_without_restart(citadel:
     assert issuer_of(renewed.leaf_pem) == citadel.first.intermediate.subject
     assert await published_bundle(nats_url, first_bundle) == first_bundle
 
-    # A valid set: applied; both roots published; a renewal with the first CA's certificate moves to the second.
+    # A valid set: applied and announced (its root published after the first) while the first CA still signs.
     write_plugin_ca(citadel.state, second)
     await citadel.tick_twice()
     assert citadel.count("applied") == 1
+    announced = pem(citadel.first.root, second.root)
+    assert await published_bundle(nats_url, announced) == announced
+    during = await old_client.create_certificate(build_csr(new_private_key(), WEB.uri), token=token)
+    assert issuer_of(during.leaf_pem) == citadel.first.intermediate.subject
+
+    # After the grace the second CA signs; a renewal with the first CA's certificate moves to it.
+    await citadel.watch_clock.advance(GRACE)
     overlap = pem(second.root, citadel.first.root)
     assert await published_bundle(nats_url, overlap) == overlap
     rotated_client = CitadelClient(citadel.address, overlap)

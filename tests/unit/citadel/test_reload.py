@@ -40,7 +40,9 @@ class Setup:
         ca = CertificateAuthority.load(state, clock=clock, ttl=TtlPolicy(7200, 7200))
         self.current = CurrentCa(ca)
         self.metrics = CitadelMetrics()
-        self.reloader = CaReloader(state, self.current, self.metrics, clock, interval=5.0, retain_seconds=RETAIN)
+        self.reloader = CaReloader(
+            state, self.current, self.metrics, clock, interval=5.0, retain_seconds=RETAIN, handover=False
+        )
 
     def count(self, result: str) -> float:
         return self.metrics.registry.get_sample_value("citadel_ca_reloads_total", {"result": result}) or 0.0
