@@ -19,6 +19,8 @@ VERSION_ENV = "ISTHMUS_VERSION"
 APP_PORT_ENV = "ISTHMUS_APP_PORT"
 UPSTREAMS_ENV = "ISTHMUS_UPSTREAMS"
 """Comma-separated services the workload calls (optional)."""
+PROTOCOL_ENV = "ISTHMUS_PROTOCOL"
+"""What the app's port speaks, `http` or `tcp` (optional: absent means http)."""
 
 KEYS = (
     NATS_URL_ENV,
@@ -31,6 +33,7 @@ KEYS = (
     VERSION_ENV,
     APP_PORT_ENV,
     UPSTREAMS_ENV,
+    PROTOCOL_ENV,
 )
 
 

@@ -20,7 +20,7 @@ from services.citadel.ca_store import CaStateError
 from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import upstream_specs
+from shared.consul import PROTOCOL_HTTP, PROTOCOLS, upstream_specs
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -35,6 +35,7 @@ from shared.vm_bundle import (
     APP_PORT_ENV,
     MESH_ENV,
     NAMESPACE_ENV,
+    PROTOCOL_ENV,
     README,
     ROOT_CERT,
     SERVICE_ACCOUNT_ENV,
@@ -77,6 +78,8 @@ def write_bundle(args: argparse.Namespace) -> Path:
     upstreams = upstream_specs(",".join(args.upstreams))
     if upstreams:
         values[UPSTREAMS_ENV] = ",".join(upstreams)
+    if args.protocol != PROTOCOL_HTTP:
+        values[PROTOCOL_ENV] = args.protocol
     _write(out / MESH_ENV, format_env(values), 0o644)
     _write(out / ROOT_CERT, ca.trust_bundle_pem(), 0o644)
     _write(out / TOKEN, token + "\n", 0o600)
@@ -121,7 +124,15 @@ def register(subparsers: Any) -> None:
     bundle.add_argument("--service-account", required=True)
     bundle.add_argument("--port", type=int, required=True, help="the app's port on the VM's 127.0.0.1")
     bundle.add_argument("--version", default="v1", help="workload version label (default %(default)s)")
-    bundle.add_argument("--upstream", dest="upstreams", action="append", default=[], metavar="SERVICE")
+    bundle.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=PROTOCOL_HTTP,
+        help="what the app's port speaks: http (default) or tcp (passed through as bytes)",
+    )
+    bundle.add_argument(
+        "--upstream", dest="upstreams", action="append", default=[], metavar="SERVICE[:PORT[:LOCALPORT]]"
+    )
     bundle.add_argument("--out", type=Path, default=None, help="directory (default <service>-<namespace>-bundle)")
     bundle.add_argument("--citadel-state", type=Path, default=Path(DEFAULT_STATE_DIR), help="citadel's state dir")
     bundle.add_argument(

@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        default=PROTOCOL_HTTP,
+        default=_Default(PROTOCOL_HTTP),
         help="what the app's port speaks: http (default) or tcp (passed through as bytes, never parsed)",
     )
 
@@ -97,6 +97,7 @@ _BUNDLE_FLAGS = {
     "version": vm_bundle.VERSION_ENV,
     "service": vm_bundle.SERVICE_ENV,
     "service_account": vm_bundle.SERVICE_ACCOUNT_ENV,
+    "protocol": vm_bundle.PROTOCOL_ENV,
 }
 
 
@@ -110,6 +111,8 @@ def apply_bundle(args: argparse.Namespace) -> None:
         current = getattr(args, flag)
         if key in values and (current is None or isinstance(current, _Default)):
             setattr(args, flag, values[key])
+    if values.get(vm_bundle.PROTOCOL_ENV, PROTOCOL_HTTP) not in PROTOCOLS:
+        raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.PROTOCOL_ENV} is not http or tcp")
     if args.app_port is None and vm_bundle.APP_PORT_ENV in values:
         if not values[vm_bundle.APP_PORT_ENV].isdigit():
             raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.APP_PORT_ENV} is not a port")
@@ -156,7 +159,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         ext_authz=tuple(parse_providers(getattr(args, "ext_authz", None) or []).items()),
         telemetry=telemetry_flags.settings_from(args),
         upstreams=upstream_specs(",".join(getattr(args, "upstreams", None) or [])),
-        protocol=getattr(args, "protocol", PROTOCOL_HTTP),
+        protocol=str(getattr(args, "protocol", PROTOCOL_HTTP)),
     )
 
 
