@@ -58,14 +58,18 @@ class Target:
 class Processes:
     """Every process the run started, stopped (SIGTERM, then SIGKILL) when the run ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path) -> None:
         self._started: list[asyncio.subprocess.Process] = []
+        self._log_dir = log_dir
 
     async def start(self, argv: list[str], wait_line: bool) -> tuple[asyncio.subprocess.Process, str]:
-        """Start `argv`; with `wait_line`, wait for its first stdout line (its ready signal) and return it."""
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE if wait_line else asyncio.subprocess.DEVNULL
-        )
+        """Start `argv` (stderr to a log file in the run's dir); with `wait_line`, wait for its first stdout
+        line (its ready signal) and return it."""
+        log_path = self._log_dir / f"process-{len(self._started)}.log"
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE if wait_line else asyncio.subprocess.DEVNULL, stderr=log_file
+            )
         self._started.append(process)
         line = ""
         if wait_line:
@@ -73,7 +77,8 @@ class Processes:
             async with asyncio.timeout(CONNECT_WAIT):
                 line = (await process.stdout.readline()).decode().strip()
             if not line:
-                raise RuntimeError(f"{argv[0]} {' '.join(argv[1:3])} exited before it was ready")
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{' '.join(argv[:3])} exited before it was ready:\n{tail}")
         return process, line
 
     async def stop_all(self) -> None:
@@ -143,7 +148,7 @@ async def start_sidecar(
 
 @contextlib.asynccontextmanager
 async def targets(workdir: Path, skip_baselines: bool) -> AsyncIterator[list[Target]]:
-    processes = Processes()
+    processes = Processes(workdir)
     try:
         upstream_port = free_port()
         await processes.start([sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)], wait_line=True)

@@ -2,8 +2,9 @@
 
 `python -m bench.sidecar_process --ca-dir D --service S --app-port P --config F` loads the CA that
 `bench.dataplane` created (services/citadel/ca.py), builds a Sidecar as `isthmus proxy run` does (uvloop,
-metrics on, access log and tracing off, the defaults), applies the ProxyConfig JSON in F without NATS, prints
-one JSON line with its ports and identity, and serves until SIGTERM. No NATS, no Consul: only the data path.
+metrics on, access log and tracing off, logging at INFO: the defaults), applies the ProxyConfig JSON in F
+without NATS, prints one JSON line with its ports and identity, and serves until SIGTERM. No NATS, no
+Consul: only the data path.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True, help="ProxyConfig JSON")
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvloop.run(serve(args))
 
 

@@ -106,6 +106,15 @@ def answer(
     return web.Response(status=status, body=body, headers=collected)
 
 
+class _WholeBodyResponse(web.StreamResponse):
+    """A relayed response whose body is already in: its headers go out with the body in one write.
+
+    A body still arriving is relayed by a plain StreamResponse instead, which sends the headers at once.
+    """
+
+    _send_headers_immediately = False
+
+
 async def relay_response(
     request: web.BaseRequest,
     upstream: aiohttp.ClientResponse,
@@ -113,11 +122,15 @@ async def relay_response(
     extra_headers: Iterable[tuple[str, str]] = (),
     added_headers: Iterable[tuple[str, str]] = (),
 ) -> web.StreamResponse:
-    """Send the upstream's status, end-to-end headers and body to our caller as it arrives.
+    """Send the upstream's status, end-to-end headers and body to our caller as it arrives (in one write when
+    the whole body is already in, the usual case for small responses).
 
     `extra_headers` replace the upstream's headers of the same name; `added_headers` go next to them.
     """
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    content = upstream.content
+    whole = content.is_eof()
+    response_class = _WholeBodyResponse if whole else web.StreamResponse
+    response = response_class(status=upstream.status, reason=upstream.reason)
     headers = end_to_end_headers(upstream.headers)
     for name, value in extra_headers:
         headers[name] = value
@@ -126,7 +139,10 @@ async def relay_response(
     apply_header_operations(headers, response_operations)
     response.headers.extend(headers)
     await response.prepare(request)
-    async for chunk in upstream.content.iter_chunked(CHUNK):
+    if whole:
+        await response.write_eof(content.read_nowait(-1))
+        return response
+    async for chunk in content.iter_chunked(CHUNK):
         await response.write(chunk)
     await response.write_eof()
     return response

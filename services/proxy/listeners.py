@@ -23,11 +23,17 @@ class Listener:
         await self.runner.cleanup()
 
 
+def low_level_server(handler: Handler) -> web.Server:
+    """aiohttp's low-level server for one listener: bodies passed through as sent (no decompression), and no
+    aiohttp access log (a formatted line per request at INFO; the proxy's own access log is telemetry's)."""
+    return web.Server(handler, auto_decompress=False, access_log=None)
+
+
 async def start_listener(
     name: str, handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext | None = None
 ) -> Listener:
     """Bind and serve; bodies are passed through as sent (no request decompression)."""
-    server = web.Server(handler, auto_decompress=False)
+    server = low_level_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     sock = socket.create_server((host, port), family=_family(host), reuse_port=False)

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from services.proxy.listeners import Handler, Listener
+from services.proxy.listeners import Handler, Listener, low_level_server
 from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ async def start_peeking_listener(
     tcp: TcpHandler | None = None,
 ) -> PeekingListener:
     """Bind and serve like `listeners.start_listener`, choosing TLS or plain text per connection."""
-    server = web.Server(handler, auto_decompress=False)
+    server = low_level_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     sock = socket.create_server(
