@@ -10,6 +10,7 @@ The per-version parts (compiled JWT rules) are built once per config snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
 from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class InboundStats:
     jwt_rejected: int = 0
     transport_refused: int = 0
     """Requests on a kept-alive connection whose transport (TLS or not) the current mode no longer admits."""
+    spiffe_id_refused: int = 0
+    """Requests over mTLS whose (verified) client certificate has no SPIFFE ID, or one that does not parse."""
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,10 @@ class InboundHandler:
             raise AccessDenied(f"{'TLS' if tls else 'plain text'} refused: mTLS mode is {policy.mode}")
         peer: str | None = None
         if tls:
-            peer = peer_spiffe_id(transport)
+            peer = _valid_peer_id(transport)
             if peer is None:
-                raise AccessDenied("peer certificate carries no SPIFFE ID")
+                self.stats.spiffe_id_refused += 1
+                raise AccessDenied("peer certificate carries no valid SPIFFE ID")
         if policy.jwt is None:
             raise NotReady("JWT rules of this config version are unusable")
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
@@ -222,6 +227,17 @@ class InboundHandler:
             log.info("denied %s %s from %s: %s", request.method, request.raw_path, peer or request.remote, reason)
             raise AccessDenied(reason)
         return peer
+
+
+def _valid_peer_id(transport: asyncio.BaseTransport | None) -> str | None:
+    """The peer certificate's SPIFFE ID if it parses as spiffe://<td>/ns/<ns>/sa/<sa>; None otherwise."""
+    try:
+        peer = peer_spiffe_id(transport)
+        if peer is not None:
+            parse_spiffe_id(peer)
+    except ValueError:  # InvalidSpiffeId, or an extension the certificate parser rejects
+        return None
+    return peer
 
 
 def _local_ip(transport: object) -> str:

@@ -9,6 +9,8 @@ Prometheus scrapes, so the request path never touches the metrics library.
       ext_authz  a CUSTOM policy's external authorizer said no
       jwt        RequestAuthentication: a token that does not validate (401)
       mtls_mode  a request on a kept-alive connection whose transport the current mode no longer admits
+      spiffe_id  a request over mTLS whose client certificate (chained to a trusted root) names no SPIFFE ID,
+                 or one that is not spiffe://<trust-domain>/ns/<namespace>/sa/<account> (403)
   isthmus_proxy_inbound_connections_refused_total    connections closed before any request: transport
       not admitted by the mTLS mode (plain text under STRICT, TLS under DISABLE) or a failed handshake
       (no or untrusted client certificate)
@@ -39,6 +41,7 @@ class DenialTallies(Protocol):
     custom_denied: int
     jwt_rejected: int
     transport_refused: int
+    spiffe_id_refused: int
 
 
 def reasons(stats: DenialTallies) -> dict[str, int]:
@@ -48,6 +51,7 @@ def reasons(stats: DenialTallies) -> dict[str, int]:
         "ext_authz": stats.custom_denied,
         "jwt": stats.jwt_rejected,
         "mtls_mode": stats.transport_refused,
+        "spiffe_id": stats.spiffe_id_refused,
     }
 
 

@@ -54,6 +54,7 @@ async def test_denied_request_and_refused_connection_are_scraped(make_sidecar: A
         "ext_authz": 0.0,
         "jwt": 0.0,
         "mtls_mode": 0.0,
+        "spiffe_id": 0.0,
         "connections": 0.0,
     }
     apply_config(callee, strict_deny_all(callee))

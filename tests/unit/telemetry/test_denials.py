@@ -22,12 +22,14 @@ def test_counts_are_read_at_scrape_time_by_reason() -> None:
     stats.custom_denied += 1
     stats.jwt_rejected += 3
     stats.transport_refused += 4
+    stats.spiffe_id_refused += 6
     refused[0] = 5
     text = _scrape(registry)
     assert 'isthmus_proxy_inbound_denied_total{reason="rbac"} 2.0' in text
     assert 'isthmus_proxy_inbound_denied_total{reason="ext_authz"} 1.0' in text
     assert 'isthmus_proxy_inbound_denied_total{reason="jwt"} 3.0' in text
     assert 'isthmus_proxy_inbound_denied_total{reason="mtls_mode"} 4.0' in text
+    assert 'isthmus_proxy_inbound_denied_total{reason="spiffe_id"} 6.0' in text
     assert "isthmus_proxy_inbound_connections_refused_total 5.0" in text
 
 
