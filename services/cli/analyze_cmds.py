@@ -33,7 +33,7 @@ from services.galley.analyze import Catalog, analyze_messages, merged_view
 from services.galley.kinds import resolve_kind
 from services.galley.sources import SourceError
 from services.galley.validate import validate_sources
-from shared.consul import DEFAULT_NAMESPACE, META_MESH, META_NAMESPACE, META_SERVICE_ACCOUNT
+from shared.consul import DEFAULT_NAMESPACE, META_MESH, META_NAMESPACE, META_SERVICE_ACCOUNT, PROTOCOL_TCP, protocol_of
 from shared.model import KINDS, Resource, parse_resource
 from shared.ports import CONSUL_ADDR_ENV, DEFAULT_CONSUL_ADDR, DEFAULT_TRUST_DOMAIN, TRUST_DOMAIN_ENV
 
@@ -47,18 +47,22 @@ def _consul_get(addr: str, path: str) -> Any:
 
 
 def read_catalog(addr: str) -> Catalog:
-    """Service name -> namespace (Meta `namespace`, default "default") and meshed identities, from Consul."""
+    """Service name -> namespace (Meta `namespace`, default "default"), meshed identities and TCP services
+    (Meta `isthmus-protocol=tcp` on any instance), from Consul."""
     services: dict[str, str] = {}
     identities: set[tuple[str, str]] = set()
+    tcp: set[str] = set()
     for name in sorted(set(_consul_get(addr, "/v1/catalog/services")) - SKIPPED_SERVICES):
         namespace = DEFAULT_NAMESPACE
         for entry in _consul_get(addr, f"/v1/catalog/service/{urllib.parse.quote(name, safe='')}"):
             meta = entry.get("ServiceMeta") or {}
             namespace = meta.get(META_NAMESPACE) or namespace
+            if protocol_of(meta) == PROTOCOL_TCP:
+                tcp.add(name)
             if str(meta.get(META_MESH, "")).lower() == "true":
                 identities.add((meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE, meta.get(META_SERVICE_ACCOUNT) or name))
         services[name] = namespace
-    return Catalog(services=services, identities=frozenset(identities))
+    return Catalog(services=services, identities=frozenset(identities), tcp_services=frozenset(tcp))
 
 
 def _stored(args: argparse.Namespace) -> list[Resource]:

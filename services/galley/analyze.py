@@ -11,6 +11,9 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0006 several DestinationRules for one host (only the first by namespace/name is used).
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
 
+ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
+(analyze_tcp.py).
+
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
 service `name`. Weights follow Istio: a route with one destination sends it everything whatever its weight;
@@ -21,71 +24,32 @@ pilot generates it).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
+from services.galley.analyze_base import (
+    ALL_WEIGHTS_ZERO,
+    CONFLICTING_PEER_AUTHENTICATION,
+    SEVERAL_DESTINATION_RULES,
+    SEVERAL_VIRTUAL_SERVICES,
+    UNDEFINED_SUBSET,
+    UNKNOWN_HOST,
+    UNKNOWN_PRINCIPAL,
+    Catalog,
+    Message,
+    canonical_host,
+    label,
+    resource_key,
+)
+from services.galley.analyze_tcp import tcp_messages
 from shared.model import AuthorizationPolicy, DestinationRule, PeerAuthentication, Resource, VirtualService
 
-_IGNORED_SUFFIXES = (".svc.cluster.local", ".svc")
-_CONSUL_SUFFIX = ".service.consul"
-
-UNDEFINED_SUBSET = "ISM0001"
-UNKNOWN_HOST = "ISM0002"
-CONFLICTING_PEER_AUTHENTICATION = "ISM0003"
-UNKNOWN_PRINCIPAL = "ISM0004"
-ALL_WEIGHTS_ZERO = "ISM0005"
-SEVERAL_DESTINATION_RULES = "ISM0006"
-SEVERAL_VIRTUAL_SERVICES = "ISM0007"
-
-
-@dataclass(frozen=True)
-class Message:
-    """One finding: a stable code, the resources it involves and the text (which names the field path)."""
-
-    code: str
-    text: str
-    involved: frozenset[str]
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.text}"
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What the Consul catalog holds, for the checks that need it: service name -> namespace, workload identities."""
-
-    services: Mapping[str, str] = field(default_factory=dict)
-    identities: frozenset[tuple[str, str]] = frozenset()
-    """(namespace, service account) of every meshed workload."""
-
-    def has_host(self, host: str) -> bool:
-        if host.endswith(_CONSUL_SUFFIX):
-            return host[: -len(_CONSUL_SUFFIX)] in self.services
-        name, _, namespace = host.partition(".")
-        return self.services.get(name) == namespace
-
-
-def canonical_host(host: str, namespace: str) -> str:
-    host = host.lower()
-    for suffix in _IGNORED_SUFFIXES:
-        if host.endswith(suffix):
-            host = host[: -len(suffix)]
-            break
-    return host if "." in host else f"{host}.{namespace.lower()}"
-
-
-def _label(resource: Resource) -> str:
-    return f"{resource.kind} {resource.metadata.namespace}/{resource.metadata.name}"
-
-
-def _identity(resource: Resource) -> tuple[str, str, str]:
-    return resource.kind, resource.metadata.namespace, resource.metadata.name
+__all__ = ["Catalog", "Message", "analyze", "analyze_messages", "canonical_host", "merged_view"]
 
 
 def merged_view(batch: Sequence[Resource], stored: Iterable[Resource]) -> list[Resource]:
     """The config set as it will be after the batch is applied (batch resources replace stored ones)."""
-    view = {_identity(resource): resource for resource in stored}
-    view.update({_identity(resource): resource for resource in batch})
+    view = {resource_key(resource): resource for resource in stored}
+    view.update({resource_key(resource): resource for resource in batch})
     return [view[key] for key in sorted(view)]
 
 
@@ -105,9 +69,10 @@ def analyze_messages(
         messages += _unknown_hosts(services, rules, catalog)
         policies = [r for r in resources if isinstance(r, AuthorizationPolicy)]
         messages += _unknown_principals(policies, catalog, trust_domain)
+    messages += tcp_messages(services, rules, catalog)
     if not focus:
         return messages
-    labels = {_label(resource) for resource in focus}
+    labels = {label(resource) for resource in focus}
     return [message for message in messages if labels & message.involved]
 
 
@@ -131,11 +96,11 @@ def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule
                 if destination.subset in subsets_by_name[destination.host.lower().split(".")[0]]:
                     continue
                 text = (
-                    f"{_label(service)}: spec.http[{i}].route[{j}].destination.subset: subset "
+                    f"{label(service)}: spec.http[{i}].route[{j}].destination.subset: subset "
                     f"{destination.subset!r} of host {destination.host!r} is not defined by any "
                     "DestinationRule; requests routed there fail until one defines it"
                 )
-                messages.append(Message(UNDEFINED_SUBSET, text, frozenset({_label(service)})))
+                messages.append(Message(UNDEFINED_SUBSET, text, frozenset({label(service)})))
     return messages
 
 
@@ -146,10 +111,10 @@ def _zero_weights(services: list[VirtualService]) -> list[Message]:
             weights = [destination.weight for destination in http.route]
             if len(weights) > 1 and any(w is not None for w in weights) and not any(weights):
                 text = (
-                    f"{_label(service)}: spec.http[{i}].route: every destination has weight 0, so requests "
+                    f"{label(service)}: spec.http[{i}].route: every destination has weight 0, so requests "
                     "matching this route reach no destination; give at least one a positive weight"
                 )
-                messages.append(Message(ALL_WEIGHTS_ZERO, text, frozenset({_label(service)})))
+                messages.append(Message(ALL_WEIGHTS_ZERO, text, frozenset({label(service)})))
     return messages
 
 
@@ -163,7 +128,7 @@ def _conflicting_peer_authentications(policies: list[PeerAuthentication]) -> lis
         modes = {str(p.spec.mtls.mode) if p.spec.mtls else "UNSET" for p in group}
         if len(group) < 2 or len(modes) < 2:
             continue
-        names = [_label(p) for p in group]
+        names = [label(p) for p in group]
         where = f"workloads with labels {dict(selector)}" if selector else "the whole namespace"
         text = (
             f"namespace {namespace!r}, {where}: PeerAuthentications {', '.join(names)} set different mTLS modes "
@@ -180,7 +145,7 @@ def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
     messages: list[Message] = []
     for host, group in sorted(by_host.items()):
         if len(group) > 1:
-            names = [_label(rule) for rule in group]
+            names = [label(rule) for rule in group]
             text = f"host {host!r} has {len(group)} DestinationRules ({', '.join(names)}); only {names[0]} is used"
             messages.append(Message(SEVERAL_DESTINATION_RULES, text, frozenset(names)))
     return messages
@@ -195,7 +160,7 @@ def _overlapping_services(services: list[VirtualService]) -> list[Message]:
     for host, group in sorted(by_host.items()):
         if len(group) > 1:
             ordered = sorted(group, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
-            names = [_label(service) for service in ordered]
+            names = [label(service) for service in ordered]
             text = (
                 f"host {host!r} is routed by {len(group)} VirtualServices ({', '.join(names)}); their routes are "
                 f"joined in that order, so {names[0]} matches first"
@@ -210,8 +175,8 @@ def _unknown_hosts(services: list[VirtualService], rules: list[DestinationRule],
     def check(resource: Resource, path: str, host: str) -> None:
         if host == "*" or catalog.has_host(canonical_host(host, resource.metadata.namespace)):
             return
-        text = f"{_label(resource)}: {path}: host {host!r} is not a service in the Consul catalog"
-        messages.append(Message(UNKNOWN_HOST, text, frozenset({_label(resource)})))
+        text = f"{label(resource)}: {path}: host {host!r} is not a service in the Consul catalog"
+        messages.append(Message(UNKNOWN_HOST, text, frozenset({label(resource)})))
 
     for service in services:
         for i, host in enumerate(service.spec.hosts):
@@ -245,8 +210,8 @@ def _unknown_principals(policies: list[AuthorizationPolicy], catalog: Catalog, t
                     if any(principal_matches(principal, identity) for identity in held):
                         continue
                     text = (
-                        f"{_label(policy)}: spec.rules[{i}].from[{j}].source.principals[{k}]: no workload in the "
+                        f"{label(policy)}: spec.rules[{i}].from[{j}].source.principals[{k}]: no workload in the "
                         f"catalog has identity {principal!r}"
                     )
-                    messages.append(Message(UNKNOWN_PRINCIPAL, text, frozenset({_label(policy)})))
+                    messages.append(Message(UNKNOWN_PRINCIPAL, text, frozenset({label(policy)})))
     return messages

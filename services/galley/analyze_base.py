@@ -1,0 +1,71 @@
+"""What every `isthmus analyze` check shares: message codes and type, the catalog, host names as pilot reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.model import Resource
+
+UNDEFINED_SUBSET = "ISM0001"
+UNKNOWN_HOST = "ISM0002"
+CONFLICTING_PEER_AUTHENTICATION = "ISM0003"
+UNKNOWN_PRINCIPAL = "ISM0004"
+ALL_WEIGHTS_ZERO = "ISM0005"
+SEVERAL_DESTINATION_RULES = "ISM0006"
+SEVERAL_VIRTUAL_SERVICES = "ISM0007"
+TCP_ROUTE_TO_HTTP_SERVICE = "ISM0008"
+
+_IGNORED_SUFFIXES = (".svc.cluster.local", ".svc")
+_CONSUL_SUFFIX = ".service.consul"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One finding: a stable code, the resources it involves and the text (which names the field path)."""
+
+    code: str
+    text: str
+    involved: frozenset[str]
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.text}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the Consul catalog holds, for the checks that need it: service name -> namespace, workload identities."""
+
+    services: Mapping[str, str] = field(default_factory=dict)
+    identities: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, service account) of every meshed workload."""
+    tcp_services: frozenset[str] = frozenset()
+    """Services whose Meta `isthmus-protocol` is tcp."""
+
+    def service_of(self, host: str) -> str | None:
+        """The catalog service a canonical host names, or None when the catalog has no such service."""
+        if host.endswith(_CONSUL_SUFFIX):
+            name = host[: -len(_CONSUL_SUFFIX)]
+            return name if name in self.services else None
+        name, _, namespace = host.partition(".")
+        return name if self.services.get(name) == namespace else None
+
+    def has_host(self, host: str) -> bool:
+        return self.service_of(host) is not None
+
+
+def canonical_host(host: str, namespace: str) -> str:
+    host = host.lower()
+    for suffix in _IGNORED_SUFFIXES:
+        if host.endswith(suffix):
+            host = host[: -len(suffix)]
+            break
+    return host if "." in host else f"{host}.{namespace.lower()}"
+
+
+def label(resource: Resource) -> str:
+    return f"{resource.kind} {resource.metadata.namespace}/{resource.metadata.name}"
+
+
+def resource_key(resource: Resource) -> tuple[str, str, str]:
+    return resource.kind, resource.metadata.namespace, resource.metadata.name
