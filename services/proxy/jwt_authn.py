@@ -2,14 +2,15 @@
 
 Runs after peer authentication and before authorization, with Envoy's jwt_authn semantics as Istio configures
 them:
-- tokens are looked for in every rule's locations (`fromHeaders` with their prefix, `fromParams`); a rule
-  without locations uses `Authorization: Bearer <token>` and the `access_token` query parameter;
+- tokens are looked for in every rule's locations (`fromHeaders` with their prefix, `fromParams`,
+  `fromCookies`); a rule without locations uses `Authorization: Bearer <token>` and the `access_token` query
+  parameter;
 - no token at all: the request passes with no request principal (an AuthorizationPolicy decides);
 - a token that is malformed, signed by no key of its issuer's key set, expired (exp), not yet valid (nbf),
   for another audience, or from an issuer no rule names: 401 `Jwt verification fails`, counted;
 - success: request principal `<iss>/<sub>`, the payload's claims for `request.auth.claims[...]`;
   `outputPayloadToHeader` gets the base64url payload, `outputClaimToHeaders` single claims; the token is
-  removed from its header unless `forwardOriginalToken`;
+  removed from its header unless `forwardOriginalToken` (a cookie is passed on as it came, as Envoy does);
 - JWKS: inline `jwks` is parsed once per config version; `jwksUri` is fetched over HTTP(S) and cached per
   proxy (across config versions) for JWKS_CACHE_SECONDS, re-fetched early when a token names an unknown key
   id (at most every JWKS_MIN_REFETCH_SECONDS); when no key set can be had every token fails (fail closed).
@@ -120,12 +121,13 @@ class _CompiledRule:
     rule: JWTRule
     headers: tuple[JWTHeader, ...]
     params: tuple[str, ...]
+    cookies: tuple[str, ...]
     inline: jwt.PyJWKSet | None
 
 
 def _compile(named: NamedJwtRule) -> _CompiledRule:
     rule = named.rule
-    defaults = not rule.from_headers and not rule.from_params
+    defaults = not rule.from_headers and not rule.from_params and not rule.from_cookies
     headers = (DEFAULT_HEADER,) if defaults else tuple(rule.from_headers)
     params = (DEFAULT_PARAM,) if defaults else tuple(rule.from_params)
     inline = None
@@ -134,14 +136,26 @@ def _compile(named: NamedJwtRule) -> _CompiledRule:
             inline = jwt.PyJWKSet.from_dict(json.loads(rule.jwks))
         except (jwt.PyJWKError, jwt.PyJWKSetError, ValueError) as err:
             raise ValueError(f"{named.name}: jwtRules[issuer={rule.issuer}].jwks: {err}") from err
-    return _CompiledRule(named.name, rule, headers, params, inline)
+    return _CompiledRule(named.name, rule, headers, params, tuple(rule.from_cookies), inline)
 
 
 @dataclass(frozen=True, slots=True)
 class _Found:
     token: str
     header: str | None
-    """Header it came from (None: a query parameter)."""
+    """Header it came from (None: a query parameter or a cookie, left in place)."""
+
+
+def _cookie_values(headers: CIMultiDict[str], names: frozenset[str]) -> list[str]:
+    """Values of the named cookies in every Cookie header (`a=1; b="2"`), quotes removed, in order."""
+    values: list[str] = []
+    for line in headers.getall("Cookie", []):
+        for pair in line.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name in names:
+                value = value.strip()
+                values.append(value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value)
+    return values
 
 
 def _payload_segment(token: str) -> str:
@@ -159,6 +173,7 @@ class JwtAuthenticator:
         self._clock = clock
         self._headers = tuple({(h.name.lower(), h.prefix) for rule in self._rules for h in rule.headers})
         self._params = frozenset(p for rule in self._rules for p in rule.params)
+        self._cookies = frozenset(c for rule in self._rules for c in rule.cookies)
 
     @property
     def active(self) -> bool:
@@ -176,6 +191,8 @@ class JwtAuthenticator:
             for key, value in parse_qsl(query, keep_blank_values=True):
                 if key in self._params:
                     found.append(_Found(value, None))
+        if self._cookies:
+            found.extend(_Found(value, None) for value in _cookie_values(headers, self._cookies))
         return found
 
     async def authenticate(self, headers: CIMultiDict[str], query: str) -> Authenticated:

@@ -31,6 +31,8 @@ class JWTRule(Spec):
     jwks: str | None = None
     from_headers: list[JWTHeader] = Field(default_factory=list)
     from_params: list[str] = Field(default_factory=list)
+    from_cookies: list[str] = Field(default_factory=list)
+    """Cookie names to read the token from (Istio 1.22+); the cookie is passed on as it came."""
     output_payload_to_header: str | None = None
     output_claim_to_headers: list[ClaimToHeader] = Field(default_factory=list)
     forward_original_token: bool = False
@@ -42,6 +44,14 @@ class JWTRule(Spec):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} must be an http:// or https:// URL")
         return value
+
+    @field_validator("from_cookies")
+    @classmethod
+    def _cookie_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or any(c in name for c in ' \t;,="()<>@:\\/[]?{}') or not name.isprintable():
+                raise ValueError(f"{name!r} is not a cookie name")
+        return names
 
     @field_validator("jwks")
     @classmethod
