@@ -15,8 +15,8 @@ from cryptography import x509
 
 from services.citadel.bundle import keep_bundle_published, read_trust_bundle
 from services.citadel.ca import CertificateAuthority
-from services.citadel.client import CitadelClient
-from services.citadel.reload import CaReloader, CurrentCa
+from services.citadel.client import CertificateRefused, CitadelClient
+from services.citadel.reload import RETIRE_MARKER, CaReloader, CurrentCa
 from services.citadel.server import CitadelServer
 from services.citadel.testing import PluginCa, new_plugin_ca, pem, write_plugin_ca
 from services.citadel.tokens import create_token
@@ -149,5 +149,16 @@ async def test_replaced_files_are_validated_then_served_without_restart(citadel:
         client_key_pem=private_key_pem(moved_key),
     )
     assert issuer_of(renewed_again.leaf_pem) == second.intermediate.subject
+
+    # The operator retires the first CA at once: its root leaves the bundle, its certificates stop renewing.
+    (citadel.state / RETIRE_MARKER).touch()
+    await citadel.watch_clock.advance(INTERVAL)
+    assert await published_bundle(nats_url, pem(second.root)) == pem(second.root)
+    with pytest.raises(CertificateRefused):
+        await new_only.create_certificate(
+            build_csr(new_private_key(), WEB.uri),
+            client_chain_pem=renewed.leaf_pem,
+            client_key_pem=private_key_pem(next_key),
+        )
     for client in (old_client, rotated_client, new_only):
         await client.close()
