@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 
 import aiohttp
@@ -43,15 +43,16 @@ def end_to_end_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
 ) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers (any the Connection header names too) or peer metadata."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])
-        for token in value.split(",")
-        if token.strip()
-    }
-    return CIMultiDict(
-        (name, value) for name, value in headers.items() if name.lower() not in HOP_SCOPED and name.lower() not in named
-    )
+    copy = CIMultiDict(headers)
+    for value in headers.getall("Connection", ()):
+        for token in value.split(","):
+            token = token.strip()
+            if token:
+                copy.popall(token, None)
+    for name in HOP_SCOPED:
+        if name in copy:
+            del copy[name]
+    return copy
 
 
 def apply_header_operations(headers: CIMultiDict[str], operations: Iterable[HeaderOperations | None]) -> None:
@@ -69,9 +70,16 @@ def apply_header_operations(headers: CIMultiDict[str], operations: Iterable[Head
 def ensure_request_id(headers: CIMultiDict[str]) -> str:
     request_id = headers.get(REQUEST_ID)
     if not request_id:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         headers[REQUEST_ID] = request_id
     return request_id
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its text form, as uuid.uuid4() gives, without building a UUID object."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 def append_forwarded_for(headers: CIMultiDict[str], remote: str | None) -> None:

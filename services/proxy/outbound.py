@@ -156,10 +156,12 @@ class OutboundHandler:
                 timeout,
             )
         try:
-            async with asyncio.timeout(timeout):
-                upstream, lease = await self._attempts(
-                    request, runtime, decision, headers, body, policy, tries, hash_key
-                )
+            attempts = self._attempts(request, runtime, decision, headers, body, policy, tries, hash_key)
+            if timeout is None:
+                upstream, lease = await attempts
+            else:
+                async with asyncio.timeout(timeout):
+                    upstream, lease = await attempts
         except TimeoutError:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
         except ProxyError as err:
@@ -265,15 +267,19 @@ class OutboundHandler:
                 headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
-                    async with asyncio.timeout(policy.per_try_timeout):
-                        upstream = await session.request(
-                            request.method,
-                            url,
-                            headers=for_endpoint(headers, endpoint),
-                            data=body,
-                            ssl=ssl_arg,
-                            allow_redirects=False,
-                        )
+                    sent = session.request(
+                        request.method,
+                        url,
+                        headers=for_endpoint(headers, endpoint),
+                        data=body,
+                        ssl=ssl_arg,
+                        allow_redirects=False,
+                    )
+                    if policy.per_try_timeout is None:
+                        upstream = await sent
+                    else:
+                        async with asyncio.timeout(policy.per_try_timeout):
+                            upstream = await sent
                 except aiohttp.ConnectionTimeoutError:  # tcp.connectTimeout: a connect failure, as in Envoy
                     lease.release()
                     runtime.report(endpoint, None)

@@ -191,6 +191,9 @@ def _rewrite(
     return full_path, authority
 
 
+_NO_HEADERS: Mapping[str, str] = {}
+
+
 class RouteTable:
     """Everything one config version needs to route, precomputed; built once, then only read."""
 
@@ -205,6 +208,14 @@ class RouteTable:
         self._wildcards = wildcards
         self.clusters = clusters
         self._rng = rng
+        every_host = [*hosts.values(), *(compiled for _, compiled in wildcards)]
+        self._reads_headers = any(
+            match.source.headers or match.source.without_headers
+            for host in every_host
+            for route in host.routes
+            for match in route.matches
+        )
+        """Whether any match looks at headers; if none does, requests skip building the lowered header view."""
 
     @classmethod
     def build(cls, config: ProxyConfig, rng: random.Random) -> RouteTable:
@@ -243,7 +254,7 @@ class RouteTable:
         port: int | None = None,
     ) -> Decision:
         """Route one request; raises NoRoute when no virtual host or no route matches."""
-        request = RequestView.of(method, host, path, headers, port)
+        request = RequestView.of(method, host, path, headers if self._reads_headers else _NO_HEADERS, port)
         vhost = self.virtual_host(request.authority)
         if vhost is None:
             raise NoRoute(f"no virtual host for {request.host!r}")

@@ -149,6 +149,11 @@ class TlsContexts:
             connection.context = current
 
 
+_PEER_IDS_KEPT = 1024
+_peer_ids: dict[bytes, str | None] = {}
+"""SPIFFE ID by peer certificate (DER): parsed once per certificate, not once per request."""
+
+
 def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
     """The SPIFFE ID in the peer's verified certificate, or None for plain text or a cert without one."""
     if transport is None:
@@ -156,7 +161,17 @@ def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    return spiffe_id_of_der(ssl_object.getpeercert(binary_form=True))
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:
+        return _peer_ids[der]
+    except KeyError:
+        pass
+    if len(_peer_ids) >= _PEER_IDS_KEPT:
+        _peer_ids.clear()
+    found = _peer_ids[der] = spiffe_id_of_der(der)
+    return found
 
 
 class SpiffeVerifyingConnector(aiohttp.TCPConnector):
