@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -24,7 +25,6 @@ from services.pilot.metrics import PilotMetrics
 from services.pilot.snapshot import Snapshot
 from shared.bus.names import proxy_key
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.model.proxy_config import ProxyConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,15 @@ class KvProxyConfigStore:
         self._revisions.pop(key, None)
 
 
+@dataclass(frozen=True)
+class _Stamped:
+    """One proxy's generated config, serialized once, with its content-hash version."""
+
+    proxy_id: str
+    version: str
+    payload: bytes
+
+
 class Pusher:
     def __init__(
         self,
@@ -150,23 +159,23 @@ class Pusher:
         self._metrics.catalog_instances.set(len(snapshot.instances))
         self._metrics.config_resources.set(len(snapshot.resources))
         versions: dict[str, str] = {}
-        configs: list[ProxyConfig] = []
+        configs: list[_Stamped] = []
         failed = 0
         for index, proxy in enumerate(snapshot.proxies):
             try:
-                config = generate(snapshot, proxy, self._trust_domain, self._root_namespace).versioned()
+                version, payload = generate(snapshot, proxy, self._trust_domain, self._root_namespace).stamped()
             except Exception:
                 failed += 1
                 self._metrics.push_errors.inc()
                 log.exception("push: proxy %s not generated", proxy.proxy_id)
                 continue
-            versions[proxy.proxy_id] = config.version
-            configs.append(config)
+            versions[proxy.proxy_id] = version
+            configs.append(_Stamped(proxy.proxy_id, version, payload))
             if index % 16 == 15:
                 await asyncio.sleep(0)  # generation is CPU work: let the watches and HTTP run between proxies
         gate = asyncio.Semaphore(self._write_width)
 
-        async def write(config: ProxyConfig) -> bool:
+        async def write(config: _Stamped) -> bool:
             async with gate:
                 try:
                     if await self._write(config):
@@ -187,7 +196,7 @@ class Pusher:
                 log.exception("push: listener %r failed", listener)
         return failed
 
-    async def _write(self, config: ProxyConfig) -> bool:
+    async def _write(self, config: _Stamped) -> bool:
         """True when the proxy's key now holds a version it did not hold before this pilot looked."""
         key = proxy_key(config.proxy_id)
         if self._written.get(key) == config.version:
@@ -197,7 +206,7 @@ class Pusher:
         # the revision it last saw, so a write by another pilot meanwhile is still noticed.
         changed = True if known is not None else await self._store.stored_version(key) != config.version
         if changed:
-            changed = await self._store.put(key, config.to_json(), config.version) is not False
+            changed = await self._store.put(key, config.payload, config.version) is not False
         if changed:
             self._metrics.pushes.inc()
             log.info("push: proxy %s -> version %s", config.proxy_id, config.version)

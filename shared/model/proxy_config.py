@@ -134,7 +134,7 @@ class InboundConfig(Spec):
         return self.port_level_mtls.get(app_port, self.mtls_mode)
 
 
-_UNHASHED = {"version"}
+_EMPTY_VERSION = b'"version":""'
 
 
 class ProxyConfig(Spec):
@@ -147,14 +147,22 @@ class ProxyConfig(Spec):
     clusters: list[Cluster] = Field(default_factory=list)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
 
+    def stamped(self) -> tuple[str, bytes]:
+        """(version, JSON) in one serialization: the version is the SHA-256 of the JSON form with an empty
+        version, written into that same form. Generation is deterministic (sorted inputs, labels in key order),
+        so that form is canonical as it is: same input, same version, on every pilot."""
+        unversioned = self if not self.version else self.model_copy(update={"version": ""})
+        body = unversioned.model_dump_json(by_alias=True).encode()
+        version = hashlib.sha256(body).hexdigest()[:16]
+        # The top-level "version" is the first such pair: ids and names before it are strings, where quotes are
+        # escaped, and every nested object comes after it.
+        return version, body.replace(_EMPTY_VERSION, b'"version":"%s"' % version.encode(), 1)
+
     def content_hash(self) -> str:
-        """SHA-256 of the JSON form without the version. Generation is deterministic (sorted inputs, labels in key
-        order), so the serialized form is canonical as it is; hashing it skips a second, sorted dump."""
-        body = self.model_dump_json(by_alias=True, exclude=_UNHASHED)
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        return self.stamped()[0]
 
     def versioned(self) -> ProxyConfig:
-        """A copy whose version is the hash of its content: same input, same version, on every pilot."""
+        """A copy whose version is the hash of its content (see `stamped`)."""
         return self.model_copy(update={"version": self.content_hash()})
 
     def to_json(self) -> bytes:

@@ -201,6 +201,14 @@ def test_same_snapshot_gives_byte_identical_json_whatever_the_input_order() -> N
     assert one.version == two.version != ""
 
 
+def test_label_order_in_the_catalog_does_not_change_the_version() -> None:
+    forward = snapshot([meshed("frontend", "10.0.0.1"), meshed("reviews", "10.0.1.1", version="v1", team="a")])
+    backward = snapshot([meshed("frontend", "10.0.0.1"), meshed("reviews", "10.0.1.1", team="a", version="v1")])
+    one = generate(forward, proxy_of(forward, "frontend-10.0.0.1"), TD, ROOT).stamped()
+    two = generate(backward, proxy_of(backward, "frontend-10.0.0.1"), TD, ROOT).stamped()
+    assert one == two
+
+
 def test_an_instance_without_a_valid_identity_is_never_an_endpoint() -> None:
     bad = meshed("reviews", "10.0.1.9", namespace="Not_A_Label!")
     snap = snapshot([*CATALOG, bad])
