@@ -136,8 +136,9 @@ class Snapshot:
         )
 
     def of_kind(self, kind: type[R]) -> list[R]:
-        """Resources of one kind in (namespace, name) order."""
-        return [resource for resource in self.resources if isinstance(resource, kind)]
+        """Resources of one kind in (namespace, name) order: one list per kind and snapshot, shared by every
+        caller (read it, never change it)."""
+        return self.memoized(("of_kind", kind), lambda: [r for r in self.resources if isinstance(r, kind)])
 
     @cached_property
     def services(self) -> dict[str, tuple[Instance, ...]]:

@@ -83,12 +83,9 @@ def endpoint(instance: Instance, security: MeshSecurity, tls_mode: TLSMode | Non
 
 
 def destination_rule_for(host: str, rules: list[DestinationRule], hosts: HostIndex) -> DestinationRule | None:
-    """The rule for a resolved cluster host (a catalog service name or a qualified unknown host)."""
-    ordered = sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name))
-    for rule in ordered:
-        if hosts.cluster_host(rule.spec.host, rule.metadata.namespace) == host:
-            return rule
-    return None
+    """The rule for a resolved cluster host (a catalog service name or a qualified unknown host): the first in
+    (namespace, name) order."""
+    return hosts.rule_by_host(rules).get(host)
 
 
 def _at_port(policy: TrafficPolicy, port: int) -> dict[str, object]:

@@ -9,10 +9,12 @@ that resource's namespace (`reviews` in namespace `shop` means `reviews.shop`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.pilot.snapshot import Snapshot
 from shared.consul import DEFAULT_NAMESPACE
+from shared.model import DestinationRule, VirtualService
 
 CONSUL_OWN_SERVICE = "consul"
 
@@ -57,6 +59,8 @@ class HostIndex:
     def __init__(self, snapshot: Snapshot) -> None:
         self.services: list[MeshService] = []
         self._by_domain: dict[str, MeshService] = {}
+        self._virtual_services: tuple[Sequence[VirtualService], dict[str, list[VirtualService]]] | None = None
+        self._rules: tuple[Sequence[DestinationRule], dict[str, DestinationRule]] | None = None
         for name, instances in snapshot.services.items():
             if name == CONSUL_OWN_SERVICE:
                 continue
@@ -76,3 +80,29 @@ class HostIndex:
         """The host used in cluster names: the catalog service name, or the qualified host if unknown."""
         service = self.resolve(host, namespace)
         return service.name if service else qualify(host, namespace)
+
+    def virtual_services_by_service(
+        self, virtual_services: Sequence[VirtualService]
+    ) -> dict[str, list[VirtualService]]:
+        """Catalog service name -> the VirtualServices with a host naming it, in (namespace, name) order.
+
+        Built once per list (generation passes the same list for every service), so finding a service's
+        VirtualServices costs a lookup, not a scan of every VirtualService's hosts."""
+        if self._virtual_services is None or self._virtual_services[0] is not virtual_services:
+            index: dict[str, list[VirtualService]] = {}
+            for vs in sorted(virtual_services, key=lambda vs: (vs.metadata.namespace, vs.metadata.name)):
+                named = {self.resolve(host, vs.metadata.namespace) for host in vs.spec.hosts}
+                for service in sorted((s for s in named if s is not None), key=lambda s: s.name):
+                    index.setdefault(service.name, []).append(vs)
+            self._virtual_services = (virtual_services, index)
+        return self._virtual_services[1]
+
+    def rule_by_host(self, rules: Sequence[DestinationRule]) -> dict[str, DestinationRule]:
+        """Cluster host (cluster_host of the rule's host) -> the first DestinationRule for it in (namespace, name)
+        order; built once per list, like virtual_services_by_service."""
+        if self._rules is None or self._rules[0] is not rules:
+            index: dict[str, DestinationRule] = {}
+            for rule in sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name)):
+                index.setdefault(self.cluster_host(rule.spec.host, rule.metadata.namespace), rule)
+            self._rules = (rules, index)
+        return self._rules[1]

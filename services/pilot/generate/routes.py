@@ -44,12 +44,7 @@ def virtual_services_for(
     service: MeshService, virtual_services: list[VirtualService], hosts: HostIndex
 ) -> list[VirtualService]:
     """VirtualServices with a host naming `service`, in (namespace, name) order."""
-    applying = [
-        vs
-        for vs in virtual_services
-        if any(hosts.resolve(host, vs.metadata.namespace) == service for host in vs.spec.hosts)
-    ]
-    return sorted(applying, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
+    return hosts.virtual_services_by_service(virtual_services).get(service.name, [])
 
 
 def _weights(destinations: list[HTTPRouteDestination]) -> list[int]:
