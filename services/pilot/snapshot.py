@@ -140,6 +140,19 @@ class Snapshot:
         caller (read it, never change it)."""
         return self.memoized(("of_kind", kind), lambda: [r for r in self.resources if isinstance(r, kind)])
 
+    def in_namespaces(self, kind: type[R], *namespaces: str) -> list[R]:
+        """Resources of one kind in any of these namespaces, in (namespace, name) order; a lookup per namespace
+        (policies that select workloads are read per proxy: scanning every namespace's would be quadratic)."""
+
+        def index() -> dict[str, list[R]]:
+            grouped: dict[str, list[R]] = {}
+            for resource in self.of_kind(kind):
+                grouped.setdefault(resource.metadata.namespace, []).append(resource)
+            return grouped
+
+        grouped = self.memoized(("by_namespace", kind), index)
+        return [resource for namespace in sorted(set(namespaces)) for resource in grouped.get(namespace, ())]
+
     @cached_property
     def services(self) -> dict[str, tuple[Instance, ...]]:
         """Catalog service name -> its instances, in name order."""

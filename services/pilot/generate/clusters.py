@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 from services.pilot.generate.hosts import HostIndex
 from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
@@ -46,11 +47,23 @@ class MeshSecurity:
     root_namespace: str
     peer_authentications: tuple[PeerAuthentication, ...]
 
+    @cached_property
+    def _by_namespace(self) -> dict[str, list[PeerAuthentication]]:
+        grouped: dict[str, list[PeerAuthentication]] = {}
+        for policy in self.peer_authentications:
+            grouped.setdefault(policy.metadata.namespace, []).append(policy)
+        return grouped
+
+    def policies_for(self, namespace: str) -> list[PeerAuthentication]:
+        """The PeerAuthentications that can apply to a workload in `namespace`: the mesh's and its namespace's."""
+        mesh = self._by_namespace.get(self.root_namespace, [])
+        return mesh if namespace == self.root_namespace else mesh + self._by_namespace.get(namespace, [])
+
 
 def destination_mode(instance: Instance, security: MeshSecurity) -> MtlsMode:
     """The PeerAuthentication mode the instance's sidecar enforces on its app port (the port it registered;
     unknown: the workload's mode, port-level entries aside)."""
-    policies = list(security.peer_authentications)
+    policies = security.policies_for(instance.namespace)
     port = instance.app_port
     if port is None:
         return workload_mtls_modes(policies, instance.namespace, instance.labels, security.root_namespace)[0]

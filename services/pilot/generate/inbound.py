@@ -115,12 +115,13 @@ def jwt_rules(policies: list[RequestAuthentication], proxy: Proxy, root_namespac
 
 
 def inbound(snapshot: Snapshot, proxy: Proxy, root_namespace: str) -> InboundConfig:
+    namespaces = (root_namespace, proxy.namespace)
     mode, ports = workload_mtls_modes(
-        snapshot.of_kind(PeerAuthentication), proxy.namespace, proxy.labels, root_namespace
+        snapshot.in_namespaces(PeerAuthentication, *namespaces), proxy.namespace, proxy.labels, root_namespace
     )
     return InboundConfig(
         mtls_mode=mode,
         port_level_mtls=ports,
-        authorization=authorization(snapshot.of_kind(AuthorizationPolicy), proxy, root_namespace),
-        jwt_rules=jwt_rules(snapshot.of_kind(RequestAuthentication), proxy, root_namespace),
+        authorization=authorization(snapshot.in_namespaces(AuthorizationPolicy, *namespaces), proxy, root_namespace),
+        jwt_rules=jwt_rules(snapshot.in_namespaces(RequestAuthentication, *namespaces), proxy, root_namespace),
     )
