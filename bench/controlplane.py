@@ -10,7 +10,10 @@ apply` would) and times it until every proxy has ACKed the new version. Pilot's 
 /proc) and RSS (VmRSS, VmHWM) are read around the rounds. Prints a table and writes JSON.
 
 Everything is local (loopback) and bounded in time; the numbers depend on the machine, so they are
-reported, never asserted. `--upstreams 0` gives every proxy the whole catalog (no scoping).
+reported, never asserted. `--upstreams 0` gives every proxy the whole catalog (no scoping). `--resources N`
+stores N more of each of VirtualService (a 2 s timeout), DestinationRule (LEAST_REQUEST) for the first N
+services, and AuthorizationPolicy (ALLOW from the bench namespace, spread over 20 namespaces), before pilot
+starts, so generation runs against a realistic config size too.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Result:
     proxies: int
     services: int
     upstreams: int
+    resources: int
     rounds: int
     initial_sync_s: float
     convergence_p50_s: float
@@ -209,6 +213,28 @@ def hot_rule(policy: str) -> Any:
     )
 
 
+def background_resources(count: int) -> list[Any]:
+    """`count` each of VirtualService, DestinationRule and AuthorizationPolicy that every push carries along."""
+    made = []
+    for index in range(count):
+        host = f"{service_name(index)}.service.consul"
+        meta = {"name": f"bg-{index:04d}", "namespace": NAMESPACE}
+        made.append(
+            {"kind": "VirtualService", "metadata": meta,
+             "spec": {"hosts": [host], "http": [{"timeout": "2s", "route": [{"destination": {"host": host}}]}]}}
+        )  # fmt: skip
+        made.append(
+            {"kind": "DestinationRule", "metadata": meta,
+             "spec": {"host": host, "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}}}
+        )  # fmt: skip
+        made.append(
+            {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+             "metadata": {"name": f"bg-{index:04d}", "namespace": f"team-{index % 20:02d}"},
+             "spec": {"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": [NAMESPACE]}}]}]}}
+        )  # fmt: skip
+    return [parse_resource({"apiVersion": "networking.istio.io/v1", **body}) for body in made]
+
+
 async def wait_for(check: Any, limit: float, what: str) -> float:
     started = time.monotonic()
     while not check():
@@ -242,7 +268,7 @@ async def run_scale(args: argparse.Namespace, proxies: int, nats_url: str, consu
         await consul.many([consul.register(body) for body in bodies])
         nc = await nats.connect(nats_url, name="bench-proxies")
         store = await ConfigStore.open(nc.jetstream())
-        await store.apply([hot_rule(POLICIES[0])])
+        await store.apply([hot_rule(POLICIES[0]), *background_resources(args.resources)])
         simulated = SimulatedProxies(nc, [body["ID"] for body in bodies])
         await simulated.start()
         port = free_port()
@@ -296,6 +322,7 @@ async def run_scale(args: argparse.Namespace, proxies: int, nats_url: str, consu
         proxies=proxies,
         services=args.services,
         upstreams=args.upstreams,
+        resources=args.resources,
         rounds=args.rounds,
         initial_sync_s=initial,
         convergence_p50_s=percentile(samples, 0.5),
@@ -354,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxies", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--services", type=int, default=1000, help="services in the Consul catalog")
     parser.add_argument("--upstreams", type=int, default=5, help="upstreams each proxy declares (0: all)")
+    parser.add_argument(
+        "--resources",
+        type=int,
+        default=0,
+        help="VirtualServices, DestinationRules and AuthorizationPolicies (each) stored besides the hot rule",
+    )
     parser.add_argument("--rounds", type=int, default=20, help="config changes timed per proxy count")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds any one wait may take")
