@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
@@ -18,69 +16,11 @@ from nats.js.kv import KeyValue
 
 from services.pilot.app import Pilot, PilotSettings, open_bucket
 from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET, config_key, proxy_key
-from shared.consul import META_MESH, META_NAMESPACE, META_PROXY_ID, META_SERVICE_ACCOUNT, META_VERSION
 from shared.model import dump_resource, parse_resource
 from shared.model.proxy_config import ProxyConfig
+from tests.integration.pilot.support import DEADLINE, Catalog, eventually, mesh_meta
 
 pytestmark = pytest.mark.integration
-
-DEADLINE = 15.0
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {DEADLINE}s: {what}")
-
-
-class Catalog:
-    """Registers instances through the local Consul agent's API, and removes them afterwards."""
-
-    def __init__(self, session: aiohttp.ClientSession, addr: str) -> None:
-        self._session = session
-        self._base = f"http://{addr}/v1/agent/service"
-        self.registered: list[str] = []
-
-    async def register(self, service: str, service_id: str, port: int, meta: dict[str, str] | None = None) -> None:
-        body = {"ID": service_id, "Name": service, "Address": "127.0.0.1", "Port": port, "Meta": meta or {}}
-        async with self._session.put(f"{self._base}/register", json=body) as reply:
-            assert reply.status == 200, await reply.text()
-        self.registered.append(service_id)
-
-    async def deregister(self, service_id: str) -> None:
-        async with self._session.put(f"{self._base}/deregister/{service_id}") as reply:
-            assert reply.status == 200, await reply.text()
-
-
-def mesh_meta(proxy_id: str, namespace: str, version: str) -> dict[str, str]:
-    return {
-        META_MESH: "true",
-        META_PROXY_ID: proxy_id,
-        META_NAMESPACE: namespace,
-        META_SERVICE_ACCOUNT: "sa",
-        META_VERSION: version,
-    }
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[NATS]:
-    nc = await nats.connect(nats_url)
-    yield nc
-    await nc.drain()
-
-
-@pytest.fixture
-async def catalog(consul_addr: str) -> AsyncIterator[Catalog]:
-    async with aiohttp.ClientSession() as session:
-        registry = Catalog(session, consul_addr)
-        yield registry
-        for service_id in registry.registered:
-            await registry.deregister(service_id)
 
 
 @pytest.fixture
