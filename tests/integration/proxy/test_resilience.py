@@ -9,46 +9,18 @@ import pytest
 
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar
-from shared.model.proxy_config import ProxyConfig, cluster_name
+from shared.model.proxy_config import ProxyConfig
+from tests.integration.proxy.catalog_config import apply, catalog_config
 
 pytestmark = pytest.mark.integration
 
-CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
 ROUND_ROBIN = {"loadBalancer": {"simple": "ROUND_ROBIN"}}
 
 
 def config(
     sidecar: Sidecar, ports: list[int], route_extra: dict[str, Any], policy: dict[str, Any] | None = None
 ) -> ProxyConfig:
-    return ProxyConfig.model_validate(
-        {
-            "proxyId": sidecar.proxy_id,
-            "service": sidecar.settings.service,
-            "namespace": "default",
-            "virtualHosts": [
-                {
-                    "name": "catalog",
-                    "domains": ["catalog"],
-                    "routes": [{"route": [{"cluster": CATALOG}], **route_extra}],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": CATALOG,
-                    "host": "catalog.default.svc.cluster.local",
-                    "port": 80,
-                    "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
-                    "trafficPolicy": policy,
-                }
-            ],
-        }
-    ).versioned()
-
-
-async def apply(bus: Any, cfg: ProxyConfig) -> None:
-    await bus.push(cfg)
-    ack = await bus.ack(cfg.proxy_id, cfg.version)
-    assert ack.accepted, ack.error
+    return catalog_config(sidecar, ports, policy, route_extra)
 
 
 async def statuses(sidecar: Sidecar, count: int, method: str = "GET") -> list[tuple[int, str]]:

@@ -13,45 +13,16 @@ from aiohttp import web
 
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar
-from shared.model.proxy_config import ProxyConfig, cluster_name
+from shared.model.proxy_config import ProxyConfig
+from tests.integration.proxy.catalog_config import apply, catalog_config
 
 pytestmark = pytest.mark.integration
-
-CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
 
 
 def config(
     sidecar: Sidecar, ports: list[int], policy: dict[str, Any], route_extra: dict[str, Any] | None = None
 ) -> ProxyConfig:
-    return ProxyConfig.model_validate(
-        {
-            "proxyId": sidecar.proxy_id,
-            "service": sidecar.settings.service,
-            "namespace": "default",
-            "virtualHosts": [
-                {
-                    "name": "catalog",
-                    "domains": ["catalog"],
-                    "routes": [{"route": [{"cluster": CATALOG}], **(route_extra or {})}],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": CATALOG,
-                    "host": "catalog.default.svc.cluster.local",
-                    "port": 80,
-                    "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
-                    "trafficPolicy": policy,
-                }
-            ],
-        }
-    ).versioned()
-
-
-async def apply(bus: Any, cfg: ProxyConfig) -> None:
-    await bus.push(cfg)
-    ack = await bus.ack(cfg.proxy_id, cfg.version)
-    assert ack.accepted, ack.error
+    return catalog_config(sidecar, ports, policy, route_extra)
 
 
 async def call(
