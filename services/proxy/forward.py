@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -114,6 +115,24 @@ def answer(
     return web.Response(status=status, body=body, headers=collected)
 
 
+class UpstreamResponse(Protocol):
+    """What the relays read of an upstream's response: aiohttp's ClientResponse or h1client's LeanResponse."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def content(self) -> aiohttp.StreamReader: ...
+
+    def release(self) -> object: ...
+
+
 class _WholeBodyResponse(web.StreamResponse):
     """A relayed response whose body is already in: its headers go out with the body in one write.
 
@@ -125,7 +144,7 @@ class _WholeBodyResponse(web.StreamResponse):
 
 async def relay_response(
     request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     response_operations: Iterable[HeaderOperations | None] = (),
     extra_headers: Iterable[tuple[str, str]] = (),
     added_headers: Iterable[tuple[str, str]] = (),

@@ -24,6 +24,7 @@ from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamCo
 from services.proxy.ext_authz import CheckRequest, ExtAuthzClient, ExtAuthzDenied
 from services.proxy.forward import (
     FORWARDED_CLIENT_CERT,
+    UpstreamResponse,
     append_forwarded_for,
     end_to_end_headers,
     ensure_request_id,
@@ -31,12 +32,13 @@ from services.proxy.forward import (
     relay_response,
     request_body,
 )
+from services.proxy.h1client import LeanPool
 from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
-from services.proxy.upstream import CONNECT_TIMEOUT
+from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
@@ -89,6 +91,8 @@ class InboundHandler:
         self._inbound_port = inbound_port
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._app_pool = LeanPool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, IDLE_TIMEOUT)
+        """Requests without a body go to the app through the lean client; streamed bodies through aiohttp's."""
         self._jwks = JwksCache(clock)
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._version: _VersionPolicy | None = None
@@ -106,6 +110,7 @@ class InboundHandler:
         return self._session
 
     async def close(self) -> None:
+        self._app_pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -159,11 +164,16 @@ class InboundHandler:
         headers["x-forwarded-proto"] = "https" if peer is not None else "http"
         append_forwarded_for(headers, request.remote)
         path = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
-        url = URL(f"{self._app}{path}", encoded=True)
+        body = request_body(request)
         try:
-            upstream = await self._client().request(
-                request.method, url, headers=headers, data=request_body(request), allow_redirects=False
-            )
+            upstream: UpstreamResponse
+            if body is None:
+                upstream = await self._app_pool.request(request.method, path, headers, None, None)
+            else:
+                url = URL(f"{self._app}{path}", encoded=True)
+                upstream = await self._client().request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                )
         except aiohttp.ClientError as err:
             log.info("local app on %s failed: %s", self._app, err)
             return local_reply(UpstreamConnectFailure(f"local app unreachable: {err}"), request_id)

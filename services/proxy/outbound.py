@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
+from collections.abc import Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +24,7 @@ from services.proxy.errors import (
 from services.proxy.faults import decide_fault
 from services.proxy.forward import (
     ATTEMPT_COUNT,
+    UpstreamResponse,
     answer,
     append_forwarded_for,
     apply_header_operations,
@@ -238,7 +241,7 @@ class OutboundHandler:
         policy: RetryPolicy,
         tries: int,
         hash_key: int | None,
-    ) -> tuple[aiohttp.ClientResponse, Lease]:
+    ) -> tuple[UpstreamResponse, Lease]:
         """The first usable upstream response and its lease; raises the last failure once tries run out.
 
         Each attempt passes the cluster's circuit breaker (UO), picks an endpoint not tried yet when it can,
@@ -263,18 +266,11 @@ class OutboundHandler:
                 except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
                     lease.release()
                     raise NotReady(str(err)) from err
-                url = _url(endpoint, decision.path)
+                authority = f"{_host_literal(endpoint.address)}:{endpoint.port}"
                 headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
-                    sent = session.request(
-                        request.method,
-                        url,
-                        headers=for_endpoint(headers, endpoint),
-                        data=body,
-                        ssl=ssl_arg,
-                        allow_redirects=False,
-                    )
+                    sent = self._send(request.method, session, ssl_arg, endpoint, runtime, decision.path, headers, body)
                     if policy.per_try_timeout is None:
                         upstream = await sent
                     else:
@@ -284,18 +280,18 @@ class OutboundHandler:
                     lease.release()
                     runtime.report(endpoint, None)
                     failure = UpstreamConnectFailure(
-                        f"upstream {url.authority} connect timeout after {runtime.pool.connect_timeout}s"
+                        f"upstream {authority} connect timeout after {runtime.pool.connect_timeout}s"
                     )
                     retriable = policy.retry_connect_failure()
                 except TimeoutError:
                     lease.release()
                     runtime.report(endpoint, None)
-                    failure = UpstreamTimeout(f"upstream {url.authority} per-try timeout {policy.per_try_timeout}s")
+                    failure = UpstreamTimeout(f"upstream {authority} per-try timeout {policy.per_try_timeout}s")
                     retriable = policy.retry_timeout()
                 except aiohttp.ClientError as err:
                     lease.release()
                     runtime.report(endpoint, None)
-                    failure = UpstreamConnectFailure(f"upstream {url.authority} connect error: {err}")
+                    failure = UpstreamConnectFailure(f"upstream {authority} connect error: {err}")
                     retriable = policy.retry_connect_failure()
                 except BaseException:
                     lease.release()
@@ -317,6 +313,26 @@ class OutboundHandler:
         if attempt > 0:
             failure.flag = f"URX,{failure.flag}"
         raise failure
+
+    def _send(
+        self,
+        method: str,
+        session: aiohttp.ClientSession,
+        ssl_arg: ssl.SSLContext | bool,
+        endpoint: Endpoint,
+        runtime: ClusterRuntime,
+        path: str,
+        headers: CIMultiDict[str],
+        body: Body,
+    ) -> Awaitable[UpstreamResponse]:
+        """One try: the lean client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
+        sent = for_endpoint(headers, endpoint)
+        lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
+        if lean is not None:
+            context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
+            return lean.request(method, path, sent, body if isinstance(body, bytes) else None, context)
+        url = _url(endpoint, path)
+        return session.request(method, url, headers=sent, data=body, ssl=ssl_arg, allow_redirects=False)
 
     @staticmethod
     def _local(request: web.BaseRequest, error: ProxyError, request_id: str) -> web.Response:

@@ -25,6 +25,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
+from services.proxy.h1client import LeanPool
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.destination_rule import ConnectionPoolSettings
@@ -33,6 +34,7 @@ from shared.model.proxy_config import Endpoint
 CONNECT_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0
 RETIRED_KEPT = 16
+LEAN_POOLS_KEPT = 4096
 # The caller's headers are forwarded as sent; the client must not add its own defaults.
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -155,6 +157,7 @@ class UpstreamPools:
         self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._lean: dict[tuple[str, str | None, str, int, float, float], LeanPool] = {}
 
     def session_for(
         self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
@@ -175,6 +178,30 @@ class UpstreamPools:
         self._sessions[key] = (settings, session)
         return session, ssl_arg
 
+    def lean_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> LeanPool | None:
+        """The lean client's pool (h1client.py) for this endpoint, when the cluster's pool sets no connection
+        limits (maxConnections, maxRequestsPerConnection, maxConnectionDuration); None: use `session_for`."""
+        if settings.max_connections or settings.max_requests_per_connection or settings.max_connection_duration:
+            return None
+        key = (
+            settings.cluster,
+            endpoint.identity,
+            endpoint.address,
+            endpoint.port,
+            settings.connect_timeout,
+            settings.idle_timeout,
+        )
+        pool = self._lean.get(key)
+        if pool is None:
+            if len(self._lean) >= LEAN_POOLS_KEPT:  # endpoints churned: start over rather than grow
+                for old in self._lean.values():
+                    old.close()
+                self._lean.clear()
+            pool = self._lean[key] = LeanPool(
+                endpoint.address, endpoint.port, endpoint.identity, settings.connect_timeout, settings.idle_timeout
+            )
+        return pool
+
     def _retire(self, session: aiohttp.ClientSession) -> None:
         self._retired.append(session)
         while len(self._retired) > RETIRED_KEPT:
@@ -185,6 +212,9 @@ class UpstreamPools:
 
     async def close(self) -> None:
         sessions = [session for _, session in self._sessions.values()] + self._retired
+        for pool in self._lean.values():
+            pool.close()
+        self._lean.clear()
         self._sessions.clear()
         self._retired = []
         for session in sessions:

@@ -1,0 +1,283 @@
+"""Upstream call of both paths in the common case: a lean HTTP/1.1 keep-alive client on asyncio protocols.
+
+Used instead of aiohttp's ClientSession when a request's body is absent or already in memory and the
+cluster's pool needs no per-connection limits (upstream.py decides); streamed bodies, WebSocket upgrades,
+mirrors and limited pools keep using aiohttp's client. It writes the request head and body in one write
+and parses the response with aiohttp's own (C) response parser, so the response is the same
+`(status, reason, headers, content StreamReader)` a ClientResponse would give, with its flow control.
+Failures are aiohttp's exception types, so the retry and outlier logic around it sees no difference: a
+connect that times out is `ConnectionTimeoutError`, other connect errors and disconnects are
+`ClientConnectionError`s, and a pooled connection the server closed before answering is retried once on
+a new connection for idempotent methods, as aiohttp does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_parser import HttpResponseParser
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
+
+READ_LIMIT = 2**16
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_EMPTY_BODY_STATUS = frozenset({204, 304})
+
+
+class _Connection(BaseProtocol):
+    """One upstream connection; at most one request in flight, returned to its pool once the body is read."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._parser: Any = None
+        self._waiter: asyncio.Future[tuple[Any, aiohttp.StreamReader]] | None = None
+        self._payload: aiohttp.StreamReader | None = None
+        self.context: ssl.SSLContext | None = None
+        self.reusable = True
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.used = False
+
+    def start(self, head_request: bool) -> asyncio.Future[tuple[Any, aiohttp.StreamReader]]:
+        self._parser = HttpResponseParser(
+            self,
+            self._loop,
+            READ_LIMIT,
+            payload_exception=aiohttp.ClientPayloadError,
+            response_with_body=not head_request,
+            read_until_eof=True,
+            auto_decompress=False,
+        )
+        self._waiter = self._loop.create_future()
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # bytes nobody asked for: the connection cannot be trusted any more
+            self.reusable = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            messages, upgraded, tail = parser.feed_data(data)
+        except Exception as err:
+            self.reusable = False
+            if self.transport is not None:
+                self.transport.close()
+            self._fail(aiohttp.ClientPayloadError(f"malformed upstream response: {err!r}"))
+            return
+        if upgraded or tail:
+            self.reusable = False
+        for message, payload in messages:
+            if 100 <= message.code < 200 and message.code != 101:
+                continue  # interim (100 Continue): the final response follows
+            if message.should_close:
+                self.reusable = False
+            if message.code in _EMPTY_BODY_STATUS and not payload.is_eof():
+                payload.feed_eof()
+            self._payload = payload
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result((message, payload))
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.reusable = False
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        parser = self._parser
+        if parser is not None:
+            try:
+                parser.feed_eof()
+            except Exception:  # an incomplete body: its reader gets the error below
+                pass
+        self._fail(aiohttp.ServerDisconnectedError(f"upstream closed the connection{f': {exc}' if exc else ''}"))
+        super().connection_lost(exc)
+
+    def _fail(self, error: Exception) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        payload = self._payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(aiohttp.ClientPayloadError(str(error)))
+
+    def finish(self) -> None:
+        self._parser = None
+        self._waiter = None
+        self._payload = None
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class LeanResponse:
+    """What the relays read of an upstream response (the subset of aiohttp's ClientResponse they use)."""
+
+    __slots__ = ("_connection", "_pool", "content", "headers", "reason", "status")
+
+    def __init__(self, message: Any, content: aiohttp.StreamReader, connection: _Connection, pool: LeanPool) -> None:
+        self.status: int = message.code
+        self.reason: str = message.reason
+        self.headers: CIMultiDictProxy[str] = message.headers
+        self.content = content
+        self._connection: _Connection | None = connection
+        self._pool = pool
+
+    def release(self) -> None:
+        """Back to the pool when the body was read to its end on a reusable connection; else closed."""
+        connection = self._connection
+        if connection is None:
+            return
+        self._connection = None
+        connection.finish()
+        if connection.reusable and self.content.is_eof() and not self.content.exception():
+            self._pool.put_back(connection)
+        else:
+            connection.close()
+
+
+class LeanPool:
+    """Idle keep-alive connections to one endpoint (TLS ones keyed by the client context they were made with)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        expected_identity: str | None,
+        connect_timeout: float,
+        idle_timeout: float,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._identity = expected_identity
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._idle: list[_Connection] = []
+        self.closed = False
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        context: ssl.SSLContext | None,
+    ) -> LeanResponse:
+        """Send one request; raises aiohttp.ClientError subclasses (ConnectionTimeoutError for the connect)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        payload = serialize(method, target, headers, body, f"{host}:{self._port}")
+        head = method == "HEAD"
+        connection = self._take(context)
+        if connection is not None and method in IDEMPOTENT:
+            try:
+                return await self._exchange(connection, payload, head)
+            except aiohttp.ServerDisconnectedError:
+                pass  # the server closed it while idle: one more try on a new connection
+        if connection is None or method in IDEMPOTENT:
+            connection = await self._connect(context)
+        return await self._exchange(connection, payload, head)
+
+    async def _exchange(self, connection: _Connection, payload: bytes, head: bool) -> LeanResponse:
+        waiter = connection.start(head)
+        transport = connection.transport
+        if transport is None or transport.is_closing():
+            connection.finish()
+            raise aiohttp.ServerDisconnectedError("upstream connection closed before the request")
+        connection.used = True
+        transport.write(payload)
+        try:
+            message, content = await waiter
+        except BaseException:
+            connection.finish()
+            connection.close()
+            raise
+        return LeanResponse(message, content, connection, self)
+
+    def _take(self, context: ssl.SSLContext | None) -> _Connection | None:
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
+                connection.idle_timer = None
+            transport = connection.transport
+            if transport is None or transport.is_closing() or connection.context is not context:
+                connection.close()
+                continue
+            return connection
+        return None
+
+    async def _connect(self, context: ssl.SSLContext | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], _Connection] = lambda: _Connection(loop)  # noqa: E731
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await loop.create_connection(
+                    factory, self._host, self._port, ssl=context, server_hostname=self._host if context else None
+                )
+        except TimeoutError as err:
+            raise aiohttp.ConnectionTimeoutError(
+                f"Connection timeout to host {self._host}:{self._port} after {self._connect_timeout}s"
+            ) from err
+        except (OSError, ssl.SSLError) as err:
+            raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
+        connection.context = context
+        if self._identity is not None:
+            peer = peer_spiffe_id(connection.transport)
+            if peer != self._identity:
+                if connection.transport is not None:
+                    connection.transport.abort()
+                raise PeerIdentityMismatch(
+                    f"upstream {self._host}:{self._port} presented {peer or 'no SPIFFE ID'}, expected {self._identity}"
+                )
+        return connection
+
+    def put_back(self, connection: _Connection) -> None:
+        if self.closed:
+            connection.close()
+            return
+        loop = asyncio.get_running_loop()
+        connection.idle_timer = loop.call_later(self._idle_timeout, self._expire, connection)
+        self._idle.append(connection)
+
+    def _expire(self, connection: _Connection) -> None:
+        connection.idle_timer = None
+        if connection in self._idle:
+            self._idle.remove(connection)
+        connection.close()
+
+    def close(self) -> None:
+        self.closed = True
+        for connection in self._idle:
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
+            connection.close()
+        self._idle.clear()
+
+
+def serialize(method: str, target: str, headers: CIMultiDict[str], body: bytes | None, host: str) -> bytes:
+    """The request head (and body) as sent: headers as given (`host` when they name none), Content-Length for
+    the body we hold."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    if "Host" not in headers:
+        lines.append(f"Host: {host}")
+    if body is not None:
+        headers = headers.copy()
+        headers["Content-Length"] = str(len(body))
+    elif method in _BODY_METHODS and "Content-Length" not in headers:
+        headers = headers.copy()
+        headers["Content-Length"] = "0"
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r}: newline or carriage return in a header")
+        lines.append(f"{name}: {value}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return head + body if body else head

@@ -1,0 +1,110 @@
+"""The lean upstream client: request serialization, keep-alive reuse, framing, and failures as aiohttp's errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from services.proxy.h1client import LeanPool, serialize
+from services.proxy.tls import TlsContexts
+from services.proxy.upstream import DEFAULT_POOL, PoolSettings, UpstreamPools
+from shared.model.proxy_config import Endpoint
+
+
+def test_serialize_adds_host_and_body_length_only_when_needed() -> None:
+    head = serialize("GET", "/a?b=1", CIMultiDict({"Host": "svc", "X-A": "1"}), None, "127.0.0.1:80")
+    assert head == b"GET /a?b=1 HTTP/1.1\r\nHost: svc\r\nX-A: 1\r\n\r\n"
+    posted = serialize("POST", "/", CIMultiDict({"Content-Length": "9"}), b"abc", "h:1")
+    assert posted == b"POST / HTTP/1.1\r\nHost: h:1\r\nContent-Length: 3\r\n\r\nabc"
+    assert b"Content-Length: 0" in serialize("PUT", "/", CIMultiDict(), None, "h:1")
+    with pytest.raises(ValueError):
+        serialize("GET", "/", CIMultiDict({"X-Bad": "a\r\nInjected: 1"}), None, "h:1")
+
+
+@pytest.fixture
+async def app_port() -> AsyncIterator[int]:
+    seen: list[str] = []
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path_qs} {await request.text()}")
+        if request.path == "/chunked":
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b"ab")
+            await response.write(b"cd")
+            await response.write_eof()
+            return response
+        if request.path == "/close":
+            return web.Response(text="bye", headers={"Connection": "close"})
+        return web.Response(text=f"hello {len(seen)}")
+
+    server = web.Server(handle, access_log=None)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield port
+    await runner.cleanup()
+
+
+async def _body(pool: LeanPool, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    response = await pool.request(method, path, CIMultiDict({"Host": "app"}), body, None)
+    try:
+        return response.status, await response.content.read()
+    finally:
+        response.release()
+
+
+async def test_keep_alive_reuse_and_framing(app_port: int) -> None:
+    pool = LeanPool("127.0.0.1", app_port, None, 2.0, 15.0)
+    try:
+        assert await _body(pool, "GET", "/x?q=1") == (200, b"hello 1")
+        assert len(pool._idle) == 1
+        connection = pool._idle[0]
+        assert await _body(pool, "POST", "/p", b"data") == (200, b"hello 2")
+        assert pool._idle == [connection]
+        assert await _body(pool, "GET", "/chunked") == (200, b"abcd")
+        status, body = await _body(pool, "HEAD", "/h")
+        assert (status, body) == (200, b"")
+        assert await _body(pool, "GET", "/close") == (200, b"bye")
+        assert pool._idle == [], "a response with Connection: close is not pooled"
+    finally:
+        pool.close()
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(app_port: int) -> None:
+    pool = LeanPool("127.0.0.1", app_port, None, 2.0, 15.0)
+    try:
+        await _body(pool, "GET", "/")
+        stale = pool._idle[0]
+        assert stale.transport is not None
+        stale.transport.close()  # as if the server's idle timeout closed it
+        await asyncio.sleep(0)
+        assert await _body(pool, "GET", "/again") == (200, b"hello 2")
+    finally:
+        pool.close()
+
+
+async def test_connect_failures_are_aiohttp_errors() -> None:
+    pool = LeanPool("127.0.0.1", 1, None, 2.0, 15.0)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await pool.request("GET", "/", CIMultiDict(), None, None)
+
+
+async def test_lean_pools_only_without_connection_limits() -> None:
+    pools = UpstreamPools(TlsContexts())
+    endpoint = Endpoint(address="127.0.0.1", port=8080)
+    lean = pools.lean_for(endpoint, DEFAULT_POOL)
+    assert lean is not None and pools.lean_for(endpoint, DEFAULT_POOL) is lean
+    assert pools.lean_for(endpoint, PoolSettings("c", max_connections=2)) is None
+    assert pools.lean_for(endpoint, PoolSettings("c", max_requests_per_connection=5)) is None
+    assert pools.lean_for(endpoint, PoolSettings("c", max_connection_duration=60.0)) is None
+    await pools.close()
+    assert lean.closed
