@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -41,7 +42,9 @@ class SpiffeId:
         return self.uri
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_spiffe_id(uri: str) -> SpiffeId:
+    """The parsed ID (cached: the data path parses each caller's ID on every request); raises InvalidSpiffeId."""
     if not uri.startswith(SCHEME):
         raise InvalidSpiffeId(f"{uri!r} does not start with {SCHEME!r}")
     trust_domain, _, path = uri[len(SCHEME) :].partition("/")

@@ -13,7 +13,6 @@ recorded with code 0 and flag DC. Every failure inside telemetry is counted and 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
-from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS
+from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
 from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata
@@ -123,7 +122,7 @@ class Telemetry:
             return request, None, request_id
         headers = CIMultiDict(request.headers)
         if not request_id:
-            request_id = headers[REQUEST_ID] = str(uuid.uuid4())
+            request_id = headers[REQUEST_ID] = new_request_id()
         span = None
         if self.tracing is not None:
             name = f"{request.headers.get('Host', '')}{request.path}"
