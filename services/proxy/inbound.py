@@ -70,6 +70,8 @@ class _VersionPolicy:
     jwt: JwtAuthenticator | None
     """None when the version's JWT rules could not be built: every request is refused (fail closed)."""
     mode: MtlsMode
+    unrestricted: bool = False
+    """No AuthorizationPolicy of any action selects us: every authenticated request is allowed as is."""
 
 
 class InboundHandler:
@@ -134,7 +136,9 @@ class InboundHandler:
         except ValueError as err:
             log.error("config %s: JWT rules unusable, refusing inbound requests: %s", snapshot.version, err)
             jwt = None
-        current = _VersionPolicy(snapshot, jwt, inbound.mode_for_port(self._app_port))
+        authorizer = snapshot.authorizer
+        unrestricted = not (authorizer.custom or authorizer.deny or authorizer.allow or authorizer.audit)
+        current = _VersionPolicy(snapshot, jwt, inbound.mode_for_port(self._app_port), unrestricted)
         self._version = current
         return current
 
@@ -204,6 +208,8 @@ class InboundHandler:
         if policy.jwt is None:
             raise NotReady("JWT rules of this config version are unusable")
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
+        if policy.unrestricted:
+            return peer
         facts = RequestFacts(
             peer_spiffe_id=peer,
             source_ip=request.remote or "",
