@@ -118,7 +118,8 @@ class Telemetry:
     def _begin(self, request: web.BaseRequest, kind: SpanKind) -> tuple[web.BaseRequest, Span | None, str]:
         """The request to hand on (with a request id and this hop's trace headers) and the span opened."""
         request_id = request.headers.get(REQUEST_ID, "")
-        if request_id and self.tracing is None:
+        if self.tracing is None and (request_id or self.access_log is None):
+            # Without spans or log lines nothing here records the id; the handler gives the request one.
             return request, None, request_id
         headers = CIMultiDict(request.headers)
         if not request_id:
