@@ -138,16 +138,21 @@ class OutboundHandler:
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
         headers.extend(own_metadata())
-        apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
+        if route.headers is not None or destination.headers is not None:
+            apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
         if is_upgrade(request):
             runtime = self._runtime(snapshot, destination.cluster)
             return await self._websocket(request, runtime, decision, headers, request_id)
         policy = policy_for(route.retries)
         mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
-        body, tries = await self._body(request, policy, bool(mirrors))
+        body, tries = await self._body(request, policy, bool(mirrors)) if request.body_exists else (None, policy.tries)
         timeout = route.timeout or None  # Istio: 0s disables the route timeout
         runtime = self._runtime(snapshot, destination.cluster)
-        hash_key, set_cookie = runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
+        hash_key, set_cookie = (
+            runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
+            if runtime.hash_source is not None
+            else (None, None)
+        )
         if mirrors and not isinstance(body, aiohttp.StreamReader):
             self._mirrors.send(
                 lambda name: self._runtime(snapshot, name),

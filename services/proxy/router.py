@@ -155,6 +155,8 @@ class _CompiledRoute:
         if not self.route.route and (self.route.redirect is not None or self.route.direct_response is not None):
             return None
         total = self.cumulative[-1] if self.cumulative else 0
+        if len(self.cumulative) == 1 and total > 0:
+            return self.route.route[0]  # one destination: nothing to draw
         if total <= 0:
             raise NoRoute(f"route {self.route.name or '(unnamed)'} has no destination with a weight above 0")
         index = bisect.bisect_right(self.cumulative, rng.randrange(total))
