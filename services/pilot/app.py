@@ -26,6 +26,7 @@ from services.pilot.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
 from services.pilot.gc import DEFAULT_GRACE, ProxyKeyCollector
 from services.pilot.metrics import PilotMetrics
 from services.pilot.push import KvProxyConfigStore, Pusher
+from services.pilot.reuse import Reuse
 from services.pilot.server import DebugServer, build_app
 from services.pilot.snapshot import Snapshot
 from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET
@@ -77,6 +78,8 @@ class Pilot:
         self.pusher: Pusher | None = None
         self.convergence = Convergence(self.metrics, clock)
         self.acks: AckWatch | None = None
+        self._reuse = Reuse()
+        """Generation results carried from one snapshot to the next (only unchanged inputs reuse them)."""
         self.collector: ProxyKeyCollector | None = None
         self.server = DebugServer(build_app(self.ready.is_set, self._versions, self.metrics), settings.listen)
 
@@ -93,7 +96,7 @@ class Pilot:
     def snapshot(self) -> Snapshot:
         """The current state of both watches as one immutable snapshot."""
         resources = self.config.current() if self.config else []
-        return Snapshot.build(resources, self.catalog.current())
+        return Snapshot.build(resources, self.catalog.current(), self._reuse)
 
     async def start(self) -> None:
         self._nc = await nats.connect(

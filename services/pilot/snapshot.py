@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar, cast
 
+from services.pilot.reuse import Reuse
 from shared.consul import (
     DEFAULT_NAMESPACE,
     META_APP_PORT,
@@ -120,6 +121,8 @@ class Snapshot:
     resources: tuple[Resource, ...] = ()
     instances: tuple[Instance, ...] = ()
     _memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    reuse: Reuse = field(default_factory=Reuse, compare=False, repr=False)
+    """Results of earlier snapshots' generation passes (see reuse.py); a fresh store unless given one."""
 
     def memoized(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value derived from this snapshot, computed once (the parts every proxy shares)."""
@@ -128,11 +131,15 @@ class Snapshot:
         return cast(T, self._memo[key])
 
     @classmethod
-    def build(cls, resources: Iterable[Resource], instances: Iterable[Instance]) -> Snapshot:
-        """Sort both inputs so the same state gives the same snapshot whatever order it arrived in."""
+    def build(
+        cls, resources: Iterable[Resource], instances: Iterable[Instance], reuse: Reuse | None = None
+    ) -> Snapshot:
+        """Sort both inputs so the same state gives the same snapshot whatever order it arrived in. Snapshots
+        built with the same `reuse` store share unchanged generation results."""
         return cls(
             resources=tuple(sorted(resources, key=_resource_key)),
             instances=tuple(sorted(instances, key=Instance.sort_key)),
+            reuse=reuse if reuse is not None else Reuse(),
         )
 
     def of_kind(self, kind: type[R]) -> list[R]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from services.pilot.generate.clusters import MeshSecurity, clusters
@@ -39,7 +40,10 @@ def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Out
     hosts = HostIndex(snapshot)
     virtual_services = snapshot.of_kind(VirtualService)
     refs: set[ClusterRef] = {default_ref(service) for service in hosts.services}
-    virtual_hosts = [virtual_host(service, virtual_services, hosts, refs) for service in hosts.services]
+    catalog = snapshot.reuse.generation(("catalog", trust_domain, root_namespace), tuple(hosts.services))
+    virtual_hosts = [
+        virtual_host(service, virtual_services, hosts, refs, snapshot.reuse, catalog) for service in hosts.services
+    ]
     listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
     generated = clusters(refs, snapshot, snapshot.of_kind(DestinationRule), hosts, security)
@@ -66,6 +70,10 @@ def _cluster_refs(value: Any) -> Iterator[str]:
             yield from _cluster_refs(item)
 
 
+def _host_clusters(host: VirtualHost) -> frozenset[str]:
+    return frozenset(name for route in host.routes for name in _cluster_refs(route.model_dump()))
+
+
 @dataclass(frozen=True)
 class _OutboundIndex:
     """Lookups into one snapshot's full outbound part, so scoping a proxy costs its upstreams, not the catalog."""
@@ -85,7 +93,7 @@ def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> _Outbo
             for domain in (host.name.lower(), *host.domains):
                 by_domain.setdefault(domain, position)
         refs = tuple(
-            frozenset(name for route in host.routes for name in _cluster_refs(route.model_dump()))
+            snapshot.reuse.get(("host-clusters", host.name), (host,), partial(_host_clusters, host))
             for host in everything.virtual_hosts
         )
         positions = {cluster.name: position for position, cluster in enumerate(everything.clusters)}

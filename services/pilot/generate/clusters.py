@@ -132,8 +132,18 @@ def cluster(
     ref: ClusterRef, snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
 ) -> Cluster:
     service = hosts.by_name(ref.host)
-    instances = list(snapshot.services.get(service.name, ())) if service else []
-    rule = destination_rule_for(ref.host, rules, hosts)
+    instances = snapshot.services.get(service.name, ()) if service else ()
+    rule = hosts.rule_by_host(rules).get(ref.host)
+    namespaces = sorted({instance.namespace for instance in instances})
+    policies = tuple(policy for namespace in namespaces for policy in security.policies_for(namespace))
+    inputs = (instances, rule, policies, security.trust_domain, security.root_namespace)
+    return snapshot.reuse.get(("cluster", ref), inputs, lambda: _cluster(ref, list(instances), rule, security))
+
+
+def _cluster(
+    ref: ClusterRef, instances: list[Instance], rule: DestinationRule | None, security: MeshSecurity
+) -> Cluster:
+    """The cluster from exactly these inputs (`cluster` reuses an earlier result when they are unchanged)."""
     if ref.subset is not None:
         subset = rule.spec.subset(ref.subset) if rule else None
         if subset is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.pilot.generate.hosts import HostIndex, MeshService
+from services.pilot.reuse import Reuse
 from shared.model import VirtualService
 from shared.model.proxy_config import MirrorCluster, Route, VirtualHost, WeightedCluster, cluster_name
 from shared.model.virtual_service import Destination, HTTPRoute, HTTPRouteDestination
@@ -91,14 +92,34 @@ def _route(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterR
 
 
 def virtual_host(
-    service: MeshService, virtual_services: list[VirtualService], hosts: HostIndex, refs: set[ClusterRef]
+    service: MeshService,
+    virtual_services: list[VirtualService],
+    hosts: HostIndex,
+    refs: set[ClusterRef],
+    reuse: Reuse | None = None,
+    catalog: int = 0,
 ) -> VirtualHost:
-    """The service's virtual host; every cluster its routes reference is added to `refs`."""
-    routes = [
-        _route(http, vs.metadata.namespace, hosts, refs)
-        for vs in virtual_services_for(service, virtual_services, hosts)
-        for http in vs.spec.http
-    ]
+    """The service's virtual host; every cluster its routes reference is added to `refs`. With `reuse`, an
+    earlier result is reused while the VirtualServices applying to the service and (when there are any, since
+    their destinations resolve against it) the catalog generation `catalog` are unchanged."""
+    applying = tuple(virtual_services_for(service, virtual_services, hosts))
+
+    def build() -> tuple[VirtualHost, frozenset[ClusterRef]]:
+        added: set[ClusterRef] = set()
+        return _virtual_host(service, applying, hosts, added), frozenset(added)
+
+    if reuse is None:
+        host, added = build()
+    else:
+        host, added = reuse.get(("virtual-host", service), (applying, catalog if applying else -1), build)
+    refs.update(added)
+    return host
+
+
+def _virtual_host(
+    service: MeshService, applying: tuple[VirtualService, ...], hosts: HostIndex, refs: set[ClusterRef]
+) -> VirtualHost:
+    routes = [_route(http, vs.metadata.namespace, hosts, refs) for vs in applying for http in vs.spec.http]
     if not routes:
         ref = default_ref(service)
         refs.add(ref)
