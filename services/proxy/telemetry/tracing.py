@@ -10,21 +10,22 @@ Envoy's (`http.method`, `http.url`, `http.status_code`, `upstream_cluster`, `res
 `istio.canonical_revision`, `istio.namespace`, `istio.mesh_id`) and the peer's workload, as Istio tags
 spans from its peer metadata: `istio.downstream.<key>` on server spans (the caller),
 `istio.upstream.<key>` on client spans (the destination), keys as in labels.PEER_KEYS, unknown ones left out.
+The SDK and the exporter are imported when a Tracing is built, so a sidecar without tracing never loads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 
 from services.proxy.telemetry.labels import WorkloadLabels, peer_fields
 from services.proxy.telemetry.propagation import extract, inject
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 DEFAULT_SAMPLING_PERCENT = 1.0
 DOWNSTREAM = "istio.downstream"
@@ -71,6 +72,11 @@ class Tracing:
         revision: str = "latest",
         mesh_id: str = "cluster.local",
     ) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": f"{service}.{namespace}", "service.namespace": namespace}),
             sampler=ParentBased(TraceIdRatioBased(sampling_percent / 100.0)),
