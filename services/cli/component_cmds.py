@@ -1,9 +1,13 @@
-"""`isthmus citadel|galley|pilot` and `isthmus proxy run`: run one component in the foreground."""
+"""`isthmus citadel|galley|pilot` and `isthmus proxy run`: run one component in the foreground.
+
+A component's module (its flags and its code) is imported only when that component's command is used.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from functools import partial
 from typing import Any
 
 COMPONENTS = {
@@ -14,8 +18,12 @@ COMPONENTS = {
 
 
 def _add_component(subparsers: Any, name: str, module_name: str, help_text: str) -> None:
+    """`subparsers` must make DeferredParsers (services.cli.main's do)."""
+    subparsers.add_parser(name, help=help_text, description=help_text, load=partial(_load, module_name))
+
+
+def _load(module_name: str, parser: argparse.ArgumentParser) -> None:
     module = importlib.import_module(module_name)
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
     module.add_arguments(parser)
     parser.set_defaults(handler=module.run)
 

@@ -1,0 +1,54 @@
+"""What a sidecar loads: features that are off cost no imports, control-plane servers are never loaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+NEVER_LOADED_BY_PROXY = (
+    "opentelemetry.sdk",
+    "opentelemetry.exporter",
+    "services.citadel",
+    "services.galley",
+    "services.pilot",
+    "services.cli.token_cmds",
+    "services.cli.vm_cmds",
+)
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `code`."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def under(modules: set[str], package: str) -> list[str]:
+    return sorted(name for name in modules if name == package or name.startswith(package + "."))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import services.proxy.main",
+        "from services.cli.main import build_parser_for\n"
+        "build_parser_for(['proxy', 'run']).parse_args(['proxy', 'run', '--service', 'a', '--app-port', '1'])",
+    ],
+)
+def test_a_sidecar_without_tracing_loads_no_sdk_and_no_control_plane(code: str) -> None:
+    modules = loaded_after(code)
+    assert "services.proxy.main" in modules
+    for package in NEVER_LOADED_BY_PROXY:
+        assert under(modules, package) == []
+
+
+def test_tracing_loads_the_sdk_when_a_tracer_is_built() -> None:
+    code = (
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from services.proxy.telemetry.tracing import Tracing\n"
+        "Tracing('app', 'ns', 'proxy-1', InMemorySpanExporter()).shutdown()"
+    )
+    assert under(loaded_after(code), "opentelemetry.sdk.trace")
