@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.errors import ProxyError
+from services.proxy.h1server import FastRequest
+from services.proxy.request_view import Reply, RequestView
 from shared.model.virtual_service import HeaderOperations
 from shared.peer_metadata import PEER_METADATA_HEADERS
 
@@ -90,9 +92,18 @@ def append_forwarded_for(headers: CIMultiDict[str], remote: str | None) -> None:
     headers[FORWARDED_FOR] = f"{existing}, {remote}" if existing else remote
 
 
-def request_body(request: web.BaseRequest) -> aiohttp.StreamReader | None:
+def request_body(request: RequestView) -> aiohttp.StreamReader | None:
     """The incoming body as a stream (never read whole), or None when the request has none."""
     return request.content if request.body_exists else None
+
+
+async def body_in_memory(request: RequestView, limit: int) -> bytes | None:
+    """The whole body when it has already arrived (with a Content-Length of at most `limit`), else None: such
+    a body goes upstream from memory (lean client, retries allowed) instead of as a stream."""
+    length = request.content_length
+    if length is None or length > limit or not request.content.is_eof():
+        return None
+    return await request.read()
 
 
 def local_reply(error: ProxyError, request_id: str | None = None) -> web.Response:
@@ -143,29 +154,31 @@ class _WholeBodyResponse(web.StreamResponse):
 
 
 async def relay_response(
-    request: web.BaseRequest,
+    request: RequestView,
     upstream: UpstreamResponse,
     response_operations: Iterable[HeaderOperations | None] = (),
     extra_headers: Iterable[tuple[str, str]] = (),
     added_headers: Iterable[tuple[str, str]] = (),
-) -> web.StreamResponse:
+) -> Reply:
     """Send the upstream's status, end-to-end headers and body to our caller as it arrives (in one write when
     the whole body is already in, the usual case for small responses).
 
     `extra_headers` replace the upstream's headers of the same name; `added_headers` go next to them.
     """
     content = upstream.content
-    whole = content.is_eof()
-    response_class = _WholeBodyResponse if whole else web.StreamResponse
-    response = response_class(status=upstream.status, reason=upstream.reason)
     headers = end_to_end_headers(upstream.headers)
     for name, value in extra_headers:
         headers[name] = value
     for name, value in added_headers:
         headers.add(name, value)
     apply_header_operations(headers, response_operations)
+    if isinstance(request, FastRequest):
+        return await request.send(upstream.status, upstream.reason, headers, content)
+    whole = content.is_eof()
+    response_class = _WholeBodyResponse if whole else web.StreamResponse
+    response = response_class(status=upstream.status, reason=upstream.reason)
     response.headers.extend(headers)
-    await response.prepare(request)
+    await response.prepare(cast(web.BaseRequest, request))  # any other view is aiohttp's own request
     if whole:
         await response.write_eof(content.read_nowait(-1))
         return response

@@ -26,6 +26,7 @@ from services.proxy.forward import (
     FORWARDED_CLIENT_CERT,
     UpstreamResponse,
     append_forwarded_for,
+    body_in_memory,
     end_to_end_headers,
     ensure_request_id,
     local_reply,
@@ -35,6 +36,7 @@ from services.proxy.forward import (
 from services.proxy.h1client import LeanPool
 from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
+from services.proxy.request_view import Reply, RequestView
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
@@ -44,6 +46,9 @@ from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
+
+MAX_HELD_BODY = 64 * 1024
+"""A body up to this size that has already arrived goes to the app from memory (lean client)."""
 
 
 def forwarded_client_cert(our_spiffe_id: str, peer_spiffe_id: str) -> str:
@@ -142,7 +147,7 @@ class InboundHandler:
         self._version = current
         return current
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: RequestView) -> Reply:
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
@@ -168,11 +173,12 @@ class InboundHandler:
         headers["x-forwarded-proto"] = "https" if peer is not None else "http"
         append_forwarded_for(headers, request.remote)
         path = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
-        body = request_body(request)
+        held = await body_in_memory(request, MAX_HELD_BODY) if request.body_exists else None
+        body = request_body(request) if held is None else None
         try:
             upstream: UpstreamResponse
             if body is None:
-                upstream = await self._app_pool.request(request.method, path, headers, None, None)
+                upstream = await self._app_pool.request(request.method, path, headers, held, None)
             else:
                 url = URL(f"{self._app}{path}", encoded=True)
                 upstream = await self._client().request(
@@ -186,7 +192,7 @@ class InboundHandler:
         finally:
             upstream.release()
 
-    async def _authorize(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> str | None:
+    async def _authorize(self, request: RequestView, headers: CIMultiDict[str]) -> str | None:
         """The peer's SPIFFE ID (None for plain text) when it may call us; raises a ProxyError otherwise."""
         snapshot = self._state.snapshot
         if snapshot is None:

@@ -1,15 +1,22 @@
-"""How every proxy listener is served: a low-level aiohttp server on one address, port 0 meaning any free port."""
+"""How every proxy listener is served: aiohttp's low-level server on one address (port 0: any free port),
+with the pass-through front (h1server.py) in front of it on the data-path listeners."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
+from services.proxy.h1server import PassThroughFront
+from services.proxy.request_view import ViewHandler
+
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+SHUTDOWN_TIMEOUT = 2.0
 
 
 @dataclass
@@ -18,25 +25,51 @@ class Listener:
     runner: web.ServerRunner
     host: str
     port: int
+    front: PassThroughFront | None = None
+    server: asyncio.AbstractServer | None = None
+
+    def open_connections(self) -> int:
+        """Downstream connections held open, on either front."""
+        connections = getattr(self.runner.server, "connections", None)
+        count = len(connections) if connections is not None else 0
+        return count + (len(self.front.connections) if self.front is not None else 0)
 
     async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.front is not None:
+            await self.front.shutdown(SHUTDOWN_TIMEOUT)
         await self.runner.cleanup()
 
 
-def low_level_server(handler: Handler) -> web.Server:
+def low_level_server(handler: Handler | ViewHandler) -> web.Server:
     """aiohttp's low-level server for one listener: bodies passed through as sent (no decompression), and no
-    aiohttp access log (a formatted line per request at INFO; the proxy's own access log is telemetry's)."""
-    return web.Server(handler, auto_decompress=False, access_log=None)
+    aiohttp access log (a formatted line per request at INFO; the proxy's own access log is telemetry's).
+
+    A ViewHandler fits: aiohttp's requests are RequestViews, and for them the handlers answer with aiohttp
+    responses (only requests of the pass-through front get a `Relayed`)."""
+    return web.Server(cast(Handler, handler), auto_decompress=False, access_log=None)
 
 
 async def start_listener(
-    name: str, handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    name: str,
+    handler: Handler | ViewHandler,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    pass_through: bool = False,
 ) -> Listener:
-    """Bind and serve; bodies are passed through as sent (no request decompression)."""
+    """Bind and serve; bodies are passed through as sent (no request decompression). `pass_through`: the
+    common requests are served by the pass-through front, the rest by aiohttp's server."""
     server = low_level_server(handler)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    if pass_through:
+        front = PassThroughFront(cast(ViewHandler, handler), server)
+        loop = asyncio.get_running_loop()
+        served = await loop.create_server(front.protocol, sock=sock, ssl=ssl_context)
+        return Listener(name, runner, host, sock.getsockname()[1], front, served)
     site = web.SockSite(runner, sock, ssl_context=ssl_context)
     await site.start()
     return Listener(name, runner, host, sock.getsockname()[1])

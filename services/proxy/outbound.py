@@ -28,6 +28,7 @@ from services.proxy.forward import (
     answer,
     append_forwarded_for,
     apply_header_operations,
+    body_in_memory,
     end_to_end_headers,
     ensure_request_id,
     local_reply,
@@ -37,6 +38,7 @@ from services.proxy.forward import (
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.redirect import direct_body, location
+from services.proxy.request_view import Reply, RequestView
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
@@ -51,7 +53,7 @@ from shared.model.virtual_service import HeaderOperations, Headers
 log = logging.getLogger(__name__)
 
 
-def request_target(request: web.BaseRequest) -> tuple[str, str, int | None]:
+def request_target(request: RequestView) -> tuple[str, str, int | None]:
     """(authority, path with query, port) from absolute-form (HTTP_PROXY) or origin-form + Host requests."""
     raw = request.raw_path
     if raw.startswith(("http://", "https://")):
@@ -101,7 +103,7 @@ class OutboundHandler:
     def mirrors(self) -> Mirrors:
         return self._mirrors
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: RequestView) -> Reply:
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
@@ -140,7 +142,7 @@ class OutboundHandler:
         headers.extend(own_metadata())
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
-        if is_upgrade(request):
+        if is_upgrade(request) and isinstance(request, web.BaseRequest):  # never a pass-through request
             runtime = self._runtime(snapshot, destination.cluster)
             return await self._websocket(request, runtime, decision, headers, request_id)
         policy = policy_for(route.retries)
@@ -227,10 +229,13 @@ class OutboundHandler:
         return self._runtimes.get(snapshot.routes.clusters[cluster])
 
     @staticmethod
-    async def _body(request: web.BaseRequest, policy: RetryPolicy, mirrored: bool) -> tuple[Body, int]:
+    async def _body(request: RequestView, policy: RetryPolicy, mirrored: bool) -> tuple[Body, int]:
         """The body to send and how many tries it allows (a streamed body can be sent only once)."""
         if not request.body_exists:
             return None, policy.tries
+        held = await body_in_memory(request, MAX_REPLAY_BODY)
+        if held is not None:
+            return held, policy.tries
         length = request.content_length
         if (policy.tries > 1 or mirrored) and length is not None and length <= MAX_REPLAY_BODY:
             return await request.read(), policy.tries
@@ -238,7 +243,7 @@ class OutboundHandler:
 
     async def _attempts(
         self,
-        request: web.BaseRequest,
+        request: RequestView,
         runtime: ClusterRuntime,
         decision: Decision,
         headers: CIMultiDict[str],
@@ -340,7 +345,7 @@ class OutboundHandler:
         return session.request(method, url, headers=sent, data=body, ssl=ssl_arg, allow_redirects=False)
 
     @staticmethod
-    def _local(request: web.BaseRequest, error: ProxyError, request_id: str) -> web.Response:
+    def _local(request: RequestView, error: ProxyError, request_id: str) -> web.Response:
         # Absolute-form targets (the app uses us as HTTP_PROXY) already name the host.
         target = request.raw_path
         if "://" not in target:

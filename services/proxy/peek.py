@@ -23,7 +23,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from services.proxy.listeners import Handler, Listener, low_level_server
+from services.proxy.h1server import PassThroughFront
+from services.proxy.listeners import SHUTDOWN_TIMEOUT, Listener, low_level_server
+from services.proxy.request_view import ViewHandler
 from shared.model.peer_authentication import MtlsMode
 
 log = logging.getLogger(__name__)
@@ -81,19 +83,21 @@ async def peek(sock: socket.socket, count: int = PEEK_BYTES) -> bytes:
 
 
 class PeekingListener(Listener):
-    """The inbound listener: one accept loop, each connection handed to aiohttp with or without TLS."""
+    """The inbound listener: one accept loop, each connection served (pass-through front first, aiohttp's
+    server for what it does not take) with or without TLS."""
 
     def __init__(
         self,
         name: str,
         runner: web.ServerRunner,
+        front: PassThroughFront,
         sock: socket.socket,
         tls_context: Callable[[], ssl.SSLContext],
         mode: Callable[[], MtlsMode],
         tcp: TcpHandler | None = None,
     ) -> None:
         host, port = sock.getsockname()[:2]
-        super().__init__(name, runner, host, port)
+        super().__init__(name, runner, host, port, front)
         self._sock = sock
         self._tls_context = tls_context
         self._mode = mode
@@ -138,11 +142,12 @@ class PeekingListener(Listener):
                 await self._tcp(conn, tls)
                 return
             context = self._tls_context() if tls else None
+            assert self.front is not None, "the inbound listener always has its pass-through front"
             if context is None:
-                await loop.connect_accepted_socket(self.runner.server, conn)  # type: ignore[arg-type]
+                await loop.connect_accepted_socket(self.front.protocol, conn)
             else:
                 await loop.connect_accepted_socket(
-                    self.runner.server,  # type: ignore[arg-type]
+                    self.front.protocol,
                     conn,
                     ssl=context,
                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
@@ -163,12 +168,14 @@ class PeekingListener(Listener):
         for task in list(self._connections):
             task.cancel()
         self._sock.close()
+        if self.front is not None:
+            await self.front.shutdown(SHUTDOWN_TIMEOUT)
         await self.runner.cleanup()
 
 
 async def start_peeking_listener(
     name: str,
-    handler: Handler,
+    handler: ViewHandler,
     host: str,
     port: int,
     tls_context: Callable[[], ssl.SSLContext],
@@ -177,12 +184,12 @@ async def start_peeking_listener(
 ) -> PeekingListener:
     """Bind and serve like `listeners.start_listener`, choosing TLS or plain text per connection."""
     server = low_level_server(handler)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     sock = socket.create_server(
         (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, reuse_port=False
     )
     sock.setblocking(False)
-    listener = PeekingListener(name, runner, sock, tls_context, mode, tcp)
+    listener = PeekingListener(name, runner, PassThroughFront(handler, server), sock, tls_context, mode, tcp)
     listener.start()
     return listener

@@ -244,6 +244,7 @@ class Sidecar:
             self.telemetry.outbound(self._outbound_handler()),
             "127.0.0.1",
             s.outbound_port,
+            pass_through=True,
         )
         self.listeners["inbound"] = await start_peeking_listener(
             "inbound",

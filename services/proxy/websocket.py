@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from services.proxy.errors import ProxyError, UpstreamConnectFailure
+from services.proxy.request_view import RequestView
 
 # Set by the client library for each handshake; the app's own values must not be forwarded.
 _HANDSHAKE_HEADERS = (
@@ -33,7 +34,7 @@ _HANDSHAKE_HEADERS = (
 )
 
 
-def is_upgrade(request: web.BaseRequest) -> bool:
+def is_upgrade(request: RequestView) -> bool:
     connection = ",".join(request.headers.getall("Connection", [])).lower()
     return "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket"
 

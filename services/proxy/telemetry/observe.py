@@ -13,7 +13,6 @@ recorded with code 0 and flag DC. Every failure inside telemetry is counted and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
+from services.proxy.request_view import Reply, RequestView, ViewHandler
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
 from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata
@@ -43,7 +43,7 @@ from shared.peer_metadata import PEER_METADATA
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = ViewHandler
 
 
 @dataclass(slots=True)
@@ -53,7 +53,7 @@ class _Outcome:
     sent: int
 
 
-def _outcome(response: web.StreamResponse | None) -> _Outcome:
+def _outcome(response: Reply | None) -> _Outcome:
     if response is None:
         return _Outcome(0, "DC", 0)
     local = isinstance(response, web.Response)
@@ -62,15 +62,15 @@ def _outcome(response: web.StreamResponse | None) -> _Outcome:
     return _Outcome(response.status, flags, sent)
 
 
-def _received(request: web.BaseRequest) -> int:
+def _received(request: RequestView) -> int:
     return request.content.total_bytes if request.body_exists else 0
 
 
-def _protocol(request: web.BaseRequest) -> str:
+def _protocol(request: RequestView) -> str:
     return "grpc" if request.headers.get("Content-Type", "").startswith("application/grpc") else "http"
 
 
-def _address(request: web.BaseRequest, which: str) -> str:
+def _address(request: RequestView, which: str) -> str:
     transport = request.transport
     found = transport.get_extra_info(which) if transport is not None else None
     if isinstance(found, tuple) and len(found) >= 2:
@@ -115,7 +115,7 @@ class Telemetry:
             self._book_config = config
         return self._book
 
-    def _begin(self, request: web.BaseRequest, kind: SpanKind) -> tuple[web.BaseRequest, Span | None, str]:
+    def _begin(self, request: RequestView, kind: SpanKind) -> tuple[RequestView, Span | None, str]:
         """The request to hand on (with a request id and this hop's trace headers) and the span opened."""
         request_id = request.headers.get(REQUEST_ID, "")
         if self.tracing is None and (request_id or self.access_log is None):
@@ -131,7 +131,7 @@ class Telemetry:
         return request.clone(headers=headers), span, request_id
 
     def outbound(self, handler: Handler) -> Handler:
-        async def observed(request: web.BaseRequest) -> web.StreamResponse:
+        async def observed(request: RequestView) -> Reply:
             start, wall = self._clock.monotonic(), self._clock.wall()
             try:
                 request, span, request_id = self._begin(request, SpanKind.CLIENT)
@@ -140,7 +140,7 @@ class Telemetry:
                 return await handler(request)
             facts = RequestFacts(self._own_headers)
             token = CURRENT.set(facts)
-            response: web.StreamResponse | None = None
+            response: Reply | None = None
             try:
                 response = await handler(request)
                 return response
@@ -157,7 +157,7 @@ class Telemetry:
         cluster = f"inbound|{inbound_port}||"
         app = f"127.0.0.1:{app_port}"
 
-        async def observed(request: web.BaseRequest) -> web.StreamResponse:
+        async def observed(request: RequestView) -> Reply:
             start, wall = self._clock.monotonic(), self._clock.wall()
             try:
                 request, span, request_id = self._begin(request, SpanKind.SERVER)
@@ -165,7 +165,7 @@ class Telemetry:
                 self._failed(err)
                 return await handler(request)
             token = CURRENT.set(RequestFacts(self._own_headers))
-            response: web.StreamResponse | None = None
+            response: Reply | None = None
             try:
                 response = await handler(request)
                 if isinstance(response, web.Response) and not response.prepared:  # a local reply (403, 503, ...)
@@ -187,8 +187,8 @@ class Telemetry:
 
     def _finish_outbound(
         self,
-        request: web.BaseRequest,
-        response: web.StreamResponse | None,
+        request: RequestView,
+        response: Reply | None,
         facts: RequestFacts,
         span: Span | None,
         request_id: str,
@@ -244,8 +244,8 @@ class Telemetry:
 
     def _finish_inbound(
         self,
-        request: web.BaseRequest,
-        response: web.StreamResponse | None,
+        request: RequestView,
+        response: Reply | None,
         span: Span | None,
         request_id: str,
         start: float,
@@ -299,7 +299,7 @@ class Telemetry:
 
     @staticmethod
     def _record(
-        request: web.BaseRequest,
+        request: RequestView,
         outcome: _Outcome,
         received: int,
         elapsed_ms: float,

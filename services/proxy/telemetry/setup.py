@@ -121,5 +121,4 @@ async def close(telemetry: Telemetry) -> None:
 
 def open_connections(listener: Listener) -> int:
     """Downstream connections a listener holds open (0 when its server does not say)."""
-    connections = getattr(getattr(listener.runner, "server", None), "connections", None)
-    return len(connections) if connections is not None else 0
+    return listener.open_connections()

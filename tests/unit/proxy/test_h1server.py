@@ -1,0 +1,149 @@
+"""The pass-through front: common requests served below aiohttp's objects, everything else handed to aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from multidict import CIMultiDict
+
+from services.proxy.h1server import FastRequest
+from services.proxy.listeners import Listener, start_listener
+from services.proxy.request_view import Reply, RequestView
+
+Seen = list[tuple[str, str, str, bytes]]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Listener, Seen]]:
+    seen: Seen = []
+
+    async def handle(request: RequestView) -> Reply:
+        body = await request.read() if request.body_exists else b""
+        front = "fast" if isinstance(request, FastRequest) else "aiohttp"
+        seen.append((front, request.method, request.raw_path, body))
+        if request.raw_path == "/stream" and isinstance(request, FastRequest):
+            content = _reader()
+            content.feed_data(b"ab")
+            asyncio.get_running_loop().call_later(0.01, _finish, content)
+            return await request.send(200, "OK", CIMultiDict(), content)
+        if request.raw_path == "/relayed" and isinstance(request, FastRequest):
+            whole = _reader()
+            whole.feed_data(b"relayed")
+            whole.feed_eof()
+            return await request.send(201, None, CIMultiDict({"X-Up": "1"}), whole)
+        return web.Response(status=200, text=f"{front} {request.raw_path} {len(body)}", headers={"X-Seen": front})
+
+    listener = await start_listener("test", handle, "127.0.0.1", 0, pass_through=True)
+    try:
+        yield listener, seen
+    finally:
+        await listener.close()
+
+
+def _reader() -> aiohttp.StreamReader:
+    loop = asyncio.get_running_loop()
+    upstream = BaseProtocol(loop)
+    upstream.transport = asyncio.Transport()  # a connected upstream as far as the reader asks
+    return aiohttp.StreamReader(upstream, 2**16, loop=loop)
+
+
+def _finish(content: aiohttp.StreamReader) -> None:
+    content.feed_data(b"cd")
+    content.feed_eof()
+
+
+async def _exchange(port: int, raw: bytes, until: bytes, count: int = 1) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    data = b""
+    try:
+        async with asyncio.timeout(5):
+            while data.count(until) < count:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        writer.close()
+    return data
+
+
+async def test_pipelined_keep_alive_requests_are_answered_in_order_by_the_fast_front(
+    served: tuple[Listener, Seen],
+) -> None:
+    listener, seen = served
+    raw = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    data = await _exchange(listener.port, raw, b"fast /b 3")
+    assert data.index(b"fast /a 0") < data.index(b"fast /b 3")
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert b"Content-Length: 9\r\n" in data and b"Server: " in data and b"Date: " in data
+    assert seen == [("fast", "GET", "/a", b""), ("fast", "POST", "/b", b"abc")]
+
+
+async def test_a_body_split_across_segments_is_waited_for(served: tuple[Listener, Seen]) -> None:
+    listener, seen = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+    await writer.drain()
+    await asyncio.sleep(0.02)
+    writer.write(b"def")
+    response = await asyncio.wait_for(reader.readuntil(b"fast /p 6"), 5)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200 OK")
+    assert seen == [("fast", "PUT", "/p", b"abcdef")]
+
+
+async def test_what_the_fast_front_does_not_take_goes_to_aiohttp_on_the_same_connection(
+    served: tuple[Listener, Seen],
+) -> None:
+    listener, seen = served
+    chunked = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n"
+    data = await _exchange(listener.port, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + chunked, b"aiohttp /c 3")
+    assert b"fast /first 0" in data
+    assert seen == [("fast", "GET", "/first", b""), ("aiohttp", "POST", "/c", b"xyz")]
+    old = await _exchange(listener.port, b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n", b"aiohttp /old 0")
+    assert old.startswith(b"HTTP/1.0 200 OK")
+    expect = b"PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"
+    assert b"aiohttp /e 2" in await _exchange(listener.port, expect, b"aiohttp /e 2")
+
+
+async def test_a_malformed_head_is_answered_400_by_aiohttp(served: tuple[Listener, Seen]) -> None:
+    listener, seen = served
+    data = await _exchange(listener.port, b"GET /\x00bad HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n")
+    assert b" 400 Bad Request\r\n" in data.partition(b"\r\n")[0] + b"\r\n"
+    assert seen == []
+
+
+async def test_connection_close_is_honoured(served: tuple[Listener, Seen]) -> None:
+    listener, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # to EOF: the proxy closed
+    writer.close()
+    assert b"Connection: close\r\n" in data and data.endswith(b"fast /bye 0")
+
+
+async def test_relayed_responses_go_out_whole_or_chunked(served: tuple[Listener, Seen]) -> None:
+    listener, _ = served
+    whole = await _exchange(listener.port, b"GET /relayed HTTP/1.1\r\nHost: x\r\n\r\n", b"relayed")
+    assert whole.startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b"Content-Length: 7\r\n" in whole and whole.endswith(b"\r\n\r\nrelayed")
+    streamed = await _exchange(listener.port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", b"0\r\n\r\n")
+    assert b"Transfer-Encoding: chunked\r\n" in streamed
+    assert streamed.endswith(b"\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+    head = await _exchange(listener.port, b"HEAD /relayed HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n")
+    assert head.endswith(b"\r\n\r\n")
+
+
+async def test_open_connections_counts_the_fast_front(served: tuple[Listener, Seen]) -> None:
+    listener, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"fast /a 0"), 5)
+    assert listener.open_connections() == 1
+    writer.close()
