@@ -108,7 +108,8 @@ class PassThroughProtocol(BaseProtocol):
         super().__init__(loop)
         self._front = front
         self._parser: Any = None
-        self._buffer = bytearray()
+        self._buffer = b""
+        """Bytes received and not yet framed into a request (usually empty, or exactly one request)."""
         self._pending: tuple[Any, StreamReader, int, int] | None = None
         """A head whose body is still arriving: (message, payload, head length, body length)."""
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +148,7 @@ class PassThroughProtocol(BaseProtocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else data
         if self._task is None:
             self._next()
         elif len(self._buffer) > MAX_BUFFERED and not self._reading_paused and self.transport is not None:
@@ -169,7 +170,8 @@ class PassThroughProtocol(BaseProtocol):
                 return
             head_length = end + len(_HEAD_END)
             try:
-                messages, upgraded, _ = self._parser.feed_data(bytes(buffer[:head_length]))
+                head = buffer if head_length == len(buffer) else buffer[:head_length]
+                messages, upgraded, _ = self._parser.feed_data(head)
             except Exception:  # malformed: aiohttp's server answers it (outside this handler's context)
                 messages, upgraded = [], True
             if upgraded or len(messages) != 1:
@@ -189,9 +191,9 @@ class PassThroughProtocol(BaseProtocol):
         if len(buffer) < total:
             return
         if length:
-            self._parser.feed_data(bytes(buffer[head_length:total]))
+            self._parser.feed_data(buffer[head_length:total])
         self._pending = None
-        del buffer[:total]
+        self._buffer = buffer = buffer[total:]
         if self._reading_paused and len(buffer) <= MAX_BUFFERED and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -314,8 +316,7 @@ class PassThroughProtocol(BaseProtocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        data, self._buffer = self._buffer, b""
         if data:
             protocol.data_received(data)
 

@@ -69,7 +69,10 @@ def for_endpoint(headers: CIMultiDict[str], endpoint: Endpoint) -> CIMultiDict[s
     without peer metadata, so nothing about this workload reaches a service outside the mesh."""
     if endpoint.identity or PEER_METADATA not in headers:
         return headers
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in PEER_METADATA_HEADERS)
+    copy = headers.copy()
+    for name in PEER_METADATA_HEADERS:
+        copy.popall(name, None)
+    return copy
 
 
 def note_upstream(headers: CIMultiDictProxy[str]) -> None:
