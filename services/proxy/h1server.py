@@ -204,7 +204,10 @@ class PassThroughProtocol(BaseProtocol):
         try:
             reply = await self._front.handler(request)
             if isinstance(reply, web.Response):
-                self._write_whole(request, reply.status, reply.reason, reply.headers, _body_of(reply))
+                body, headers, status = _body_of(reply), reply.headers, reply.status
+                if hdrs.CONTENT_LENGTH not in headers and not should_remove_content_length(request.method, status):
+                    headers[hdrs.CONTENT_LENGTH] = str(len(body))  # a HEAD reply too, as aiohttp does
+                self._write_whole(request, status, reply.reason, headers, body)
             elif not isinstance(reply, Relayed):
                 raise RuntimeError(f"the pass-through front cannot send a {type(reply).__name__}")
         except Exception as err:
