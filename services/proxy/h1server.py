@@ -40,6 +40,7 @@ KEEPALIVE_TIMEOUT = 75.0
 """An idle keep-alive connection is closed after this long (aiohttp's server default)."""
 CHUNK = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+_BARE_LF_END = b"\n\n"
 
 
 class FastRequest:
@@ -156,8 +157,9 @@ class PassThroughProtocol(BaseProtocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
+        """The caller closed its side: the connection closes (as on aiohttp's server; no half-close)."""
         self._closing = True
-        return self._task is not None  # half-closed: answer the request in flight, then close
+        return False
 
     def _next(self) -> None:
         """Frame, parse and start the next request in the buffer, or hand the connection over."""
@@ -165,7 +167,7 @@ class PassThroughProtocol(BaseProtocol):
         if self._pending is None:
             end = buffer.find(_HEAD_END)
             if end < 0:
-                if len(buffer) > MAX_HEAD:
+                if len(buffer) > MAX_HEAD or _BARE_LF_END in buffer:  # aiohttp's parser decides on those
                     self._hand_over()
                 return
             head_length = end + len(_HEAD_END)
@@ -248,7 +250,9 @@ class PassThroughProtocol(BaseProtocol):
         transport = self.transport
         sent = 0
         async for chunk in body.iter_chunked(CHUNK):
-            if empty or transport is None or transport.is_closing():
+            if transport is None or transport.is_closing():  # the caller left: stop reading the upstream
+                raise ConnectionResetError("downstream connection closed during the response")
+            if empty:
                 continue
             transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             sent += len(chunk)

@@ -16,6 +16,8 @@ from services.proxy.listeners import Listener, start_listener
 from services.proxy.request_view import Reply, RequestView
 
 Seen = list[tuple[str, str, str, bytes]]
+CUT: list[asyncio.Event] = []
+"""Set when a relay stops because its caller left."""
 
 
 @pytest.fixture
@@ -31,6 +33,18 @@ async def served() -> AsyncIterator[tuple[Listener, Seen]]:
             content.feed_data(b"ab")
             asyncio.get_running_loop().call_later(0.01, _finish, content)
             return await request.send(200, "OK", CIMultiDict(), content)
+        if request.raw_path == "/endless" and isinstance(request, FastRequest):
+            endless = _reader()
+            endless.feed_data(b"x" * 1024)
+            feeding = asyncio.get_running_loop().call_later(0.05, endless.feed_data, b"y" * 1024)
+            try:
+                return await request.send(200, "OK", CIMultiDict(), endless)
+            except ConnectionResetError:
+                for event in CUT:
+                    event.set()
+                raise
+            finally:
+                feeding.cancel()
         if request.raw_path == "/relayed" and isinstance(request, FastRequest):
             whole = _reader()
             whole.feed_data(b"relayed")
@@ -149,3 +163,22 @@ async def test_open_connections_counts_the_fast_front(served: tuple[Listener, Se
     await asyncio.wait_for(reader.readuntil(b"fast /a 0"), 5)
     assert listener.open_connections() == 1
     writer.close()
+
+
+async def test_a_head_with_bare_line_feeds_is_left_to_aiohttp(served: tuple[Listener, Seen]) -> None:
+    listener, seen = served
+    data = await _exchange(listener.port, b"GET /lf HTTP/1.1\nHost: x\n\n", b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.")  # answered (whatever aiohttp's parser makes of it), not left waiting
+    assert all(front == "aiohttp" for front, *_ in seen)
+
+
+async def test_a_caller_leaving_mid_response_stops_the_relay(served: tuple[Listener, Seen]) -> None:
+    listener, _ = served
+    cut = asyncio.Event()
+    CUT.append(cut)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    await asyncio.wait_for(cut.wait(), 5)
+    CUT.remove(cut)
