@@ -4,6 +4,11 @@ The value of `x-envoy-peer-metadata` is base64 of compact JSON with Istio's node
 (`NAMESPACE`, `WORKLOAD_NAME`, `SERVICE_ACCOUNT`, `LABELS.app`, `LABELS.version`);
 `x-envoy-peer-metadata-id` carries the sender's proxy id. Each hop removes what it received and sets its own:
 an application never sees these headers and cannot set them.
+
+Plain-TCP connections between sidecars carry the same value in a block instead, as Istio's TCP metadata
+exchange frames it: on an mTLS connection whose ALPN is `istio-peer-exchange`, each side's first bytes are
+the magic 0x3D230467 and the payload length (both 4-byte big-endian), then the payload (here the ASCII header
+value, where Istio puts a protobuf Any); the caller's side sends first.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import struct
 from dataclasses import dataclass
 
 PEER_METADATA = "x-envoy-peer-metadata"
@@ -19,6 +25,10 @@ PEER_METADATA_HEADERS = frozenset({PEER_METADATA, PEER_METADATA_ID})
 """Lower-case names; proxies strip both from everything they forward."""
 MAX_ENCODED = 4096
 """A longer value is not decoded (it cannot be one of ours)."""
+ALPN_PEER_EXCHANGE = "istio-peer-exchange"
+BLOCK_MAGIC = 0x3D230467
+BLOCK_HEADER = struct.Struct("!II")
+"""Magic, then payload length, in network byte order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +79,9 @@ def decode(value: str) -> PeerMetadata:
 def headers_for(metadata: PeerMetadata, proxy_id: str) -> tuple[tuple[str, str], ...]:
     """The (name, value) pairs a proxy adds, computed once per proxy."""
     return ((PEER_METADATA, metadata.encode()), (PEER_METADATA_ID, proxy_id))
+
+
+def block_for(metadata: PeerMetadata) -> bytes:
+    """The block a sidecar sends first on a TCP connection that negotiated `istio-peer-exchange`."""
+    payload = metadata.encode().encode("ascii")
+    return BLOCK_HEADER.pack(BLOCK_MAGIC, len(payload)) + payload

@@ -2,7 +2,9 @@
 
 The peeking listener (peek.py) has already admitted the transport by the PeerAuthentication mode. Then,
 per connection: TLS handshake for a TLS peer (our certificate, the peer's verified against the trust
-bundle; a peer without SPIFFE ID is closed) -> config snapshot (none: closed, NC) -> AuthorizationPolicy
+bundle; a peer without SPIFFE ID is closed) -> when the caller's sidecar negotiated ALPN
+`istio-peer-exchange`, its metadata block in and ours out (tcp_peer_exchange.py; telemetry only, fails
+open) -> config snapshot (none: closed, NC) -> AuthorizationPolicy
 on connection-level facts only (tcp_authz.py: source principal, namespace, IP, destination port; a denial
 closes the connection before a byte reaches the app, flag RBAC) -> connect to 127.0.0.1:<app-port>
 (failure: closed, UF) -> bytes both ways, half-close passed on (tcp_relay.py).
@@ -19,13 +21,17 @@ from services.proxy.authz import Authorizer, RequestFacts
 from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.tcp_authz import tcp_authorizer
+from services.proxy.tcp_peer_exchange import as_callee, negotiated
 from services.proxy.tcp_relay import relay
 from services.proxy.tcp_stream import ByteStream, PlainStream, TlsStream
+from services.proxy.telemetry.exchange import PeerBook, own_metadata
+from services.proxy.telemetry.labels import WorkloadLabels
 from services.proxy.telemetry.observe import Telemetry
 from services.proxy.telemetry.tcp import TcpMeter, address, destination_labels
 from services.proxy.tls import TlsContexts
 from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.peer_metadata import block_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class TcpInbound:
         self._telemetry = telemetry
         self._clock = clock
         self._authorizer: tuple[ConfigSnapshot | None, Authorizer | None] = (None, None)
+        self._own_block = block_for(own_metadata(telemetry.workload))
+        self._peers = PeerBook()
         self.denied = 0
 
     def _authorizer_for(self, snapshot: ConfigSnapshot) -> Authorizer:
@@ -73,6 +81,10 @@ class TcpInbound:
                 writer.close()
                 return
         peer = downstream.peer_spiffe_id if isinstance(downstream, TlsStream) else None
+        caller: WorkloadLabels | None = None
+        if isinstance(downstream, TlsStream) and negotiated(downstream):
+            downstream, value = await as_callee(downstream, self._own_block)
+            caller = self._peers.caller(value, peer) if value else None
         try:
             self._authorize(peer, tls, remote, local)
             upstream = await self._connect_app()
@@ -80,12 +92,12 @@ class TcpInbound:
             if isinstance(err, AccessDenied):
                 self.denied += 1
             log.info("inbound TCP from %s closed (%s): %s", peer or address(remote), err.flag, err.message)
-            meter.opened(destination_labels(self._telemetry, peer, tls, err.flag))
+            meter.opened(destination_labels(self._telemetry, peer, tls, err.flag, caller))
             downstream.close()
             await downstream.wait_closed()
             meter.closed(app, cluster)
             return
-        meter.opened(destination_labels(self._telemetry, peer, tls, "-"))
+        meter.opened(destination_labels(self._telemetry, peer, tls, "-", caller))
         try:
             await relay(downstream, upstream, meter.received, meter.sent)
         finally:

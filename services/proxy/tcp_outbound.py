@@ -8,7 +8,9 @@ closed at once, UO) -> its load balancer over healthy, non-ejected endpoints (no
 `useSourceIp` hashes the caller's address) -> connect within `tcp.connectTimeout` (default 10s) -> to an
 endpoint with an identity, mTLS with our SPIFFE certificate, the peer verified against the trust bundle and
 required to present exactly the identity pilot sent, before any byte of the app's is sent (any failure:
-closed, UF, counted by outlier detection) -> bytes both ways until both sides are done (tcp_relay.py).
+closed, UF, counted by outlier detection) -> when the callee's sidecar accepted ALPN `istio-peer-exchange`,
+our metadata block out and its block in (tcp_peer_exchange.py; telemetry only, fails open) -> bytes both
+ways until both sides are done (tcp_relay.py).
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import ssl
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
 from services.proxy.snapshot import ProxyState
+from services.proxy.tcp_peer_exchange import as_caller, negotiated
 from services.proxy.tcp_relay import relay
 from services.proxy.tcp_routes import decide
 from services.proxy.tcp_stream import ByteStream, PlainStream, TlsStream
+from services.proxy.telemetry.exchange import PeerBook, own_metadata
+from services.proxy.telemetry.labels import WorkloadLabels, endpoint_labels
 from services.proxy.telemetry.observe import Telemetry
 from services.proxy.telemetry.tcp import TcpMeter, address, source_labels
 from services.proxy.tls import TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.consul import TcpUpstream
 from shared.model.proxy_config import Cluster, Endpoint, ProxyConfig
+from shared.peer_metadata import block_for
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,8 @@ class TcpOutbound:
         self._servers: dict[TcpUpstream, asyncio.Server] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self._clusters: tuple[ProxyConfig | None, dict[str, Cluster]] = (None, {})
+        self._own_block = block_for(own_metadata(telemetry.workload))
+        self._peers = PeerBook()
 
     @property
     def ports(self) -> dict[str, int]:
@@ -119,6 +127,7 @@ class TcpOutbound:
                 runtime = self._runtimes.get(cluster)
                 lease = self._admit(runtime, remote)
                 stream = await self._connect(runtime, lease.endpoint)
+                stream, callee = await self._exchange(stream, lease.endpoint)
             except ProxyError as err:
                 log.info("TCP %s:%s refused (%s): %s", upstream.name, upstream.port, err.flag, err.message)
                 meter.opened(source_labels(self._telemetry, cluster, lease.endpoint if lease else None, err.flag))
@@ -126,7 +135,7 @@ class TcpOutbound:
                 await downstream.wait_closed()
                 meter.closed(_host(lease.endpoint) if lease else "-", cluster.name if cluster else "-")
                 return
-            meter.opened(source_labels(self._telemetry, cluster, lease.endpoint, "-"))
+            meter.opened(source_labels(self._telemetry, cluster, lease.endpoint, "-", callee))
             try:
                 await relay(downstream, stream, meter.received, meter.sent)
             finally:
@@ -158,7 +167,7 @@ class TcpOutbound:
             runtime.report(endpoint, 200)
             return PlainStream(reader, writer)
         try:
-            stream = await TlsStream.wrap(reader, writer, self._tls.client(), server_side=False)
+            stream = await TlsStream.wrap(reader, writer, self._tls.tcp_client(), server_side=False)
         except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as err:
             writer.close()
             runtime.report(endpoint, None)
@@ -172,6 +181,15 @@ class TcpOutbound:
             )
         runtime.report(endpoint, 200)
         return stream
+
+    async def _exchange(self, stream: ByteStream, endpoint: Endpoint) -> tuple[ByteStream, WorkloadLabels | None]:
+        """The stream to relay, and the callee's labels when its sidecar sent metadata we believe."""
+        if not isinstance(stream, TlsStream) or not negotiated(stream):
+            return stream, None
+        wrapped, value = await as_caller(stream, self._own_block)
+        if not value:
+            return wrapped, None
+        return wrapped, self._peers.callee(value, endpoint.identity, endpoint_labels(endpoint))
 
 
 def _host(endpoint: Endpoint) -> str:

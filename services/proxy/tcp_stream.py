@@ -61,7 +61,8 @@ class PlainStream:
 
 
 class TlsStream(PlainStream):
-    """TLS over a plain stream pair; `peer_spiffe_id` is read from the verified peer certificate."""
+    """TLS over a plain stream pair; `peer_spiffe_id` is read from the verified peer certificate, `alpn` from
+    the handshake."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sslobj: ssl.SSLObject,
                  incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:  # fmt: skip
@@ -71,6 +72,8 @@ class TlsStream(PlainStream):
         self._out = outgoing
         self._eof = False
         self.peer_spiffe_id: str | None = None
+        self.alpn: str | None = None
+        """The application protocol both sides agreed on in the handshake (None: none offered or in common)."""
 
     @classmethod
     async def wrap(
@@ -89,6 +92,7 @@ class TlsStream(PlainStream):
             await stream._handshake()
         der = sslobj.getpeercert(binary_form=True)
         stream.peer_spiffe_id = spiffe_id_of_der(der) if der else None
+        stream.alpn = sslobj.selected_alpn_protocol()
         return stream
 
     async def _handshake(self) -> None:

@@ -23,6 +23,7 @@ from aiohttp.tracing import Trace
 from cryptography import x509
 
 from shared.identity.svid import spiffe_id_of_cert, spiffe_id_of_der
+from shared.peer_metadata import ALPN_PEER_EXCHANGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,12 @@ def _load_identity(context: ssl.SSLContext, identity: WorkloadIdentity) -> None:
 
 
 def server_context(identity: WorkloadIdentity) -> ssl.SSLContext:
-    """Inbound: presents our chain and requires a client certificate that chains to the trust bundle."""
+    """Inbound: presents our chain and requires a client certificate that chains to the trust bundle.
+
+    Accepts ALPN `istio-peer-exchange` from a TCP caller that offers it; other callers negotiate no ALPN."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _load_identity(context, identity)
+    context.set_alpn_protocols([ALPN_PEER_EXCHANGE])
     return context
 
 
@@ -109,6 +113,7 @@ class TlsContexts:
         self._identity: WorkloadIdentity | None = None
         self._server: ssl.SSLContext | None = None
         self._client: ssl.SSLContext | None = None
+        self._tcp_client: ssl.SSLContext | None = None
         self._front: ssl.SSLContext | None = None
         self._sni: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
@@ -119,12 +124,20 @@ class TlsContexts:
     def update(self, identity: WorkloadIdentity) -> None:
         server = server_context(identity)
         client = client_context(identity)
-        self._identity, self._server, self._client = identity, server, client
+        tcp_client = client_context(identity)
+        tcp_client.set_alpn_protocols([ALPN_PEER_EXCHANGE])
+        self._identity, self._server, self._client, self._tcp_client = identity, server, client, tcp_client
 
     def client(self) -> ssl.SSLContext:
         if self._client is None:
             raise RuntimeError("no workload certificate yet: outbound mTLS is unavailable")
         return self._client
+
+    def tcp_client(self) -> ssl.SSLContext:
+        """The client context of TCP pass-through: offers ALPN `istio-peer-exchange`."""
+        if self._tcp_client is None:
+            raise RuntimeError("no workload certificate yet: outbound mTLS is unavailable")
+        return self._tcp_client
 
     def listener_context(self) -> ssl.SSLContext:
         """The context to give the inbound listener once; it follows every later `update`."""

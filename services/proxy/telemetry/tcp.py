@@ -7,8 +7,9 @@ Istio on both reporters: `istio_tcp_received_bytes_total` counts bytes from the 
 destination, `istio_tcp_sent_bytes_total` bytes back to the caller; both are counted as they pass, so a
 long connection shows progress. The access-log line is Envoy's default format with method, path and
 protocol "-" (`"- - -" 0`); in JSON it names the peer its labels name (`downstream_peer` on the
-destination side, from the certificate; `upstream_peer` on the source side, from the endpoint). Every
-failure inside telemetry is counted and swallowed.
+destination side, `upstream_peer` on the source side). A peer's workload comes from its TCP metadata block
+when believed (tcp_peer_exchange.py, exchange.py's trust rule), else from the certificate (destination
+side) or the endpoint pilot sent (source side). Every failure inside telemetry is counted and swallowed.
 """
 
 from __future__ import annotations
@@ -42,21 +43,29 @@ NO_CODE = "0"
 
 
 def source_labels(
-    telemetry: Telemetry, cluster: Cluster | None, endpoint: Endpoint | None, flags: str
+    telemetry: Telemetry,
+    cluster: Cluster | None,
+    endpoint: Endpoint | None,
+    flags: str,
+    callee: WorkloadLabels | None = None,
 ) -> tuple[str, ...]:
-    """reporter=source: our workload calling the endpoint `cluster` picked (unknown parts when none was)."""
-    destination = endpoint_labels(endpoint) if endpoint is not None else UNKNOWN_WORKLOAD
+    """reporter=source: our workload calling the endpoint `cluster` picked (unknown parts when none was);
+    `callee` is what the destination's believed metadata says of it, when it sent some."""
+    destination = callee or (endpoint_labels(endpoint) if endpoint is not None else UNKNOWN_WORKLOAD)
     service = cluster_service_labels(cluster) if cluster is not None else UNKNOWN_SERVICE
     workload = telemetry.workload
     return (REPORTER_SOURCE, *workload.labels, *destination, *service, TCP, NO_CODE, flags, UNKNOWN)
 
 
-def destination_labels(telemetry: Telemetry, peer: str | None, tls: bool, flags: str) -> tuple[str, ...]:
-    """reporter=destination: the caller as its certificate names it, calling our workload."""
+def destination_labels(
+    telemetry: Telemetry, peer: str | None, tls: bool, flags: str, caller: WorkloadLabels | None = None
+) -> tuple[str, ...]:
+    """reporter=destination: the caller as its believed metadata (`caller`) or else its certificate names it,
+    calling our workload."""
     workload = telemetry.workload
     return (
         REPORTER_DESTINATION,
-        *peer_labels(peer),
+        *(caller or peer_labels(peer)),
         *workload.labels,
         *workload.service_labels,
         TCP,
