@@ -1,11 +1,13 @@
 """Control-plane input: pilot's ProxyConfig from NATS KV -> validated snapshot swap, last-known-good file, ACK/NACK.
 
 The proxy follows its key with a plain NATS subscription on the key's KV subject, whose messages carry the
-value written (in publish order), and reads the stored value with a direct get at start, after a reconnect
-and every RESYNC_INTERVAL: no JetStream consumer per proxy (a stream serves at most 1,000 consumers, so
-one KV watch per proxy would cap the mesh near 1,000 proxies). A message can reach subscribers before the
-stream has stored it, which is why it is applied from its own bytes rather than re-read. Identical bytes
-are applied once; a get older than the last one read is ignored; a delete keeps the running config.
+value written (in publish order), and reads the stored value with a direct get at start, after a reconnect,
+a few times soon after subscribing (kv.recheck_delays) and then every RESYNC_INTERVAL: no JetStream consumer
+per proxy (a stream serves at most 1,000 consumers, so one KV watch per proxy would cap the mesh near 1,000
+proxies). A message can reach subscribers before the stream has stored it, which is why it is applied from
+its own bytes rather than re-read, and why a read returning the value a message just replaced is skipped
+once. Identical bytes are applied once; a get older than the last one read is ignored; a delete keeps the
+running config.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.proxy.kv import KV_OPERATION_HEADER, ensure_bucket, kv_subject, next_update, stop_watcher
+from services.proxy.kv import (
+    KV_OPERATION_HEADER,
+    ensure_bucket,
+    kv_subject,
+    next_update,
+    recheck_delays,
+    stop_watcher,
+)
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
@@ -60,6 +69,9 @@ class ConfigWatcher:
         self._watcher: KeyValue.KeyWatcher | None = None
         self._pokes: asyncio.Queue[bytes | None] | None = None
         self._last_value: bytes | None = None
+        self._superseded: bytes | None = None
+        """The value a message just replaced: a read may still return it (stored after the message was routed)
+        and is then skipped, once."""
         self.applied = asyncio.Event()
         """Set after the first config (from disk or the bus) is in place."""
 
@@ -159,16 +171,18 @@ class ConfigWatcher:
 
         subscription = await nc.subscribe(kv_subject(PROXY_CONFIG_BUCKET, self.key), cb=published)
         try:
-            await self._resync(configs, status)  # after subscribing: no update can fall between the two
+            await self._resync(configs, status)  # after subscribing; read again soon, see recheck_delays
+            delays = recheck_delays(RESYNC_INTERVAL)
             while True:
                 try:
-                    async with asyncio.timeout(RESYNC_INTERVAL):
+                    async with asyncio.timeout(next(delays)):
                         item = await updates.get()
                 except TimeoutError:
                     item = None
                 if item is None:
                     await self._resync(configs, status)
                 else:
+                    self._superseded = self._last_value if item != self._last_value else self._superseded
                     await self._handle_value(item, status)
         finally:
             if self._pokes is updates:
@@ -214,6 +228,9 @@ class ConfigWatcher:
             entry = await configs.get(self.key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return
+        superseded, self._superseded = self._superseded, None
+        if entry.value is not None and entry.value == superseded:
+            return  # read before the stream stored the newer value a message already brought
         if entry.revision is not None and self._last_revision is not None and entry.revision < self._last_revision:
             return  # older than what we read before
         if entry.revision != self._last_revision:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import nats.js.errors
 from nats.js.client import JetStreamContext
@@ -54,3 +55,23 @@ def kv_subject(bucket: str, key: str) -> str:
 
 async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
     await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+FIRST_RECHECK = 0.25
+"""Seconds after subscribing before the stored value is read a second time (then twice as long each time)."""
+
+
+def recheck_delays(steady: float) -> Iterator[float]:
+    """How long to wait for a message before reading the stored value again, after subscribing to a key.
+
+    A subscription plus one read can miss a write: the server delivers a message only to subscriptions it
+    already has, and JetStream stores the message after routing it, so a write that reaches the server just
+    before the subscription can also be stored just after the read. Reading again soon, then less and less
+    often down to `steady`, bounds that miss to a fraction of a second instead of a whole `steady` period.
+    """
+    delay = FIRST_RECHECK
+    while delay < steady:
+        yield delay
+        delay *= 2
+    while True:
+        yield steady

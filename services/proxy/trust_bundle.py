@@ -13,7 +13,14 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.proxy.kv import KV_OPERATION_HEADER, ensure_bucket, kv_subject, next_update, stop_watcher
+from services.proxy.kv import (
+    KV_OPERATION_HEADER,
+    ensure_bucket,
+    kv_subject,
+    next_update,
+    recheck_delays,
+    stop_watcher,
+)
 from shared.bus.names import TRUST_BUNDLE_BUCKET, TRUST_BUNDLE_KEY
 from shared.clock import Clock
 
@@ -70,19 +77,22 @@ async def _follow_once(js: JetStreamContext, nc: NatsClient, on_bundle: Callable
     subscription = await nc.subscribe(kv_subject(TRUST_BUNDLE_BUCKET, TRUST_BUNDLE_KEY), cb=published)
     try:
         last: bytes | None = None
+        superseded: bytes | None = None  # what a message just replaced: a read may still return it, once
+        delays = recheck_delays(RESYNC_INTERVAL)
         while True:
-            current = await read_trust_bundle(js)  # after subscribing: no rotation can fall between the two
-            if current is not None and current != last:
+            current = await read_trust_bundle(js)  # after subscribing; read again soon, see recheck_delays
+            if current is not None and current != last and current != superseded:
                 last = current
                 _deliver(on_bundle, current)
+            superseded = None
             while True:
                 try:
-                    async with asyncio.timeout(RESYNC_INTERVAL):
+                    async with asyncio.timeout(next(delays)):
                         bundle = await updates.get()
                 except TimeoutError:
                     break
                 if bundle != last:
-                    last = bundle
+                    superseded, last = last, bundle
                     _deliver(on_bundle, bundle)
     finally:
         with contextlib.suppress(Exception):
