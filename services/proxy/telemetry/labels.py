@@ -11,7 +11,9 @@ Choices where a VM mesh differs from Kubernetes (documented, stable):
 - the destination reporter takes `source_principal` from the caller's certificate and the other source
   labels from its peer metadata header when believed; otherwise only `source_workload_namespace` (from
   the SPIFFE ID) is known and the rest are "unknown". Its `connection_security_policy` is `mutual_tls`
-  for TLS callers and `none` for plain text (PERMISSIVE, DISABLE).
+  for TLS callers and `none` for plain text (PERMISSIVE, DISABLE);
+- on TCP connections the same metadata travels in a framed block right after an mTLS handshake that
+  negotiated ALPN `istio-peer-exchange` (tcp_peer_exchange.py), with the same trust rule.
 """
 
 from __future__ import annotations
