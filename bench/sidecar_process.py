@@ -15,37 +15,19 @@ import json
 import logging
 import random
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
-from cryptography import x509
 
 from services.citadel.ca import CertificateAuthority
+from services.citadel.testing import DirectCaSource
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
-from shared.identity.spiffe import parse_spiffe_id
-from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
 
 NAMESPACE = "bench"
 TRUST_DOMAIN = "cluster.local"
-
-
-@dataclass
-class CaSource:
-    """Signs the sidecar's CSR with the CA directly, for the identity the CSR names."""
-
-    ca: CertificateAuthority
-
-    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
-        chain = self.ca.sign_csr(csr_pem, identity, 3600)
-        leaf = x509.load_pem_x509_certificate(chain[0])
-        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())
 
 
 def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSettings:
@@ -67,7 +49,7 @@ def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSetting
 async def serve(args: argparse.Namespace) -> None:
     ca = CertificateAuthority.load(args.ca_dir)
     settings = settings_for(args.service, args.app_port, args.state_dir)
-    sidecar = Sidecar(settings, CaSource(ca), bus_trust_bundle=False)
+    sidecar = Sidecar(settings, DirectCaSource(ca), bus_trust_bundle=False)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

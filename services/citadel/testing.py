@@ -1,4 +1,5 @@
-"""Builders for tests of citadel and its users: plug-in CA files (Istio's cacerts layout) written to a directory."""
+"""Builders for tests and benchmarks of citadel and its users: plug-in CA files (Istio's cacerts layout) written to a
+directory, and an in-process certificate source that signs with a CA directly (no gRPC, no token)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.citadel.ca import CertificateAuthority
 from services.citadel.ca_store import CERT_FILE, CHAIN_FILE, KEY_FILE, KEY_MODE, ROOT_FILE
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.identity.spiffe import SCHEME
-from shared.identity.svid import private_key_pem
+from shared.identity.spiffe import SCHEME, parse_spiffe_id
+from shared.identity.svid import IssuedCertificate, private_key_pem
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,19 @@ def _replace(path: Path, data: bytes, mode: int = 0o644) -> None:
     temp.write_bytes(data)
     temp.chmod(mode)
     temp.replace(path)
+
+
+@dataclass
+class DirectCaSource:
+    """A sidecar's certificate source that signs each CSR with `ca` for the identity the CSR names."""
+
+    ca: CertificateAuthority
+    ttl_seconds: int = 3600
+
+    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
+        chain = self.ca.sign_csr(csr_pem, identity, self.ttl_seconds)
+        leaf = x509.load_pem_x509_certificate(chain[0])
+        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())

@@ -13,38 +13,21 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
-from cryptography import x509
 from nats.aio.client import Client as NatsClient
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from services.citadel.ca import CertificateAuthority
+from services.citadel.testing import DirectCaSource
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from services.proxy.telemetry.tracing import TracingSettings
-from shared.identity.spiffe import parse_spiffe_id
-from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
 from shared.peer_metadata import PEER_METADATA
 
 TRUST_DOMAIN = "cluster.local"
-
-
-@dataclass
-class CitadelSource:
-    """Signs with citadel's real CA, for the identity the CSR asks for."""
-
-    ca: CertificateAuthority
-
-    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
-        chain = self.ca.sign_csr(csr_pem, identity, 3600)
-        leaf = x509.load_pem_x509_certificate(chain[0])
-        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -136,7 +119,7 @@ async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
             host=f"telemetry{time.monotonic_ns()}",
             telemetry=TelemetrySettings(prometheus_port=0, tracing=tracing, **telemetry),
         )
-        sidecar = Sidecar(settings, CitadelSource(ca), nats=nats, consul_addr=consul_addr, bus_trust_bundle=False)
+        sidecar = Sidecar(settings, DirectCaSource(ca), nats=nats, consul_addr=consul_addr, bus_trust_bundle=False)
         sidecar.app = app  # type: ignore[attr-defined]
         made.append(sidecar)
         async with asyncio.timeout(30):
