@@ -82,6 +82,14 @@ async def peek(sock: socket.socket, count: int = PEEK_BYTES) -> bytes:
         await asyncio.sleep(_PARTIAL_PEEK_PAUSE)  # a split first segment: wait for the rest
 
 
+def no_delay(conn: socket.socket) -> None:
+    """TCP_NODELAY on an accepted socket. asyncio sets it only on sockets whose proto is IPPROTO_TCP, and
+    one accepted from a `socket.create_server` socket has proto 0: without it, a small write that follows
+    an unacknowledged one (TLS session tickets, then the first reply bytes) waits out the peer's 40 ms
+    delayed ACK."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class PeekingListener(Listener):
     """The inbound listener: one accept loop, each connection served (pass-through front first, aiohttp's
     server for what it does not take) with or without TLS."""
@@ -125,6 +133,7 @@ class PeekingListener(Listener):
 
     async def _serve(self, conn: socket.socket) -> None:
         conn.setblocking(False)
+        no_delay(conn)
         loop = asyncio.get_running_loop()
         try:
             first = await asyncio.wait_for(peek(conn), PEEK_TIMEOUT)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
 
-from services.proxy.peek import admits, looks_like_tls, peek
+from services.proxy.peek import admits, looks_like_tls, peek, start_peeking_listener
+from services.proxy.request_view import Reply, RequestView
 from shared.model.peer_authentication import MtlsMode
 
 
@@ -55,3 +57,26 @@ async def test_peek_leaves_the_bytes_and_waits_for_a_split_first_segment() -> No
     finally:
         left.close()
         right.close()
+
+
+async def test_an_accepted_connection_has_tcp_nodelay() -> None:
+    """asyncio leaves Nagle on for sockets accepted from `socket.create_server` (proto 0); the relay's small
+    writes after the TLS handshake would then wait out the peer's delayed ACK."""
+    handed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def tcp(conn: socket.socket, _tls: bool) -> None:
+        handed.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        conn.close()
+
+    async def never(_view: RequestView) -> Reply:
+        raise AssertionError("the TCP handler takes every connection")
+
+    context = ssl.create_default_context
+    listener = await start_peeking_listener("inbound", never, "127.0.0.1", 0, context, lambda: MtlsMode.PERMISSIVE, tcp)
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"plain")
+        assert await asyncio.wait_for(handed, 10) != 0
+        writer.close()
+    finally:
+        await listener.close()
