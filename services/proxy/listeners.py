@@ -64,7 +64,7 @@ async def start_listener(
     server = low_level_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    sock = tcp_server_socket(host, port)
     if pass_through:
         front = PassThroughFront(cast(ViewHandler, handler), server)
         loop = asyncio.get_running_loop()
@@ -77,3 +77,18 @@ async def start_listener(
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def tcp_server_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening socket whose protocol is IPPROTO_TCP, so the connections it accepts carry it too and
+    asyncio and aiohttp set TCP_NODELAY on them (they check the protocol; `socket.create_server` leaves it 0,
+    and a small write that follows an unacknowledged one then waits out the peer's 40 ms delayed ACK)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"{err.strerror} (while attempting to bind on address {(host, port)!r})") from None
+    return sock

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from services.proxy.h1server import PassThroughFront
-from services.proxy.listeners import SHUTDOWN_TIMEOUT, Listener, low_level_server
+from services.proxy.listeners import SHUTDOWN_TIMEOUT, Listener, low_level_server, tcp_server_socket
 from services.proxy.request_view import ViewHandler
 from shared.model.peer_authentication import MtlsMode
 
@@ -195,9 +195,7 @@ async def start_peeking_listener(
     server = low_level_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    sock = socket.create_server(
-        (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, reuse_port=False
-    )
+    sock = tcp_server_socket(host, port)
     sock.setblocking(False)
     listener = PeekingListener(name, runner, PassThroughFront(handler, server), sock, tls_context, mode, tcp)
     listener.start()
