@@ -16,33 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from services.citadel.ca import CertificateAuthority
+from services.citadel.testing import DirectCaSource
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
-from shared.identity.spiffe import parse_spiffe_id
-from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
 
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "outbound|5432||db"
 MB = 1024 * 1024
-
-
-@dataclass
-class CitadelSource:
-    ca: CertificateAuthority
-
-    async def issue(self, csr_pem: bytes) -> IssuedCertificate:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        identity = parse_spiffe_id(san.get_values_for_type(x509.UniformResourceIdentifier)[0])
-        chain = self.ca.sign_csr(csr_pem, identity, 3600)
-        leaf = x509.load_pem_x509_certificate(chain[0])
-        return IssuedCertificate(chain, self.ca.trust_bundle_pem(), leaf.not_valid_after_utc.timestamp())
 
 
 @dataclass
@@ -141,9 +126,9 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
             **extra,
         )
 
-    callee = Sidecar(settings("db", app_port=app.port, protocol="tcp"), CitadelSource(ca), bus_trust_bundle=False)
+    callee = Sidecar(settings("db", app_port=app.port, protocol="tcp"), DirectCaSource(ca), bus_trust_bundle=False)
     caller = Sidecar(
-        settings("billing", app_port=free_port(), upstreams=("db:5432:0",)), CitadelSource(ca), bus_trust_bundle=False
+        settings("billing", app_port=free_port(), upstreams=("db:5432:0",)), DirectCaSource(ca), bus_trust_bundle=False
     )
     async with asyncio.timeout(30):
         await callee.start()
