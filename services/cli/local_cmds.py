@@ -15,7 +15,7 @@ from typing import Any
 
 from services.cli.proxy_status import collect, format_table
 from services.local import demo
-from services.local.infra import start_consul, start_nats
+from services.local.infra import forget_earlier_proxies, start_consul, start_nats
 from services.local.mesh import LocalMesh
 from services.local.processes import Supervisor
 
@@ -31,6 +31,7 @@ def _stop_on_sigterm() -> None:
 def _start(args: argparse.Namespace, supervisor: Supervisor) -> LocalMesh:
     state_dir = Path(args.state_dir).resolve()
     nats_handle = start_nats(supervisor, state_dir, port=args.nats_port)
+    forget_earlier_proxies(nats_handle.url)
     consul_handle = start_consul(supervisor, state_dir, http_port=args.consul_port)
     mesh = LocalMesh(supervisor, state_dir, nats_url=nats_handle.url, consul_addr=consul_handle.addr)
     mesh.start_control_plane(citadel_port=args.citadel_port, galley_port=args.galley_port, pilot_port=args.pilot_port)

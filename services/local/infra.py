@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+import nats.js.errors
+
 from services.local import binaries
 from services.local.processes import Child, Supervisor, free_port, port_open, require_free, wait_until
+from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,27 @@ def start_nats(supervisor: Supervisor, state_dir: Path, port: int | None = None,
     if not child.alive:
         raise RuntimeError(f"nats-server exited:\n{child.log_tail()}")
     return NatsHandle(child=child, port=port, store_dir=store_dir)
+
+
+def forget_earlier_proxies(nats_url: str) -> None:
+    """Delete the proxy config and status buckets a previous local run left in the JetStream store.
+
+    The store persists across runs (applied config survives a restart) but the Consul dev agent starts empty,
+    so the proxies of an earlier run are gone: without this, `isthmus proxy-status` would list them as SYNCED
+    until pilot's grace period ends. Pilot rewrites every live proxy's key, so nothing current is lost.
+    """
+    asyncio.run(_delete_buckets(nats_url, (PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET)))
+
+
+async def _delete_buckets(nats_url: str, buckets: tuple[str, ...]) -> None:
+    client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        js = client.jetstream()
+        for bucket in buckets:
+            with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+                await js.delete_key_value(bucket)
+    finally:
+        await client.close()
 
 
 def restart_nats(supervisor: Supervisor, handle: NatsHandle, timeout: float = 20) -> NatsHandle:
