@@ -27,11 +27,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from services.galley.analyze_base import (
-    ALL_WEIGHTS_ZERO,
     CONFLICTING_PEER_AUTHENTICATION,
     SEVERAL_DESTINATION_RULES,
     SEVERAL_VIRTUAL_SERVICES,
-    UNDEFINED_SUBSET,
     UNKNOWN_HOST,
     UNKNOWN_PRINCIPAL,
     Catalog,
@@ -40,6 +38,7 @@ from services.galley.analyze_base import (
     label,
     resource_key,
 )
+from services.galley.analyze_routes import HTTP, missing_subsets, zero_weights
 from services.galley.analyze_tcp import tcp_messages
 from shared.model import AuthorizationPolicy, DestinationRule, PeerAuthentication, Resource, VirtualService
 
@@ -62,7 +61,7 @@ def analyze_messages(
     """Findings for the config set; with `focus`, only those involving one of the focus resources."""
     rules = [r for r in resources if isinstance(r, DestinationRule)]
     services = [r for r in resources if isinstance(r, VirtualService)]
-    messages = _missing_subsets(services, rules) + _zero_weights(services)
+    messages = missing_subsets(services, rules, HTTP) + zero_weights(services, HTTP)
     messages += _conflicting_peer_authentications([r for r in resources if isinstance(r, PeerAuthentication)])
     messages += _duplicate_rules(rules) + _overlapping_services(services)
     if catalog is not None:
@@ -79,43 +78,6 @@ def analyze_messages(
 def analyze(resources: Sequence[Resource], focus: Sequence[Resource] = ()) -> list[str]:
     """Findings as text, `[CODE] <resource or host>: ...` (what galley returns with an apply)."""
     return [str(message) for message in analyze_messages(resources, focus)]
-
-
-def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule]) -> list[Message]:
-    # Matching on the service name only is deliberately lenient: no warning unless no rule could apply.
-    subsets_by_name: dict[str, set[str]] = defaultdict(set)
-    for rule in rules:
-        subsets_by_name[rule.spec.host.lower().split(".")[0]].update(s.name for s in rule.spec.subsets)
-    messages: list[Message] = []
-    for service in services:
-        for i, http in enumerate(service.spec.http):
-            for j, route in enumerate(http.route):
-                destination = route.destination
-                if destination.subset is None:
-                    continue
-                if destination.subset in subsets_by_name[destination.host.lower().split(".")[0]]:
-                    continue
-                text = (
-                    f"{label(service)}: spec.http[{i}].route[{j}].destination.subset: subset "
-                    f"{destination.subset!r} of host {destination.host!r} is not defined by any "
-                    "DestinationRule; requests routed there fail until one defines it"
-                )
-                messages.append(Message(UNDEFINED_SUBSET, text, frozenset({label(service)})))
-    return messages
-
-
-def _zero_weights(services: list[VirtualService]) -> list[Message]:
-    messages: list[Message] = []
-    for service in services:
-        for i, http in enumerate(service.spec.http):
-            weights = [destination.weight for destination in http.route]
-            if len(weights) > 1 and any(w is not None for w in weights) and not any(weights):
-                text = (
-                    f"{label(service)}: spec.http[{i}].route: every destination has weight 0, so requests "
-                    "matching this route reach no destination; give at least one a positive weight"
-                )
-                messages.append(Message(ALL_WEIGHTS_ZERO, text, frozenset({label(service)})))
-    return messages
 
 
 def _conflicting_peer_authentications(policies: list[PeerAuthentication]) -> list[Message]:

@@ -7,23 +7,20 @@
   catalog does not declare TCP (Meta `isthmus-protocol=tcp`): pilot builds TCP listeners only for TCP
   services, so the route is never used, or its connections would reach an HTTP port as raw bytes.
 
-Subsets are matched on the service name only, leniently, as for HTTP routes (analyze.py).
+The subset and weight checks are analyze_routes.py's, shared with `http` routes.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from services.galley.analyze_base import (
-    ALL_WEIGHTS_ZERO,
     TCP_ROUTE_TO_HTTP_SERVICE,
-    UNDEFINED_SUBSET,
     UNKNOWN_HOST,
     Catalog,
     Message,
     canonical_host,
     label,
 )
+from services.galley.analyze_routes import TCP, missing_subsets, zero_weights
 from shared.model import DestinationRule, VirtualService
 
 
@@ -32,47 +29,9 @@ def tcp_messages(
 ) -> list[Message]:
     """Every finding about the `tcp` routes of `services` (the catalog checks only with a catalog)."""
     with_tcp = [service for service in services if service.spec.tcp]
-    messages = _missing_subsets(with_tcp, rules) + _zero_weights(with_tcp)
+    messages = missing_subsets(with_tcp, rules, TCP) + zero_weights(with_tcp, TCP)
     if catalog is not None:
         messages += _catalog_checks(with_tcp, catalog)
-    return messages
-
-
-def _short_name(host: str) -> str:
-    return host.lower().split(".")[0]
-
-
-def _missing_subsets(services: list[VirtualService], rules: list[DestinationRule]) -> list[Message]:
-    subsets: dict[str, set[str]] = defaultdict(set)
-    for rule in rules:
-        subsets[_short_name(rule.spec.host)].update(subset.name for subset in rule.spec.subsets)
-    messages: list[Message] = []
-    for service in services:
-        for i, tcp in enumerate(service.spec.tcp):
-            for j, route in enumerate(tcp.route):
-                destination = route.destination
-                if destination.subset is None or destination.subset in subsets[_short_name(destination.host)]:
-                    continue
-                text = (
-                    f"{label(service)}: spec.tcp[{i}].route[{j}].destination.subset: subset "
-                    f"{destination.subset!r} of host {destination.host!r} is not defined by any DestinationRule; "
-                    "connections routed there are closed until one defines it"
-                )
-                messages.append(Message(UNDEFINED_SUBSET, text, frozenset({label(service)})))
-    return messages
-
-
-def _zero_weights(services: list[VirtualService]) -> list[Message]:
-    messages: list[Message] = []
-    for service in services:
-        for i, tcp in enumerate(service.spec.tcp):
-            weights = [route.weight for route in tcp.route]
-            if len(weights) > 1 and any(w is not None for w in weights) and not any(weights):
-                text = (
-                    f"{label(service)}: spec.tcp[{i}].route: every destination has weight 0, so connections "
-                    "matching this route reach no destination; give at least one a positive weight"
-                )
-                messages.append(Message(ALL_WEIGHTS_ZERO, text, frozenset({label(service)})))
     return messages
 
 
