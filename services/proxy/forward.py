@@ -78,9 +78,33 @@ def ensure_request_id(headers: CIMultiDict[str]) -> str:
     return request_id
 
 
+class _Entropy:
+    """Random bytes from os.urandom taken a batch at a time: one getrandom call per 256 request ids."""
+
+    BATCH = 4096
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self.reset)  # a forked child must not repeat the parent's ids
+
+    def reset(self) -> None:
+        self._bytes, self._offset = b"", 0
+
+    def take16(self) -> bytes:
+        offset = self._offset
+        if offset + 16 > len(self._bytes):
+            self._bytes, offset = os.urandom(self.BATCH), 0
+        self._offset = offset + 16
+        return self._bytes[offset : offset + 16]
+
+
+_entropy = _Entropy()
+
+
 def new_request_id() -> str:
     """A random (version 4) UUID in its text form, as uuid.uuid4() gives, without building a UUID object."""
-    digits = os.urandom(16).hex()
+    digits = _entropy.take16().hex()
     variant = "89ab"[int(digits[16], 16) & 3]
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 

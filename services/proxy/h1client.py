@@ -37,6 +37,9 @@ class _Connection(BaseProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._parser: Any = None
+        """The parser of the request in flight (None between requests: bytes then are unexpected)."""
+        self._kept_parser: Any = None
+        self._kept_for_head = False
         self._waiter: asyncio.Future[tuple[Any, aiohttp.StreamReader]] | None = None
         self._payload: aiohttp.StreamReader | None = None
         self.context: ssl.SSLContext | None = None
@@ -45,15 +48,21 @@ class _Connection(BaseProtocol):
         self.used = False
 
     def start(self, head_request: bool) -> asyncio.Future[tuple[Any, aiohttp.StreamReader]]:
-        self._parser = HttpResponseParser(
-            self,
-            self._loop,
-            READ_LIMIT,
-            payload_exception=aiohttp.ClientPayloadError,
-            response_with_body=not head_request,
-            read_until_eof=True,
-            auto_decompress=False,
-        )
+        """Expect one response; the parser is kept for the connection's next request (a response is only
+        ever reused after it was read to its end, so the parser is then between messages)."""
+        parser = self._kept_parser
+        if parser is None or self._kept_for_head != head_request:
+            parser = self._kept_parser = HttpResponseParser(
+                self,
+                self._loop,
+                READ_LIMIT,
+                payload_exception=aiohttp.ClientPayloadError,
+                response_with_body=not head_request,
+                read_until_eof=True,
+                auto_decompress=False,
+            )
+            self._kept_for_head = head_request
+        self._parser = parser
         self._waiter = self._loop.create_future()
         return self._waiter
 
@@ -106,6 +115,10 @@ class _Connection(BaseProtocol):
         payload = self._payload
         if payload is not None and not payload.is_eof():
             payload.set_exception(aiohttp.ClientPayloadError(str(error)))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def finish(self) -> None:
         self._parser = None
@@ -244,8 +257,7 @@ class LeanPool:
         if self.closed:
             connection.close()
             return
-        loop = asyncio.get_running_loop()
-        connection.idle_timer = loop.call_later(self._idle_timeout, self._expire, connection)
+        connection.idle_timer = connection.loop.call_later(self._idle_timeout, self._expire, connection)
         self._idle.append(connection)
 
     def _expire(self, connection: _Connection) -> None:

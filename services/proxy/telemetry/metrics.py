@@ -3,18 +3,19 @@
 Names, label sets and histogram buckets are Istio's: `istio_requests_total`,
 `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes` and the TCP set.
 The TCP series are fed by TCP pass-through connections (telemetry/tcp.py); an HTTP-only mesh leaves them
-empty, as Envoy does for HTTP filter chains. Per label tuple the metric children are cached, so the hot
-path is one dict lookup plus the increments.
+empty, as Envoy does for HTTP filter chains. The HTTP series are plain counters rendered at scrape time
+(http_series.py), so the request path takes no locks and builds no metric children.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from services.proxy.telemetry.http_series import HttpSeries
 from services.proxy.telemetry.labels import LABEL_NAMES
 
 DURATION_BUCKETS_MS = (
@@ -23,11 +24,8 @@ DURATION_BUCKETS_MS = (
 """Istio's buckets for istio_request_duration_milliseconds."""
 BYTES_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000)
 """Istio's exponential buckets for the request and response size histograms."""
-MAX_CACHED_SERIES = 10_000
-"""Cached children beyond this are dropped (the registry keeps the series; only the shortcut goes)."""
 
 Labels = tuple[str, ...]
-HttpChildren = tuple[Counter, Histogram, Histogram, Histogram]
 
 
 class StandardMetrics:
@@ -35,20 +33,8 @@ class StandardMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.requests = Counter("istio_requests", "Requests handled", LABEL_NAMES, registry=registry)
-        self.duration = Histogram(
-            "istio_request_duration_milliseconds",
-            "Request duration",
-            LABEL_NAMES,
-            buckets=DURATION_BUCKETS_MS,
-            registry=registry,
-        )
-        self.request_bytes = Histogram(
-            "istio_request_bytes", "Request body sizes", LABEL_NAMES, buckets=BYTES_BUCKETS, registry=registry
-        )
-        self.response_bytes = Histogram(
-            "istio_response_bytes", "Response body sizes", LABEL_NAMES, buckets=BYTES_BUCKETS, registry=registry
-        )
+        self.http = HttpSeries(LABEL_NAMES, DURATION_BUCKETS_MS, BYTES_BUCKETS)
+        registry.register(self.http)
         self.tcp_sent = Counter("istio_tcp_sent_bytes", "Bytes sent on TCP connections", LABEL_NAMES, registry=registry)
         self.tcp_received = Counter(
             "istio_tcp_received_bytes", "Bytes received on TCP connections", LABEL_NAMES, registry=registry
@@ -62,25 +48,8 @@ class StandardMetrics:
         self.dropped = Counter(
             "isthmus_telemetry_errors", "Telemetry records dropped because recording failed", registry=registry
         )
-        self._children: dict[Labels, HttpChildren] = {}
-
-    def record_http(self, labels: Labels, duration_ms: float, request_bytes: int, response_bytes: int) -> None:
-        children = self._children.get(labels)
-        if children is None:
-            if len(self._children) >= MAX_CACHED_SERIES:
-                self._children.clear()
-            children = (
-                self.requests.labels(*labels),
-                self.duration.labels(*labels),
-                self.request_bytes.labels(*labels),
-                self.response_bytes.labels(*labels),
-            )
-            self._children[labels] = children
-        requests, duration, request_size, response_size = children
-        requests.inc()
-        duration.observe(duration_ms)
-        request_size.observe(request_bytes)
-        response_size.observe(response_bytes)
+        self.record_http = self.http.record
+        """Record one request (label tuple in LABEL_NAMES order, duration, body sizes); the request path's call."""
 
     def record_tcp(self, labels: Labels, sent: int, received: int, opened: int = 0, closed: int = 0) -> None:
         if sent:

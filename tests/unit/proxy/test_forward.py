@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from multidict import CIMultiDict
 
 from services.proxy.forward import (
@@ -9,6 +11,7 @@ from services.proxy.forward import (
     apply_header_operations,
     end_to_end_headers,
     ensure_request_id,
+    new_request_id,
 )
 from services.proxy.inbound import forwarded_client_cert
 from shared.model.virtual_service import HeaderOperations
@@ -42,6 +45,14 @@ def test_request_id_is_kept_or_generated() -> None:
     fresh: CIMultiDict[str] = CIMultiDict()
     generated = ensure_request_id(fresh)
     assert len(generated) == 36 and fresh["x-request-id"] == generated
+
+
+def test_generated_request_ids_are_distinct_uuid4s_across_entropy_batches() -> None:
+    ids = [new_request_id() for _ in range(1000)]  # about four batches of random bytes
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
 
 
 def test_forwarded_for_appends() -> None:

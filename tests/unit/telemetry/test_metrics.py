@@ -49,3 +49,29 @@ def test_health_collector_reports_clusters() -> None:
     assert registry.get_sample_value("isthmus_proxy_cluster_requests_active", labels) == 2
     assert registry.get_sample_value("isthmus_proxy_cluster_requests_pending", labels) == 1
     assert registry.get_sample_value("isthmus_proxy_cluster_retries_active", labels) == 0
+
+
+def test_http_series_exposition_matches_prometheus_histograms() -> None:
+    """Cumulative buckets up to +Inf, _count equal to the +Inf bucket, a value on a bound counted in it."""
+    metrics = StandardMetrics(proxy_registry())
+    for duration in (0.5, 0.7, 1.0, 5000.0, 4_000_000.0):
+        metrics.record_http(LABELS, duration, 1, 100_000_000_000)
+    registry = metrics.registry
+    labels = dict(zip(LABEL_NAMES, LABELS, strict=True))
+
+    def bucket(name: str, le: str) -> float | None:
+        return registry.get_sample_value(f"{name}_bucket", {**labels, "le": le})
+
+    assert bucket("istio_request_duration_milliseconds", "0.5") == 1
+    assert bucket("istio_request_duration_milliseconds", "1.0") == 3
+    assert bucket("istio_request_duration_milliseconds", "5000.0") == 4
+    assert bucket("istio_request_duration_milliseconds", "3.6e+06") == 4
+    assert bucket("istio_request_duration_milliseconds", "+Inf") == 5
+    assert registry.get_sample_value("istio_request_duration_milliseconds_count", labels) == 5
+    assert registry.get_sample_value("istio_request_duration_milliseconds_sum", labels) == 4_005_002.2
+    assert bucket("istio_request_bytes", "1.0") == 5
+    assert bucket("istio_response_bytes", "1e+08") == 0
+    assert bucket("istio_response_bytes", "+Inf") == 5
+    text = generate_latest(registry).decode()
+    assert "# TYPE istio_requests_total counter" in text
+    assert "# TYPE istio_request_duration_milliseconds histogram" in text
