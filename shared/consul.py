@@ -19,6 +19,8 @@ META_UPSTREAMS = "isthmus-upstreams"  # comma-separated services the workload ca
 META_ADMIN_PORT = "isthmus-admin-port"  # the sidecar's loopback admin port (for `isthmus proxy-config` on the host)
 META_APP_PORT = "isthmus-app-port"  # the app port the sidecar fronts (PeerAuthentication portLevelMtls keys)
 META_PROTOCOL = "isthmus-protocol"  # what the service's port carries: "http" (default) or "tcp" (bytes, no parsing)
+META_EXTRA_PORTS = "isthmus-extra-ports"  # the further app ports one sidecar fronts (`--extra-port`), see WorkloadPort
+# ... comma-separated `protocol:app-port:inbound-port`; absent on a sidecar that fronts one port
 MESH_TAG = "isthmus"
 
 PROTOCOL_HTTP = "http"
@@ -41,7 +43,16 @@ def labels_from_meta(meta: dict[str, str]) -> dict[str, str]:
 
 
 _BOOKKEEPING = frozenset(
-    {META_MESH, META_PROXY_ID, META_UPSTREAMS, META_ADMIN_PORT, META_APP_PORT, META_PROMETHEUS_PORT, META_PROTOCOL}
+    {
+        META_MESH,
+        META_PROXY_ID,
+        META_UPSTREAMS,
+        META_ADMIN_PORT,
+        META_APP_PORT,
+        META_PROMETHEUS_PORT,
+        META_PROTOCOL,
+        META_EXTRA_PORTS,
+    }
 )
 
 
@@ -117,3 +128,59 @@ def parse_tcp_upstreams(value: str | None) -> tuple[TcpUpstream, ...]:
     """Meta `isthmus-upstreams` -> its `name:port[:localport]` entries, sorted and de-duplicated."""
     found = {entry for entry in _lenient(value) if isinstance(entry, TcpUpstream)}
     return tuple(sorted(found, key=lambda u: (u.name, u.port, u.local_port)))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadPort:
+    """A further app port a sidecar fronts: what it speaks, the app's port on 127.0.0.1 and the sidecar's mTLS
+    inbound port in front of it (0 in a flag: any free port, announced once bound). Callers address it by its
+    app port, `NAME:APP_PORT` for TCP, as they address the primary port."""
+
+    protocol: str
+    app_port: int
+    inbound_port: int
+
+    @property
+    def spec(self) -> str:
+        """The Meta form, `protocol:app-port:inbound-port`."""
+        return f"{self.protocol}:{self.app_port}:{self.inbound_port}"
+
+
+def _port_number(text: str, lowest: int, what: str, value: str) -> int:
+    if not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise ValueError(f"{value!r}: {what} must be a number from {lowest} to 65535")
+    return int(text)
+
+
+def extra_port(value: str) -> WorkloadPort:
+    """The flag form `APP_PORT[:PROTOCOL[:INBOUND_PORT]]` (protocol default http, inbound port default 0: any
+    free port); raises ValueError naming the value and the problem."""
+    app, *rest = (piece.strip() for piece in value.strip().lower().split(":"))
+    if len(rest) > 2:
+        raise ValueError(f"{value!r}: write APP_PORT, APP_PORT:PROTOCOL or APP_PORT:PROTOCOL:INBOUND_PORT")
+    protocol = rest[0] if rest else PROTOCOL_HTTP
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{value!r}: the protocol must be {' or '.join(PROTOCOLS)}, not {protocol!r}")
+    inbound = _port_number(rest[1], 0, "the inbound port", value) if len(rest) == 2 else 0
+    return WorkloadPort(protocol, _port_number(app, 1, "the app port", value), inbound)
+
+
+def extra_ports_meta(ports: tuple[WorkloadPort, ...]) -> str:
+    return ",".join(port.spec for port in ports)
+
+
+def parse_extra_ports(value: str | None) -> tuple[WorkloadPort, ...]:
+    """Meta `isthmus-extra-ports` -> its entries in the order written; a malformed entry, or one repeating an
+    app port, is ignored (Meta may come from another tool: never fatal)."""
+    found: list[WorkloadPort] = []
+    for part in _entries(value):
+        pieces = [piece.strip() for piece in part.strip().lower().split(":")]
+        if len(pieces) != 3 or pieces[0] not in PROTOCOLS:
+            continue
+        try:
+            port = WorkloadPort(pieces[0], _port_number(pieces[1], 1, "", part), _port_number(pieces[2], 1, "", part))
+        except ValueError:
+            continue
+        if all(known.app_port != port.app_port for known in found):
+            found.append(port)
+    return tuple(found)
