@@ -6,7 +6,9 @@ Mesh rules read from the catalog (the contract with the proxy's registration):
   namespace Meta `namespace` (default "default"), its service account Meta `service-account` (default
   "default"), its labels `labels_from_meta(meta)`, the services it calls Meta `isthmus-upstreams`
   (comma-separated; absent means every service). Its registered port is the sidecar's inbound (mTLS) port;
-  Meta `isthmus-app-port` is the app port behind it (the key of PeerAuthentication's portLevelMtls).
+  Meta `isthmus-app-port` is the app port behind it (the key of PeerAuthentication's portLevelMtls), Meta
+  `isthmus-protocol` what it speaks. Meta `isthmus-extra-ports` lists further app ports the same sidecar
+  fronts, each with its own inbound port (`Instance.serving`).
 - Any other instance is a plain service without sidecar, reached in plain text on its registered port.
 """
 
@@ -21,13 +23,17 @@ from services.pilot.reuse import Reuse
 from shared.consul import (
     DEFAULT_NAMESPACE,
     META_APP_PORT,
+    META_EXTRA_PORTS,
     META_MESH,
     META_NAMESPACE,
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
     META_UPSTREAMS,
+    PROTOCOL_HTTP,
     labels_from_meta,
+    parse_extra_ports,
     parse_upstreams,
+    protocol_of,
 )
 from shared.model import Resource
 
@@ -35,6 +41,16 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 
 R = TypeVar("R", bound=Resource)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServedPort:
+    """One port of an instance: where callers connect, the app port behind it (None: not registered) and what
+    it speaks."""
+
+    port: int
+    app_port: int | None
+    protocol: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,31 @@ class Instance:
         """The app port behind the sidecar; None when not registered (or not a number)."""
         value = self.meta.get(META_APP_PORT, "")
         return int(value) if value.isdigit() else None
+
+    @cached_property
+    def ports(self) -> tuple[ServedPort, ...]:
+        """The registered port first, then the extra ports its sidecar declares (Meta `isthmus-extra-ports`;
+        only a meshed instance has them, and an entry repeating the registered app port is ignored)."""
+        primary = ServedPort(self.port, self.app_port, protocol_of(dict(self.meta)))
+        if not self.meshed:
+            return (primary,)
+        extra = parse_extra_ports(self.meta.get(META_EXTRA_PORTS))
+        return (
+            primary,
+            *(ServedPort(p.inbound_port, p.app_port, p.protocol) for p in extra if p.app_port != primary.app_port),
+        )
+
+    def serving(self, service_port: int) -> ServedPort:
+        """The port that serves a cluster's `service_port`: the one whose app port it is; otherwise (HTTP
+        routes' default port 80, a TCP service port that differs from the app port) the first HTTP port, or
+        the registered port when none speaks HTTP. A single-port instance always answers its registered port."""
+        ports = self.ports
+        if len(ports) == 1:
+            return ports[0]
+        for served in ports:
+            if served.app_port == service_port:
+                return served
+        return next((served for served in ports if served.protocol == PROTOCOL_HTTP), ports[0])
 
     def sort_key(self) -> tuple[str, str, str, str, int]:
         return (self.service, self.node, self.service_id, self.address, self.port)

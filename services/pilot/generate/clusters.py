@@ -15,6 +15,10 @@ outlierDetection, tls; what it leaves out falls back to defaults, not to the top
 say); then the subset's policy overrides component by component; then the subset's own port-level entry
 for the port, if any, replaces all four again. The proxy gets the result without port-level settings.
 A subset that no DestinationRule defines gives a cluster without endpoints (and a log line).
+
+An instance whose sidecar fronts several app ports (Meta `isthmus-extra-ports`) is reached, in the cluster
+of port P, on the inbound port in front of app port P, and that app port's PeerAuthentication mode decides
+the transport; a port none of its app ports equals goes to its first HTTP port (snapshot.Instance.serving).
 """
 
 from __future__ import annotations
@@ -60,27 +64,29 @@ class MeshSecurity:
         return mesh if namespace == self.root_namespace else mesh + self._by_namespace.get(namespace, [])
 
 
-def destination_mode(instance: Instance, security: MeshSecurity) -> MtlsMode:
-    """The PeerAuthentication mode the instance's sidecar enforces on its app port (the port it registered;
-    unknown: the workload's mode, port-level entries aside)."""
+def destination_mode(instance: Instance, security: MeshSecurity, service_port: int) -> MtlsMode:
+    """The PeerAuthentication mode the instance's sidecar enforces on the app port serving `service_port`
+    (unknown app port: the workload's mode, port-level entries aside)."""
     policies = security.policies_for(instance.namespace)
-    port = instance.app_port
+    port = instance.serving(service_port).app_port
     if port is None:
         return workload_mtls_modes(policies, instance.namespace, instance.labels, security.root_namespace)[0]
     return endpoint_mtls_mode(policies, instance.namespace, instance.labels, port, security.root_namespace)
 
 
-def uses_mtls(instance: Instance, tls_mode: TLSMode | None, security: MeshSecurity) -> bool:
+def uses_mtls(instance: Instance, tls_mode: TLSMode | None, security: MeshSecurity, service_port: int) -> bool:
     if tls_mode is not None:
         return tls_mode == TLSMode.ISTIO_MUTUAL
-    return instance.meshed and destination_mode(instance, security) != MtlsMode.DISABLE
+    return instance.meshed and destination_mode(instance, security, service_port) != MtlsMode.DISABLE
 
 
-def endpoint(instance: Instance, security: MeshSecurity, tls_mode: TLSMode | None = None) -> Endpoint | None:
-    """The instance as an endpoint; None (and a log line) when it needs mTLS and its Meta gives no valid
-    SPIFFE identity."""
+def endpoint(
+    instance: Instance, security: MeshSecurity, service_port: int, tls_mode: TLSMode | None = None
+) -> Endpoint | None:
+    """The instance as an endpoint of a cluster of `service_port`; None (and a log line) when it needs mTLS
+    and its Meta gives no valid SPIFFE identity."""
     identity = None
-    if uses_mtls(instance, tls_mode, security):
+    if uses_mtls(instance, tls_mode, security, service_port):
         try:
             identity = SpiffeId(security.trust_domain, instance.namespace, instance.service_account).uri
         except InvalidSpiffeId as err:
@@ -88,7 +94,7 @@ def endpoint(instance: Instance, security: MeshSecurity, tls_mode: TLSMode | Non
             return None
     return Endpoint(
         address=instance.address,
-        port=instance.port,
+        port=instance.serving(service_port).port,
         labels=instance.labels,
         identity=identity,
         healthy=instance.healthy,
@@ -154,7 +160,7 @@ def _cluster(
             instances = [i for i in instances if wanted <= i.labels.items()]
     policy = traffic_policy(rule, ref.port, ref.subset)
     tls_mode = policy.tls.mode if policy is not None and policy.tls is not None else None
-    found = (endpoint(instance, security, tls_mode) for instance in instances)
+    found = (endpoint(instance, security, ref.port, tls_mode) for instance in instances)
     endpoints = sorted((e for e in found if e is not None), key=lambda e: (e.address, e.port, e.identity or ""))
     return Cluster(
         name=ref.name,

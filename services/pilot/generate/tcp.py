@@ -1,8 +1,11 @@
 """Generation of TCP listeners: the routes of every `name:port` upstream a proxy declares on a TCP service.
 
-A catalog service is TCP when most of its instances declare Consul Meta `isthmus-protocol: tcp` (a tie or
-no declaration: http). A proxy declares a TCP upstream as `name:port[:localport]` in Meta `isthmus-upstreams`
-(shared/consul.py); `name` may be any of the service's domains. Listeners are computed once per snapshot for
+A catalog service's port P is TCP when, for most of its instances, the port serving P (snapshot.Instance.
+serving: the registered port with Meta `isthmus-protocol`, or the extra port of app port P in Meta
+`isthmus-extra-ports`) declares tcp (a tie or no declaration: http); for single-port instances that is
+"most instances declare `isthmus-protocol: tcp`", whatever P. A proxy declares a TCP upstream as
+`name:port[:localport]` in Meta `isthmus-upstreams` (shared/consul.py); `name` may be any of the service's
+domains. Listeners are computed once per snapshot for
 every (name, port) some proxy declares, and each proxy takes its own.
 
 A listener's routes are the `tcp` routes of the VirtualServices applying to the service (routes.py's
@@ -12,7 +15,7 @@ port; weights follow the http rules (a lone destination 100, all omitted: 100 sp
 Without an applying tcp route the listener gets one catch-all route to `outbound|<port>||<service>`.
 `sourceLabels` are applied per proxy as for http routes: blocks the caller cannot meet are dropped, and a
 route left without blocks disappears (a listener left without routes refuses connections). An upstream
-that is not a TCP catalog service gets no listener.
+that is not a TCP port of a catalog service gets no listener.
 """
 
 from __future__ import annotations
@@ -22,24 +25,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from services.pilot.generate.hosts import HostIndex, MeshService
 from services.pilot.generate.routes import ClusterRef, virtual_services_for
 from services.pilot.snapshot import Proxy, Snapshot
-from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams, protocol_of
+from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams
 from shared.model import VirtualService
 from shared.model.proxy_config import Cluster, TcpListener, TcpRoute, WeightedCluster
 from shared.model.virtual_service import RouteDestination, TCPRoute
 
 
-def tcp_services(snapshot: Snapshot) -> frozenset[str]:
-    """Catalog services most of whose instances declare `isthmus-protocol: tcp`."""
+def is_tcp(snapshot: Snapshot, service: str, port: int) -> bool:
+    """Whether most instances of catalog service `service` serve its port `port` as TCP."""
 
-    def build() -> frozenset[str]:
-        found = set()
-        for name, instances in snapshot.services.items():
-            tcp = sum(1 for instance in instances if protocol_of(dict(instance.meta)) == PROTOCOL_TCP)
-            if tcp * 2 > len(instances):
-                found.add(name)
-        return frozenset(found)
+    def build() -> bool:
+        instances = snapshot.services.get(service, ())
+        tcp = sum(1 for instance in instances if instance.serving(port).protocol == PROTOCOL_TCP)
+        return tcp * 2 > len(instances)
 
-    return snapshot.memoized(("tcp-services",), build)
+    return snapshot.memoized(("tcp-port", service, port), build)
 
 
 def declared_upstreams(snapshot: Snapshot) -> Mapping[str, tuple[TcpUpstream, ...]]:
@@ -103,14 +103,13 @@ def _listener(
 def tcp_listeners(
     snapshot: Snapshot, hosts: HostIndex, virtual_services: list[VirtualService], refs: set[ClusterRef]
 ) -> list[TcpListener]:
-    """A listener for every declared (name, port) that names a TCP service, sorted by name; every cluster
-    their routes use is added to `refs`."""
-    tcp = tcp_services(snapshot)
+    """A listener for every declared (name, port) that names a TCP port of a service, sorted by name; every
+    cluster their routes use is added to `refs`."""
     wanted = sorted({(u.name, u.port) for upstreams in declared_upstreams(snapshot).values() for u in upstreams})
     listeners = []
     for name, port in wanted:
         service = hosts.by_name(name)
-        if service is not None and service.name in tcp:
+        if service is not None and is_tcp(snapshot, service.name, port):
             listeners.append(_listener(name, port, service, virtual_services, hosts, refs))
     return listeners
 
