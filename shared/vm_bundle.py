@@ -21,6 +21,8 @@ UPSTREAMS_ENV = "ISTHMUS_UPSTREAMS"
 """Comma-separated services the workload calls (optional)."""
 PROTOCOL_ENV = "ISTHMUS_PROTOCOL"
 """What the app's port speaks, `http` or `tcp` (optional: absent means http)."""
+EXTRA_PORTS_ENV = "ISTHMUS_EXTRA_PORTS"
+"""Further app ports the sidecar fronts, comma-separated `--extra-port` values (optional)."""
 
 KEYS = (
     NATS_URL_ENV,
@@ -34,6 +36,7 @@ KEYS = (
     APP_PORT_ENV,
     UPSTREAMS_ENV,
     PROTOCOL_ENV,
+    EXTRA_PORTS_ENV,
 )
 
 

@@ -33,7 +33,16 @@ from services.galley.analyze import Catalog, analyze_messages, merged_view
 from services.galley.kinds import resolve_kind
 from services.galley.sources import SourceError
 from services.galley.validate import validate_sources
-from shared.consul import DEFAULT_NAMESPACE, META_MESH, META_NAMESPACE, META_SERVICE_ACCOUNT, PROTOCOL_TCP, protocol_of
+from shared.consul import (
+    DEFAULT_NAMESPACE,
+    META_EXTRA_PORTS,
+    META_MESH,
+    META_NAMESPACE,
+    META_SERVICE_ACCOUNT,
+    PROTOCOL_TCP,
+    parse_extra_ports,
+    protocol_of,
+)
 from shared.model import KINDS, Resource, parse_resource
 from shared.ports import CONSUL_ADDR_ENV, DEFAULT_CONSUL_ADDR, DEFAULT_TRUST_DOMAIN, TRUST_DOMAIN_ENV
 
@@ -48,7 +57,7 @@ def _consul_get(addr: str, path: str) -> Any:
 
 def read_catalog(addr: str) -> Catalog:
     """Service name -> namespace (Meta `namespace`, default "default"), meshed identities and TCP services
-    (Meta `isthmus-protocol=tcp` on any instance), from Consul."""
+    (Meta `isthmus-protocol=tcp`, or a tcp entry in `isthmus-extra-ports`, on any instance), from Consul."""
     services: dict[str, str] = {}
     identities: set[tuple[str, str]] = set()
     tcp: set[str] = set()
@@ -57,7 +66,8 @@ def read_catalog(addr: str) -> Catalog:
         for entry in _consul_get(addr, f"/v1/catalog/service/{urllib.parse.quote(name, safe='')}"):
             meta = entry.get("ServiceMeta") or {}
             namespace = meta.get(META_NAMESPACE) or namespace
-            if protocol_of(meta) == PROTOCOL_TCP:
+            extra = parse_extra_ports(meta.get(META_EXTRA_PORTS))
+            if protocol_of(meta) == PROTOCOL_TCP or any(port.protocol == PROTOCOL_TCP for port in extra):
                 tcp.add(name)
             if str(meta.get(META_MESH, "")).lower() == "true":
                 identities.add((meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE, meta.get(META_SERVICE_ACCOUNT) or name))

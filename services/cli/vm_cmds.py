@@ -20,7 +20,7 @@ from services.citadel.ca_store import CaStateError
 from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import PROTOCOL_HTTP, PROTOCOLS, upstream_specs
+from shared.consul import PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -33,6 +33,7 @@ from shared.ports import (
 )
 from shared.vm_bundle import (
     APP_PORT_ENV,
+    EXTRA_PORTS_ENV,
     MESH_ENV,
     NAMESPACE_ENV,
     PROTOCOL_ENV,
@@ -80,6 +81,8 @@ def write_bundle(args: argparse.Namespace) -> Path:
         values[UPSTREAMS_ENV] = ",".join(upstreams)
     if args.protocol != PROTOCOL_HTTP:
         values[PROTOCOL_ENV] = args.protocol
+    if args.extra_ports:
+        values[EXTRA_PORTS_ENV] = ",".join(f"{p.app_port}:{p.protocol}:{p.inbound_port}" for p in args.extra_ports)
     _write(out / MESH_ENV, format_env(values), 0o644)
     _write(out / ROOT_CERT, ca.trust_bundle_pem(), 0o644)
     _write(out / TOKEN, token + "\n", 0o600)
@@ -94,9 +97,29 @@ def write_bundle(args: argparse.Namespace) -> Path:
     return out
 
 
+def _extra_port(value: str) -> WorkloadPort:
+    try:
+        return extra_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _repeated_app_port(args: argparse.Namespace) -> int | None:
+    seen = {args.port}
+    for port in args.extra_ports:
+        if port.app_port in seen:
+            return int(port.app_port)
+        seen.add(port.app_port)
+    return None
+
+
 def bundle_command(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         print(f"isthmus vm bundle: --port {args.port} is not a port (1-65535)", file=sys.stderr)
+        return 1
+    repeated = _repeated_app_port(args)
+    if repeated is not None:
+        print(f"isthmus vm bundle: --extra-port: app port {repeated} is fronted twice", file=sys.stderr)
         return 1
     try:
         out = write_bundle(args)
@@ -129,6 +152,15 @@ def register(subparsers: Any) -> None:
         choices=PROTOCOLS,
         default=PROTOCOL_HTTP,
         help="what the app's port speaks: http (default) or tcp (passed through as bytes)",
+    )
+    bundle.add_argument(
+        "--extra-port",
+        dest="extra_ports",
+        action="append",
+        type=_extra_port,
+        default=[],
+        metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
+        help="a further app port the sidecar fronts (repeatable), as `isthmus proxy run --extra-port`",
     )
     bundle.add_argument(
         "--upstream", dest="upstreams", action="append", default=[], metavar="SERVICE[:PORT[:LOCALPORT]]"

@@ -20,13 +20,20 @@ from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports, vm_bundle
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import DEFAULT_NAMESPACE, PROTOCOL_HTTP, PROTOCOLS, upstream_specs
+from shared.consul import DEFAULT_NAMESPACE, PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs
 
 log = logging.getLogger("services.proxy")
 
 
 class _Default(str):
     """A flag value nobody typed (a default, maybe from the environment): a --bundle value may replace it."""
+
+
+def _extra_port(value: str) -> WorkloadPort:
+    try:
+        return extra_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +93,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_Default(PROTOCOL_HTTP),
         help="what the app's port speaks: http (default) or tcp (passed through as bytes, never parsed)",
     )
+    parser.add_argument(
+        "--extra-port",
+        dest="extra_ports",
+        action="append",
+        type=_extra_port,
+        default=[],
+        metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
+        help="a further app port on 127.0.0.1 this sidecar fronts (repeatable): PROTOCOL http (default) or tcp, "
+        "served on its own mTLS inbound port INBOUND_PORT (default 0: any free port), announced in Consul Meta "
+        "isthmus-extra-ports; callers reach a tcp one as --upstream SERVICE:APP_PORT",
+    )
 
 
 _BUNDLE_FLAGS = {
@@ -117,6 +135,11 @@ def apply_bundle(args: argparse.Namespace) -> None:
         if not values[vm_bundle.APP_PORT_ENV].isdigit():
             raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.APP_PORT_ENV} is not a port")
         args.app_port = int(values[vm_bundle.APP_PORT_ENV])
+    if not args.extra_ports and values.get(vm_bundle.EXTRA_PORTS_ENV):
+        try:
+            args.extra_ports = [extra_port(part) for part in values[vm_bundle.EXTRA_PORTS_ENV].split(",") if part]
+        except ValueError as err:
+            raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.EXTRA_PORTS_ENV}: {err}") from err
     if not args.upstreams and values.get(vm_bundle.UPSTREAMS_ENV):
         args.upstreams = [values[vm_bundle.UPSTREAMS_ENV]]
     if args.token is None and args.token_file is None:
@@ -143,6 +166,8 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         value = getattr(args, flag)
         if not 1 <= value <= 65535:
             raise ValueError(f"--{flag.replace('_', '-')} {value} is not a port (1-65535)")
+    extra_ports = tuple(getattr(args, "extra_ports", None) or [])
+    _check_extra_ports(args, extra_ports)
     return SidecarSettings(
         service=args.service,
         namespace=args.namespace,
@@ -160,7 +185,27 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         telemetry=telemetry_flags.settings_from(args),
         upstreams=upstream_specs(",".join(getattr(args, "upstreams", None) or [])),
         protocol=str(getattr(args, "protocol", PROTOCOL_HTTP)),
+        extra_ports=extra_ports,
     )
+
+
+def _check_extra_ports(args: argparse.Namespace, extra_ports: tuple[WorkloadPort, ...]) -> None:
+    """Each app port fronted once, and each inbound port bound once; raises ValueError naming the flags."""
+    app_ports = {args.app_port: "--app-port"}
+    bound = {
+        getattr(args, flag): f"--{flag.replace('_', '-')}"
+        for flag in ("health_port", "admin_port", "outbound_port", "inbound_port", "prometheus_port")
+        if getattr(args, flag, None)
+    }
+    for port in extra_ports:
+        value = f"--extra-port {port.app_port}:{port.protocol}:{port.inbound_port}"
+        if port.app_port in app_ports:
+            raise ValueError(f"{value}: app port {port.app_port} is already fronted ({app_ports[port.app_port]})")
+        app_ports[port.app_port] = "--extra-port"
+        if port.inbound_port in bound:
+            raise ValueError(f"{value}: inbound port {port.inbound_port} is already taken ({bound[port.inbound_port]})")
+        if port.inbound_port:
+            bound[port.inbound_port] = "--extra-port"
 
 
 def read_token(args: argparse.Namespace) -> str | None:

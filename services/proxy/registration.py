@@ -13,6 +13,7 @@ from shared.consul import (
     META_ADMIN_PORT,
     META_APP,
     META_APP_PORT,
+    META_EXTRA_PORTS,
     META_MESH,
     META_NAMESPACE,
     META_PROMETHEUS_PORT,
@@ -22,6 +23,8 @@ from shared.consul import (
     META_UPSTREAMS,
     META_VERSION,
     PROTOCOL_HTTP,
+    WorkloadPort,
+    extra_ports_meta,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class Registration:
     """The sidecar's metrics port, for Prometheus' consul_sd_configs and the dashboard."""
     protocol: str = PROTOCOL_HTTP
     """What the app's port speaks (Meta `isthmus-protocol`): callers pass TCP through as bytes."""
+    extra_ports: tuple[WorkloadPort, ...] = ()
+    """Further app ports and their bound inbound ports (Meta `isthmus-extra-ports`, one app check each)."""
 
     def meta(self) -> dict[str, str]:
         meta = {
@@ -64,6 +69,8 @@ class Registration:
         }
         if self.protocol != PROTOCOL_HTTP:
             meta[META_PROTOCOL] = self.protocol
+        if self.extra_ports:
+            meta[META_EXTRA_PORTS] = extra_ports_meta(self.extra_ports)
         if self.upstreams:
             meta[META_UPSTREAMS] = ",".join(self.upstreams)
         if self.admin_port is not None:
@@ -89,15 +96,20 @@ class Registration:
                     "Timeout": CHECK_TIMEOUT,
                     "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
                 },
-                {
-                    "Name": "app port",
-                    "TCP": f"127.0.0.1:{self.app_port}",
-                    "Interval": CHECK_INTERVAL,
-                    "Timeout": CHECK_TIMEOUT,
-                    "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
-                },
+                _app_check("app port", self.app_port),
+                *(_app_check(f"app port {port.app_port}", port.app_port) for port in self.extra_ports),
             ],
         }
+
+
+def _app_check(name: str, app_port: int) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "TCP": f"127.0.0.1:{app_port}",
+        "Interval": CHECK_INTERVAL,
+        "Timeout": CHECK_TIMEOUT,
+        "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+    }
 
 
 def _host(address: str) -> str:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from services.proxy.admin import Readiness, admin_handler, health_handler
 from services.proxy.certs import CertificateManager, CertificateSource
 from services.proxy.config_watch import ConfigWatcher
 from services.proxy.ext_authz import ExtAuthzClient
-from services.proxy.inbound import InboundHandler
+from services.proxy.extra_ports import ExtraInbound, ExtraPortServices, start_extra_inbound
+from services.proxy.inbound import InboundHandler, InboundStats
 from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
 from services.proxy.peek import start_peeking_listener
@@ -33,7 +34,7 @@ from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.consul import PROTOCOL_HTTP, PROTOCOL_TCP, parse_tcp_upstreams, proxy_id_for
+from shared.consul import PROTOCOL_HTTP, PROTOCOL_TCP, WorkloadPort, parse_tcp_upstreams, proxy_id_for
 from shared.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class SidecarSettings:
     """(provider name, base URL) pairs CUSTOM AuthorizationPolicies may name."""
     protocol: str = PROTOCOL_HTTP
     """What the app's port speaks: "tcp" passes inbound connections to it as bytes (`--protocol`)."""
+    extra_ports: tuple[WorkloadPort, ...] = ()
+    """Further app ports this sidecar fronts, each behind its own inbound listener (`--extra-port`)."""
 
     @property
     def account(self) -> str:
@@ -127,13 +130,27 @@ class Sidecar:
         self._registrar = ConsulRegistrar(consul_addr) if consul_addr else None
         self._registered = False
         self.listeners: dict[str, Listener] = {}
+        self.extra_inbound: list[ExtraInbound] = []
         self._tasks: list[asyncio.Task[None]] = []
         metrics = self.telemetry.metrics
-        register_denials(
-            metrics.registry if metrics else None,
-            lambda: self._inbound.stats,
-            lambda: getattr(self.listeners.get("inbound"), "refused", None),
-        )
+        register_denials(metrics.registry if metrics else None, self._denials, self._connections_refused)
+
+    def _denials(self) -> InboundStats:
+        """Requests refused on every inbound listener, the primary's and the extra ports'."""
+        handlers = [self._inbound, *(extra.http for extra in self.extra_inbound if extra.http is not None)]
+        if len(handlers) == 1:
+            return self._inbound.stats
+        total = InboundStats()
+        for handler in handlers:
+            for tally in fields(InboundStats):
+                setattr(total, tally.name, getattr(total, tally.name) + getattr(handler.stats, tally.name))
+        return total
+
+    def _connections_refused(self) -> int | None:
+        primary: int | None = getattr(self.listeners.get("inbound"), "refused", None)
+        if primary is None or not self.extra_inbound:
+            return primary
+        return primary + sum(extra.listener.refused for extra in self.extra_inbound)
 
     def registration(self) -> Registration:
         s = self.settings
@@ -151,6 +168,7 @@ class Sidecar:
             admin_port=self.listeners["admin"].port if "admin" in self.listeners else s.admin_port,
             prometheus_port=self.listeners["prometheus"].port if "prometheus" in self.listeners else None,
             protocol=s.protocol,
+            extra_ports=tuple(extra.port for extra in self.extra_inbound),
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:
@@ -184,6 +202,14 @@ class Sidecar:
             self.listeners["prometheus"] = await start_listener("prometheus", handler, self.settings.address, port)
         except OSError as err:
             log.warning("no metrics endpoint: prometheus port %s: %s", port, err)
+
+    async def _start_extra_inbound(self) -> None:
+        s = self.settings
+        services = ExtraPortServices(self.state, self.tls, self.telemetry, self._clock, s.ext_authz)
+        for port in s.extra_ports:
+            extra = await start_extra_inbound(port, s.address, services)
+            self.extra_inbound.append(extra)
+            self.listeners[extra.name] = extra.listener
 
     @property
     def trust_bundle_path(self) -> Path:
@@ -255,6 +281,7 @@ class Sidecar:
             self._inbound.mtls_mode,
             self._tcp_inbound,
         )
+        await self._start_extra_inbound()
         await self.tcp_outbound.start()
         await self._start_prometheus()
         if self._registrar is not None:
@@ -310,6 +337,9 @@ class Sidecar:
         await self._pools.close()
         await telemetry_setup.close(self.telemetry)
         await self._inbound.close()
+        for extra in self.extra_inbound:
+            await extra.close()
+        self.extra_inbound.clear()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -31,6 +31,7 @@ from services.proxy.telemetry.tcp import TcpMeter, address, destination_labels
 from services.proxy.tls import TlsContexts
 from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.peer_authentication import MtlsMode
 from shared.peer_metadata import block_for
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class TcpInbound:
         self._own_block = block_for(own_metadata(telemetry.workload))
         self._peers = PeerBook()
         self.denied = 0
+
+    def mtls_mode(self) -> MtlsMode:
+        """The mode for the next connection: the current config's, for our app port; STRICT before any config."""
+        snapshot = self._state.snapshot
+        return MtlsMode.STRICT if snapshot is None else snapshot.config.inbound.mode_for_port(self._app_port)
 
     def _authorizer_for(self, snapshot: ConfigSnapshot) -> Authorizer:
         known, authorizer = self._authorizer

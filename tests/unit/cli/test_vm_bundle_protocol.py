@@ -58,3 +58,32 @@ def test_a_bundle_with_an_unknown_protocol_is_refused(tmp_path: Path) -> None:
 def test_vm_bundle_rejects_an_unknown_protocol(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         make_bundle(tmp_path, "--protocol", "udp")
+
+
+def test_extra_ports_travel_in_the_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, "--extra-port", "9080", "--extra-port", "6432:tcp:15008")
+    assert read_env(bundle)["ISTHMUS_EXTRA_PORTS"] == "9080:http:0,6432:tcp:15008"
+    args = proxy_args("--bundle", str(bundle))
+    apply_bundle(args)
+    assert [port.spec for port in settings_from(args).extra_ports] == ["http:9080:0", "tcp:6432:15008"]
+    assert "ISTHMUS_EXTRA_PORTS" not in read_env(make_bundle(tmp_path / "plain"))
+
+
+def test_the_bundle_refuses_an_extra_port_the_app_port_already_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    CertificateAuthority.load_or_create(tmp_path / "citadel", "mesh.example")
+    code = run_cli(
+        "vm", "bundle", "--service", "db", "--namespace", "data", "--service-account", "db", "--port", "5432",
+        "--extra-port", "5432:tcp", "--out", str(tmp_path / "bundle"), "--citadel-state", str(tmp_path / "citadel"),
+    )  # fmt: skip
+    assert code == 1
+    assert "--extra-port: app port 5432 is fronted twice" in capsys.readouterr().err
+
+
+def test_a_bundle_with_a_malformed_extra_port_is_refused(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    env = bundle / "mesh.env"
+    env.write_text(env.read_text() + "ISTHMUS_EXTRA_PORTS=5432:udp\n")
+    with pytest.raises(BundleError, match="ISTHMUS_EXTRA_PORTS: '5432:udp': the protocol must be http or tcp"):
+        apply_bundle(proxy_args("--bundle", str(bundle)))
