@@ -136,14 +136,20 @@ class Sidecar:
         register_denials(metrics.registry if metrics else None, self._denials, self._connections_refused)
 
     def _denials(self) -> InboundStats:
-        """Requests refused on every inbound listener, the primary's and the extra ports'."""
+        """Requests (HTTP) and connections (TCP) refused on every inbound listener, the primary's and the extra
+        ports'."""
         handlers = [self._inbound, *(extra.http for extra in self.extra_inbound if extra.http is not None)]
-        if len(handlers) == 1:
+        tcp = [self._tcp_inbound] if self._tcp_inbound is not None else []
+        tcp += [extra.tcp for extra in self.extra_inbound if extra.tcp is not None]
+        if len(handlers) == 1 and not tcp:
             return self._inbound.stats
         total = InboundStats()
         for handler in handlers:
             for tally in fields(InboundStats):
                 setattr(total, tally.name, getattr(total, tally.name) + getattr(handler.stats, tally.name))
+        for tcp_inbound in tcp:
+            total.rbac_denied += tcp_inbound.stats.rbac_denied
+            total.spiffe_id_refused += tcp_inbound.stats.spiffe_id_refused
         return total
 
     def _connections_refused(self) -> int | None:

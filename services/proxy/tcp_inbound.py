@@ -2,9 +2,10 @@
 
 The peeking listener (peek.py) has already admitted the transport by the PeerAuthentication mode. Then,
 per connection: TLS handshake for a TLS peer (our certificate, the peer's verified against the trust
-bundle; a peer without SPIFFE ID is closed) -> when the caller's sidecar negotiated ALPN
-`istio-peer-exchange`, its metadata block in and ours out (tcp_peer_exchange.py; telemetry only, fails
-open) -> config snapshot (none: closed, NC) -> AuthorizationPolicy
+bundle) -> when the caller's sidecar negotiated ALPN `istio-peer-exchange` and its certificate names a valid
+SPIFFE ID, its metadata block in and ours out (tcp_peer_exchange.py; telemetry only, fails open) -> config
+snapshot (none: closed, NC) -> a TLS peer whose certificate names no SPIFFE ID, or one that is not
+spiffe://<td>/ns/<ns>/sa/<sa>, is closed (flag RBAC, counted as a spiffe_id refusal) -> AuthorizationPolicy
 on connection-level facts only (tcp_authz.py: source principal, namespace, IP, destination port; a denial
 closes the connection before a byte reaches the app, flag RBAC) -> connect to 127.0.0.1:<app-port>
 (failure: closed, UF) -> bytes both ways, half-close passed on (tcp_relay.py).
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from dataclasses import dataclass
 
 from services.proxy.authz import Authorizer, RequestFacts
 from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
@@ -31,10 +33,36 @@ from services.proxy.telemetry.tcp import TcpMeter, address, destination_labels
 from services.proxy.tls import TlsContexts
 from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.identity.spiffe import InvalidSpiffeId, parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
 from shared.peer_metadata import block_for
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TcpInboundStats:
+    """Connections refused by each security stage, in the reasons of `isthmus_proxy_inbound_denied_total`."""
+
+    rbac_denied: int = 0
+    spiffe_id_refused: int = 0
+    """TLS peers whose (verified) certificate names no SPIFFE ID, or one that does not parse."""
+
+
+class SpiffeIdRefused(AccessDenied):
+    """A TLS peer without a valid SPIFFE ID: no principal to authorize."""
+
+
+def valid_peer_id(stream: ByteStream) -> str | None:
+    """The TLS peer's SPIFFE ID when it parses as spiffe://<td>/ns/<ns>/sa/<sa>; None otherwise (or plain text)."""
+    peer = stream.peer_spiffe_id if isinstance(stream, TlsStream) else None
+    if peer is None:
+        return None
+    try:
+        parse_spiffe_id(peer)
+    except InvalidSpiffeId:
+        return None
+    return peer
 
 
 class TcpInbound:
@@ -58,7 +86,7 @@ class TcpInbound:
         self._authorizer: tuple[ConfigSnapshot | None, Authorizer | None] = (None, None)
         self._own_block = block_for(own_metadata(telemetry.workload))
         self._peers = PeerBook()
-        self.denied = 0
+        self.stats = TcpInboundStats()
 
     def mtls_mode(self) -> MtlsMode:
         """The mode for the next connection: the current config's, for our app port; STRICT before any config."""
@@ -86,17 +114,19 @@ class TcpInbound:
                 log.info("inbound TCP: TLS handshake failed: %s", err)
                 writer.close()
                 return
-        peer = downstream.peer_spiffe_id if isinstance(downstream, TlsStream) else None
+        peer = valid_peer_id(downstream)
         caller: WorkloadLabels | None = None
-        if isinstance(downstream, TlsStream) and negotiated(downstream):
+        if peer is not None and isinstance(downstream, TlsStream) and negotiated(downstream):
             downstream, value = await as_callee(downstream, self._own_block)
             caller = self._peers.caller(value, peer) if value else None
         try:
             self._authorize(peer, tls, remote, local)
             upstream = await self._connect_app()
         except ProxyError as err:
-            if isinstance(err, AccessDenied):
-                self.denied += 1
+            if isinstance(err, SpiffeIdRefused):
+                self.stats.spiffe_id_refused += 1
+            elif isinstance(err, AccessDenied):
+                self.stats.rbac_denied += 1
             log.info("inbound TCP from %s closed (%s): %s", peer or address(remote), err.flag, err.message)
             meter.opened(destination_labels(self._telemetry, peer, tls, err.flag, caller))
             downstream.close()
@@ -114,7 +144,7 @@ class TcpInbound:
         if snapshot is None:
             raise NotReady("no configuration received yet; inbound policy unknown")
         if tls and peer is None:
-            raise AccessDenied("peer certificate carries no SPIFFE ID")
+            raise SpiffeIdRefused("peer certificate carries no valid SPIFFE ID")
         facts = RequestFacts(
             peer_spiffe_id=peer,
             source_ip=str(remote[0]) if isinstance(remote, tuple) else "",
