@@ -198,7 +198,7 @@ def _check_extra_ports(args: argparse.Namespace, extra_ports: tuple[WorkloadPort
         if getattr(args, flag, None)
     }
     for port in extra_ports:
-        value = f"--extra-port {port.app_port}:{port.protocol}:{port.inbound_port}"
+        value = f"--extra-port {port.app_port}:{port.protocol}" + (f":{port.inbound_port}" if port.inbound_port else "")
         if port.app_port in app_ports:
             raise ValueError(f"{value}: app port {port.app_port} is already fronted ({app_ports[port.app_port]})")
         app_ports[port.app_port] = "--extra-port"

@@ -46,10 +46,10 @@ def test_a_bad_value_is_an_argparse_error_naming_the_flag(
 @pytest.mark.parametrize(
     ("argv", "problem"),
     [
-        (("--extra-port", "9080:tcp"), "--extra-port 9080:tcp:0: app port 9080 is already fronted (--app-port)"),
+        (("--extra-port", "9080:tcp"), "--extra-port 9080:tcp: app port 9080 is already fronted (--app-port)"),
         (
             ("--extra-port", "5432:tcp", "--extra-port", "5432:http"),
-            "--extra-port 5432:http:0: app port 5432 is already fronted (--extra-port)",
+            "--extra-port 5432:http: app port 5432 is already fronted (--extra-port)",
         ),
         (
             ("--extra-port", "5432:tcp:15006"),
