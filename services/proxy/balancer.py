@@ -36,6 +36,8 @@ class ClusterRuntime:
     rng: random.Random
     active: dict[EndpointKey, int] = field(default_factory=dict)
     keys: tuple[EndpointKey, ...] = ()
+    _healthy: list[Endpoint] = field(default_factory=list)
+    _healthy_of: object = None
 
     @classmethod
     def build(cls, cluster: Cluster, clock: Clock, rng: random.Random) -> ClusterRuntime:
@@ -84,7 +86,11 @@ class ClusterRuntime:
     def available(self) -> list[Endpoint]:
         if self.outlier is not None:
             return self.outlier.available(self.config.endpoints)
-        return [e for e in self.config.endpoints if e.healthy]
+        endpoints = self.config.endpoints
+        if self._healthy_of is not endpoints:  # computed once per endpoint list, not per request
+            self._healthy = [e for e in endpoints if e.healthy]
+            self._healthy_of = endpoints
+        return self._healthy
 
     def pick(self, hash_key: int | None = None, exclude: Set[EndpointKey] = frozenset()) -> Endpoint:
         """An available endpoint; on a retry, one not tried yet when there is one (Istio's previous_hosts)."""

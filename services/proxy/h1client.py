@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpResponseParser
+from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
@@ -44,7 +45,7 @@ class _Connection(BaseProtocol):
         self._payload: aiohttp.StreamReader | None = None
         self.context: ssl.SSLContext | None = None
         self.reusable = True
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.used = False
 
     def start(self, head_request: bool) -> asyncio.Future[tuple[Any, aiohttp.StreamReader]]:
@@ -97,8 +98,6 @@ class _Connection(BaseProtocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.reusable = False
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         parser = self._parser
         if parser is not None:
             try:
@@ -115,6 +114,12 @@ class _Connection(BaseProtocol):
         payload = self._payload
         if payload is not None and not payload.is_eof():
             payload.set_exception(aiohttp.ClientPayloadError(str(error)))
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """Called by the body reader after every read; only a connection that was paused has anything to
+        resume (aiohttp's own would re-feed its parser and touch the transport each time)."""
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -174,6 +179,8 @@ class LeanPool:
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
+        """Idle connections, longest idle first (put back at the end, taken from the end)."""
+        self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
 
     async def request(
@@ -218,9 +225,6 @@ class LeanPool:
         idle = self._idle
         while idle:
             connection = idle.pop()
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
-                connection.idle_timer = None
             transport = connection.transport
             if transport is None or transport.is_closing() or connection.context is not context:
                 connection.close()
@@ -257,39 +261,46 @@ class LeanPool:
         if self.closed:
             connection.close()
             return
-        connection.idle_timer = connection.loop.call_later(self._idle_timeout, self._expire, connection)
+        loop = connection.loop
+        connection.idle_since = loop.time()
         self._idle.append(connection)
+        if self._sweeper is None:  # one timer per pool, not one per request
+            self._sweeper = loop.call_at(connection.idle_since + self._idle_timeout, self._sweep, loop)
 
-    def _expire(self, connection: _Connection) -> None:
-        connection.idle_timer = None
-        if connection in self._idle:
-            self._idle.remove(connection)
-        connection.close()
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections idle for idleTimeout or longer; come back when the next one will be."""
+        self._sweeper = None
+        idle = self._idle
+        deadline = loop.time() - self._idle_timeout
+        expired = 0
+        while expired < len(idle) and idle[expired].idle_since <= deadline:
+            idle[expired].close()
+            expired += 1
+        del idle[:expired]
+        if idle:
+            self._sweeper = loop.call_at(idle[0].idle_since + self._idle_timeout, self._sweep, loop)
 
     def close(self) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in self._idle:
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
             connection.close()
         self._idle.clear()
 
 
 def serialize(method: str, target: str, headers: CIMultiDict[str], body: bytes | None, host: str) -> bytes:
     """The request head (and body) as sent: headers as given (`host` when they name none), Content-Length for
-    the body we hold."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    if "Host" not in headers:
-        lines.append(f"Host: {host}")
-    if body is not None:
-        headers = headers.copy()
-        headers["Content-Length"] = str(len(body))
-    elif method in _BODY_METHODS and "Content-Length" not in headers:
-        headers = headers.copy()
-        headers["Content-Length"] = "0"
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"header {name!r}: newline or carriage return in a header")
-        lines.append(f"{name}: {value}")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    the body we hold. aiohttp's (C) head writer refuses a CR or LF anywhere in the head with ValueError."""
+    if body is not None or "Host" not in headers or (method in _BODY_METHODS and "Content-Length" not in headers):
+        if "Host" in headers:
+            headers = headers.copy()
+        else:  # Host first, as RFC 9110 asks of user agents
+            headers = CIMultiDict([("Host", host), *headers.items()])
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        elif method in _BODY_METHODS:
+            headers.setdefault("Content-Length", "0")
+    head: bytes = _serialize_headers(f"{method} {target} HTTP/1.1", headers)
     return head + body if body else head

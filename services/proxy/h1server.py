@@ -156,6 +156,11 @@ class PassThroughProtocol(BaseProtocol):
             self._reading_paused = True
             self.transport.pause_reading()
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """Called by the body reader after every read: nothing to do unless reading was paused."""
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
     def eof_received(self) -> bool:
         """The caller closed its side: the connection closes (as on aiohttp's server; no half-close)."""
         self._closing = True

@@ -142,7 +142,7 @@ class OutboundHandler:
         headers.extend(own_metadata())
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
-        if is_upgrade(request) and isinstance(request, web.BaseRequest):  # never a pass-through request
+        if isinstance(request, web.BaseRequest) and is_upgrade(request):  # never a pass-through request
             runtime = self._runtime(snapshot, destination.cluster)
             return await self._websocket(request, runtime, decision, headers, request_id)
         policy = policy_for(route.retries)
@@ -276,7 +276,6 @@ class OutboundHandler:
                 except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
                     lease.release()
                     raise NotReady(str(err)) from err
-                authority = f"{_host_literal(endpoint.address)}:{endpoint.port}"
                 headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
@@ -290,18 +289,20 @@ class OutboundHandler:
                     lease.release()
                     runtime.report(endpoint, None)
                     failure = UpstreamConnectFailure(
-                        f"upstream {authority} connect timeout after {runtime.pool.connect_timeout}s"
+                        f"upstream {_authority(endpoint)} connect timeout after {runtime.pool.connect_timeout}s"
                     )
                     retriable = policy.retry_connect_failure()
                 except TimeoutError:
                     lease.release()
                     runtime.report(endpoint, None)
-                    failure = UpstreamTimeout(f"upstream {authority} per-try timeout {policy.per_try_timeout}s")
+                    failure = UpstreamTimeout(
+                        f"upstream {_authority(endpoint)} per-try timeout {policy.per_try_timeout}s"
+                    )
                     retriable = policy.retry_timeout()
                 except aiohttp.ClientError as err:
                     lease.release()
                     runtime.report(endpoint, None)
-                    failure = UpstreamConnectFailure(f"upstream {authority} connect error: {err}")
+                    failure = UpstreamConnectFailure(f"upstream {_authority(endpoint)} connect error: {err}")
                     retriable = policy.retry_connect_failure()
                 except BaseException:
                     lease.release()
@@ -364,6 +365,10 @@ class OutboundHandler:
 def _url(endpoint: Endpoint, path: str) -> URL:
     scheme = "https" if endpoint.identity else "http"
     return URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{path}", encoded=True)
+
+
+def _authority(endpoint: Endpoint) -> str:
+    return f"{_host_literal(endpoint.address)}:{endpoint.port}"
 
 
 def _host_literal(address: str) -> str:

@@ -19,7 +19,7 @@ DEFAULT_PORT = 80
 """The port of a request whose Host names none, for `port` matches."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """Where one request goes: the chosen route and weighted cluster, and the path/authority to send."""
 
@@ -41,7 +41,7 @@ class Decision:
         return self.destination.cluster if self.destination is not None else ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestView:
     """The parts of a request routing looks at, normalised once."""
 

@@ -105,6 +105,8 @@ class Telemetry:
         self._own_service = workload.service_labels
         self._own_headers = own_headers(workload, proxy_id)
         self._peers = PeerBook()
+        self._wants_wall = access_log is not None or tracing is not None
+        """Wall-clock start times are read only for the access log's start_time and span timestamps."""
 
     def _labels(self) -> LabelBook:
         """The label book of the config version now running (rebuilt once per version)."""
@@ -132,7 +134,8 @@ class Telemetry:
 
     def outbound(self, handler: Handler) -> Handler:
         async def observed(request: RequestView) -> Reply:
-            start, wall = self._clock.monotonic(), self._clock.wall()
+            start = self._clock.monotonic()
+            wall = self._clock.wall() if self._wants_wall else 0.0
             try:
                 request, span, request_id = self._begin(request, SpanKind.CLIENT)
             except Exception as err:
@@ -158,7 +161,8 @@ class Telemetry:
         app = f"127.0.0.1:{app_port}"
 
         async def observed(request: RequestView) -> Reply:
-            start, wall = self._clock.monotonic(), self._clock.wall()
+            start = self._clock.monotonic()
+            wall = self._clock.wall() if self._wants_wall else 0.0
             try:
                 request, span, request_id = self._begin(request, SpanKind.SERVER)
             except Exception as err:

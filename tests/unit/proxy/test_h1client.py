@@ -108,3 +108,24 @@ async def test_lean_pools_only_without_connection_limits() -> None:
     assert pools.lean_for(endpoint, PoolSettings("c", max_connection_duration=60.0)) is None
     await pools.close()
     assert lean.closed
+
+
+async def test_idle_connections_close_after_the_idle_timeout(app_port: int) -> None:
+    """Each pooled connection is closed once idle for idleTimeout; one used again meanwhile stays open."""
+    pool = LeanPool("127.0.0.1", app_port, None, 2.0, 0.3)
+    try:
+        assert (await _body(pool, "GET", "/a"))[0] == 200
+        first = pool._idle[0]
+        deadline = asyncio.get_running_loop().time() + 10
+        while first.transport is not None and not first.transport.is_closing():
+            assert asyncio.get_running_loop().time() < deadline, "the idle connection was never closed"
+            await asyncio.sleep(0.05)
+        assert pool._idle == []
+        assert (await _body(pool, "GET", "/b"))[0] == 200
+        second = pool._idle[0]
+        assert second is not first
+        assert (await _body(pool, "GET", "/c"))[0] == 200
+        assert pool._idle == [second], "a connection taken and put back is reused"
+    finally:
+        pool.close()
+    assert second.transport is None or second.transport.is_closing()
