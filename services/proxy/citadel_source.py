@@ -1,19 +1,22 @@
-"""Production CertificateSource: citadel's gRPC client, bootstrap token first, the current certificate after."""
+"""Production CertificateSource: citadel's gRPC call, bootstrap token first, the current certificate after.
+
+The call itself is made by a short-lived child process (csr_child.py), so grpc never loads into the sidecar.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from services.proxy.csr_child import ChildCitadelClient
 from services.proxy.tls import WorkloadIdentity
 from shared.clock import Clock
 from shared.identity.svid import IssuedCertificate
 
 CITADEL_SERVER_NAME = "citadel"
 RENEWAL_REFUSED = "UNAUTHENTICATED"
-"""Status code name (services.citadel.client.CertificateRefused.code) of a renewal citadel does not accept."""
+"""Status code name (csr_child.CertificateCallRefused.code) of a renewal citadel does not accept."""
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +56,7 @@ class CitadelSource:
     async def _client_for(self, bundle: bytes) -> _CitadelClient:
         if self._client is None or self._client_bundle != bundle:
             await self.close()
-            # Imported lazily: the proxy depends on citadel only through this adapter.
-            module: Any = importlib.import_module("services.citadel.client")
-            self._client = module.CitadelClient(self._address, bundle, server_name=CITADEL_SERVER_NAME)
+            self._client = ChildCitadelClient(self._address, bundle, server_name=CITADEL_SERVER_NAME)
             self._client_bundle = bundle
         assert self._client is not None
         return self._client

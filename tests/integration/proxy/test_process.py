@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
+from nats.js.errors import KeyNotFoundError
 
 from services.citadel.ca import CertificateAuthority
 from services.citadel.tokens import create_token
@@ -46,6 +47,16 @@ async def wait_for_line(process: asyncio.subprocess.Process, pattern: re.Pattern
             seen += line
             if match := pattern.search(line):
                 return match
+
+
+async def _ack_of(status: Any, key: str) -> Ack:
+    """The proxy's ack, polled: the status write may land just after the log line that says ready."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return Ack.from_json((await status.get(key)).value or b"")
+            except KeyNotFoundError:
+                await asyncio.sleep(0.05)
 
 
 async def stop(process: asyncio.subprocess.Process) -> int:
@@ -113,7 +124,7 @@ async def test_proxy_process_bootstraps_from_citadel_and_stops_cleanly(
             await configs.put(proxy_key(proxy_id), config.to_json())
             await wait_for_line(proxy, re.compile(rb"proxy \S+ ready"))
             status = await ensure_bucket(bus.jetstream(), PROXY_STATUS_BUCKET)
-            ack = Ack.from_json((await status.get(proxy_key(proxy_id))).value or b"")
+            ack = await _ack_of(status, proxy_key(proxy_id))
             assert ack.accepted and ack.version == config.version
         finally:
             await bus.close()
@@ -126,6 +137,8 @@ async def test_proxy_process_bootstraps_from_citadel_and_stops_cleanly(
             async with session.get(f"http://{consul_addr}/v1/agent/service/{proxy_id}") as reply:
                 assert reply.status == 200
         assert dump["certificate"]["spiffeId"] == "spiffe://cluster.local/ns/default/sa/reviews"
+        mapped = await asyncio.to_thread(Path(f"/proc/{proxy.pid}/maps").read_text)
+        assert "cygrpc" not in mapped, "the certificate call runs in a child process; grpc stays out of the sidecar"
 
         assert await stop(proxy) == 0
         async with aiohttp.ClientSession() as session:
