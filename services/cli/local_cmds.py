@@ -19,13 +19,20 @@ from services.local.infra import forget_earlier_proxies, start_consul, start_nat
 from services.local.mesh import LocalMesh
 from services.local.processes import Supervisor
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def _stop_on_sigterm() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP stop the mesh; once stopping, further signals are ignored so the stop runs to
+    its end (each child gets SIGTERM, then SIGKILL after its grace) and leaves no child behind."""
+
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, raise_interrupt)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, raise_interrupt)
 
 
 def _start(args: argparse.Namespace, supervisor: Supervisor) -> LocalMesh:
@@ -88,6 +95,8 @@ def _run_up(args: argparse.Namespace) -> int:
         print(f"isthmus up: {err}", file=sys.stderr)
         return 1
     finally:
+        for stop_signal in STOP_SIGNALS:  # an error or --no-wait stops here too: nothing may interrupt the stop
+            signal.signal(stop_signal, signal.SIG_IGN)
         print("stopping...", flush=True)
         supervisor.stop_all()
     return 0
@@ -137,6 +146,8 @@ Try it yourself:
         print(f"isthmus demo: {err}", file=sys.stderr)
         return 1
     finally:
+        for stop_signal in STOP_SIGNALS:  # an error or --no-wait stops here too: nothing may interrupt the stop
+            signal.signal(stop_signal, signal.SIG_IGN)
         print("stopping...", flush=True)
         supervisor.stop_all()
 
