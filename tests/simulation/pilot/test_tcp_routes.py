@@ -129,4 +129,3 @@ def test_a_plain_tcp_service_is_reached_without_identity() -> None:
     config = generate(snap, proxy_of(snap, "billing-10.0.0.1"), TD, ROOT)
     (cluster,) = [c for c in config.clusters if c.name == "outbound|6379||cache"]
     assert [(e.address, e.port, e.identity) for e in cluster.endpoints] == [("10.0.3.1", 6379, None)]
-
