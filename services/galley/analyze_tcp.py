@@ -41,7 +41,7 @@ def _not_tcp(service: VirtualService, path: str, host: str, catalog: Catalog) ->
         return None
     text = (
         f"{label(service)}: {path}: service {name!r} is not declared TCP (Consul Meta isthmus-protocol=tcp; "
-        "`isthmus proxy run --protocol tcp`), so this tcp route is never used"
+        "`isthmus proxy run --protocol tcp` or `--extra-port N:tcp`), so this tcp route is never used"
     )
     return Message(TCP_ROUTE_TO_HTTP_SERVICE, text, frozenset({label(service)}))
 

@@ -4,13 +4,15 @@ The inbound handler (inbound.py, `InboundStats`) and the peeking listener (peek.
 they refuse with plain integer increments; this collector turns those counts into metric families when
 Prometheus scrapes, so the request path never touches the metrics library.
 
-  isthmus_proxy_inbound_denied_total{reason}         requests refused, by the stage that refused them:
-      rbac       AuthorizationPolicy DENY / ALLOW (403 `RBAC: access denied`)
+  isthmus_proxy_inbound_denied_total{reason}         requests (and TCP connections) refused, by the stage
+                                                     that refused them:
+      rbac       AuthorizationPolicy DENY / ALLOW (403 `RBAC: access denied`; a TCP connection closed)
       ext_authz  a CUSTOM policy's external authorizer said no
       jwt        RequestAuthentication: a token that does not validate (401)
       mtls_mode  a request on a kept-alive connection whose transport the current mode no longer admits
       spiffe_id  a request over mTLS whose client certificate (chained to a trusted root) names no SPIFFE ID,
-                 or one that is not spiffe://<trust-domain>/ns/<namespace>/sa/<account> (403)
+                 or one that is not spiffe://<trust-domain>/ns/<namespace>/sa/<account> (403); for a TCP
+                 port the connection is closed before the peer metadata exchange
   isthmus_proxy_inbound_connections_refused_total    connections closed before any request: transport
       not admitted by the mTLS mode (plain text under STRICT, TLS under DISABLE) or a failed handshake
       (no or untrusted client certificate)

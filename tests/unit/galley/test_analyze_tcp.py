@@ -65,7 +65,8 @@ def test_a_tcp_route_to_or_for_a_service_not_declared_tcp() -> None:
     assert [m.code for m in messages] == ["ISM0008", "ISM0008"]
     assert str(messages[0]) == (
         "[ISM0008] VirtualService data/web: spec.hosts[0]: service 'web' is not declared TCP (Consul Meta "
-        "isthmus-protocol=tcp; `isthmus proxy run --protocol tcp`), so this tcp route is never used"
+        "isthmus-protocol=tcp; `isthmus proxy run --protocol tcp` or `--extra-port N:tcp`), so this tcp route is never "
+        "used"
     )
     assert "spec.tcp[0].route[0].destination.host" in str(messages[1])
 
