@@ -213,6 +213,8 @@ class InboundHandler:
                 raise AccessDenied("peer certificate carries no valid SPIFFE ID")
         if policy.jwt is None:
             raise NotReady("JWT rules of this config version are unusable")
+        if policy.unrestricted and not policy.jwt.active:  # nothing to check: no tokens, no policies
+            return peer
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
         if policy.unrestricted:
             return peer
