@@ -210,13 +210,13 @@ class PassThroughProtocol(BaseProtocol):
         self._response_started = False
         try:
             reply = await self._front.handler(request)
-            if isinstance(reply, web.Response):
+            if type(reply) is not Relayed:  # a relayed reply is already out (tested first: web's types are ABCs)
+                if not isinstance(reply, web.Response):
+                    raise RuntimeError(f"the pass-through front cannot send a {type(reply).__name__}")
                 body, headers, status = _body_of(reply), reply.headers, reply.status
                 if hdrs.CONTENT_LENGTH not in headers and not should_remove_content_length(request.method, status):
                     headers[hdrs.CONTENT_LENGTH] = str(len(body))  # a HEAD reply too, as aiohttp does
                 self._write_whole(request, status, reply.reason, headers, body)
-            elif not isinstance(reply, Relayed):
-                raise RuntimeError(f"the pass-through front cannot send a {type(reply).__name__}")
         except Exception as err:
             if self._response_started:
                 log.info("%s %s: response cut short: %s", request.method, request.raw_path, err)

@@ -35,6 +35,7 @@ from services.proxy.forward import (
     relay_response,
     request_body,
 )
+from services.proxy.h1server import FastRequest
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.redirect import direct_body, location
@@ -142,7 +143,7 @@ class OutboundHandler:
         headers.extend(own_metadata())
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
-        if isinstance(request, web.BaseRequest) and is_upgrade(request):  # never a pass-through request
+        if type(request) is not FastRequest and isinstance(request, web.BaseRequest) and is_upgrade(request):
             runtime = self._runtime(snapshot, destination.cluster)
             return await self._websocket(request, runtime, decision, headers, request_id)
         policy = policy_for(route.retries)

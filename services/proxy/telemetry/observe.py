@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
-from services.proxy.request_view import Reply, RequestView, ViewHandler
+from services.proxy.request_view import Relayed, Reply, RequestView, ViewHandler
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
 from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata
@@ -56,7 +56,7 @@ class _Outcome:
 def _outcome(response: Reply | None) -> _Outcome:
     if response is None:
         return _Outcome(0, "DC", 0)
-    local = isinstance(response, web.Response)
+    local = type(response) is not Relayed and isinstance(response, web.Response)  # ABC check only if needed
     flags = response.headers.get(RESPONSE_FLAGS, "-") if local else "-"
     sent = response.content_length if response.content_length is not None else response.body_length
     return _Outcome(response.status, flags, sent)
@@ -172,7 +172,7 @@ class Telemetry:
             response: Reply | None = None
             try:
                 response = await handler(request)
-                if isinstance(response, web.Response) and not response.prepared:  # a local reply (403, 503, ...)
+                if type(response) is not Relayed and isinstance(response, web.Response) and not response.prepared:
                     response.headers.extend(reply_metadata(request.headers))
                 return response
             finally:
