@@ -15,6 +15,8 @@ them:
   proxy (across config versions) for JWKS_CACHE_SECONDS, re-fetched early when a token names an unknown key
   id (at most every JWKS_MIN_REFETCH_SECONDS); when no key set can be had every token fails (fail closed).
 Time (exp, nbf, cache age) comes from the injected Clock with JWT_CLOCK_SKEW seconds of leeway.
+PyJWT (and with it the `cryptography` package, megabytes of resident memory) is imported only once a rule is
+compiled, so a sidecar without RequestAuthentication never loads it.
 """
 
 from __future__ import annotations
@@ -25,17 +27,19 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import aiohttp
-import jwt
 from multidict import CIMultiDict
 
 from services.proxy.errors import ProxyError
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.proxy_config import NamedJwtRule
 from shared.model.request_authentication import JWTHeader, JWTRule
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ class JwksCache:
         return not known and now - fetched_at >= JWKS_MIN_REFETCH_SECONDS
 
     async def _fetch(self, uri: str, fetch_timeout: float) -> jwt.PyJWKSet:
+        import jwt  # on first use (module docstring)
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self.fetches += 1
@@ -126,6 +132,8 @@ class _CompiledRule:
 
 
 def _compile(named: NamedJwtRule) -> _CompiledRule:
+    import jwt  # on first use (module docstring)
+
     rule = named.rule
     defaults = not rule.from_headers and not rule.from_params and not rule.from_cookies
     headers = (DEFAULT_HEADER,) if defaults else tuple(rule.from_headers)
@@ -210,6 +218,8 @@ class JwtAuthenticator:
         return result
 
     async def _verify(self, token: str) -> tuple[_CompiledRule, dict[str, Any]]:
+        import jwt  # loaded by _compile already: a lookup in sys.modules
+
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -231,6 +241,8 @@ class JwtAuthenticator:
         return rule, claims
 
     def _check_signature(self, token: str, header: Mapping[str, Any], keys: jwt.PyJWKSet) -> dict[str, Any]:
+        import jwt
+
         kid = header.get("kid")
         candidates = [key for key in keys.keys if kid is None or key.key_id == kid]
         algorithm = header.get("alg")

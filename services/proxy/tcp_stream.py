@@ -15,7 +15,7 @@ import contextlib
 import ssl
 from typing import Protocol
 
-from shared.identity.svid import spiffe_id_of_der
+from shared.identity.spiffe import spiffe_id_of_peer_cert
 
 CHUNK = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -90,8 +90,7 @@ class TlsStream(PlainStream):
         stream = cls(reader, writer, sslobj, incoming, outgoing)
         async with asyncio.timeout(timeout):
             await stream._handshake()
-        der = sslobj.getpeercert(binary_form=True)
-        stream.peer_spiffe_id = spiffe_id_of_der(der) if der else None
+        stream.peer_spiffe_id = spiffe_id_of_peer_cert(sslobj.getpeercert())
         stream.alpn = sslobj.selected_alpn_protocol()
         return stream
 

@@ -22,7 +22,8 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
 from cryptography import x509
 
-from shared.identity.svid import spiffe_id_of_cert, spiffe_id_of_der
+from shared.identity.spiffe import spiffe_id_of_peer_cert
+from shared.identity.svid import spiffe_id_of_cert
 from shared.peer_metadata import ALPN_PEER_EXCHANGE
 
 
@@ -164,7 +165,7 @@ class TlsContexts:
 
 _PEER_IDS_KEPT = 1024
 _peer_ids: dict[bytes, str | None] = {}
-"""SPIFFE ID by peer certificate (DER): parsed once per certificate, not once per request."""
+"""SPIFFE ID by peer certificate (DER): decoded once per certificate, not once per request."""
 
 
 def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
@@ -183,7 +184,7 @@ def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
         pass
     if len(_peer_ids) >= _PEER_IDS_KEPT:
         _peer_ids.clear()
-    found = _peer_ids[der] = spiffe_id_of_der(der)
+    found = _peer_ids[der] = spiffe_id_of_peer_cert(ssl_object.getpeercert())
     return found
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 SCHEME = "spiffe://"
+URI_SAN = "URI"
+"""The type name of a URI subject alternative name in ssl's dict form of a certificate."""
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _TRUST_DOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _SEGMENT = re.compile(r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$")
@@ -57,3 +60,24 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
 def principal_of(uri: str) -> str:
     """`spiffe://td/ns/a/sa/b` -> `td/ns/a/sa/b`; raises InvalidSpiffeId for anything else."""
     return parse_spiffe_id(uri).principal
+
+
+def spiffe_id_of_peer_cert(cert: Mapping[str, object] | None) -> str | None:
+    """The single SPIFFE URI SAN of a peer certificate in ssl's dict form (`SSLObject.getpeercert()`), or None
+    when it has none or more than one. ssl gives the dict only for a verified certificate ({} otherwise), so an
+    unverified peer has no SPIFFE ID."""
+    if not cert:
+        return None
+    names = cert.get("subjectAltName")
+    if not isinstance(names, tuple):
+        return None
+    uris = [
+        entry[1]
+        for entry in names
+        if isinstance(entry, tuple)
+        and len(entry) == 2
+        and entry[0] == URI_SAN
+        and isinstance(entry[1], str)
+        and entry[1].startswith(SCHEME)
+    ]
+    return uris[0] if len(uris) == 1 else None

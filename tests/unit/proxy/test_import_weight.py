@@ -52,3 +52,25 @@ def test_tracing_loads_the_sdk_when_a_tracer_is_built() -> None:
         "Tracing('app', 'ns', 'proxy-1', InMemorySpanExporter()).shutdown()"
     )
     assert under(loaded_after(code), "opentelemetry.sdk.trace")
+
+
+def test_a_sidecar_without_request_authentication_loads_no_pyjwt() -> None:
+    code = (
+        "import services.proxy.main\n"
+        "from services.proxy.jwt_authn import JwksCache, JwtAuthenticator\n"
+        "JwtAuthenticator([], JwksCache())"
+    )
+    assert under(loaded_after(code), "jwt") == []
+
+
+def test_request_authentication_loads_pyjwt_when_its_rules_are_compiled() -> None:
+    code = (
+        "from services.proxy.jwt_authn import JwksCache, JwtAuthenticator\n"
+        "from shared.model.proxy_config import NamedJwtRule\n"
+        "from shared.model.request_authentication import JWTRule\n"
+        "JwtAuthenticator([], JwksCache())\n"
+        "import sys; assert 'jwt' not in sys.modules\n"
+        "rule = NamedJwtRule(name='default/jwt', rule=JWTRule(issuer='https://issuer', jwks_uri='http://jwks'))\n"
+        "JwtAuthenticator([rule], JwksCache())"
+    )
+    assert under(loaded_after(code), "jwt")
