@@ -12,6 +12,7 @@ META_APP = "app"
 META_VERSION = "version"
 META_NAMESPACE = "namespace"
 META_SERVICE_ACCOUNT = "service-account"
+META_LOCALITY = "locality"  # `region/zone/subzone` of the workload (`--locality`), a label like app and version
 META_PROXY_ID = "isthmus-proxy-id"
 META_PROMETHEUS_PORT = "prometheus-port"  # the sidecar's Prometheus port (scraped via consul_sd_configs)
 META_UPSTREAMS = "isthmus-upstreams"  # comma-separated services the workload calls; absent: every service

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
 from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, picker_for
+from services.proxy.locality import LocalityBalancer
 from services.proxy.outlier import OutlierDetector
 from services.proxy.upstream import PoolSettings
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -36,11 +37,14 @@ class ClusterRuntime:
     rng: random.Random
     active: dict[EndpointKey, int] = field(default_factory=dict)
     keys: tuple[EndpointKey, ...] = ()
+    locality: LocalityBalancer | None = None
+    own_locality: str | None = None
     _healthy: list[Endpoint] = field(default_factory=list)
     _healthy_of: object = None
 
     @classmethod
-    def build(cls, cluster: Cluster, clock: Clock, rng: random.Random) -> ClusterRuntime:
+    def build(cls, cluster: Cluster, clock: Clock, rng: random.Random, locality: str | None = None) -> ClusterRuntime:
+        """`locality`: this sidecar's own `region/zone/subzone` (None: locality-aware balancing is off)."""
         policy = cluster.traffic_policy or TrafficPolicy()
         runtime = cls(
             config=cluster,
@@ -52,6 +56,8 @@ class ClusterRuntime:
             rng=rng,
         )
         runtime.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
+        runtime.own_locality = locality
+        runtime.locality = _locality_balancer(locality, policy, cluster, rng)
         return runtime
 
     def rebind(self, cluster: Cluster) -> None:
@@ -60,6 +66,7 @@ class ClusterRuntime:
         self.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
         policy = cluster.traffic_policy or TrafficPolicy()
         self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng) if self.hash_source else self.picker
+        self.locality = _locality_balancer(self.own_locality, policy, cluster, self.rng)
         if self.outlier is not None:
             self.outlier.forget_except(set(self.keys))
 
@@ -97,6 +104,8 @@ class ClusterRuntime:
         available = self.available()
         if not available:
             raise NoHealthyUpstream(f"no healthy upstream in cluster {self.name!r}")
+        if self.locality is not None:
+            available = self.locality.narrow(available)
         if exclude:
             fresh = [e for e in available if endpoint_key(e) not in exclude]
             available = fresh or available
@@ -119,6 +128,13 @@ class ClusterRuntime:
         if self.outlier is None:
             return False
         return self.outlier.report(endpoint, status, self.keys)
+
+
+def _locality_balancer(
+    own: str | None, policy: TrafficPolicy, cluster: Cluster, rng: random.Random
+) -> LocalityBalancer | None:
+    setting = policy.load_balancer.locality_lb_setting if policy.load_balancer is not None else None
+    return LocalityBalancer.build(own, setting, policy.outlier_detection is not None, cluster.endpoints, rng)
 
 
 @dataclass(eq=False)
@@ -151,9 +167,12 @@ class Lease:
 class ClusterRuntimes:
     """The runtime of every cluster, looked up per request with the snapshot's Cluster config."""
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None, locality: str | None = None
+    ) -> None:
         self._clock = clock
         self._rng = rng or random.Random()
+        self._locality = locality
         self._by_name: dict[str, ClusterRuntime] = {}
 
     def get(self, cluster: Cluster) -> ClusterRuntime:
@@ -166,7 +185,7 @@ class ClusterRuntimes:
             else:
                 runtime.config = cluster
             return runtime
-        runtime = ClusterRuntime.build(cluster, self._clock, self._rng)
+        runtime = ClusterRuntime.build(cluster, self._clock, self._rng, self._locality)
         self._by_name[cluster.name] = runtime
         return runtime
 
@@ -197,9 +216,13 @@ class Balancers:
     """Picks for the clusters of one config version (a fixed set of runtimes, for tests and tools)."""
 
     def __init__(
-        self, clusters: Iterable[Cluster], clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None
+        self,
+        clusters: Iterable[Cluster],
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        locality: str | None = None,
     ) -> None:
-        self._runtimes = ClusterRuntimes(clock, rng)
+        self._runtimes = ClusterRuntimes(clock, rng, locality)
         self._clusters = {cluster.name: cluster for cluster in clusters}
 
     def runtime(self, cluster: str) -> ClusterRuntime:

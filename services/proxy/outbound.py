@@ -86,12 +86,14 @@ class OutboundHandler:
         pools: UpstreamPools,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        locality: str | None = None,
     ) -> None:
+        """`locality`: this sidecar's `region/zone/subzone`, for locality-aware balancing (locality.py)."""
         self._state = state
         self._pools = pools
         self._clock = clock
         self._rng = rng or random.Random()
-        self._runtimes = ClusterRuntimes(clock, self._rng)
+        self._runtimes = ClusterRuntimes(clock, self._rng, locality)
         self._runtimes_version: str | None = None
         self._mirrors = Mirrors(pools)
 

@@ -14,6 +14,7 @@ from shared.consul import (
     META_APP,
     META_APP_PORT,
     META_EXTRA_PORTS,
+    META_LOCALITY,
     META_MESH,
     META_NAMESPACE,
     META_PROMETHEUS_PORT,
@@ -56,6 +57,8 @@ class Registration:
     """What the app's port speaks (Meta `isthmus-protocol`): callers pass TCP through as bytes."""
     extra_ports: tuple[WorkloadPort, ...] = ()
     """Further app ports and their bound inbound ports (Meta `isthmus-extra-ports`, one app check each)."""
+    locality: str | None = None
+    """`region/zone/subzone` (Meta `locality`, a label: callers balance by it, subsets may select on it)."""
 
     def meta(self) -> dict[str, str]:
         meta = {
@@ -71,6 +74,8 @@ class Registration:
             meta[META_PROTOCOL] = self.protocol
         if self.extra_ports:
             meta[META_EXTRA_PORTS] = extra_ports_meta(self.extra_ports)
+        if self.locality:
+            meta[META_LOCALITY] = self.locality
         if self.upstreams:
             meta[META_UPSTREAMS] = ",".join(self.upstreams)
         if self.admin_port is not None:

@@ -54,6 +54,7 @@ class TcpOutbound:
         upstreams: tuple[TcpUpstream, ...],
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        locality: str | None = None,
     ) -> None:
         self._state = state
         self._tls = tls
@@ -61,7 +62,7 @@ class TcpOutbound:
         self._upstreams = upstreams
         self._clock = clock
         self._rng = rng or random.Random()
-        self._runtimes = ClusterRuntimes(clock, self._rng)
+        self._runtimes = ClusterRuntimes(clock, self._rng, locality)
         self._servers: dict[TcpUpstream, asyncio.Server] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self._clusters: tuple[ProxyConfig | None, dict[str, Cluster]] = (None, {})

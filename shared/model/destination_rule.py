@@ -64,9 +64,75 @@ class ConsistentHashLB(Spec):
         return self.minimum_ring_size
 
 
+class LocalityDistribute(Spec):
+    """Traffic from the caller localities `from` matches, split by weight over the localities `to` names."""
+
+    from_: Annotated[str, Field(min_length=1, alias="from")]
+    to: dict[str, Annotated[int, Field(ge=0, le=100)]]
+
+    @field_validator("from_")
+    @classmethod
+    def _from_pattern(cls, value: str) -> str:
+        return locality_pattern(value)
+
+    @field_validator("to")
+    @classmethod
+    def _weights(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value:
+            raise ValueError("to names at least one locality")
+        for pattern in value:
+            locality_pattern(pattern)
+        if sum(value.values()) != 100:
+            raise ValueError(f"to's weights add up to {sum(value.values())}, not 100")
+        return value
+
+
+class LocalityFailover(Spec):
+    """When the caller's region has no healthy endpoints left, go to region `to` before any other."""
+
+    from_: Annotated[str, Field(min_length=1, alias="from")]
+    to: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _regions(self) -> LocalityFailover:
+        for name, value in (("from", self.from_), ("to", self.to)):
+            if "/" in value or "*" in value:
+                raise ValueError(f"{name} is a region name, not {value!r}")
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are the same region {self.to!r}")
+        return self
+
+
+class LocalityLoadBalancerSetting(Spec):
+    """Istio's locality-aware load balancing: failover by locality priority (the default when the cluster
+    has outlierDetection), or a weighted `distribute`; `enabled: false` turns both off."""
+
+    distribute: list[LocalityDistribute] = Field(default_factory=list)
+    failover: list[LocalityFailover] = Field(default_factory=list)
+    failover_priority: list[str] = Field(default_factory=list)
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> LocalityLoadBalancerSetting:
+        if self.distribute and self.failover:
+            raise ValueError("set either distribute or failover, not both")
+        if self.failover_priority:
+            raise ValueError("failoverPriority is not supported; use failover (region to region)")
+        return self
+
+
+def locality_pattern(value: str) -> str:
+    """`region[/zone[/subzone]]`, where a segment may be `*` (any); segments left out match any too."""
+    parts = value.split("/")
+    if len(parts) > 3 or any(not part or part != part.strip() for part in parts):
+        raise ValueError(f"{value!r} is not a locality like 'region/zone/subzone' ('*' matches any segment)")
+    return value
+
+
 class LoadBalancerSettings(Spec):
     simple: SimpleLB | None = None
     consistent_hash: ConsistentHashLB | None = None
+    locality_lb_setting: LocalityLoadBalancerSetting | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> LoadBalancerSettings:
