@@ -21,6 +21,7 @@ import uvloop
 
 from services.citadel.ca import CertificateAuthority
 from services.citadel.testing import DirectCaSource
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
@@ -49,7 +50,7 @@ def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSetting
 async def serve(args: argparse.Namespace) -> None:
     ca = CertificateAuthority.load(args.ca_dir)
     settings = settings_for(args.service, args.app_port, args.state_dir)
-    sidecar = Sidecar(settings, DirectCaSource(ca), bus_trust_bundle=False)
+    sidecar = Sidecar(settings, InProcessEnroller(DirectCaSource(ca)), bus_trust_bundle=False)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

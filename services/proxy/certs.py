@@ -1,4 +1,8 @@
-"""Workload certificate lifecycle: key + CSR -> CertificateSource -> TLS contexts, renewed at half its lifetime."""
+"""Workload certificate lifecycle: Enroller (key, CSR, CA, checks) -> TLS contexts, renewed at half its lifetime.
+
+Holds PEM bytes and the facts the enroller established; never parses X.509 itself, so the sidecar does not
+load `cryptography` (production enrollment runs in a child process, csr_child.py).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,11 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
 from services.proxy.tls import WorkloadIdentity
 from shared.clock import Clock
-from shared.identity.svid import (
-    IssuedCertificate,
-    build_csr,
-    new_private_key,
-    private_key_pem,
-    spiffe_id_of_cert,
-)
+from shared.identity.enrollment import CertificateError, Enrollment, first_certificate_der
+
+__all__ = ["CertificateError", "CertificateManager", "Enroller", "issued_under_first_root", "renewal_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +31,20 @@ ROOT_ROTATION_SPREAD = 5.0
 seconds (spread at random, so a fleet does not hit citadel at once): a root rotation reissues promptly."""
 
 
-def issued_under_first_root(chain_pem: tuple[bytes, ...], bundle_pem: bytes) -> bool:
-    """Whether the top of our chain is, or was directly issued by, the bundle's first root."""
-    try:
-        first = x509.load_pem_x509_certificates(bundle_pem)[0]
-        top = x509.load_pem_x509_certificate(chain_pem[-1])
-    except (ValueError, IndexError):
-        return True  # nothing to compare: leave the schedule alone
-    if top == first:
-        return True
-    try:
-        top.verify_directly_issued_by(first)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+def issued_under_first_root(issuer_root_der: bytes | None, bundle_pem: bytes) -> bool:
+    """Whether the bundle's first root is the root that issued our chain (recorded at enrollment); True when the
+    bundle has no readable first certificate (nothing to compare: leave the schedule alone)."""
+    first = first_certificate_der(bundle_pem)
+    return first is None or first == issuer_root_der
 
 
-class CertificateSource(Protocol):
-    """Who signs our CSRs: citadel in production, a test CA in tests."""
+class Enroller(Protocol):
+    """Gets us a certificate: a fresh key, a CSR for `spiffe_id`, the CA's answer, checked (the leaf names exactly
+    `spiffe_id` and carries the new key; else CertificateError). `current` is the identity in use, which a CA may
+    accept as proof instead of a bootstrap token. Production: csr_child via citadel_source.CitadelEnroller;
+    tests and benchmarks: enroll_in_process.InProcessEnroller."""
 
-    async def issue(self, csr_pem: bytes) -> IssuedCertificate: ...
-
-
-class CertificateError(Exception):
-    """The source answered with a certificate we must not use."""
+    async def enroll(self, spiffe_id: str, current: WorkloadIdentity | None) -> Enrollment: ...
 
 
 def renewal_delay(lifetime: float, rng: random.Random) -> float:
@@ -72,13 +59,13 @@ class CertificateManager:
     def __init__(
         self,
         spiffe_id: str,
-        source: CertificateSource,
+        enroller: Enroller,
         clock: Clock,
         rng: random.Random,
         on_identity: Callable[[WorkloadIdentity], None],
     ) -> None:
         self.spiffe_id = spiffe_id
-        self._source = source
+        self._enroller = enroller
         self._clock = clock
         self._rng = rng
         self._on_identity = on_identity
@@ -86,32 +73,30 @@ class CertificateManager:
         self.renewals = 0
         self.next_renewal_at: float | None = None
         self.trust_bundle_override: bytes | None = None
-        """Roots from the trust-bundle KV key; when set they replace the bundle the source returns."""
+        """Roots from the trust-bundle KV key; when set they replace the bundle the enroller returns."""
+        self.issuer_root_der: bytes | None = None
+        """The root that issued the current certificate, as the enroller found it."""
         self._rotation: asyncio.Task[None] | None = None
 
     async def obtain(self) -> WorkloadIdentity:
-        """One issue round trip: a fresh key, a CSR for our SPIFFE ID, validation, then the swap."""
-        key = new_private_key()
-        csr = build_csr(key, self.spiffe_id)
-        issued = await self._source.issue(csr)
-        identity = self._validated(private_key_pem(key), issued)
+        """One enrollment (a fresh key, a CSR for our SPIFFE ID, the CA's checked answer), then the swap. Raises,
+        leaving the identity in use, when enrollment fails, the certificate has expired or OpenSSL refuses it."""
+        enrolled = await self._enroller.enroll(self.spiffe_id, self.identity)
+        identity = self._identity_of(enrolled)
         issued_at = self._clock.wall()
         self._on_identity(identity)
         self.identity = identity
+        self.issuer_root_der = enrolled.issuer_root_der
         self.next_renewal_at = issued_at + renewal_delay(identity.not_after - issued_at, self._rng)
         return identity
 
-    def _validated(self, key_pem: bytes, issued: IssuedCertificate) -> WorkloadIdentity:
-        if not issued.chain_pem:
-            raise CertificateError("certificate source returned an empty chain")
-        leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
-        found = spiffe_id_of_cert(leaf)
-        if found != self.spiffe_id:
-            raise CertificateError(f"issued certificate names {found!r}, expected {self.spiffe_id!r}")
-        if issued.not_after <= self._clock.wall():
+    def _identity_of(self, enrolled: Enrollment) -> WorkloadIdentity:
+        if not enrolled.chain_pem:
+            raise CertificateError("the enroller returned an empty chain")
+        if enrolled.not_after <= self._clock.wall():
             raise CertificateError("issued certificate has already expired")
-        bundle = self.trust_bundle_override or issued.trust_bundle_pem
-        return WorkloadIdentity(self.spiffe_id, key_pem, issued.chain_pem, bundle, issued.not_after)
+        bundle = self.trust_bundle_override or enrolled.trust_bundle_pem
+        return WorkloadIdentity(self.spiffe_id, enrolled.key_pem, enrolled.chain_pem, bundle, enrolled.not_after)
 
     def update_trust_bundle(self, bundle_pem: bytes) -> None:
         """New roots from the bus: rebuild the contexts around the same key and chain; a new signing root
@@ -120,7 +105,7 @@ class CertificateManager:
             updated = self.identity.with_trust_bundle(bundle_pem)
             self._on_identity(updated)  # raises on an unusable bundle, before anything changes
             self.identity = updated
-            if not issued_under_first_root(updated.chain_pem, bundle_pem):
+            if not issued_under_first_root(self.issuer_root_der, bundle_pem):
                 self._renew_soon(self._rng.uniform(0.0, ROOT_ROTATION_SPREAD))
         self.trust_bundle_override = bundle_pem
 

@@ -1,4 +1,4 @@
-"""Command line of the sidecar: flags -> settings, NATS connection, citadel source, then the Sidecar until a signal."""
+"""Command line of the sidecar: flags -> settings, NATS, citadel enroller, then the Sidecar until a signal."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import nats
 import uvloop
 from nats.aio.client import Client as NatsClient
 
-from services.proxy.citadel_source import CitadelSource
+from services.proxy.citadel_source import CitadelEnroller
 from services.proxy.ext_authz import parse_providers
 from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
@@ -273,7 +273,7 @@ async def serve(args: argparse.Namespace) -> int:
             await built[0].config.resync()
 
     connection = await connect_bus(args.nats_url, settings.proxy_id, first_try_only=True, on_reconnect=reconnected)
-    sidecar, source = _build(settings, args, token, connection)
+    sidecar = _build(settings, args, token, connection)
     built.append(sidecar)
     late: asyncio.Task[None] | None = None
     try:
@@ -292,7 +292,6 @@ async def serve(args: argparse.Namespace) -> int:
         if late is not None:
             late.cancel()
         await sidecar.stop()
-        await source.close()
         bus = sidecar.bus
         if bus is not None:
             await bus.close()
@@ -310,7 +309,7 @@ def _build(
     args: argparse.Namespace,
     token: str | None,
     connection: NatsClient | None,
-) -> tuple[Sidecar, CitadelSource]:
+) -> Sidecar:
     holder: list[Sidecar] = []
 
     def trust_bundle() -> bytes:
@@ -322,16 +321,10 @@ def _build(
             return override
         raise RuntimeError("no trust bundle in NATS yet: cannot verify citadel")
 
-    source = CitadelSource(
-        args.citadel_addr,
-        trust_bundle,
-        token,
-        lambda: holder[0].tls.identity if holder else None,
-        SYSTEM_CLOCK,
-    )
-    sidecar = Sidecar(settings, source, nats=connection, consul_addr=args.consul_addr)
+    enroller = CitadelEnroller(args.citadel_addr, trust_bundle, token, SYSTEM_CLOCK)
+    sidecar = Sidecar(settings, enroller, nats=connection, consul_addr=args.consul_addr)
     holder.append(sidecar)
-    return sidecar, source
+    return sidecar
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from services.proxy.admin import Readiness, admin_handler, health_handler
-from services.proxy.certs import CertificateManager, CertificateSource
+from services.proxy.certs import CertificateManager, Enroller
 from services.proxy.config_watch import ConfigWatcher
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.extra_ports import ExtraInbound, ExtraPortServices, start_extra_inbound
@@ -88,14 +88,15 @@ class Sidecar:
     def __init__(
         self,
         settings: SidecarSettings,
-        source: CertificateSource,
+        enroller: Enroller,
         nats: NatsClient | None = None,
         consul_addr: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         bus_trust_bundle: bool = True,
     ) -> None:
-        """`bus_trust_bundle=False`: trust only the roots the certificate source returns (tests with their own CA)."""
+        """`enroller`: citadel_source.CitadelEnroller in production, enroll_in_process.InProcessEnroller in tests.
+        `bus_trust_bundle=False`: trust only the roots the enroller returns (tests with their own CA)."""
         self.settings = settings
         self._bus_bundle = bus_trust_bundle
         self.proxy_id = settings.proxy_id
@@ -105,7 +106,7 @@ class Sidecar:
         self._rng = rng
         self.state = ProxyState()
         self.tls = TlsContexts()
-        self.certs = CertificateManager(settings.spiffe_id, source, clock, rng, self._use_identity)
+        self.certs = CertificateManager(settings.spiffe_id, enroller, clock, rng, self._use_identity)
         self.config = ConfigWatcher(self.proxy_id, self.state, settings.state_dir, clock, rng)
         self.readiness = Readiness(self.state, self.tls)
         self._pools = ObservedPools(self.tls)

@@ -20,16 +20,18 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.tracing import Trace
-from cryptography import x509
 
 from shared.identity.spiffe import spiffe_id_of_peer_cert
-from shared.identity.svid import spiffe_id_of_cert
 from shared.peer_metadata import ALPN_PEER_EXCHANGE
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadIdentity:
-    """Our key, certificate chain (leaf first) and the roots we trust, all PEM, held only in memory."""
+    """Our key, certificate chain (leaf first) and the roots we trust, all PEM, held only in memory.
+
+    Built from an Enrollment, whose enroller checked that the leaf names `spiffe_id` and carries this key;
+    OpenSSL checks again that key and chain belong together when the contexts are built (`load_cert_chain`
+    raises otherwise, so the swap fails and the identity in use stays)."""
 
     spiffe_id: str
     key_pem: bytes
@@ -40,10 +42,6 @@ class WorkloadIdentity:
     def __post_init__(self) -> None:
         if not self.chain_pem:
             raise ValueError("identity: the certificate chain is empty")
-        leaf = x509.load_pem_x509_certificate(self.chain_pem[0])
-        found = spiffe_id_of_cert(leaf)
-        if found != self.spiffe_id:
-            raise ValueError(f"identity: leaf certificate names {found!r}, expected {self.spiffe_id!r}")
         if not self.trust_bundle_pem.strip():
             raise ValueError("identity: the trust bundle is empty")
 

@@ -1,28 +1,29 @@
-"""X.509 SVIDs: workload keys, CSRs carrying a SPIFFE URI SAN, and reading the SPIFFE ID back from a cert."""
+"""X.509 SVIDs: workload keys, CSRs carrying a SPIFFE URI SAN, reading the SPIFFE ID back, checking what a CA issued.
+
+Loads `cryptography`: used by citadel, the sidecar's enrollment child process and tests, never by the sidecar.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from shared.identity.enrollment import CertificateError, Enrollment, IssuedCertificate, certificates_der
 
-@dataclass(frozen=True, slots=True)
-class IssuedCertificate:
-    """What citadel returns for a CSR: the chain (leaf first, PEM), the roots to trust, the leaf's expiry."""
-
-    chain_pem: tuple[bytes, ...]
-    trust_bundle_pem: bytes
-    not_after: float
-    """Leaf expiry, seconds since the epoch."""
-
-    @property
-    def leaf_pem(self) -> bytes:
-        return self.chain_pem[0]
+__all__ = [
+    "IssuedCertificate",
+    "build_csr",
+    "enrollment_of",
+    "issuing_root_der",
+    "new_private_key",
+    "private_key_pem",
+    "spiffe_id_of_cert",
+    "spiffe_uris",
+]
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:
@@ -61,8 +62,46 @@ def spiffe_id_of_cert(cert: x509.Certificate) -> str | None:
     return uris[0] if len(uris) == 1 else None
 
 
-def spiffe_id_of_der(der: bytes | None) -> str | None:
-    """As spiffe_id_of_cert, from the DER bytes ssl.SSLObject.getpeercert(binary_form=True) returns."""
-    if not der:
+def issuing_root_der(top: x509.Certificate, roots_pem: bytes) -> bytes | None:
+    """The first certificate of `roots_pem` (DER) that is `top` or directly issued it; None when none did."""
+    try:
+        candidates = certificates_der(roots_pem)
+    except ValueError:
         return None
-    return spiffe_id_of_cert(x509.load_der_x509_certificate(der))
+    for der in candidates:
+        try:
+            root = x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        if root == top:
+            return der
+        try:
+            top.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return der
+    return None
+
+
+def enrollment_of(
+    spiffe_id: str, key: ec.EllipticCurvePrivateKey, issued: IssuedCertificate, known_roots_pem: bytes = b""
+) -> Enrollment:
+    """What a CA issued for `key`, checked before anyone uses it: a readable chain whose leaf names exactly
+    `spiffe_id` (its single SPIFFE URI SAN) and carries `key`'s public key; raises CertificateError otherwise.
+    The issuing root is looked for in the returned bundle, then in `known_roots_pem` (the roots we trust already).
+    Expiry is the caller's to check, against its own clock."""
+    if not issued.chain_pem:
+        raise CertificateError("the certificate source returned an empty chain")
+    try:
+        chain = [x509.load_pem_x509_certificate(pem) for pem in issued.chain_pem]
+        found = spiffe_id_of_cert(chain[0])
+        leaf_key = chain[0].public_key()
+    except ValueError as err:
+        raise CertificateError(f"the issued certificate is unreadable: {err}") from None
+    if found != spiffe_id:
+        raise CertificateError(f"issued certificate names {found!r}, expected {spiffe_id!r}")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf_key.public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise CertificateError("issued certificate carries another public key than ours")
+    issuer = issuing_root_der(chain[-1], issued.trust_bundle_pem) or issuing_root_der(chain[-1], known_roots_pem)
+    return Enrollment(private_key_pem(key), issued.chain_pem, issued.trust_bundle_pem, issued.not_after, issuer)

@@ -1,4 +1,4 @@
-"""Fixtures for proxy integration tests: a test CA behind a CertificateSource, a tiny app, sidecars on free ports."""
+"""Fixtures for proxy integration tests: a test CA behind an in-process enroller, a tiny app, sidecars on free ports."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.local.infra import start_nats
 from services.local.processes import Supervisor, free_port
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.kv import ensure_bucket
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from shared.bus.codec import Ack
@@ -152,8 +153,9 @@ def new_ca() -> Callable[[str], TestCA]:
 
 
 @pytest.fixture
-def ca_source() -> Callable[[TestCA], CASource]:
-    return CASource
+def ca_enroller() -> Callable[[TestCA], InProcessEnroller]:
+    """Enrolls in process with a TestCA."""
+    return lambda ca: InProcessEnroller(CASource(ca))
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +220,7 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         )
         sidecar = Sidecar(
             settings,
-            CASource(test_ca),
+            InProcessEnroller(CASource(test_ca)),
             nats=nats_client if use_nats else None,
             consul_addr=consul_addr,
             bus_trust_bundle=False,  # this test CA, whatever another test published on the shared bus

@@ -23,7 +23,6 @@ from services.citadel.reload import CaReloader, CurrentCa
 from services.citadel.server import CitadelServer
 from services.citadel.testing import PluginCa, new_plugin_ca, pem, write_plugin_ca
 from services.citadel.tokens import create_token
-from services.proxy.citadel_source import CitadelSource
 from services.proxy.main import _build as build_sidecar
 from services.proxy.sidecar import Sidecar
 from shared.clock import SYSTEM_CLOCK
@@ -100,7 +99,7 @@ async def test_plugin_ca_swap_under_load_loses_no_request(
 
     await eventually(lambda: published(pem(citadel.first.root)), "the first CA's bundle in NATS")
     app = await make_app("reviews")
-    started: list[tuple[Sidecar, CitadelSource]] = []
+    started: list[Sidecar] = []
 
     async def sidecar(service: str, app_port: int) -> Sidecar:
         token = create_token(citadel.current.ca, "default", service, 600, SYSTEM_CLOCK)
@@ -108,9 +107,9 @@ async def test_plugin_ca_swap_under_load_loses_no_request(
         built = build_sidecar(
             sidecar_settings(tmp_path / f"proxy-{service}", service, app_port), args, token, private_bus
         )
-        await built[0].start()
+        await built.start()
         started.append(built)
-        return built[0]
+        return built
 
     bus = ProxyBus(private_bus)
     stream: RequestStream | None = None
@@ -147,9 +146,8 @@ async def test_plugin_ca_swap_under_load_loses_no_request(
     finally:
         if stream is not None:
             await stream.stop()
-        for built_sidecar, source in started:
+        for built_sidecar in started:
             await built_sidecar.stop()
-            await source.close()
     assert stream.failures == []
     assert len(stream.statuses) > 100
     print(f"requests: {len(stream.statuses)}, failed: {len(stream.failures)}")

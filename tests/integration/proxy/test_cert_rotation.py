@@ -14,7 +14,7 @@ from nats.aio.client import Client as NatsClient
 from services.citadel.ca import CertificateAuthority, TtlPolicy
 from services.citadel.server import CitadelServer
 from services.citadel.tokens import create_token
-from services.proxy.citadel_source import CitadelSource
+from services.proxy.citadel_source import CitadelEnroller
 from services.proxy.sidecar import Sidecar
 from shared.clock import SYSTEM_CLOCK
 from tests.integration.proxy.citadel_mesh import RequestStream, mesh_configs, sidecar_settings
@@ -45,29 +45,20 @@ async def citadel_sidecar(
     tmp_path: Path, nats_client: NatsClient, citadel: tuple[CertificateAuthority, str]
 ) -> AsyncIterator[Callable[[str, int], Awaitable[Sidecar]]]:
     ca, address = citadel
-    started: list[tuple[Sidecar, CitadelSource]] = []
+    started: list[Sidecar] = []
 
     async def make(service: str, app_port: int) -> Sidecar:
         settings = sidecar_settings(tmp_path / f"proxy-{service}", service, app_port)
-        holder: list[Sidecar] = []
         token = create_token(ca, "default", service, 600, SYSTEM_CLOCK)
-        source = CitadelSource(
-            address,
-            ca.trust_bundle_pem,
-            token,
-            lambda: holder[0].tls.identity if holder else None,
-            SYSTEM_CLOCK,
-        )
-        sidecar = Sidecar(settings, source, nats=nats_client, bus_trust_bundle=False)
-        holder.append(sidecar)
+        enroller = CitadelEnroller(address, ca.trust_bundle_pem, token, SYSTEM_CLOCK)
+        sidecar = Sidecar(settings, enroller, nats=nats_client, bus_trust_bundle=False)
         await sidecar.start()
-        started.append((sidecar, source))
+        started.append(sidecar)
         return sidecar
 
     yield make
-    for sidecar, source in started:
+    for sidecar in started:
         await sidecar.stop()
-        await source.close()
 
 
 async def test_rotation_under_load_loses_no_request(make_app: Any, citadel_sidecar: Any, bus: ProxyBus) -> None:

@@ -21,6 +21,7 @@ from services.pilot.catalog_watch import instance_from_health
 from services.pilot.generate import generate
 from services.pilot.snapshot import Snapshot
 from services.pilot.testing import resources
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.telemetry.setup import TelemetrySettings
 from shared.consul import META_EXTRA_PORTS, WorkloadPort
@@ -119,14 +120,14 @@ async def mesh(
     access_log = tmp_path / "access.log"
     server = Sidecar(
         settings(tmp_path, "reviews", http_app.port, access_log, extra_ports=(WorkloadPort("tcp", tcp_port, 0),)),
-        CASource(test_ca),
+        InProcessEnroller(CASource(test_ca)),
         nats=nats_client,
         consul_addr=consul_addr,
         bus_trust_bundle=False,
     )
     caller = Sidecar(
         settings(tmp_path, "productpage", free_port(), access_log, upstreams=("reviews", f"reviews:{tcp_port}:0")),
-        CASource(test_ca),
+        InProcessEnroller(CASource(test_ca)),
         nats=nats_client,
         consul_addr=consul_addr,
         bus_trust_bundle=False,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.client import Client as NatsClient
 
 from services.local.processes import free_port
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.tls import WorkloadIdentity, client_context
 from shared.model.proxy_config import ProxyConfig, cluster_name
@@ -296,7 +297,7 @@ async def sidecar_with_ext_authz(
             host=f"test{time.monotonic_ns()}",
             ext_authz=(("opa", ext_authz_server[0]),),
         )
-        sidecar = Sidecar(settings, CASource(test_ca), nats=nats_client, bus_trust_bundle=False)
+        sidecar = Sidecar(settings, InProcessEnroller(CASource(test_ca)), nats=nats_client, bus_trust_bundle=False)
         await sidecar.start()
         started.append(sidecar)
         return sidecar

@@ -1,4 +1,6 @@
-"""`python -m services.proxy` as a process beside a real citadel: token -> cert, config -> ready, SIGTERM -> gone."""
+"""`python -m services.proxy` as a process beside a real citadel: token -> cert, config -> ready, SIGTERM -> gone.
+
+The sidecar maps neither grpc nor cryptography: both stay in its short-lived enrollment child."""
 
 from __future__ import annotations
 
@@ -139,6 +141,7 @@ async def test_proxy_process_bootstraps_from_citadel_and_stops_cleanly(
         assert dump["certificate"]["spiffeId"] == "spiffe://cluster.local/ns/default/sa/reviews"
         mapped = await asyncio.to_thread(Path(f"/proc/{proxy.pid}/maps").read_text)
         assert "cygrpc" not in mapped, "the certificate call runs in a child process; grpc stays out of the sidecar"
+        assert "_rust.abi3.so" not in mapped, "X.509 work runs in the enrollment child; cryptography stays out"
 
         assert await stop(proxy) == 0
         async with aiohttp.ClientSession() as session:

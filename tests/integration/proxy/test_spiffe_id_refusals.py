@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
@@ -34,7 +35,7 @@ async def callee(tmp_path: Path, test_ca: TestCA, make_app: Any) -> AsyncIterato
     app = await make_app("reviews")
     settings = sidecar_settings(tmp_path / "reviews", "reviews", app.port)
     settings = dataclasses.replace(settings, telemetry=TelemetrySettings(prometheus_port=0))
-    sidecar = Sidecar(settings, CASource(test_ca), bus_trust_bundle=False)
+    sidecar = Sidecar(settings, InProcessEnroller(CASource(test_ca)), bus_trust_bundle=False)
     await sidecar.start()
     config = ProxyConfig.model_validate(
         {"proxyId": sidecar.proxy_id, "service": "reviews", "namespace": "default", "inbound": {"mtlsMode": "STRICT"}}

@@ -20,6 +20,7 @@ import pytest
 from services.citadel.ca import CertificateAuthority
 from services.citadel.testing import DirectCaSource
 from services.local.processes import free_port
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
@@ -126,9 +127,13 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
             **extra,
         )
 
-    callee = Sidecar(settings("db", app_port=app.port, protocol="tcp"), DirectCaSource(ca), bus_trust_bundle=False)
+    callee = Sidecar(
+        settings("db", app_port=app.port, protocol="tcp"), InProcessEnroller(DirectCaSource(ca)), bus_trust_bundle=False
+    )
     caller = Sidecar(
-        settings("billing", app_port=free_port(), upstreams=("db:5432:0",)), DirectCaSource(ca), bus_trust_bundle=False
+        settings("billing", app_port=free_port(), upstreams=("db:5432:0",)),
+        InProcessEnroller(DirectCaSource(ca)),
+        bus_trust_bundle=False,
     )
     async with asyncio.timeout(30):
         await callee.start()

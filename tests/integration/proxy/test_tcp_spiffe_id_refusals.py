@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
@@ -37,7 +38,7 @@ async def callee(tmp_path: Path, test_ca: TestCA) -> AsyncIterator[Sidecar]:
     app = await asyncio.start_server(echo, "127.0.0.1", 0)
     settings = sidecar_settings(tmp_path / "db", "db", int(app.sockets[0].getsockname()[1]))
     settings = dataclasses.replace(settings, protocol="tcp", telemetry=TelemetrySettings(prometheus_port=0))
-    sidecar = Sidecar(settings, CASource(test_ca), bus_trust_bundle=False)
+    sidecar = Sidecar(settings, InProcessEnroller(CASource(test_ca)), bus_trust_bundle=False)
     await sidecar.start()
     configure(sidecar)
     yield sidecar

@@ -62,7 +62,7 @@ async def accepted(port: int, identity: WorkloadIdentity, server_roots: bytes) -
 
 
 async def test_bus_bundle_is_trusted_and_rotation_is_followed(
-    private_bus: NatsClient, test_ca: Any, new_ca: Any, ca_source: Any, make_app: Any, tmp_path: Path
+    private_bus: NatsClient, test_ca: Any, new_ca: Any, ca_enroller: Any, make_app: Any, tmp_path: Path
 ) -> None:
     other = new_ca("next root")
     await publish_bundle(private_bus, test_ca.bundle_pem)
@@ -77,7 +77,7 @@ async def test_bus_bundle_is_trusted_and_rotation_is_followed(
         state_dir=tmp_path / "reviews",
         host="bundle-node",
     )
-    sidecar = Sidecar(settings, ca_source(test_ca), nats=private_bus)
+    sidecar = Sidecar(settings, ca_enroller(test_ca), nats=private_bus)
     await sidecar.start()
     try:
         port = sidecar.listeners["inbound"].port

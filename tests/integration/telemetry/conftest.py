@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from services.citadel.ca import CertificateAuthority
 from services.citadel.testing import DirectCaSource
 from services.local.processes import free_port
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
@@ -119,7 +120,9 @@ async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
             host=f"telemetry{time.monotonic_ns()}",
             telemetry=TelemetrySettings(prometheus_port=0, tracing=tracing, **telemetry),
         )
-        sidecar = Sidecar(settings, DirectCaSource(ca), nats=nats, consul_addr=consul_addr, bus_trust_bundle=False)
+        sidecar = Sidecar(
+            settings, InProcessEnroller(DirectCaSource(ca)), nats=nats, consul_addr=consul_addr, bus_trust_bundle=False
+        )
         sidecar.app = app  # type: ignore[attr-defined]
         made.append(sidecar)
         async with asyncio.timeout(30):

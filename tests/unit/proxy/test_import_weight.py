@@ -54,13 +54,33 @@ def test_tracing_loads_the_sdk_when_a_tracer_is_built() -> None:
     assert under(loaded_after(code), "opentelemetry.sdk.trace")
 
 
-def test_a_sidecar_without_request_authentication_loads_no_pyjwt() -> None:
-    code = (
-        "import services.proxy.main\n"
-        "from services.proxy.jwt_authn import JwksCache, JwtAuthenticator\n"
-        "JwtAuthenticator([], JwksCache())"
-    )
-    assert under(loaded_after(code), "jwt") == []
+SIDECAR_WITHOUT_REQUEST_AUTHENTICATION = """
+import argparse, asyncio, random, tempfile
+from pathlib import Path
+from services.proxy.main import _build
+from services.proxy.sidecar import SidecarSettings
+from services.proxy.snapshot import ConfigSnapshot
+from shared.model.proxy_config import ProxyConfig
+
+async def build() -> None:
+    settings = SidecarSettings(service="a", app_port=1, state_dir=Path(tempfile.mkdtemp()))
+    args = argparse.Namespace(citadel_addr="127.0.0.1:1", consul_addr=None)
+    sidecar = _build(settings, args, "token", None)
+    config = ProxyConfig(proxy_id=sidecar.proxy_id, service="a", namespace="default").versioned()
+    sidecar.state.swap(ConfigSnapshot.build(config, random.Random(1)))
+    sidecar._inbound.mtls_mode()
+
+asyncio.run(build())
+"""
+"""Builds the sidecar `isthmus proxy run` builds and applies a config, as far as that goes without sockets."""
+
+
+def test_a_sidecar_loads_neither_cryptography_nor_pyjwt_nor_grpc() -> None:
+    """X.509 and citadel's call run in the enrollment child (csr_child.py); PyJWT only with RequestAuthentication."""
+    modules = loaded_after(SIDECAR_WITHOUT_REQUEST_AUTHENTICATION)
+    assert "services.proxy.sidecar" in modules and "services.proxy.jwt_authn" in modules
+    for package in ("cryptography", "jwt", "grpc", "shared.identity.svid", "services.proxy.enroll_in_process"):
+        assert under(modules, package) == []
 
 
 def test_request_authentication_loads_pyjwt_when_its_rules_are_compiled() -> None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.proxy.certs import ROOT_ROTATION_SPREAD, CertificateManager, issued_under_first_root
+from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.tls import WorkloadIdentity
 from shared.clock import FakeClock
 from shared.identity.svid import IssuedCertificate
@@ -57,10 +58,10 @@ async def test_new_signing_root_renews_within_the_spread(signer: Any) -> None:
     clock = FakeClock()
     identities: list[WorkloadIdentity] = []
     source = Source(signer, clock)
-    manager = CertificateManager(SPIFFE, source, clock, random.Random(7), identities.append)
+    manager = CertificateManager(SPIFFE, InProcessEnroller(source), clock, random.Random(7), identities.append)
     identity = await manager.obtain()
     ours = identity.trust_bundle_pem
-    assert issued_under_first_root(identity.chain_pem, ours)
+    assert issued_under_first_root(manager.issuer_root_der, ours)
     task = asyncio.create_task(manager.run())
     try:
         await _settle()
@@ -70,7 +71,7 @@ async def test_new_signing_root_renews_within_the_spread(signer: Any) -> None:
         assert source.calls == 1
 
         rotated = other_root() + ours  # the new root signs now
-        assert not issued_under_first_root(identity.chain_pem, rotated)
+        assert not issued_under_first_root(manager.issuer_root_der, rotated)
         manager.update_trust_bundle(rotated)
         await _settle()
         await clock.advance(ROOT_ROTATION_SPREAD)
