@@ -1,7 +1,8 @@
 """Data-plane benchmark launcher: one real Sidecar in its own process, certified by a citadel CA kept on disk.
 
-`python -m bench.sidecar_process --ca-dir D --service S --app-port P --config F` loads the CA that
-`bench.dataplane` created (services/citadel/ca.py), builds a Sidecar as `isthmus proxy run` does (uvloop,
+`python -m bench.sidecar_process --ca-dir D --service S --app-port P --config F` gets its certificate from the
+CA that `bench.dataplane` created (services/citadel/ca.py) through a child process (bench/enroll_child.py: as
+in production, the sidecar never loads `cryptography`), builds a Sidecar as `isthmus proxy run` does (uvloop,
 metrics on, access log and tracing off, logging at INFO: the defaults), applies the ProxyConfig JSON in F
 without NATS, prints one JSON line with its ports and identity, and serves until SIGTERM. No NATS, no
 Consul: only the data path.
@@ -15,16 +16,17 @@ import json
 import logging
 import random
 import signal
+import sys
 from pathlib import Path
 
 import uvloop
 
-from services.citadel.ca import CertificateAuthority
-from services.citadel.testing import DirectCaSource
-from services.proxy.enroll_in_process import InProcessEnroller
+from services.proxy.csr_child import run_enrollment_child
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
+from services.proxy.tls import WorkloadIdentity
+from shared.identity.enrollment import Enrollment
 from shared.model.proxy_config import ProxyConfig
 
 NAMESPACE = "bench"
@@ -47,10 +49,20 @@ def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSetting
     )
 
 
+class CaDirEnroller:
+    """Enrolls through `python -m bench.enroll_child`, which signs with the CA in `ca_dir`."""
+
+    def __init__(self, ca_dir: Path) -> None:
+        self.ca_dir = ca_dir
+
+    async def enroll(self, spiffe_id: str, current: WorkloadIdentity | None) -> Enrollment:
+        command = (sys.executable, "-m", "bench.enroll_child", "--ca-dir", str(self.ca_dir))
+        return await run_enrollment_child(command, json.dumps({"spiffe_id": spiffe_id}).encode())
+
+
 async def serve(args: argparse.Namespace) -> None:
-    ca = CertificateAuthority.load(args.ca_dir)
     settings = settings_for(args.service, args.app_port, args.state_dir)
-    sidecar = Sidecar(settings, InProcessEnroller(DirectCaSource(ca)), bus_trust_bundle=False)
+    sidecar = Sidecar(settings, CaDirEnroller(args.ca_dir), bus_trust_bundle=False)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

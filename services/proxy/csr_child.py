@@ -21,6 +21,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,13 @@ async def enroll_in_child(request: EnrollmentRequest) -> Enrollment:
     (citadel's certificate failed the checks) or CertificateCallFailed (anything else, garbage answers included)."""
     if not request.trust_bundle_pem.strip():
         raise ValueError("trust_bundle_pem is empty; citadel's certificate could not be verified")
-    answer = await _run_child(request.to_json())
+    return await run_enrollment_child(CHILD_COMMAND, request.to_json())
+
+
+async def run_enrollment_child(command: Sequence[str], request: bytes) -> Enrollment:
+    """Runs `command`, writes `request` to its stdin and reads its answer (this module's format) as
+    enroll_in_child does; also used by the benchmark's sidecars, whose child signs with a CA on disk."""
+    answer = await _run_child(command, request)
     refused = answer.get("refused")
     if isinstance(refused, dict):
         raise CertificateCallRefused(str(refused.get("reason", "")), str(refused.get("code", "")))
@@ -129,9 +136,9 @@ def _enrollment_of_answer(enrolled: Any) -> Enrollment:
     )
 
 
-async def _run_child(request: bytes) -> dict[str, Any]:
+async def _run_child(command: Sequence[str], request: bytes) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
-        *CHILD_COMMAND,
+        *command,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -204,10 +211,11 @@ async def _enroll(request: dict[str, Any]) -> dict[str, Any]:
         return {"rejected": str(err)}
     if enrolled.not_after <= time.time():
         return {"rejected": "issued certificate has already expired"}
-    return {"enrolled": _answer_of(enrolled), "renewal_refused": renewal_refused}
+    return {"enrolled": answer_of(enrolled), "renewal_refused": renewal_refused}
 
 
-def _answer_of(enrolled: Enrollment) -> dict[str, Any]:
+def answer_of(enrolled: Enrollment) -> dict[str, Any]:
+    """The `enrolled` part of a child's answer."""
     return {
         "key": _b64(enrolled.key_pem),
         "chain": [_b64(pem) for pem in enrolled.chain_pem],
