@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 
@@ -55,6 +56,19 @@ _BOOKKEEPING = frozenset(
         META_EXTRA_PORTS,
     }
 )
+
+
+_LOCALITY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def workload_locality(value: str) -> str:
+    """`region[/zone[/subzone]]` as a workload states where it runs; ValueError names what is wrong."""
+    parts = value.split("/")
+    if len(parts) > 3 or not all(_LOCALITY_SEGMENT.match(part) for part in parts):
+        raise ValueError(
+            f"{value!r} is not a locality: region[/zone[/subzone]], each of letters, digits, '.', '_' or '-'"
+        )
+    return value
 
 
 def protocol_of(meta: dict[str, str]) -> str:

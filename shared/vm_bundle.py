@@ -23,6 +23,8 @@ PROTOCOL_ENV = "ISTHMUS_PROTOCOL"
 """What the app's port speaks, `http` or `tcp` (optional: absent means http)."""
 EXTRA_PORTS_ENV = "ISTHMUS_EXTRA_PORTS"
 """Further app ports the sidecar fronts, comma-separated `--extra-port` values (optional)."""
+LOCALITY_ENV = "ISTHMUS_LOCALITY"
+"""Where the VM runs, `region[/zone[/subzone]]` (optional)."""
 
 KEYS = (
     NATS_URL_ENV,
@@ -37,6 +39,7 @@ KEYS = (
     UPSTREAMS_ENV,
     PROTOCOL_ENV,
     EXTRA_PORTS_ENV,
+    LOCALITY_ENV,
 )
 
 

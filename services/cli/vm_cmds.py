@@ -20,7 +20,7 @@ from services.citadel.ca_store import CaStateError
 from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs
+from shared.consul import PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs, workload_locality
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -34,6 +34,7 @@ from shared.ports import (
 from shared.vm_bundle import (
     APP_PORT_ENV,
     EXTRA_PORTS_ENV,
+    LOCALITY_ENV,
     MESH_ENV,
     NAMESPACE_ENV,
     PROTOCOL_ENV,
@@ -81,6 +82,8 @@ def write_bundle(args: argparse.Namespace) -> Path:
         values[UPSTREAMS_ENV] = ",".join(upstreams)
     if args.protocol != PROTOCOL_HTTP:
         values[PROTOCOL_ENV] = args.protocol
+    if args.locality:
+        values[LOCALITY_ENV] = args.locality
     if args.extra_ports:
         values[EXTRA_PORTS_ENV] = ",".join(f"{p.app_port}:{p.protocol}:{p.inbound_port}" for p in args.extra_ports)
     _write(out / MESH_ENV, format_env(values), 0o644)
@@ -100,6 +103,13 @@ def write_bundle(args: argparse.Namespace) -> Path:
 def _extra_port(value: str) -> WorkloadPort:
     try:
         return extra_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _locality(value: str) -> str:
+    try:
+        return workload_locality(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
@@ -161,6 +171,13 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
         help="a further app port the sidecar fronts (repeatable), as `isthmus proxy run --extra-port`",
+    )
+    bundle.add_argument(
+        "--locality",
+        type=_locality,
+        default=None,
+        metavar="REGION[/ZONE[/SUBZONE]]",
+        help="where the VM runs, as `isthmus proxy run --locality`",
     )
     bundle.add_argument(
         "--upstream", dest="upstreams", action="append", default=[], metavar="SERVICE[:PORT[:LOCALPORT]]"

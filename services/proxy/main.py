@@ -20,13 +20,28 @@ from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports, vm_bundle
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import DEFAULT_NAMESPACE, PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs
+from shared.consul import (
+    DEFAULT_NAMESPACE,
+    PROTOCOL_HTTP,
+    PROTOCOLS,
+    WorkloadPort,
+    extra_port,
+    upstream_specs,
+    workload_locality,
+)
 
 log = logging.getLogger("services.proxy")
 
 
 class _Default(str):
     """A flag value nobody typed (a default, maybe from the environment): a --bundle value may replace it."""
+
+
+def _locality(value: str) -> str:
+    try:
+        return workload_locality(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _extra_port(value: str) -> WorkloadPort:
@@ -104,6 +119,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "served on its own mTLS inbound port INBOUND_PORT (default 0: any free port), announced in Consul Meta "
         "isthmus-extra-ports; callers reach a tcp one as --upstream SERVICE:APP_PORT",
     )
+    parser.add_argument(
+        "--locality",
+        type=_locality,
+        default=None,
+        metavar="REGION[/ZONE[/SUBZONE]]",
+        help="where this workload runs (Consul Meta locality); with outlierDetection on a cluster, calls go to "
+        "endpoints in the same subzone, zone, then region first (DestinationRule localityLbSetting)",
+    )
 
 
 _BUNDLE_FLAGS = {
@@ -116,6 +139,7 @@ _BUNDLE_FLAGS = {
     "service": vm_bundle.SERVICE_ENV,
     "service_account": vm_bundle.SERVICE_ACCOUNT_ENV,
     "protocol": vm_bundle.PROTOCOL_ENV,
+    "locality": vm_bundle.LOCALITY_ENV,
 }
 
 
@@ -131,6 +155,11 @@ def apply_bundle(args: argparse.Namespace) -> None:
             setattr(args, flag, values[key])
     if values.get(vm_bundle.PROTOCOL_ENV, PROTOCOL_HTTP) not in PROTOCOLS:
         raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.PROTOCOL_ENV} is not http or tcp")
+    if values.get(vm_bundle.LOCALITY_ENV):
+        try:
+            workload_locality(values[vm_bundle.LOCALITY_ENV])
+        except ValueError as err:
+            raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.LOCALITY_ENV}: {err}") from err
     if args.app_port is None and vm_bundle.APP_PORT_ENV in values:
         if not values[vm_bundle.APP_PORT_ENV].isdigit():
             raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.APP_PORT_ENV} is not a port")
@@ -186,6 +215,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         upstreams=upstream_specs(",".join(getattr(args, "upstreams", None) or [])),
         protocol=str(getattr(args, "protocol", PROTOCOL_HTTP)),
         extra_ports=extra_ports,
+        locality=getattr(args, "locality", None),
     )
 
 

@@ -68,6 +68,8 @@ class SidecarSettings:
     """What the app's port speaks: "tcp" passes inbound connections to it as bytes (`--protocol`)."""
     extra_ports: tuple[WorkloadPort, ...] = ()
     """Further app ports this sidecar fronts, each behind its own inbound listener (`--extra-port`)."""
+    locality: str | None = None
+    """`region/zone/subzone` where the workload runs (`--locality`): Consul Meta and locality-aware balancing."""
 
     @property
     def account(self) -> str:
@@ -121,7 +123,13 @@ class Sidecar:
             ExtAuthzClient(dict(settings.ext_authz)),
         )
         self.tcp_outbound = TcpOutbound(
-            self.state, self.tls, self.telemetry, parse_tcp_upstreams(",".join(settings.upstreams)), clock, rng
+            self.state,
+            self.tls,
+            self.telemetry,
+            parse_tcp_upstreams(",".join(settings.upstreams)),
+            clock,
+            rng,
+            settings.locality,
         )
         self._tcp_inbound = (
             TcpInbound(self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock)
@@ -176,6 +184,7 @@ class Sidecar:
             prometheus_port=self.listeners["prometheus"].port if "prometheus" in self.listeners else None,
             protocol=s.protocol,
             extra_ports=tuple(extra.port for extra in self.extra_inbound),
+            locality=s.locality,
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:
@@ -191,7 +200,7 @@ class Sidecar:
         return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
 
     def _outbound_handler(self) -> OutboundHandler:
-        self._outbound = OutboundHandler(self.state, self._pools, self._clock, self._rng)
+        self._outbound = OutboundHandler(self.state, self._pools, self._clock, self._rng, self.settings.locality)
         return self._outbound
 
     @property

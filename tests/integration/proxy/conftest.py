@@ -206,6 +206,7 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         consul_addr: str | None = None,
         host: str | None = None,
         state_dir: Path | None = None,
+        locality: str | None = None,
     ) -> Sidecar:
         settings = SidecarSettings(
             service=service,
@@ -217,6 +218,7 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
             trust_domain=TRUST_DOMAIN,
             state_dir=state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}",
             host=host or f"test{time.monotonic_ns()}",
+            locality=locality,
         )
         sidecar = Sidecar(
             settings,

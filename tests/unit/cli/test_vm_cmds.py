@@ -29,7 +29,7 @@ def bundle(tmp_path: Path) -> Path:
         "vm", "bundle", "--service", "payment", "--namespace", "shop", "--service-account", "pay",
         "--port", "8080", "--version", "v2", "--upstream", "ledger", "--out", str(out),
         "--citadel-state", str(tmp_path / "citadel"), "--nats-url", "nats://10.0.0.2:4222",
-        "--citadel-addr", "10.0.0.2:15012",
+        "--citadel-addr", "10.0.0.2:15012", "--locality", "eu-west1/eu-west1-c",
     )  # fmt: skip
     assert code == 0
     return out
@@ -52,6 +52,7 @@ def test_bundle_files_and_modes(bundle: Path) -> None:
         "ISTHMUS_VERSION": "v2",
         "ISTHMUS_APP_PORT": "8080",
         "ISTHMUS_UPSTREAMS": "ledger",
+        "ISTHMUS_LOCALITY": "eu-west1/eu-west1-c",
     }
 
 
@@ -71,6 +72,7 @@ def test_proxy_run_takes_everything_from_the_bundle(bundle: Path, monkeypatch: p
     )  # fmt: skip
     assert settings.spiffe_id == "spiffe://mesh.example/ns/shop/sa/pay"
     assert settings.upstreams == ("ledger",) and settings.state_dir == bundle / "state"
+    assert settings.locality == "eu-west1/eu-west1-c"
     assert (args.nats_url, args.citadel_addr) == ("nats://10.0.0.2:4222", "10.0.0.2:15012")
     assert read_token(args) == (bundle / "token").read_text().strip()
     assert (bundle / "state" / "trust-bundle.pem").read_bytes() == (bundle / "root-cert.pem").read_bytes()

@@ -81,3 +81,22 @@ async def test_first_connect_gives_up_at_once_when_nats_is_down() -> None:
 
     async with asyncio.timeout(30):  # before the fix this never returned: nats-py retried forever
         assert await connect_bus(f"nats://127.0.0.1:{free_port()}", "test", first_try_only=True) is None
+
+
+def test_locality_reaches_the_settings_and_the_consul_meta_as_a_label() -> None:
+    from services.proxy.registration import Registration
+    from shared.consul import labels_from_meta
+
+    settings = settings_from(_parse("--service", "order", "--app-port", "9080", "--locality", "us-east1/us-east1-b"))
+    assert settings.locality == "us-east1/us-east1-b"
+    registration = Registration("order-1", "order", "shop", "order", "v1", "127.0.0.1", 15006, 15021, 9080,
+                                locality=settings.locality)  # fmt: skip
+    assert labels_from_meta(registration.meta())["locality"] == "us-east1/us-east1-b"
+    assert "locality" not in Registration("o", "order", "shop", "order", "v1", "127.0.0.1", 1, 2, 3).meta()
+
+
+@pytest.mark.parametrize("value", ["us/east/b/extra", "us//b", "us/*", "us east"])
+def test_a_malformed_locality_is_refused_naming_the_flag(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse("--service", "order", "--app-port", "9080", "--locality", value)
+    assert "--locality" in capsys.readouterr().err
