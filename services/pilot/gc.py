@@ -10,6 +10,7 @@ period again. Runs after each push and every `interval` seconds. Several pilots 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -26,9 +27,15 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE = 300.0
 
 
+KEYS_TIMEOUT = 10.0
+"""A key listing (a watcher over the bucket) that has not ended by then is given up for this round."""
+
+
 async def kv_keys(kv: KeyValue) -> set[str]:
+    """The bucket's keys; raises TimeoutError when the listing does not end within KEYS_TIMEOUT seconds."""
     try:
-        return set(await kv.keys())
+        async with asyncio.timeout(KEYS_TIMEOUT):
+            return set(await kv.keys())
     except NoKeysError:
         return set()
 
@@ -58,9 +65,13 @@ class ProxyKeyCollector:
     async def collect(self, snapshot: Snapshot) -> list[str]:
         """Delete the keys missing for longer than the grace period; returns them."""
         live = {proxy_key(proxy.proxy_id) for proxy in snapshot.proxies}
-        missing = await kv_keys(self._config_kv) - live
-        for status in self._status_kvs:
-            missing |= await kv_keys(status) - live
+        try:
+            missing = await kv_keys(self._config_kv) - live
+            for status in self._status_kvs:
+                missing |= await kv_keys(status) - live
+        except TimeoutError:  # nothing is deleted on a partial view; the next round lists again
+            log.warning("listing the proxy keys did not finish within %.0fs; collection skipped", KEYS_TIMEOUT)
+            return []
         now = self._clock.monotonic()
         self._missing_since = {key: self._missing_since.get(key, now) for key in missing}
         deleted = sorted(key for key, since in self._missing_since.items() if now - since >= self._grace)
