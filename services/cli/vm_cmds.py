@@ -19,8 +19,9 @@ from services.citadel.ca import CertificateAuthority
 from services.citadel.ca_store import CaStateError
 from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
+from shared.arg_types import argument_type
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import PROTOCOL_HTTP, PROTOCOLS, WorkloadPort, extra_port, upstream_specs, workload_locality
+from shared.consul import PROTOCOL_HTTP, PROTOCOLS, extra_port, upstream_specs, workload_locality
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -100,20 +101,6 @@ def write_bundle(args: argparse.Namespace) -> Path:
     return out
 
 
-def _extra_port(value: str) -> WorkloadPort:
-    try:
-        return extra_port(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _locality(value: str) -> str:
-    try:
-        return workload_locality(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
 def _repeated_app_port(args: argparse.Namespace) -> int | None:
     seen = {args.port}
     for port in args.extra_ports:
@@ -167,14 +154,14 @@ def register(subparsers: Any) -> None:
         "--extra-port",
         dest="extra_ports",
         action="append",
-        type=_extra_port,
+        type=argument_type(extra_port),
         default=[],
         metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
         help="a further app port the sidecar fronts (repeatable), as `isthmus proxy run --extra-port`",
     )
     bundle.add_argument(
         "--locality",
-        type=_locality,
+        type=argument_type(workload_locality),
         default=None,
         metavar="REGION[/ZONE[/SUBZONE]]",
         help="where the VM runs, as `isthmus proxy run --locality`",

@@ -19,6 +19,7 @@ from services.proxy.ext_authz import parse_providers
 from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
 from services.proxy.telemetry import flags as telemetry_flags
 from shared import ports, vm_bundle
+from shared.arg_types import argument_type
 from shared.clock import SYSTEM_CLOCK
 from shared.consul import (
     DEFAULT_NAMESPACE,
@@ -35,20 +36,6 @@ log = logging.getLogger("services.proxy")
 
 class _Default(str):
     """A flag value nobody typed (a default, maybe from the environment): a --bundle value may replace it."""
-
-
-def _locality(value: str) -> str:
-    try:
-        return workload_locality(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _extra_port(value: str) -> WorkloadPort:
-    try:
-        return extra_port(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--extra-port",
         dest="extra_ports",
         action="append",
-        type=_extra_port,
+        type=argument_type(extra_port),
         default=[],
         metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
         help="a further app port on 127.0.0.1 this sidecar fronts (repeatable): PROTOCOL http (default) or tcp, "
@@ -121,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--locality",
-        type=_locality,
+        type=argument_type(workload_locality),
         default=None,
         metavar="REGION[/ZONE[/SUBZONE]]",
         help="where this workload runs (Consul Meta locality); with outlierDetection on a cluster, calls go to "
