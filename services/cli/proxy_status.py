@@ -59,12 +59,25 @@ async def _entries(js: Any, bucket: str) -> dict[str, bytes]:
     return values
 
 
+LIST_TIMEOUT = 10.0
+"""Reading both buckets must end by then (a key listing is a watcher that could otherwise wait forever)."""
+
+
+class StatusUnavailable(RuntimeError):
+    """NATS answered but the proxy buckets could not be read in time; the message says so."""
+
+
 async def collect(nats_url: str) -> list[ProxyStatus]:
     connection = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
     try:
         js = connection.jetstream()
-        configs = await _entries(js, PROXY_CONFIG_BUCKET)
-        acks = await _entries(js, PROXY_STATUS_BUCKET)
+        async with asyncio.timeout(LIST_TIMEOUT):
+            configs = await _entries(js, PROXY_CONFIG_BUCKET)
+            acks = await _entries(js, PROXY_STATUS_BUCKET)
+    except TimeoutError:
+        raise StatusUnavailable(
+            f"reading the proxy buckets at {nats_url} did not finish within {LIST_TIMEOUT:.0f}s"
+        ) from None
     finally:
         await connection.close()
     rows = []
@@ -97,6 +110,9 @@ def format_table(rows: list[ProxyStatus]) -> str:
 def _run(args: argparse.Namespace) -> int:
     try:
         rows = asyncio.run(collect(args.nats_url))
+    except StatusUnavailable as err:
+        print(f"isthmus: {err}")
+        return 2
     except (OSError, nats.errors.NoServersError, TimeoutError) as err:
         print(f"isthmus: cannot reach NATS at {args.nats_url}: {err}")
         return 2
