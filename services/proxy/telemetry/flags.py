@@ -38,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--access-log-file", default=None, help="access log destination ('-': stdout; default: off)")
     group.add_argument("--access-log-encoding", type=str.upper, choices=ACCESS_LOG_ENCODINGS, default="TEXT")
     group.add_argument("--access-log-errors-only", action="store_true", help="log only failed requests")
-    group.add_argument("--trace-endpoint", default=None, help="OTLP gRPC collector host:port (default: no tracing)")
+    group.add_argument(
+        "--trace-endpoint",
+        default=None,
+        help="OTLP collector: host:port for OTLP over gRPC, or an http://host:port/v1/traces URL for OTLP over HTTP "
+        "(lighter: no grpc in the sidecar); default: no tracing",
+    )
     group.add_argument(
         "--trace-sampling",
         type=float,

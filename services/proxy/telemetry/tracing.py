@@ -49,7 +49,16 @@ class TracingSettings:
             raise ValueError(f"--trace-sampling {self.sampling_percent} is not a percentage (0-100)")
 
 
+OTLP_HTTP_PATH = "/v1/traces"
+
+
 def otlp_exporter(endpoint: str) -> SpanExporter:
+    """OTLP over HTTP for an `http(s)://host:port/v1/traces` URL (no grpc in the sidecar), else OTLP over gRPC
+    to `host:port` (`https://host:port`: with TLS)."""
+    if "://" in endpoint and endpoint.rstrip("/").endswith(OTLP_HTTP_PATH):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+        return HttpSpanExporter(endpoint=endpoint.rstrip("/"), timeout=5)
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     secure = endpoint.startswith("https://")

@@ -40,13 +40,16 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.keep(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def keep(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
             service = next(
                 (a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), ""
             )
             for scope_spans in resource_spans.scope_spans:
                 self.spans.extend((service, span) for span in scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
 
 
 @pytest.fixture
@@ -58,6 +61,28 @@ async def otlp() -> AsyncIterator[tuple[Receiver, str]]:
     await server.start()
     yield receiver, f"127.0.0.1:{port}"
     await server.stop(0)
+
+
+@pytest.fixture
+async def otlp_http() -> AsyncIterator[tuple[Receiver, str]]:
+    """An OTLP/HTTP trace collector (protobuf POSTs to /v1/traces); yields it and its traces URL."""
+    receiver = Receiver()
+
+    async def export(request: web.Request) -> web.Response:
+        if request.content_type != "application/x-protobuf":
+            return web.Response(status=415, text=f"unexpected content type {request.content_type}")
+        receiver.keep(trace_service_pb2.ExportTraceServiceRequest.FromString(await request.read()))
+        body = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=body, content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", export)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield receiver, f"http://127.0.0.1:{port}/v1/traces"
+    await runner.cleanup()
 
 
 @dataclass

@@ -179,3 +179,19 @@ async def test_b3_single_header_continues_the_trace(make_sidecar: MeshFactory, o
     assert {span.trace_id.hex() for _, span in receiver.spans} == {APP_TRACE_ID}
     seen = callee.app.seen[-1]  # type: ignore[attr-defined]
     assert seen["b3"].startswith(f"{APP_TRACE_ID}-") and seen["b3"].endswith("-1")
+
+
+async def test_spans_go_over_otlp_http_to_a_traces_url(
+    make_sidecar: MeshFactory, otlp_http: tuple[Receiver, str]
+) -> None:
+    receiver, url = otlp_http
+    caller = await make_sidecar("productpage", trace_endpoint=url)
+    callee = await make_sidecar("reviews", trace_endpoint=url)
+    apply_config(caller, route_to(caller, callee))
+    apply_config(callee, empty_config(callee))
+
+    await call(caller, "/", traceparent=f"00-{APP_TRACE_ID}-{APP_SPAN_ID}-01")
+
+    await eventually(lambda: len(receiver.spans) >= 2, 20, "two spans at the OTLP/HTTP receiver")
+    assert {span.trace_id.hex() for _, span in receiver.spans} == {APP_TRACE_ID}
+    assert {service for service, _ in receiver.spans} == {"productpage.default", "reviews.default"}

@@ -94,3 +94,14 @@ def test_request_authentication_loads_pyjwt_when_its_rules_are_compiled() -> Non
         "JwtAuthenticator([rule], JwksCache())"
     )
     assert under(loaded_after(code), "jwt")
+
+
+def test_tracing_over_otlp_http_loads_no_grpc() -> None:
+    code = (
+        "import services.proxy.main\n"
+        "from services.proxy.telemetry.tracing import otlp_exporter\n"
+        "otlp_exporter('http://127.0.0.1:4318/v1/traces').shutdown()"
+    )
+    modules = loaded_after(code)
+    assert under(modules, "opentelemetry.exporter.otlp.proto.http")
+    assert under(modules, "grpc") == []
