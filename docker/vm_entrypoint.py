@@ -18,6 +18,8 @@ Configuration is by environment (compose sets it); every value has the default s
   ISTHMUS_CONSUL_BIN=<consul on PATH, else /opt/consul/bin/consul>
   ISTHMUS_APP_COMMAND=python3 -m services.demoapp --service S --version V --port P --sidecar http://127.0.0.1:15001
   ISTHMUS_WAIT_SECONDS=120 (how long to wait for the token and the Consul agent)
+  ISTHMUS_TRACE_ENDPOINT=<unset: no tracing; else the sidecar's --trace-endpoint, e.g. http://jaeger:4318/v1/traces>
+  ISTHMUS_LOCALITY=<unset; else the sidecar's --locality, e.g. eu-west/zone-a>
 Arguments, if any, are extra flags for `isthmus proxy run`.
 
 `isthmus-vm health` is the container's health check: the Consul agent knows a leader, the app's port is
@@ -223,6 +225,12 @@ def main() -> int:
     token_file = env("ISTHMUS_TOKEN_FILE", "/var/lib/isthmus/token/token")
     state_dir = env("ISTHMUS_STATE_DIR", "/var/lib/isthmus/proxy")
     wait_seconds = float(env("ISTHMUS_WAIT_SECONDS", "120"))
+    optional = [
+        arg
+        for flag, name in (("--trace-endpoint", "ISTHMUS_TRACE_ENDPOINT"), ("--locality", "ISTHMUS_LOCALITY"))
+        if (value := env(name, ""))
+        for arg in (flag, value)
+    ]
     app_command = shlex.split(
         env(
             "ISTHMUS_APP_COMMAND",
@@ -278,7 +286,7 @@ def main() -> int:
             "--admin-port", str(ADMIN_PORT), "--health-port", str(HEALTH_PORT),
             "--nats-url", nats_url, "--consul-addr", consul_addr, "--citadel-addr", citadel_addr,
             "--token-file", token_file, "--trust-domain", trust_domain, "--state-dir", state_dir,
-            *sys.argv[1:],
+            *optional, *sys.argv[1:],
         ],
     )  # fmt: skip
     return children.wait()
