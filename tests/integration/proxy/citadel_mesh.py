@@ -4,32 +4,20 @@ and a steady request stream through the mesh path that records every failure."""
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar, SidecarSettings
 from shared.model.proxy_config import ProxyConfig, cluster_name
-from tests.integration.proxy.conftest import TRUST_DOMAIN
+from tests.integration.sidecar_settings import loopback_settings
 
 REVIEWS = cluster_name("reviews.default.svc.cluster.local", 9080)
 
 
 def sidecar_settings(state_dir: Path, service: str, app_port: int) -> SidecarSettings:
-    return SidecarSettings(
-        service=service,
-        app_port=app_port,
-        inbound_port=free_port(),
-        outbound_port=free_port(),
-        admin_port=free_port(),
-        health_port=free_port(),
-        trust_domain=TRUST_DOMAIN,
-        state_dir=state_dir,
-        host=f"test{time.monotonic_ns()}",
-    )
+    return loopback_settings(service, app_port, state_dir)
 
 
 def mesh_configs(caller: Sidecar, server: Sidecar) -> tuple[ProxyConfig, ProxyConfig]:

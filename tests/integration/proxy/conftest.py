@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ from services.local.infra import start_nats
 from services.local.processes import Supervisor, free_port
 from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.kv import ensure_bucket
-from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.sidecar import Sidecar
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
 from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
+from tests.integration.sidecar_settings import loopback_settings
 
 TRUST_DOMAIN = "cluster.local"
 
@@ -208,18 +209,11 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         state_dir: Path | None = None,
         locality: str | None = None,
     ) -> Sidecar:
-        settings = SidecarSettings(
-            service=service,
-            app_port=app_port,
-            inbound_port=free_port(),
-            outbound_port=free_port(),
-            admin_port=free_port(),
-            health_port=free_port(),
-            trust_domain=TRUST_DOMAIN,
-            state_dir=state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}",
-            host=host or f"test{time.monotonic_ns()}",
-            locality=locality,
+        settings = loopback_settings(
+            service, app_port, state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}", locality=locality
         )
+        if host is not None:
+            settings = replace(settings, host=host)
         sidecar = Sidecar(
             settings,
             InProcessEnroller(CASource(test_ca)),

@@ -27,6 +27,7 @@ from services.proxy.telemetry.setup import TelemetrySettings
 from shared.consul import META_EXTRA_PORTS, WorkloadPort
 from tests.integration.proxy.catalog_config import apply
 from tests.integration.proxy.conftest import TRUST_DOMAIN, CASource, ProxyBus, RecordingApp, TestCA
+from tests.integration.sidecar_settings import loopback_settings
 
 pytestmark = pytest.mark.integration
 
@@ -95,19 +96,8 @@ class Mesh:
 
 
 def settings(tmp_path: Path, service: str, app_port: int, access_log: Path, **extra: Any) -> SidecarSettings:
-    return SidecarSettings(
-        service=service,
-        app_port=app_port,
-        inbound_port=free_port(),
-        outbound_port=free_port(),
-        admin_port=free_port(),
-        health_port=free_port(),
-        trust_domain=TRUST_DOMAIN,
-        state_dir=tmp_path / service,
-        host=f"extra{time.monotonic_ns()}",
-        telemetry=TelemetrySettings(prometheus_port=0, access_log_file=str(access_log)),
-        **extra,
-    )
+    telemetry = TelemetrySettings(prometheus_port=0, access_log_file=str(access_log))
+    return loopback_settings(service, app_port, tmp_path / service, "extra", telemetry=telemetry, **extra)
 
 
 @pytest.fixture

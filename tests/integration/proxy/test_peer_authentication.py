@@ -19,10 +19,11 @@ from nats.aio.client import Client as NatsClient
 
 from services.local.processes import free_port
 from services.proxy.enroll_in_process import InProcessEnroller
-from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.sidecar import Sidecar
 from services.proxy.tls import WorkloadIdentity, client_context
 from shared.model.proxy_config import ProxyConfig, cluster_name
 from tests.integration.proxy.conftest import TRUST_DOMAIN, CASource, ProxyBus, RecordingApp, TestCA
+from tests.integration.sidecar_settings import loopback_settings
 
 pytestmark = pytest.mark.integration
 
@@ -285,17 +286,8 @@ async def sidecar_with_ext_authz(
     started: list[Sidecar] = []
 
     async def make(app_port: int) -> Sidecar:
-        settings = SidecarSettings(
-            service="reviews",
-            app_port=app_port,
-            inbound_port=free_port(),
-            outbound_port=free_port(),
-            admin_port=free_port(),
-            health_port=free_port(),
-            trust_domain=TRUST_DOMAIN,
-            state_dir=tmp_path / "proxy-ext",
-            host=f"test{time.monotonic_ns()}",
-            ext_authz=(("opa", ext_authz_server[0]),),
+        settings = loopback_settings(
+            "reviews", app_port, tmp_path / "proxy-ext", ext_authz=(("opa", ext_authz_server[0]),)
         )
         sidecar = Sidecar(settings, InProcessEnroller(CASource(test_ca)), nats=nats_client, bus_trust_bundle=False)
         await sidecar.start()

@@ -25,6 +25,7 @@ from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from shared.model.proxy_config import ProxyConfig
+from tests.integration.sidecar_settings import loopback_settings
 
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "outbound|5432||db"
@@ -113,19 +114,9 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     app.server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
     access_log = tmp_path / "access.log"
 
-    def settings(service: str, **extra: Any) -> SidecarSettings:
-        return SidecarSettings(
-            service=service,
-            inbound_port=free_port(),
-            outbound_port=free_port(),
-            admin_port=free_port(),
-            health_port=free_port(),
-            trust_domain=TRUST_DOMAIN,
-            state_dir=tmp_path / service,
-            host=f"tcp{time.monotonic_ns()}",
-            telemetry=TelemetrySettings(prometheus_port=0, access_log_file=str(access_log)),
-            **extra,
-        )
+    def settings(service: str, app_port: int, **extra: Any) -> SidecarSettings:
+        telemetry = TelemetrySettings(prometheus_port=0, access_log_file=str(access_log))
+        return loopback_settings(service, app_port, tmp_path / service, "tcp", telemetry=telemetry, **extra)
 
     callee = Sidecar(
         settings("db", app_port=app.port, protocol="tcp"), InProcessEnroller(DirectCaSource(ca)), bus_trust_bundle=False

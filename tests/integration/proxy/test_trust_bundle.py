@@ -6,6 +6,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.local.processes import free_port
 from services.proxy.kv import ensure_bucket
-from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar, SidecarSettings
+from services.proxy.sidecar import TRUST_BUNDLE_FILE, Sidecar
 from services.proxy.tls import WorkloadIdentity, client_context
 from shared.bus.names import TRUST_BUNDLE_BUCKET, TRUST_BUNDLE_KEY
 from shared.identity.svid import build_csr, new_private_key, private_key_pem
+from tests.integration.sidecar_settings import loopback_settings
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +68,7 @@ async def test_bus_bundle_is_trusted_and_rotation_is_followed(
     other = new_ca("next root")
     await publish_bundle(private_bus, test_ca.bundle_pem)
     app = await make_app("reviews")
-    settings = SidecarSettings(
-        service="reviews",
-        app_port=app.port,
-        inbound_port=free_port(),
-        outbound_port=free_port(),
-        admin_port=free_port(),
-        health_port=free_port(),
-        state_dir=tmp_path / "reviews",
-        host="bundle-node",
-    )
+    settings = replace(loopback_settings("reviews", app.port, tmp_path / "reviews"), host="bundle-node")
     sidecar = Sidecar(settings, ca_enroller(test_ca), nats=private_bus)
     await sidecar.start()
     try:

@@ -21,12 +21,13 @@ from services.citadel.ca import CertificateAuthority
 from services.citadel.testing import DirectCaSource
 from services.local.processes import free_port
 from services.proxy.enroll_in_process import InProcessEnroller
-from services.proxy.sidecar import Sidecar, SidecarSettings
+from services.proxy.sidecar import Sidecar
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from services.proxy.telemetry.tracing import TracingSettings
 from shared.model.proxy_config import ProxyConfig
 from shared.peer_metadata import PEER_METADATA
+from tests.integration.sidecar_settings import loopback_settings
 
 TRUST_DOMAIN = "cluster.local"
 
@@ -132,17 +133,12 @@ async def make_sidecar(tmp_path: Path) -> AsyncIterator[MeshFactory]:
         await app.start()
         apps.append(app)
         tracing = TracingSettings(telemetry.pop("trace_endpoint", None), telemetry.pop("sampling", 100.0))
-        settings = SidecarSettings(
-            service=service,
+        settings = loopback_settings(
+            service,
+            app.port,
+            tmp_path / f"proxy-{service}-{len(made)}",
+            "telemetry",
             version=version,
-            app_port=app.port,
-            inbound_port=free_port(),
-            outbound_port=free_port(),
-            admin_port=free_port(),
-            health_port=free_port(),
-            trust_domain=TRUST_DOMAIN,
-            state_dir=tmp_path / f"proxy-{service}-{len(made)}",
-            host=f"telemetry{time.monotonic_ns()}",
             telemetry=TelemetrySettings(prometheus_port=0, tracing=tracing, **telemetry),
         )
         sidecar = Sidecar(

@@ -25,6 +25,7 @@ from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from shared.model.proxy_config import ProxyConfig
 from shared.peer_metadata import PeerMetadata, block_for
+from tests.integration.sidecar_settings import loopback_settings
 
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "outbound|5432||db"
@@ -83,19 +84,9 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     app_port = int(app.server.sockets[0].getsockname()[1])
     access_log = tmp_path / "access.log"
 
-    def settings(service: str, **extra: Any) -> SidecarSettings:
-        return SidecarSettings(
-            service=service,
-            inbound_port=free_port(),
-            outbound_port=free_port(),
-            admin_port=free_port(),
-            health_port=free_port(),
-            trust_domain=TRUST_DOMAIN,
-            state_dir=tmp_path / service,
-            host=f"mx{time.monotonic_ns()}",
-            telemetry=TelemetrySettings(prometheus_port=0, access_log_file=str(access_log), access_log_encoding="JSON"),
-            **extra,
-        )
+    def settings(service: str, app_port: int, **extra: Any) -> SidecarSettings:
+        telemetry = TelemetrySettings(prometheus_port=0, access_log_file=str(access_log), access_log_encoding="JSON")
+        return loopback_settings(service, app_port, tmp_path / service, "mx", telemetry=telemetry, **extra)
 
     callee = Sidecar(
         settings("db", app_port=app_port, protocol="tcp", version="v2"),

@@ -1,0 +1,27 @@
+"""Settings of an in-process test sidecar: every listener on a free loopback port, a host name of its own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from services.local.processes import free_port
+from services.proxy.sidecar import SidecarSettings
+
+
+def loopback_settings(
+    service: str, app_port: int, state_dir: Path, host: str = "test", **extra: Any
+) -> SidecarSettings:
+    """`host` is a prefix: a timestamp makes each sidecar's proxy id (and Consul service id) unique."""
+    return SidecarSettings(
+        service=service,
+        app_port=app_port,
+        inbound_port=free_port(),
+        outbound_port=free_port(),
+        admin_port=free_port(),
+        health_port=free_port(),
+        state_dir=state_dir,
+        host=f"{host}{time.monotonic_ns()}",
+        **extra,
+    )
