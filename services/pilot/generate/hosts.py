@@ -84,18 +84,43 @@ class HostIndex:
     def virtual_services_by_service(
         self, virtual_services: Sequence[VirtualService]
     ) -> dict[str, list[VirtualService]]:
-        """Catalog service name -> the VirtualServices with a host naming it, in (namespace, name) order.
+        """Catalog service name -> the VirtualServices with a host naming it, in (namespace, name) order; a
+        service no host names exactly takes those of its most specific wildcard host (`*.shop.svc.cluster.local`).
 
         Built once per list (generation passes the same list for every service), so finding a service's
         VirtualServices costs a lookup, not a scan of every VirtualService's hosts."""
         if self._virtual_services is None or self._virtual_services[0] is not virtual_services:
+            ordered = sorted(virtual_services, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
             index: dict[str, list[VirtualService]] = {}
-            for vs in sorted(virtual_services, key=lambda vs: (vs.metadata.namespace, vs.metadata.name)):
-                named = {self.resolve(host, vs.metadata.namespace) for host in vs.spec.hosts}
+            for vs in ordered:
+                named = {self.resolve(host, vs.metadata.namespace) for host in vs.spec.hosts if "*" not in host}
                 for service in sorted((s for s in named if s is not None), key=lambda s: s.name):
                     index.setdefault(service.name, []).append(vs)
+            for service in self.services:
+                if service.name not in index:
+                    found = self._wildcard_virtual_services(service, ordered)
+                    if found:
+                        index[service.name] = found
             self._virtual_services = (virtual_services, index)
         return self._virtual_services[1]
+
+    @staticmethod
+    def _wildcard_virtual_services(service: MeshService, ordered: Sequence[VirtualService]) -> list[VirtualService]:
+        """For a service no VirtualService names exactly: those whose most specific wildcard host (`*` or
+        `*.suffix`, matched against the service's domains) covers it: the longest suffix wins, as in Istio."""
+        domains = service.domains
+        best: tuple[int, list[VirtualService]] = (-1, [])
+        for vs in ordered:
+            suffixes = [host.lower()[1:] for host in vs.spec.hosts if host.startswith("*")]
+            lengths = [len(suffix) for suffix in suffixes if any(domain.endswith(suffix) for domain in domains)]
+            if not lengths:
+                continue
+            length = max(lengths)
+            if length > best[0]:
+                best = (length, [vs])
+            elif length == best[0]:
+                best[1].append(vs)
+        return best[1]
 
     def rule_by_host(self, rules: Sequence[DestinationRule]) -> dict[str, DestinationRule]:
         """Cluster host (cluster_host of the rule's host) -> the first DestinationRule for it in (namespace, name)

@@ -216,3 +216,41 @@ def test_an_instance_without_a_valid_identity_is_never_an_endpoint() -> None:
     reviews = next(c for c in config.clusters if c.name == "outbound|80||reviews")
     assert "10.0.1.9" not in [e.address for e in reviews.endpoints]
     assert len(reviews.endpoints) == 3
+
+
+def _answering(name: str, host: str, status: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}}}
+spec:
+  hosts: ["{host}"]
+  http:
+  - directResponse: {{status: {status}}}
+"""
+
+
+def test_a_wildcard_host_covers_the_services_no_host_names_exactly_most_specific_first() -> None:
+    config = frontend_config(
+        CANARY
+        + "---"
+        + REVIEWS_RULE
+        + "---"
+        + _answering("retired", "*.default.svc.cluster.local", 418)
+        + "---"
+        + _answering("everything", "*", 503)
+    )
+    assert [r.direct_response.status for r in vhost(config, "ratings").routes if r.direct_response] == [418]
+    assert [r.direct_response.status for r in vhost(config, "frontend").routes if r.direct_response] == [418]
+    reviews = vhost(config, "reviews").routes
+    assert all(r.direct_response is None for r in reviews), "a host naming the service exactly wins"
+    assert [(w.cluster, w.weight) for w in reviews[1].route] == [
+        ("outbound|80|v1|reviews", 90),
+        ("outbound|80|v2|reviews", 10),
+    ]
+
+
+def test_a_bare_star_host_covers_every_service() -> None:
+    config = frontend_config(_answering("everything", "*", 503))
+    for name in ("frontend", "ratings", "reviews"):
+        assert [r.direct_response.status for r in vhost(config, name).routes if r.direct_response] == [503]
