@@ -96,31 +96,19 @@ class HostIndex:
                 named = {self.resolve(host, vs.metadata.namespace) for host in vs.spec.hosts if "*" not in host}
                 for service in sorted((s for s in named if s is not None), key=lambda s: s.name):
                     index.setdefault(service.name, []).append(vs)
-            for service in self.services:
-                if service.name not in index:
-                    found = self._wildcard_virtual_services(service, ordered)
-                    if found:
-                        index[service.name] = found
+            wildcards = [
+                (suffixes, vs)
+                for vs in ordered
+                if (suffixes := [host.lower()[1:] for host in vs.spec.hosts if host.startswith("*")])
+            ]
+            if wildcards:  # usually none: then no service is scanned
+                for service in self.services:
+                    if service.name not in index:
+                        found = _most_specific(service, wildcards)
+                        if found:
+                            index[service.name] = found
             self._virtual_services = (virtual_services, index)
         return self._virtual_services[1]
-
-    @staticmethod
-    def _wildcard_virtual_services(service: MeshService, ordered: Sequence[VirtualService]) -> list[VirtualService]:
-        """For a service no VirtualService names exactly: those whose most specific wildcard host (`*` or
-        `*.suffix`, matched against the service's domains) covers it: the longest suffix wins, as in Istio."""
-        domains = service.domains
-        best: tuple[int, list[VirtualService]] = (-1, [])
-        for vs in ordered:
-            suffixes = [host.lower()[1:] for host in vs.spec.hosts if host.startswith("*")]
-            lengths = [len(suffix) for suffix in suffixes if any(domain.endswith(suffix) for domain in domains)]
-            if not lengths:
-                continue
-            length = max(lengths)
-            if length > best[0]:
-                best = (length, [vs])
-            elif length == best[0]:
-                best[1].append(vs)
-        return best[1]
 
     def rule_by_host(self, rules: Sequence[DestinationRule]) -> dict[str, DestinationRule]:
         """Cluster host (cluster_host of the rule's host) -> the first DestinationRule for it in (namespace, name)
@@ -131,3 +119,20 @@ class HostIndex:
                 index.setdefault(self.cluster_host(rule.spec.host, rule.metadata.namespace), rule)
             self._rules = (rules, index)
         return self._rules[1]
+
+
+def _most_specific(service: MeshService, wildcards: list[tuple[list[str], VirtualService]]) -> list[VirtualService]:
+    """The VirtualServices whose most specific wildcard host (`*` or `*.suffix`, against the service's domains)
+    covers `service`: the longest suffix wins, as in Istio; ties keep (namespace, name) order."""
+    domains = service.domains
+    best: tuple[int, list[VirtualService]] = (-1, [])
+    for suffixes, vs in wildcards:
+        lengths = [len(suffix) for suffix in suffixes if any(domain.endswith(suffix) for domain in domains)]
+        if not lengths:
+            continue
+        length = max(lengths)
+        if length > best[0]:
+            best = (length, [vs])
+        elif length == best[0]:
+            best[1].append(vs)
+    return best[1]
