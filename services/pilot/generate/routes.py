@@ -1,6 +1,7 @@
 """Generation of virtual hosts: VirtualService http routes resolved to weighted clusters, per catalog service.
 
-A VirtualService applies to a catalog service when one of its spec.hosts resolves to it (hosts.py). Its
+A VirtualService applies to a catalog service when one of its spec.hosts resolves to it, or, for a service
+no host names exactly, when its most specific wildcard host covers the service (hosts.py). Its
 http routes become Route entries in order; several VirtualServices for one service are concatenated in
 (namespace, name) order; the proxy takes the first route that matches. Each destination becomes a
 WeightedCluster to `cluster_name(service, port, subset)`, port = destination.port.number or 80. Weights:
