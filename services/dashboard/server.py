@@ -69,14 +69,9 @@ class MeshView:
         states: dict[str, dict[str, str]] = {}
         changes: list[dict[str, Any]] = []
         if self._nats:
-            try:
-                states = await sources.sync_states(self._nats)
-            except Exception as err:  # the page still shows the graph without the bus
-                problems.append(f"proxy status from NATS: {err}")
-            try:
-                changes = await sources.config_changes(self._nats)
-            except Exception as err:
-                problems.append(f"config history from NATS: {err}")
+            # Shielded: a refresh cancelled at shutdown lets the reads finish and close their NATS connections
+            # (each read is bounded), instead of leaving a connection half open.
+            states, changes = await asyncio.shield(self._from_bus(self._nats, problems))
         self.view = {
             "generatedAt": time.time(),
             "nodes": _nodes(found, edges, states),
@@ -86,6 +81,20 @@ class MeshView:
             "dataSource": data_source,
         }
         return self.view
+
+    @staticmethod
+    async def _from_bus(nats_url: str, problems: list[str]) -> tuple[dict[str, dict[str, str]], list[dict[str, Any]]]:
+        states: dict[str, dict[str, str]] = {}
+        changes: list[dict[str, Any]] = []
+        try:
+            states = await sources.sync_states(nats_url)
+        except Exception as err:  # the page still shows the graph without the bus
+            problems.append(f"proxy status from NATS: {err}")
+        try:
+            changes = await sources.config_changes(nats_url)
+        except Exception as err:
+            problems.append(f"config history from NATS: {err}")
+        return states, changes
 
     async def _scraped_edges(
         self, session: aiohttp.ClientSession, found: list[sources.Sidecar]

@@ -6,7 +6,6 @@ and leaves its part of the page empty, the rest still updates.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,7 +87,7 @@ async def scrape(session: aiohttp.ClientSession, sidecar: Sidecar) -> str | None
 
 async def sync_states(nats_url: str) -> dict[str, dict[str, str]]:
     """proxy id -> {state, sent, running}, as `isthmus proxy-status` shows them."""
-    rows = await asyncio.wait_for(collect(nats_url), 5)
+    rows = await collect(nats_url)  # bounded inside: connect 3 s, bucket reads LIST_TIMEOUT
     return {row.proxy_id: {"state": row.state, "sent": row.sent_version, "running": row.acked_version} for row in rows}
 
 
