@@ -159,7 +159,15 @@ async def test_pilot_killed_and_restarted_under_traffic_fails_no_request(mesh: L
 
 
 async def test_nats_restart_proxies_reconnect_and_resync(mesh: LocalMesh, traffic: Traffic) -> None:
-    before = await synced_versions(mesh)
+    # The previous test restarted pilot: its re-push may still be in flight, so wait for every proxy to settle.
+    before: dict[str, str] | None = None
+
+    async def settled() -> bool:
+        nonlocal before
+        before = await converged(mesh)
+        return before is not None
+
+    await eventually(settled, "every proxy SYNCED on pilot's current config before NATS stops")
     assert before is not None
     handle = nats_handle(mesh)
     handle.child.stop()
