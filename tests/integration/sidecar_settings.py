@@ -1,4 +1,4 @@
-"""Settings of an in-process test sidecar: every listener on a free loopback port, a host name of its own."""
+"""In-process test sidecars: settings with every listener on a free loopback port, and their metric samples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from services.local.processes import free_port
-from services.proxy.sidecar import SidecarSettings
+from services.proxy.sidecar import Sidecar, SidecarSettings
 
 
 def loopback_settings(
@@ -24,4 +24,16 @@ def loopback_settings(
         state_dir=state_dir,
         host=f"{host}{time.monotonic_ns()}",
         **extra,
+    )
+
+
+def metric(sidecar: Sidecar, name: str, **labels: str) -> float:
+    """The sum of the sidecar's samples called `name` whose labels include `labels`."""
+    metrics = sidecar.telemetry.metrics
+    assert metrics is not None
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )

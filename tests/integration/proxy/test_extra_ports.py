@@ -27,7 +27,7 @@ from services.proxy.telemetry.setup import TelemetrySettings
 from shared.consul import META_EXTRA_PORTS, WorkloadPort
 from tests.integration.proxy.catalog_config import apply
 from tests.integration.proxy.conftest import TRUST_DOMAIN, CASource, ProxyBus, RecordingApp, TestCA
-from tests.integration.sidecar_settings import loopback_settings
+from tests.integration.sidecar_settings import loopback_settings, metric
 
 pytestmark = pytest.mark.integration
 
@@ -132,17 +132,6 @@ async def mesh(
         await caller.stop()
         await server.stop()
         tcp_app.close()
-
-
-def metric(sidecar: Sidecar, name: str, **labels: str) -> float:
-    metrics = sidecar.telemetry.metrics
-    assert metrics is not None
-    return sum(
-        sample.value
-        for family in metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 async def eventually_true(check: Any, what: str, within: float = 10.0) -> None:

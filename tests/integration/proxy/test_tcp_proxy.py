@@ -25,7 +25,7 @@ from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from shared.model.proxy_config import ProxyConfig
-from tests.integration.sidecar_settings import loopback_settings
+from tests.integration.sidecar_settings import loopback_settings, metric
 
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "outbound|5432||db"
@@ -150,17 +150,6 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float,
 async def read_all(reader: asyncio.StreamReader) -> bytes:
     async with asyncio.timeout(20):
         return await reader.read()
-
-
-def metric(sidecar: Sidecar, name: str, **labels: str) -> float:
-    metrics = sidecar.telemetry.metrics
-    assert metrics is not None
-    total = 0.0
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 async def test_bytes_round_trip_over_mtls_with_half_close(mesh: Mesh) -> None:

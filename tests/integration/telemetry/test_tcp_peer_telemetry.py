@@ -25,7 +25,7 @@ from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from shared.model.proxy_config import ProxyConfig
 from shared.peer_metadata import PeerMetadata, block_for
-from tests.integration.sidecar_settings import loopback_settings
+from tests.integration.sidecar_settings import loopback_settings, metric
 
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "outbound|5432||db"
@@ -106,17 +106,6 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     await caller.stop()
     await callee.stop()
     app.server.close()
-
-
-def metric(sidecar: Sidecar, name: str, **labels: str) -> float:
-    metrics = sidecar.telemetry.metrics
-    assert metrics is not None
-    total = 0.0
-    for family in metrics.registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 async def eventually(check: Callable[[], bool], within: float, what: str) -> None:

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.citadel.testing import ca_certificate
 from services.proxy import tls
 from services.proxy.tls import peer_spiffe_id
 from shared.identity.spiffe import spiffe_id_of_peer_cert
@@ -37,18 +38,7 @@ class Ca:
 @pytest.fixture(scope="module")
 def ca() -> Ca:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "peer test root")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - datetime.timedelta(hours=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = ca_certificate("peer test root", key, None, key, "cluster.local")
     return Ca(key, cert)
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import random
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.citadel.testing import ca_certificate, pem
 from services.proxy.certs import ROOT_ROTATION_SPREAD, CertificateManager, issued_under_first_root
 from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.tls import WorkloadIdentity
@@ -23,20 +21,7 @@ LIFETIME = 1000.0
 
 def other_root() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "new root")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return pem(ca_certificate("new root", key, None, key, "cluster.local"))
 
 
 class Source:
