@@ -101,6 +101,10 @@ async def open_config_bucket(js: JetStreamContext, bucket: str = CONFIG_BUCKET) 
         return await js.key_value(bucket)
 
 
+LIST_RECHECKS = 2
+"""Extra reads of a listing that came back empty from a bucket holding messages (see ConfigStore.list)."""
+
+
 class ConfigStore:
     """Accepted config in JetStream KV: key config_key(kind, namespace, name), value encode_resource()."""
 
@@ -185,8 +189,18 @@ class ConfigStore:
         pattern = ".".join((key_token(kind) if kind else "*", key_token(namespace) if namespace else "*", "*"))
         if pattern == "*.*.*":
             pattern = ">"
+        found = await self._scan(pattern, kind, namespace)
+        for _ in range(LIST_RECHECKS):
+            # nats-py's watcher can signal "no more values" before the first one when they arrive while it is
+            # set up; an empty answer from a bucket that holds messages is therefore read again.
+            if found or (await self._kv.status()).stream_info.state.messages == 0:
+                break
+            found = await self._scan(pattern, kind, namespace)
+        return found
+
+    async def _scan(self, pattern: str, kind: str | None, namespace: str | None) -> builtins.list[StoredResource]:
         watcher = await self._kv.watch(pattern, ignore_deletes=True)
-        found: list[StoredResource] = []
+        found: builtins.list[StoredResource] = []
         try:
             async for entry in watcher:
                 if entry is None:
