@@ -4,7 +4,9 @@ The config of a cluster comes with each snapshot; its runtime state (round-robin
 flight, ejections, breaker counts) lives here across config versions, so a new version that leaves a
 cluster's policy alone keeps its ejections and counts. A changed traffic policy starts the cluster afresh;
 changed endpoints keep the state of endpoints that stay. Without outlierDetection, endpoints that are
-not healthy (Consul's checks) are never picked; with it, see outlier.py for ejections and panic.
+not healthy (Consul's checks) are never picked; with it, see outlier.py for ejections and panic. A cluster
+whose TLS origination files did not load (origination.py) is built afresh by every new config version, so
+a file put right is picked up then.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
 from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, picker_for
 from services.proxy.locality import LocalityBalancer
+from services.proxy.origination import Origination
 from services.proxy.outlier import OutlierDetector
 from services.proxy.upstream import PoolSettings
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -51,7 +54,7 @@ class ClusterRuntime:
             picker=picker_for(policy.load_balancer, cluster.endpoints, rng),
             breaker=CircuitBreaker(cluster.name, Limits.of(policy.connection_pool)),
             outlier=OutlierDetector(policy.outlier_detection, clock) if policy.outlier_detection else None,
-            pool=PoolSettings.of(cluster.name, policy.connection_pool),
+            pool=PoolSettings.of(cluster.name, policy.connection_pool, Origination.of(cluster)),
             hash_source=HashKeySource.of(policy.load_balancer),
             rng=rng,
         )
@@ -179,7 +182,7 @@ class ClusterRuntimes:
         runtime = self._by_name.get(cluster.name)
         if runtime is not None and runtime.config is cluster:
             return runtime
-        if runtime is not None and runtime.config.traffic_policy == cluster.traffic_policy:
+        if runtime is not None and runtime.config.traffic_policy == cluster.traffic_policy and runtime.pool.usable:
             if runtime.config.endpoints != cluster.endpoints:
                 runtime.rebind(cluster)
             else:

@@ -9,6 +9,11 @@ Failures are aiohttp's exception types, so the retry and outlier logic around it
 connect that times out is `ConnectionTimeoutError`, other connect errors and disconnects are
 `ClientConnectionError`s, and a pooled connection the server closed before answering is retried once on
 a new connection for idempotent methods, as aiohttp does.
+
+TLS is whatever context the caller passes: the mesh client context (the peer's SPIFFE ID is then checked
+after the handshake) or a cluster's origination context (origination.py: SNI is its server name, and its
+subjectAltNames are checked after the handshake); a failed check is a connect error, before any request
+byte is written.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.base_protocol import BaseProtocol
@@ -25,6 +30,9 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
+
+if TYPE_CHECKING:
+    from services.proxy.origination import Origination
 
 READ_LIMIT = 2**16
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -172,10 +180,14 @@ class LeanPool:
         expected_identity: str | None,
         connect_timeout: float,
         idle_timeout: float,
+        origination: Origination | None = None,
     ) -> None:
+        """`origination`: the cluster's TLS origination for an endpoint without identity (None: mesh or plain)."""
         self._host = host
         self._port = port
         self._identity = expected_identity
+        self._origination = origination
+        self._server_name = origination.server_name if origination is not None else host
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
@@ -238,7 +250,7 @@ class LeanPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    factory, self._host, self._port, ssl=context, server_hostname=self._host if context else None
+                    factory, self._host, self._port, ssl=context, server_hostname=self._server_name if context else None
                 )
         except TimeoutError as err:
             raise aiohttp.ConnectionTimeoutError(
@@ -247,7 +259,15 @@ class LeanPool:
         except (OSError, ssl.SSLError) as err:
             raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
         connection.context = context
-        if self._identity is not None:
+        if self._origination is not None:
+            transport = connection.transport
+            try:
+                self._origination.verify(transport.get_extra_info("ssl_object") if transport is not None else None)
+            except BaseException:
+                if transport is not None:
+                    transport.abort()
+                raise
+        elif self._identity is not None:
             peer = peer_spiffe_id(connection.transport)
             if peer != self._identity:
                 if connection.transport is not None:

@@ -109,17 +109,23 @@ class Mirrors:
         endpoint = lease.endpoint
         try:
             session, ssl_arg = self._pools.session_for(endpoint, lease.runtime.pool)
-            scheme = "https" if endpoint.identity else "http"
+            scheme = "https" if ssl_arg is not False else "http"
             host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
             url = URL(f"{scheme}://{host}:{endpoint.port}{path}", encoded=True)
             async with asyncio.timeout(seconds):
                 async with session.request(
-                    method, url, headers=headers, data=body, ssl=ssl_arg, allow_redirects=False
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    ssl=ssl_arg,
+                    server_hostname=self._pools.server_name(endpoint, lease.runtime.pool),
+                    allow_redirects=False,
                 ) as response:
                     await response.read()
                     lease.runtime.report(endpoint, response.status)
             self.sent += 1
-        except (TimeoutError, aiohttp.ClientError, RuntimeError) as err:
+        except (TimeoutError, aiohttp.ClientError, RuntimeError, ProxyError) as err:
             log.debug("mirror to %s failed: %s", lease.runtime.name, err)
             lease.runtime.report(endpoint, None)
 

@@ -1,4 +1,5 @@
-"""Outbound path, app -> mesh: route, pick an endpoint, forward over mTLS (meshed) or plain HTTP, stream back."""
+"""Outbound path, app -> mesh: route, pick an endpoint, forward over mTLS (meshed), originated TLS (DestinationRule
+tls SIMPLE / MUTUAL) or plain HTTP, stream back."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from services.proxy.forward import (
 from services.proxy.h1server import FastRequest
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
+from services.proxy.origination import OriginationUnavailable
 from services.proxy.redirect import direct_body, location
 from services.proxy.request_view import Reply, RequestView
 from services.proxy.retry import RetryPolicy, policy_for
@@ -208,11 +210,14 @@ class OutboundHandler:
                 session, ssl_arg = self._pools.session_for(endpoint, runtime.pool)
             except RuntimeError as err:
                 raise NotReady(str(err)) from err
-            url = _url(endpoint, decision.path)
+            url = _url(endpoint, decision.path, ssl_arg is not False)
             headers[ATTEMPT_COUNT] = "1"
             try:
                 sent = for_endpoint(headers, endpoint)
-                socket = await relay_websocket(request, session, ssl_arg, url, sent, decision.route.timeout or None)
+                server_name = self._pools.server_name(endpoint, runtime.pool)
+                socket = await relay_websocket(
+                    request, session, ssl_arg, url, sent, decision.route.timeout or None, server_name
+                )
             except HandshakeRefused as err:
                 runtime.report(endpoint, err.status)
                 raise
@@ -279,6 +284,9 @@ class OutboundHandler:
                 except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
                     lease.release()
                     raise NotReady(str(err)) from err
+                except OriginationUnavailable:  # the cluster's TLS files did not load: no try can succeed
+                    lease.release()
+                    raise
                 headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
@@ -305,7 +313,7 @@ class OutboundHandler:
                 except aiohttp.ClientError as err:
                     lease.release()
                     runtime.report(endpoint, None)
-                    failure = UpstreamConnectFailure(f"upstream {_authority(endpoint)} connect error: {err}")
+                    failure = UpstreamConnectFailure(f"upstream {_described(endpoint, runtime)} connect error: {err}")
                     retriable = policy.retry_connect_failure()
                 except BaseException:
                     lease.release()
@@ -345,8 +353,11 @@ class OutboundHandler:
         if lean is not None:
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
             return lean.request(method, path, sent, body if isinstance(body, bytes) else None, context)
-        url = _url(endpoint, path)
-        return session.request(method, url, headers=sent, data=body, ssl=ssl_arg, allow_redirects=False)
+        url = _url(endpoint, path, ssl_arg is not False)
+        server_name = self._pools.server_name(endpoint, runtime.pool)
+        return session.request(
+            method, url, headers=sent, data=body, ssl=ssl_arg, server_hostname=server_name, allow_redirects=False
+        )
 
     @staticmethod
     def _local(request: RequestView, error: ProxyError, request_id: str) -> web.Response:
@@ -365,13 +376,21 @@ class OutboundHandler:
         return local_reply(error, request_id)
 
 
-def _url(endpoint: Endpoint, path: str) -> URL:
-    scheme = "https" if endpoint.identity else "http"
+def _url(endpoint: Endpoint, path: str, secure: bool) -> URL:
+    scheme = "https" if secure else "http"
     return URL(f"{scheme}://{_host_literal(endpoint.address)}:{endpoint.port}{path}", encoded=True)
 
 
 def _authority(endpoint: Endpoint) -> str:
     return f"{_host_literal(endpoint.address)}:{endpoint.port}"
+
+
+def _described(endpoint: Endpoint, runtime: ClusterRuntime) -> str:
+    """The endpoint in a failure message; with TLS origination, also the cluster and the name verified."""
+    origination = runtime.pool.origination
+    if origination is None or endpoint.identity is not None:
+        return _authority(endpoint)
+    return f"{_authority(endpoint)} (cluster {runtime.name}, TLS origination to {origination.server_name})"
 
 
 def _host_literal(address: str) -> str:

@@ -8,9 +8,11 @@ closed at once, UO) -> its load balancer over healthy, non-ejected endpoints (no
 `useSourceIp` hashes the caller's address) -> connect within `tcp.connectTimeout` (default 10s) -> to an
 endpoint with an identity, mTLS with our SPIFFE certificate, the peer verified against the trust bundle and
 required to present exactly the identity pilot sent, before any byte of the app's is sent (any failure:
-closed, UF, counted by outlier detection) -> when the callee's sidecar accepted ALPN `istio-peer-exchange`,
-our metadata block out and its block in (tcp_peer_exchange.py; telemetry only, fails open) -> bytes both
-ways until both sides are done (tcp_relay.py).
+closed, UF, counted by outlier detection); to an endpoint without identity in a cluster whose
+DestinationRule sets `tls.mode` SIMPLE or MUTUAL, TLS originated with the cluster's context (origination.py:
+SNI, verification and subjectAltNames as for HTTP; failure: closed, UF) -> when the callee's sidecar
+accepted ALPN `istio-peer-exchange`, our metadata block out and its block in (tcp_peer_exchange.py;
+telemetry only, fails open) -> bytes both ways until both sides are done (tcp_relay.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import ssl
 
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
+from services.proxy.origination import Origination, OriginationRefused, OriginationUnavailable
 from services.proxy.snapshot import ProxyState
 from services.proxy.tcp_peer_exchange import as_caller, negotiated
 from services.proxy.tcp_relay import relay
@@ -165,6 +168,8 @@ class TcpOutbound:
             runtime.report(endpoint, None)
             raise UpstreamConnectFailure(f"connect to {_host(endpoint)} failed: {err or 'timeout'}") from err
         if endpoint.identity is None:
+            if runtime.pool.origination is not None:
+                return await self._originate(runtime, endpoint, runtime.pool.origination, reader, writer)
             runtime.report(endpoint, 200)
             return PlainStream(reader, writer)
         try:
@@ -180,6 +185,40 @@ class TcpOutbound:
                 f"upstream {_host(endpoint)} presented {stream.peer_spiffe_id or 'no SPIFFE ID'}, "
                 f"expected {endpoint.identity}"
             )
+        runtime.report(endpoint, 200)
+        return stream
+
+    @staticmethod
+    async def _originate(
+        runtime: ClusterRuntime,
+        endpoint: Endpoint,
+        origination: Origination,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> ByteStream:
+        """TLS with the cluster's own context (DestinationRule tls SIMPLE / MUTUAL), checked before any app byte."""
+        try:
+            context = origination.context()
+        except OriginationUnavailable:
+            writer.close()
+            raise
+        try:
+            stream = await TlsStream.wrap(
+                reader, writer, context, server_side=False, server_hostname=origination.server_name
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as err:
+            writer.close()
+            runtime.report(endpoint, None)
+            raise UpstreamConnectFailure(
+                f"cluster {runtime.name}: TLS origination to {_host(endpoint)} as {origination.server_name} "
+                f"failed: {err or 'timeout'}"
+            ) from err
+        try:
+            origination.verify(stream.ssl_object)
+        except OriginationRefused as err:
+            stream.close()
+            runtime.report(endpoint, None)
+            raise UpstreamConnectFailure(str(err)) from err
         runtime.report(endpoint, 200)
         return stream
 

@@ -75,6 +75,10 @@ class TlsStream(PlainStream):
         self.alpn: str | None = None
         """The application protocol both sides agreed on in the handshake (None: none offered or in common)."""
 
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        return self._ssl
+
     @classmethod
     async def wrap(
         cls,
@@ -83,10 +87,13 @@ class TlsStream(PlainStream):
         context: ssl.SSLContext,
         server_side: bool,
         timeout: float = HANDSHAKE_TIMEOUT,  # noqa: ASYNC109
+        server_hostname: str | None = None,
     ) -> TlsStream:
-        """Handshake as client or server; raises ssl.SSLError, ConnectionError or TimeoutError."""
+        """Handshake as client or server; raises ssl.SSLError, ConnectionError or TimeoutError.
+
+        `server_hostname` (client side): the SNI sent, and the name verified when the context checks host names."""
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        sslobj = context.wrap_bio(incoming, outgoing, server_side=server_side)
+        sslobj = context.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=server_hostname)
         stream = cls(reader, writer, sslobj, incoming, outgoing)
         async with asyncio.timeout(timeout):
             await stream._handshake()

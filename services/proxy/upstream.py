@@ -1,4 +1,6 @@
-"""Connection pools to upstreams, per cluster: plain text for endpoints without identity, mTLS per SPIFFE ID.
+"""Connection pools to upstreams, per cluster: plain text for endpoints without identity, mTLS per SPIFFE ID,
+and TLS origination (DestinationRule `tls.mode` SIMPLE / MUTUAL, origination.py) for endpoints without
+identity in a cluster whose policy asks for it.
 
 Each cluster's DestinationRule connectionPool shapes its pools: `tcp.connectTimeout` (default 10s) bounds
 the TCP connect (expiring: a connect failure, 503 UF), `tcp.maxConnections` caps the pool (further
@@ -10,6 +12,11 @@ first request it carries once it is that old. `http.h2UpgradePolicy`, `useClient
 `maxConcurrentStreams` are accepted and have no effect: upstream connections are HTTP/1.1. A cluster
 whose settings change gets a new pool; the old one drains and is closed when the proxy stops (at most
 RETIRED_KEPT are kept; older ones are closed then).
+
+A cluster's TLS origination travels in its PoolSettings: `session_for` answers its context as the `ssl`
+argument (or raises origination.OriginationUnavailable when the context could not be built), the pools
+check the certificate's subjectAltNames after the handshake, and `server_name` gives the SNI to request
+with. Endpoints with an identity keep mesh mTLS whatever the policy says.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from services.proxy.h1client import LeanPool
+from services.proxy.origination import Origination
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.destination_rule import ConnectionPoolSettings
@@ -52,9 +60,18 @@ class PoolSettings:
     """0: unlimited."""
     max_connection_duration: float = 0.0
     """0: unlimited."""
+    origination: Origination | None = None
+    """TLS to endpoints without identity (DestinationRule tls SIMPLE / MUTUAL); None: plain text to them."""
+
+    @property
+    def usable(self) -> bool:
+        """False when the cluster's TLS origination context could not be built."""
+        return self.origination is None or self.origination.ssl_context is not None
 
     @classmethod
-    def of(cls, cluster: str, pool: ConnectionPoolSettings | None) -> PoolSettings:
+    def of(
+        cls, cluster: str, pool: ConnectionPoolSettings | None, origination: Origination | None = None
+    ) -> PoolSettings:
         tcp = pool.tcp if pool is not None else None
         http = pool.http if pool is not None else None
         return cls(
@@ -64,6 +81,7 @@ class PoolSettings:
             idle_timeout=http.idle_timeout if http is not None and http.idle_timeout else IDLE_TIMEOUT,
             max_requests_per_connection=(http.max_requests_per_connection or 0) if http is not None else 0,
             max_connection_duration=(tcp.max_connection_duration or 0.0) if tcp is not None else 0.0,
+            origination=origination,
         )
 
 
@@ -122,12 +140,50 @@ class _LimitedSpiffeConnector(SpiffeVerifyingConnector):
         return self._limits.count(await super().connect(req, traces, timeout))
 
 
+class _OriginatingConnector(aiohttp.TCPConnector):
+    """The pool of a cluster with TLS origination: checks subjectAltNames after the handshake, before use."""
+
+    def __init__(self, origination: Origination, limits: _ConnectionLimits | None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._origination = origination
+        self._limits = limits
+
+    async def _create_connection(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> ResponseHandler:
+        protocol = await super()._create_connection(req, traces, timeout)
+        transport = protocol.transport
+        try:
+            self._origination.verify(transport.get_extra_info("ssl_object") if transport is not None else None)
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            raise
+        return protocol
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        return self._limits.count(connection) if self._limits is not None else connection
+
+
 def _connector(settings: PoolSettings, identity: str | None, clock: Clock) -> aiohttp.TCPConnector:
     uses = settings.max_requests_per_connection
     options: dict[str, object] = {"limit": settings.max_connections, "force_close": uses == 1}
     if uses != 1:
         options["keepalive_timeout"] = settings.idle_timeout
-    if uses > 1 or (uses != 1 and settings.max_connection_duration > 0):
+    limited = uses > 1 or (uses != 1 and settings.max_connection_duration > 0)
+    if identity is None and settings.origination is not None:
+        limits = _ConnectionLimits(uses, settings.max_connection_duration, clock) if limited else None
+        return _OriginatingConnector(settings.origination, limits, **options)
+    if limited:
         limits = _ConnectionLimits(uses, settings.max_connection_duration, clock)
         if identity is None:
             return _LimitedConnector(limits, **options)
@@ -157,17 +213,23 @@ class UpstreamPools:
         self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self._closing: set[asyncio.Task[None]] = set()
-        self._lean: dict[tuple[str, str | None, str, int, float, float], LeanPool] = {}
+        self._lean: dict[tuple[str, str | None, str, int, float, float, Origination | None], LeanPool] = {}
 
     def session_for(
         self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
     ) -> tuple[aiohttp.ClientSession, ssl.SSLContext | bool]:
-        """The pool for this endpoint and the `ssl` argument to request with (the current client context)."""
+        """The pool for this endpoint and the `ssl` argument to request with: the current mesh client context
+        (endpoint with identity), the cluster's origination context, or False (plain text).
+
+        Raises RuntimeError before the first mesh certificate, OriginationUnavailable when the cluster's
+        origination context could not be built."""
         ssl_arg: ssl.SSLContext | bool = False
         if endpoint.identity is not None:
             # Passing the context per request keys pooled connections by context, so a renewed
             # certificate is used by every new connection while older ones drain.
             ssl_arg = self._tls.client()
+        elif settings.origination is not None:
+            ssl_arg = settings.origination.context()
         key = (settings.cluster, endpoint.identity)
         found = self._sessions.get(key)
         if found is not None and found[0] == settings:
@@ -183,6 +245,7 @@ class UpstreamPools:
         limits (maxConnections, maxRequestsPerConnection, maxConnectionDuration); None: use `session_for`."""
         if settings.max_connections or settings.max_requests_per_connection or settings.max_connection_duration:
             return None
+        origination = settings.origination if endpoint.identity is None else None
         key = (
             settings.cluster,
             endpoint.identity,
@@ -190,6 +253,7 @@ class UpstreamPools:
             endpoint.port,
             settings.connect_timeout,
             settings.idle_timeout,
+            origination,
         )
         pool = self._lean.get(key)
         if pool is None:
@@ -198,9 +262,20 @@ class UpstreamPools:
                     old.close()
                 self._lean.clear()
             pool = self._lean[key] = LeanPool(
-                endpoint.address, endpoint.port, endpoint.identity, settings.connect_timeout, settings.idle_timeout
+                endpoint.address,
+                endpoint.port,
+                endpoint.identity,
+                settings.connect_timeout,
+                settings.idle_timeout,
+                origination,
             )
         return pool
+
+    @staticmethod
+    def server_name(endpoint: Endpoint, settings: PoolSettings) -> str | None:
+        """The SNI to request this endpoint with: the origination's name (None: aiohttp's default, the address)."""
+        origination = settings.origination
+        return origination.server_name if origination is not None and endpoint.identity is None else None
 
     def _retire(self, session: aiohttp.ClientSession) -> None:
         self._retired.append(session)

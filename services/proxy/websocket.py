@@ -1,7 +1,7 @@
 """Branch of the outbound path for WebSocket upgrades: handshake upstream first, then relay frames both ways.
 
 Istio allows WebSocket upgrades on every HTTP route. The proxy opens the upstream WebSocket (through the
-cluster's pool: mTLS and the peer's SPIFFE ID are checked as for any request) before it accepts the
+cluster's pool: mTLS and the peer's SPIFFE ID, or TLS origination, are checked as for any request) before it accepts the
 app's, so a refused upstream handshake reaches the app as that HTTP status, and an unreachable one as 503
 UF. Then it relays messages (text, binary, ping, pong, close with its code) until either side closes.
 Relaying is per message, so no extension (permessage-deflate) is negotiated on either side, and the
@@ -56,6 +56,7 @@ async def relay(
     url: URL,
     headers: CIMultiDict[str],
     handshake_timeout: float | None,
+    server_hostname: str | None = None,
 ) -> web.WebSocketResponse:
     """Handshake upstream, accept downstream, relay until closed; raises ProxyError before accepting."""
     protocols = tuple(
@@ -72,6 +73,7 @@ async def relay(
                 headers=forwarded,
                 protocols=protocols,
                 ssl=ssl_arg,
+                server_hostname=server_hostname,
                 autoclose=False,
                 autoping=False,
                 compress=0,

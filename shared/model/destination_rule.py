@@ -5,7 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from shared.model.base import Duration, Spec
 from shared.model.virtual_service import PortSelector
@@ -188,23 +189,69 @@ class TLSMode(StrEnum):
     ISTIO_MUTUAL = "ISTIO_MUTUAL"
 
 
-SUPPORTED_TLS_MODES = frozenset({TLSMode.DISABLE, TLSMode.ISTIO_MUTUAL})
+ORIGINATION_MODES = frozenset({TLSMode.SIMPLE, TLSMode.MUTUAL})
 
 
 class ClientTLSSettings(Spec):
     """How a caller's sidecar talks to the destination. Set, it overrides automatic mTLS (which follows the
-    destination's PeerAuthentication): DISABLE is plain text, ISTIO_MUTUAL is mTLS with the mesh identity.
-    As in Istio, a `tls` block without `mode` means DISABLE. SIMPLE and MUTUAL (TLS with operator-supplied
-    certificates) are not supported and rejected."""
+    destination's PeerAuthentication): DISABLE is plain text, ISTIO_MUTUAL is mTLS with the mesh identity,
+    SIMPLE originates TLS to the destination (the app sends plain HTTP to its sidecar), MUTUAL does too and
+    presents `clientCertificate`/`privateKey`. As in Istio, a `tls` block without `mode` means DISABLE.
+
+    Certificates are file paths on the proxy's machine (absolute). The server certificate is verified
+    against `caCertificates` (unset: the system's trust store) and must carry one of `subjectAltNames`
+    (DNS, URI or IP SAN), or without them match the SNI name (`sni`, else the cluster's host);
+    `insecureSkipVerify` verifies nothing. Istio's `credentialName` and `caCrl` are refused."""
 
     mode: TLSMode = TLSMode.DISABLE
+    sni: Annotated[str, Field(min_length=1)] | None = None
+    ca_certificates: str | None = None
+    client_certificate: str | None = None
+    private_key: str | None = None
+    subject_alt_names: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    insecure_skip_verify: bool = False
+    credential_name: str | None = None
+    ca_crl: str | None = None
 
-    @field_validator("mode")
+    @field_validator("ca_certificates", "client_certificate", "private_key")
     @classmethod
-    def _supported(cls, mode: TLSMode) -> TLSMode:
-        if mode not in SUPPORTED_TLS_MODES:
-            raise ValueError(f"tls.mode {mode.value} is not supported; use DISABLE or ISTIO_MUTUAL")
-        return mode
+    def _absolute_path(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"{path!r} is not an absolute file path on the proxy's machine")
+        return path
+
+    @field_validator("credential_name", "ca_crl")
+    @classmethod
+    def _refused(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            name = to_camel(info.field_name or "")
+            raise ValueError(f"{name} is not supported: give file paths in caCertificates/clientCertificate/privateKey")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_mode(self) -> ClientTLSSettings:
+        mode = self.mode.value
+        certificate = {"clientCertificate": self.client_certificate, "privateKey": self.private_key}
+        for name, path in certificate.items():
+            if self.mode == TLSMode.MUTUAL and path is None:
+                raise ValueError(f"mode MUTUAL requires {name} (a file path on the proxy's machine)")
+            if self.mode != TLSMode.MUTUAL and path is not None:
+                raise ValueError(f"{name} is only used with mode MUTUAL, not {mode}")
+        origination_only = {
+            "sni": self.sni is not None,
+            "caCertificates": self.ca_certificates is not None,
+            "subjectAltNames": bool(self.subject_alt_names),
+            "insecureSkipVerify": self.insecure_skip_verify,
+        }
+        if self.mode not in ORIGINATION_MODES:
+            for name, given in origination_only.items():
+                if given:
+                    raise ValueError(f"{name} is only used with mode SIMPLE or MUTUAL, not {mode}")
+        if self.insecure_skip_verify:
+            for name in ("caCertificates", "subjectAltNames"):
+                if origination_only[name]:
+                    raise ValueError(f"{name} has no effect with insecureSkipVerify: true (nothing is verified)")
+        return self
 
 
 class PortTrafficPolicy(Spec):

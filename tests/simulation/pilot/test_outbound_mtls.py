@@ -156,9 +156,13 @@ def test_tls_block_without_mode_means_disable_as_in_istio() -> None:
     assert _identities(rule) == {"10.0.1.1": None}
 
 
-@pytest.mark.parametrize("mode", ["SIMPLE", "MUTUAL"])
-def test_unsupported_tls_modes_are_rejected_naming_the_field(mode: str) -> None:
+def test_tls_origination_calls_the_destination_without_mesh_identity() -> None:
+    """SIMPLE (and MUTUAL) TLS is originated by the caller's sidecar with the rule's own certificates."""
+    assert _identities(_tls_rule("SIMPLE")) == {"10.0.1.1": None}
+
+
+def test_mutual_without_client_certificate_is_rejected_naming_the_field() -> None:
     with pytest.raises(ValidationError) as err:
-        resources(_tls_rule(mode))
+        resources(_tls_rule("MUTUAL"))
     message = str(err.value)
-    assert "tls" in message and "mode" in message and mode in message and "not supported" in message
+    assert "tls" in message and "MUTUAL" in message and "clientCertificate" in message

@@ -1,0 +1,137 @@
+"""TLS origination of a cluster (DestinationRule `tls.mode` SIMPLE or MUTUAL): its client context and server checks.
+
+Built once per cluster policy (balancer.ClusterRuntime carries it in its PoolSettings), never per request,
+and never with the mesh's own certificates: the context trusts `caCertificates` (unset: the system's trust
+store) and, for MUTUAL, presents `clientCertificate` / `privateKey`. The name sent as SNI is `sni`, else the
+cluster's host. Verification: without `subjectAltNames`, OpenSSL checks the certificate against that name
+during the handshake; with them, the handshake checks the chain only and `verify` then requires one of the
+names among the certificate's DNS (wildcards as in RFC 6125), URI or IP SANs; `insecureSkipVerify` checks
+nothing. A file that cannot be loaded leaves the cluster unusable, not the config: `context()` raises
+OriginationUnavailable (503 UF) for every request until a new policy builds it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from services.proxy.errors import UpstreamConnectFailure
+from shared.model.destination_rule import ORIGINATION_MODES, ClientTLSSettings, TLSMode
+from shared.model.proxy_config import Cluster
+
+log = logging.getLogger(__name__)
+
+_SAN_TYPES = ("DNS", "URI", "IP Address")
+
+
+class OriginationUnavailable(UpstreamConnectFailure):
+    """The cluster's TLS context could not be built (a certificate file missing or unreadable)."""
+
+
+class OriginationRefused(aiohttp.ClientConnectionError):
+    """The upstream's certificate carries none of the cluster's subjectAltNames: the request is never sent."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Origination:
+    """One cluster's TLS origination; compared by identity, so a rebuilt one gets new pools."""
+
+    cluster: str
+    server_name: str
+    """SNI and, without subjectAltNames, the name the certificate must match."""
+    subject_alt_names: tuple[str, ...]
+    """Checked after the handshake by `verify`; empty: nothing to check there."""
+    ssl_context: ssl.SSLContext | None
+    error: str | None = None
+    """Why ssl_context is None."""
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> Origination | None:
+        """The cluster's origination, or None when its policy originates no TLS (DISABLE, ISTIO_MUTUAL, unset)."""
+        tls = cluster.traffic_policy.tls if cluster.traffic_policy is not None else None
+        if tls is None or tls.mode not in ORIGINATION_MODES:
+            return None
+        server_name = tls.sni or cluster.host
+        names = () if tls.insecure_skip_verify else tuple(tls.subject_alt_names)
+        try:
+            context = client_context(tls)
+        except ValueError as err:
+            message = f"cluster {cluster.name}: TLS origination unavailable: {err}"
+            log.error("%s", message)
+            return cls(cluster.name, server_name, names, None, message)
+        return cls(cluster.name, server_name, names, context)
+
+    def context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            raise OriginationUnavailable(self.error or f"cluster {self.cluster}: TLS origination unavailable")
+        return self.ssl_context
+
+    def verify(self, ssl_object: Any) -> None:
+        """After the handshake: the certificate carries one of subjectAltNames (none configured: nothing to do).
+
+        `ssl_object` is the connection's ssl.SSLObject (or SSLSocket); raises OriginationRefused."""
+        if not self.subject_alt_names:
+            return
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        if not cert:
+            raise OriginationRefused(f"cluster {self.cluster}: the upstream presented no verified certificate")
+        sans = [(kind, value) for kind, value in cert.get("subjectAltName", ()) if kind in _SAN_TYPES]
+        if not any(san_matches(kind, value, wanted) for kind, value in sans for wanted in self.subject_alt_names):
+            presented = ", ".join(f"{kind}:{value}" for kind, value in sans) or "no SAN"
+            raise OriginationRefused(
+                f"cluster {self.cluster}: upstream certificate names {presented}, "
+                f"none of subjectAltNames {list(self.subject_alt_names)}"
+            )
+
+
+def san_matches(kind: str, presented: str, wanted: str) -> bool:
+    """Exact match, case-insensitive for DNS names; a DNS SAN `*.example.com` covers one label (`a.example.com`)."""
+    if kind != "DNS":
+        return presented == wanted
+    presented, wanted = presented.lower().rstrip("."), wanted.lower().rstrip(".")
+    if presented == wanted:
+        return True
+    if not presented.startswith("*."):
+        return False
+    label, dot, rest = wanted.partition(".")
+    return bool(label and dot) and rest == presented[2:]
+
+
+def client_context(tls: ClientTLSSettings) -> ssl.SSLContext:
+    """A fresh TLS client context for SIMPLE / MUTUAL; ValueError naming the field and file that failed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = not tls.subject_alt_names
+        context.verify_mode = ssl.CERT_REQUIRED
+        if tls.ca_certificates is not None:
+            cafile = tls.ca_certificates
+            _load("caCertificates", cafile, lambda: context.load_verify_locations(cafile=cafile))
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if tls.mode == TLSMode.MUTUAL:
+        certfile, keyfile = tls.client_certificate, tls.private_key
+        assert certfile is not None and keyfile is not None, "the model requires both for MUTUAL"
+        _load(
+            "clientCertificate/privateKey",
+            f"{certfile}, {keyfile}",
+            lambda: context.load_cert_chain(certfile=certfile, keyfile=keyfile),
+        )
+    return context
+
+
+def _load(field: str, path: str, load: Callable[[], None]) -> None:
+    try:
+        load()
+    except ssl.SSLError as err:
+        raise ValueError(f"{field} {path}: {err.reason or err}") from err
+    except OSError as err:
+        raise ValueError(f"{field} {path}: {err.strerror or err}") from err
