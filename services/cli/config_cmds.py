@@ -139,7 +139,7 @@ def apply_command(args: argparse.Namespace) -> int:
 def _summary(resource: dict[str, Any]) -> str:
     spec = resource.get("spec", {})
     kind = resource.get("kind")
-    if kind == "VirtualService":
+    if kind in ("VirtualService", "ServiceEntry"):
         return ",".join(spec.get("hosts", []))
     if kind == "DestinationRule":
         return str(spec.get("host", ""))
@@ -153,6 +153,7 @@ def _summary(resource: dict[str, Any]) -> str:
 _SUMMARY_TITLE = {
     "VirtualService": "HOSTS",
     "DestinationRule": "HOST",
+    "ServiceEntry": "HOSTS",
     "PeerAuthentication": "MODE",
     "AuthorizationPolicy": "ACTION",
 }

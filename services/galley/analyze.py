@@ -12,7 +12,8 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
-(analyze_tcp.py).
+(analyze_tcp.py). ISM0009-ISM0011 are about ServiceEntries (analyze_entries.py), whose hosts count as known
+hosts for ISM0002.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
@@ -38,9 +39,17 @@ from services.galley.analyze_base import (
     label,
     resource_key,
 )
+from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
 from services.galley.analyze_routes import HTTP, missing_subsets, zero_weights
 from services.galley.analyze_tcp import tcp_messages
-from shared.model import AuthorizationPolicy, DestinationRule, PeerAuthentication, Resource, VirtualService
+from shared.model import (
+    AuthorizationPolicy,
+    DestinationRule,
+    PeerAuthentication,
+    Resource,
+    ServiceEntry,
+    VirtualService,
+)
 
 __all__ = ["Catalog", "Message", "analyze", "analyze_messages", "canonical_host", "merged_view"]
 
@@ -64,11 +73,14 @@ def analyze_messages(
     messages = missing_subsets(services, rules, HTTP) + zero_weights(services, HTTP)
     messages += _conflicting_peer_authentications([r for r in resources if isinstance(r, PeerAuthentication)])
     messages += _duplicate_rules(rules) + _overlapping_services(services)
+    entries = [r for r in resources if isinstance(r, ServiceEntry)]
+    known = entry_hosts(entries)
     if catalog is not None:
-        messages += _unknown_hosts(services, rules, catalog)
+        messages += _unknown_hosts(services, rules, catalog, known)
         policies = [r for r in resources if isinstance(r, AuthorizationPolicy)]
         messages += _unknown_principals(policies, catalog, trust_domain)
-    messages += tcp_messages(services, rules, catalog)
+    messages += tcp_messages(services, rules, catalog, known)
+    messages += entry_messages(entries, rules, catalog)
     if not focus:
         return messages
     labels = {label(resource) for resource in focus}
@@ -131,11 +143,14 @@ def _overlapping_services(services: list[VirtualService]) -> list[Message]:
     return messages
 
 
-def _unknown_hosts(services: list[VirtualService], rules: list[DestinationRule], catalog: Catalog) -> list[Message]:
+def _unknown_hosts(
+    services: list[VirtualService], rules: list[DestinationRule], catalog: Catalog, entry_hosts: frozenset[str]
+) -> list[Message]:
     messages: list[Message] = []
 
     def check(resource: Resource, path: str, host: str) -> None:
-        if host == "*" or catalog.has_host(canonical_host(host, resource.metadata.namespace)):
+        canonical = canonical_host(host, resource.metadata.namespace)
+        if host == "*" or catalog.has_host(canonical) or is_entry_host(canonical, entry_hosts):
             return
         text = f"{label(resource)}: {path}: host {host!r} is not a service in the Consul catalog"
         messages.append(Message(UNKNOWN_HOST, text, frozenset({label(resource)})))

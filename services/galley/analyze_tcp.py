@@ -25,13 +25,17 @@ from shared.model import DestinationRule, VirtualService
 
 
 def tcp_messages(
-    services: list[VirtualService], rules: list[DestinationRule], catalog: Catalog | None
+    services: list[VirtualService],
+    rules: list[DestinationRule],
+    catalog: Catalog | None,
+    entry_hosts: frozenset[str] = frozenset(),
 ) -> list[Message]:
-    """Every finding about the `tcp` routes of `services` (the catalog checks only with a catalog)."""
+    """Every finding about the `tcp` routes of `services` (the catalog checks only with a catalog); a destination
+    that is one of `entry_hosts` (ServiceEntry hosts) is known."""
     with_tcp = [service for service in services if service.spec.tcp]
     messages = missing_subsets(with_tcp, rules, TCP) + zero_weights(with_tcp, TCP)
     if catalog is not None:
-        messages += _catalog_checks(with_tcp, catalog)
+        messages += _catalog_checks(with_tcp, catalog, entry_hosts)
     return messages
 
 
@@ -46,7 +50,7 @@ def _not_tcp(service: VirtualService, path: str, host: str, catalog: Catalog) ->
     return Message(TCP_ROUTE_TO_HTTP_SERVICE, text, frozenset({label(service)}))
 
 
-def _catalog_checks(services: list[VirtualService], catalog: Catalog) -> list[Message]:
+def _catalog_checks(services: list[VirtualService], catalog: Catalog, entry_hosts: frozenset[str]) -> list[Message]:
     found: list[Message | None] = []
     for service in services:
         found += [_not_tcp(service, f"spec.hosts[{i}]", host, catalog) for i, host in enumerate(service.spec.hosts)]
@@ -54,7 +58,10 @@ def _catalog_checks(services: list[VirtualService], catalog: Catalog) -> list[Me
             for j, route in enumerate(tcp.route):
                 path = f"spec.tcp[{i}].route[{j}].destination.host"
                 host = route.destination.host
-                if catalog.has_host(canonical_host(host, service.metadata.namespace)):
+                canonical = canonical_host(host, service.metadata.namespace)
+                if canonical in entry_hosts and not catalog.has_host(canonical):
+                    continue
+                if catalog.has_host(canonical):
                     found.append(_not_tcp(service, path, host, catalog))
                 else:
                     text = f"{label(service)}: {path}: host {host!r} is not a service in the Consul catalog"

@@ -7,6 +7,7 @@ from shared.model import KINDS, UnknownKind
 _SHORT_FORMS: dict[str, str] = {
     "vs": "VirtualService",
     "dr": "DestinationRule",
+    "se": "ServiceEntry",
     "pa": "PeerAuthentication",
     "ap": "AuthorizationPolicy",
 }

@@ -11,6 +11,7 @@ from shared.model.base import Metadata, Spec
 from shared.model.destination_rule import DestinationRuleSpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
 from shared.model.request_authentication import RequestAuthenticationSpec
+from shared.model.service_entry import ServiceEntrySpec
 from shared.model.virtual_service import VirtualServiceSpec
 
 NetworkingVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
@@ -29,6 +30,13 @@ class DestinationRule(Spec):
     kind: Literal["DestinationRule"]
     metadata: Metadata
     spec: DestinationRuleSpec
+
+
+class ServiceEntry(Spec):
+    api_version: NetworkingVersion
+    kind: Literal["ServiceEntry"]
+    metadata: Metadata
+    spec: ServiceEntrySpec
 
 
 class PeerAuthentication(Spec):
@@ -52,11 +60,14 @@ class RequestAuthentication(Spec):
     spec: RequestAuthenticationSpec
 
 
-Resource = VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+Resource = (
+    VirtualService | DestinationRule | ServiceEntry | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+)
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
+    "ServiceEntry": ServiceEntry,
     "PeerAuthentication": PeerAuthentication,
     "AuthorizationPolicy": AuthorizationPolicy,
     "RequestAuthentication": RequestAuthentication,

@@ -6,7 +6,9 @@ computed once per snapshot, then scoped per proxy (TCP listeners: see tcp.py): a
 upstreams (Meta `isthmus-upstreams`, sidecar flag `--upstream`) gets
 only the virtual hosts of those services (an upstream may be written as any of a service's domains) and
 the clusters their routes use, the way Istio's Sidecar resource limits egress hosts; a proxy that declares
-none gets every service. An upstream the catalog does not hold yet is simply absent until it appears.
+none gets every service. ServiceEntry hosts are services like the others (hosts.py): declared by their host
+name, or all of them when a proxy declares nothing. An upstream the catalog does not hold yet is simply
+absent until it appears.
 Scoped results are memoized per upstream set. The output is deterministic: the same snapshot gives
 byte-identical ProxyConfig JSON.
 """
@@ -39,10 +41,11 @@ class Outbound:
 def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
     hosts = HostIndex(snapshot)
     virtual_services = snapshot.of_kind(VirtualService)
-    refs: set[ClusterRef] = {default_ref(service) for service in hosts.services}
-    catalog = snapshot.reuse.generation(("catalog", trust_domain, root_namespace), tuple(hosts.services))
+    routed = [(service, port) for service in hosts.services if (port := hosts.default_port(service)) is not None]
+    refs: set[ClusterRef] = {default_ref(service, port) for service, port in routed}
+    catalog = snapshot.reuse.generation(("catalog", trust_domain, root_namespace), hosts.resolution_key())
     virtual_hosts = [
-        virtual_host(service, virtual_services, hosts, refs, snapshot.reuse, catalog) for service in hosts.services
+        virtual_host(service, virtual_services, hosts, refs, snapshot.reuse, catalog) for service, _ in routed
     ]
     listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
@@ -51,7 +54,8 @@ def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Out
 
 
 def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
-    """Virtual hosts for every catalog service and the clusters their routes use."""
+    """Virtual hosts for every catalog service and ServiceEntry host with an HTTP port, and the clusters their
+    routes use."""
     return snapshot.memoized(
         ("outbound", trust_domain, root_namespace), lambda: _outbound(snapshot, trust_domain, root_namespace)
     )

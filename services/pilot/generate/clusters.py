@@ -19,21 +19,26 @@ A subset that no DestinationRule defines gives a cluster without endpoints (and 
 An instance whose sidecar fronts several app ports (Meta `isthmus-extra-ports`) is reached, in the cluster
 of port P, on the inbound port in front of app port P, and that app port's PeerAuthentication mode decides
 the transport; a port none of its app ports equals goes to its first HTTP port (snapshot.Instance.serving).
+
+The clusters of a ServiceEntry host take their endpoints from the ServiceEntry (entries.py) and their
+policy and subsets from the DestinationRule the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+from services.pilot.generate.entries import entry_endpoints
 from services.pilot.generate.hosts import HostIndex
 from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
 from shared.identity import SpiffeId
 from shared.identity.spiffe import InvalidSpiffeId
-from shared.model import DestinationRule, PeerAuthentication
+from shared.model import DestinationRule, PeerAuthentication, ServiceEntry
 from shared.model.destination_rule import TLSMode, TrafficPolicy
 from shared.model.peer_authentication import MtlsMode
 from shared.model.proxy_config import Cluster, Endpoint
@@ -138,8 +143,15 @@ def cluster(
     ref: ClusterRef, snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
 ) -> Cluster:
     service = hosts.by_name(ref.host)
-    instances = snapshot.services.get(service.name, ()) if service else ()
     rule = hosts.rule_by_host(rules).get(ref.host)
+    entry = hosts.entry(service) if service else None
+    if entry is not None:
+        return snapshot.reuse.get(
+            ("entry-cluster", ref),
+            (entry, rule, security.trust_domain),
+            lambda: _entry_cluster(ref, entry, rule, security.trust_domain),
+        )
+    instances = snapshot.services.get(service.name, ()) if service else ()
     namespaces = sorted({instance.namespace for instance in instances})
     policies = tuple(policy for namespace in namespaces for policy in security.policies_for(namespace))
     inputs = (instances, rule, policies, security.trust_domain, security.root_namespace)
@@ -150,17 +162,11 @@ def _cluster(
     ref: ClusterRef, instances: list[Instance], rule: DestinationRule | None, security: MeshSecurity
 ) -> Cluster:
     """The cluster from exactly these inputs (`cluster` reuses an earlier result when they are unchanged)."""
-    if ref.subset is not None:
-        subset = rule.spec.subset(ref.subset) if rule else None
-        if subset is None:
-            log.warning("cluster %s: no DestinationRule defines subset %r of %s", ref.name, ref.subset, ref.host)
-            instances = []
-        else:
-            wanted = subset.labels.items()
-            instances = [i for i in instances if wanted <= i.labels.items()]
+    selects = _subset_filter(ref, rule)
+    if selects is not None:
+        instances = [i for i in instances if selects(i.labels)]
     policy = traffic_policy(rule, ref.port, ref.subset)
-    tls_mode = policy.tls.mode if policy is not None and policy.tls is not None else None
-    found = (endpoint(instance, security, ref.port, tls_mode) for instance in instances)
+    found = (endpoint(instance, security, ref.port, _tls_mode(policy)) for instance in instances)
     endpoints = sorted((e for e in found if e is not None), key=lambda e: (e.address, e.port, e.identity or ""))
     return Cluster(
         name=ref.name,
@@ -169,6 +175,35 @@ def _cluster(
         subset=ref.subset,
         endpoints=endpoints,
         traffic_policy=policy,
+    )
+
+
+def _subset_filter(ref: ClusterRef, rule: DestinationRule | None) -> Callable[[Mapping[str, str]], bool] | None:
+    """Whether an endpoint with these labels belongs to the cluster's subset; None without a subset. A subset
+    that no rule defines selects nothing (and is logged)."""
+    if ref.subset is None:
+        return None
+    subset = rule.spec.subset(ref.subset) if rule else None
+    if subset is None:
+        log.warning("cluster %s: no DestinationRule defines subset %r of %s", ref.name, ref.subset, ref.host)
+        return lambda labels: False
+    wanted = subset.labels.items()
+    return lambda labels: wanted <= labels.items()
+
+
+def _tls_mode(policy: TrafficPolicy | None) -> TLSMode | None:
+    return policy.tls.mode if policy is not None and policy.tls is not None else None
+
+
+def _entry_cluster(ref: ClusterRef, entry: ServiceEntry, rule: DestinationRule | None, trust_domain: str) -> Cluster:
+    """A ServiceEntry host's cluster (entries.py); subsets select endpoints by label, as for catalog services."""
+    policy = traffic_policy(rule, ref.port, ref.subset)
+    endpoints = entry_endpoints(entry, ref.host, ref.port, _tls_mode(policy), trust_domain)
+    selects = _subset_filter(ref, rule)
+    if selects is not None:
+        endpoints = [e for e in endpoints if selects(e.labels)]
+    return Cluster(
+        name=ref.name, host=ref.host, port=ref.port, subset=ref.subset, endpoints=endpoints, traffic_policy=policy
     )
 
 

@@ -1,22 +1,32 @@
-"""Host names in generation: the domains of each catalog service and how a resource's host resolves to one.
+"""Host names in generation: the domains of each service and how a resource's host resolves to one.
 
 A catalog service `name` in namespace `ns` (the Meta `namespace` most of its instances declare, default
 "default") answers to
 `name`, `name.ns`, `name.ns.svc`, `name.ns.svc.cluster.local` and `name.service.consul`, all lower case and
 without port. A host written in a VirtualService or DestinationRule without a dot is a short name, read in
 that resource's namespace (`reviews` in namespace `shop` means `reviews.shop`).
+
+Each host of a ServiceEntry is a service too, named by the host, whose only domain is the host itself; it
+comes after the catalog's services. A host that is already a catalog service's domain stays the catalog's
+(logged), and a host several ServiceEntries declare belongs to the first in (namespace, name) order.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from services.pilot.snapshot import Snapshot
 from shared.consul import DEFAULT_NAMESPACE
-from shared.model import DestinationRule, VirtualService
+from shared.model import DestinationRule, ServiceEntry, VirtualService
+
+log = logging.getLogger(__name__)
 
 CONSUL_OWN_SERVICE = "consul"
+DEFAULT_PORT = 80
+"""The port of a catalog service's HTTP clusters, and of a destination that names none."""
 
 
 def service_domains(name: str, namespace: str) -> list[str]:
@@ -40,10 +50,12 @@ def qualify(host: str, namespace: str) -> str:
 class MeshService:
     name: str
     namespace: str
+    entry: bool = False
+    """Declared by a ServiceEntry (in `namespace`): `name` is its host and its only domain."""
 
     @property
     def domains(self) -> list[str]:
-        return service_domains(self.name, self.namespace)
+        return [self.name] if self.entry else service_domains(self.name, self.namespace)
 
 
 def _namespace_of(namespaces: list[str]) -> str:
@@ -54,11 +66,12 @@ def _namespace_of(namespaces: list[str]) -> str:
 
 
 class HostIndex:
-    """Catalog services and the domain -> service map used to resolve resource hosts."""
+    """Catalog and ServiceEntry services and the domain -> service map used to resolve resource hosts."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.services: list[MeshService] = []
         self._by_domain: dict[str, MeshService] = {}
+        self._entries: dict[str, ServiceEntry] = {}
         self._virtual_services: tuple[Sequence[VirtualService], dict[str, list[VirtualService]]] | None = None
         self._rules: tuple[Sequence[DestinationRule], dict[str, DestinationRule]] | None = None
         for name, instances in snapshot.services.items():
@@ -68,12 +81,62 @@ class HostIndex:
             self.services.append(service)
             for domain in service.domains:
                 self._by_domain.setdefault(domain, service)
+        self._add_entries(snapshot.of_kind(ServiceEntry))
+
+    def _add_entries(self, entries: list[ServiceEntry]) -> None:
+        added: list[MeshService] = []
+        for entry in entries:
+            for host in entry.spec.hosts:
+                if host in self._entries:
+                    continue  # a second ServiceEntry for the host: galley's analysis reports it
+                if host in self._by_domain:
+                    log.warning(
+                        "ServiceEntry %s/%s: host %s is a domain of catalog service %s, which keeps it",
+                        entry.metadata.namespace,
+                        entry.metadata.name,
+                        host,
+                        self._by_domain[host].name,
+                    )
+                    continue
+                service = MeshService(name=host, namespace=entry.metadata.namespace, entry=True)
+                self._entries[host] = entry
+                self._by_domain[host] = service
+                added.append(service)
+        self.services.extend(sorted(added, key=lambda service: service.name))
 
     def by_name(self, name: str) -> MeshService | None:
         return self._by_domain.get(name.lower())
 
+    def entry(self, service: MeshService) -> ServiceEntry | None:
+        """The ServiceEntry declaring `service`; None for a catalog service."""
+        return self._entries.get(service.name) if service.entry else None
+
+    def default_port(self, service: MeshService) -> int | None:
+        """The port of the service's catch-all HTTP route: 80 for a catalog service, a ServiceEntry's first
+        HTTP-family port; None for a ServiceEntry without one (it gets no virtual host)."""
+        entry = self.entry(service)
+        if entry is None:
+            return DEFAULT_PORT
+        ports = entry.spec.http_ports
+        return ports[0].number if ports else None
+
+    def destination_port(self, host: str, namespace: str) -> int:
+        """The port of a route destination that names none: a ServiceEntry's HTTP-family port when it has
+        exactly one, else 80."""
+        service = self.resolve(host, namespace)
+        entry = self.entry(service) if service is not None else None
+        ports = entry.spec.http_ports if entry is not None else []
+        return ports[0].number if len(ports) == 1 else DEFAULT_PORT
+
+    def resolution_key(self) -> tuple[Any, ...]:
+        """Compares equal while every host resolves as before: same services, same destination ports."""
+        ports = tuple(
+            (host, tuple(port.number for port in entry.spec.http_ports)) for host, entry in self._entries.items()
+        )
+        return (tuple(self.services), ports)
+
     def resolve(self, host: str, namespace: str) -> MeshService | None:
-        """The catalog service a resource host (written in `namespace`) names, or None."""
+        """The service (catalog or ServiceEntry) a resource host (written in `namespace`) names, or None."""
         return self._by_domain.get(qualify(host, namespace))
 
     def cluster_host(self, host: str, namespace: str) -> str:

@@ -1,28 +1,29 @@
-"""Generation of virtual hosts: VirtualService http routes resolved to weighted clusters, per catalog service.
+"""Generation of virtual hosts: VirtualService http routes resolved to weighted clusters, per service.
 
 A VirtualService applies to a catalog service when one of its spec.hosts resolves to it, or, for a service
 no host names exactly, when its most specific wildcard host covers the service (hosts.py). Its
 http routes become Route entries in order; several VirtualServices for one service are concatenated in
 (namespace, name) order; the proxy takes the first route that matches. Each destination becomes a
-WeightedCluster to `cluster_name(service, port, subset)`, port = destination.port.number or 80. Weights:
+WeightedCluster to `cluster_name(service, port, subset)`, port = destination.port.number, else the
+ServiceEntry's HTTP-family port when the host is a ServiceEntry's with exactly one, else 80. Weights:
 a lone destination without weight gets 100; when several destinations all omit weight, 100 is split evenly
 (remainder to the first ones); when only some omit it, those get 0. Mirror destinations (`mirror` with
 `mirrorPercentage`, or `mirrors`) resolve to clusters the same way. Redirect, directResponse and
 corsPolicy are passed through as they are. A service no VirtualService
-applies to (or whose VirtualServices have no http routes) gets one catch-all Route to its default cluster.
+applies to (or whose VirtualServices have no http routes) gets one catch-all Route to its default cluster:
+port 80 for a catalog service, the first HTTP-family port for a ServiceEntry host (one without any gets no
+virtual host).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.pilot.generate.hosts import HostIndex, MeshService
+from services.pilot.generate.hosts import DEFAULT_PORT, HostIndex, MeshService
 from services.pilot.reuse import Reuse
 from shared.model import VirtualService
 from shared.model.proxy_config import MirrorCluster, Route, VirtualHost, WeightedCluster, cluster_name
 from shared.model.virtual_service import Destination, HTTPRoute, HTTPRouteDestination
-
-DEFAULT_PORT = 80
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class ClusterRef:
         return cluster_name(self.host, self.port, self.subset)
 
 
-def default_ref(service: MeshService) -> ClusterRef:
-    return ClusterRef(host=service.name, port=DEFAULT_PORT, subset=None)
+def default_ref(service: MeshService, port: int = DEFAULT_PORT) -> ClusterRef:
+    return ClusterRef(host=service.name, port=port, subset=None)
 
 
 def virtual_services_for(
@@ -59,7 +60,7 @@ def _weights(destinations: list[HTTPRouteDestination]) -> list[int]:
 def _ref(target: Destination, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> ClusterRef:
     ref = ClusterRef(
         host=hosts.cluster_host(target.host, namespace),
-        port=target.port.number if target.port else DEFAULT_PORT,
+        port=target.port.number if target.port else hosts.destination_port(target.host, namespace),
         subset=target.subset,
     )
     refs.add(ref)
@@ -101,28 +102,30 @@ def virtual_host(
     catalog: int = 0,
 ) -> VirtualHost:
     """The service's virtual host; every cluster its routes reference is added to `refs`. With `reuse`, an
-    earlier result is reused while the VirtualServices applying to the service and (when there are any, since
-    their destinations resolve against it) the catalog generation `catalog` are unchanged."""
+    earlier result is reused while the VirtualServices applying to the service, its default port and (when
+    there are VirtualServices, since their destinations resolve against it) the catalog generation `catalog`
+    are unchanged."""
     applying = tuple(virtual_services_for(service, virtual_services, hosts))
+    port = hosts.default_port(service) or DEFAULT_PORT
 
     def build() -> tuple[VirtualHost, frozenset[ClusterRef]]:
         added: set[ClusterRef] = set()
-        return _virtual_host(service, applying, hosts, added), frozenset(added)
+        return _virtual_host(service, port, applying, hosts, added), frozenset(added)
 
     if reuse is None:
         host, added = build()
     else:
-        host, added = reuse.get(("virtual-host", service), (applying, catalog if applying else -1), build)
+        host, added = reuse.get(("virtual-host", service), (applying, catalog if applying else -1, port), build)
     refs.update(added)
     return host
 
 
 def _virtual_host(
-    service: MeshService, applying: tuple[VirtualService, ...], hosts: HostIndex, refs: set[ClusterRef]
+    service: MeshService, port: int, applying: tuple[VirtualService, ...], hosts: HostIndex, refs: set[ClusterRef]
 ) -> VirtualHost:
     routes = [_route(http, vs.metadata.namespace, hosts, refs) for vs in applying for http in vs.spec.http]
     if not routes:
-        ref = default_ref(service)
+        ref = default_ref(service, port)
         refs.add(ref)
         routes = [Route(name="default", route=[WeightedCluster(cluster=ref.name, weight=100)])]
     return VirtualHost(name=service.name, domains=service.domains, routes=routes)

@@ -16,6 +16,10 @@ Without an applying tcp route the listener gets one catch-all route to `outbound
 `sourceLabels` are applied per proxy as for http routes: blocks the caller cannot meet are dropped, and a
 route left without blocks disappears (a listener left without routes refuses connections). An upstream
 that is not a TCP port of a catalog service gets no listener.
+
+A ServiceEntry host's port is TCP when its protocol is not of the HTTP family (TCP, TLS, HTTPS, MONGO, MYSQL,
+REDIS): `api.example.com:443` declared as an upstream gets a listener whose bytes (the app's own TLS, for
+HTTPS and TLS ports) go to the ServiceEntry's endpoints.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ def is_tcp(snapshot: Snapshot, service: str, port: int) -> bool:
         return tcp * 2 > len(instances)
 
     return snapshot.memoized(("tcp-port", service, port), build)
+
+
+def _carries_tcp(snapshot: Snapshot, hosts: HostIndex, service: MeshService, port: int) -> bool:
+    """Whether `port` of the service is TCP: for a ServiceEntry host, a declared port of a protocol other than
+    the HTTP family (TCP, TLS, HTTPS, MONGO, MYSQL, REDIS)."""
+    entry = hosts.entry(service)
+    if entry is None:
+        return is_tcp(snapshot, service.name, port)
+    served = entry.spec.port(port)
+    return served is not None and not served.is_http
 
 
 def declared_upstreams(snapshot: Snapshot) -> Mapping[str, tuple[TcpUpstream, ...]]:
@@ -109,7 +123,7 @@ def tcp_listeners(
     listeners = []
     for name, port in wanted:
         service = hosts.by_name(name)
-        if service is not None and is_tcp(snapshot, service.name, port):
+        if service is not None and _carries_tcp(snapshot, hosts, service, port):
             listeners.append(_listener(name, port, service, virtual_services, hosts, refs))
     return listeners
 

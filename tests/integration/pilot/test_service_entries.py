@@ -1,0 +1,83 @@
+"""A ServiceEntry applied through galley's store reaches a proxy's config on a real nats-server and Consul agent."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+from services.galley.store import ConfigStore
+from services.pilot.app import Pilot, PilotSettings, open_bucket
+from shared.bus.names import PROXY_CONFIG_BUCKET, proxy_key
+from shared.consul import META_UPSTREAMS
+from shared.model import parse_resource
+from shared.model.proxy_config import ProxyConfig
+from tests.integration.pilot.support import DEADLINE, Catalog, eventually, mesh_meta
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pilot(nats_url: str, consul_addr: str) -> AsyncIterator[Pilot]:
+    settings = PilotSettings(
+        nats_url=nats_url, consul_addr=consul_addr, listen="127.0.0.1:0", consul_wait=5.0, quiet=0.05
+    )
+    running = Pilot(settings)
+    await running.start()
+    await asyncio.wait_for(running.ready.wait(), DEADLINE)
+    yield running
+    await running.stop()
+
+
+def service_entry(name: str, namespace: str, host: str, address: str) -> dict[str, object]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "hosts": [host],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": 8080}],
+            "resolution": "STATIC",
+            "endpoints": [{"address": address}],
+        },
+    }
+
+
+async def test_an_applied_service_entry_reaches_a_caller_and_its_update_follows(
+    pilot: Pilot, bus: NATS, catalog: Catalog
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ns, host = f"it-{tag}", f"api-{tag}.example.com"
+    caller_id = f"caller-{tag}-1"
+    js = bus.jetstream()
+    store = await ConfigStore.open(js)
+    proxies = await open_bucket(js, PROXY_CONFIG_BUCKET)
+    # The caller declares the entry's host as its only upstream, so other tests' proxies never see it.
+    await catalog.register(f"caller-{tag}", caller_id, 21101, mesh_meta(caller_id, ns) | {META_UPSTREAMS: host})
+
+    async def endpoints() -> list[tuple[str, int]] | None:
+        try:
+            entry = await proxies.get(proxy_key(caller_id))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        config = ProxyConfig.from_json(entry.value or b"")
+        found = next((c for c in config.clusters if c.name == f"outbound|80||{host}"), None)
+        if found is None or [v.domains for v in config.virtual_hosts] != [[host]]:
+            return None
+        return [(e.address, e.port) for e in found.endpoints]
+
+    try:
+        await store.apply([parse_resource(service_entry("api", ns, host, "192.0.2.10"))])
+        assert await eventually(endpoints, "the entry's cluster in the caller's config") == [("192.0.2.10", 8080)]
+        await store.apply([parse_resource(service_entry("api", ns, host, "192.0.2.11"))])
+
+        async def moved() -> bool:
+            return await endpoints() == [("192.0.2.11", 8080)]
+
+        await eventually(moved, "the entry's new endpoint in the caller's config")
+    finally:
+        await store.delete("ServiceEntry", ns, "api")
