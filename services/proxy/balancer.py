@@ -42,12 +42,21 @@ class ClusterRuntime:
     keys: tuple[EndpointKey, ...] = ()
     locality: LocalityBalancer | None = None
     own_locality: str | None = None
+    own_labels: Mapping[str, str] = field(default_factory=dict)
     _healthy: list[Endpoint] = field(default_factory=list)
     _healthy_of: object = None
 
     @classmethod
-    def build(cls, cluster: Cluster, clock: Clock, rng: random.Random, locality: str | None = None) -> ClusterRuntime:
-        """`locality`: this sidecar's own `region/zone/subzone` (None: locality-aware balancing is off)."""
+    def build(
+        cls,
+        cluster: Cluster,
+        clock: Clock,
+        rng: random.Random,
+        locality: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> ClusterRuntime:
+        """`locality`: this sidecar's own `region/zone/subzone` (None: locality failover and distribute are
+        off); `labels`: its own labels, which failoverPriority compares with the endpoints'."""
         policy = cluster.traffic_policy or TrafficPolicy()
         runtime = cls(
             config=cluster,
@@ -60,7 +69,8 @@ class ClusterRuntime:
         )
         runtime.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
         runtime.own_locality = locality
-        runtime.locality = _locality_balancer(locality, policy, cluster, rng)
+        runtime.own_labels = labels or {}
+        runtime.locality = _locality_balancer(locality, labels or {}, policy, cluster, rng)
         return runtime
 
     def rebind(self, cluster: Cluster) -> None:
@@ -69,7 +79,7 @@ class ClusterRuntime:
         self.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
         policy = cluster.traffic_policy or TrafficPolicy()
         self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng) if self.hash_source else self.picker
-        self.locality = _locality_balancer(self.own_locality, policy, cluster, self.rng)
+        self.locality = _locality_balancer(self.own_locality, self.own_labels, policy, cluster, self.rng)
         if self.outlier is not None:
             self.outlier.forget_except(set(self.keys))
 
@@ -134,10 +144,11 @@ class ClusterRuntime:
 
 
 def _locality_balancer(
-    own: str | None, policy: TrafficPolicy, cluster: Cluster, rng: random.Random
+    own: str | None, labels: Mapping[str, str], policy: TrafficPolicy, cluster: Cluster, rng: random.Random
 ) -> LocalityBalancer | None:
     setting = policy.load_balancer.locality_lb_setting if policy.load_balancer is not None else None
-    return LocalityBalancer.build(own, setting, policy.outlier_detection is not None, cluster.endpoints, rng)
+    has_outlier_detection = policy.outlier_detection is not None
+    return LocalityBalancer.build(own, setting, has_outlier_detection, cluster.endpoints, rng, labels)
 
 
 @dataclass(eq=False)
@@ -171,11 +182,17 @@ class ClusterRuntimes:
     """The runtime of every cluster, looked up per request with the snapshot's Cluster config."""
 
     def __init__(
-        self, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None, locality: str | None = None
+        self,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        locality: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
+        """`locality` and `labels`: this sidecar's own, for locality-aware balancing (locality.py)."""
         self._clock = clock
         self._rng = rng or random.Random()
         self._locality = locality
+        self._labels = dict(labels or {})
         self._by_name: dict[str, ClusterRuntime] = {}
 
     def get(self, cluster: Cluster) -> ClusterRuntime:
@@ -188,7 +205,7 @@ class ClusterRuntimes:
             else:
                 runtime.config = cluster
             return runtime
-        runtime = ClusterRuntime.build(cluster, self._clock, self._rng, self._locality)
+        runtime = ClusterRuntime.build(cluster, self._clock, self._rng, self._locality, self._labels)
         self._by_name[cluster.name] = runtime
         return runtime
 
@@ -224,8 +241,9 @@ class Balancers:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         locality: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
-        self._runtimes = ClusterRuntimes(clock, rng, locality)
+        self._runtimes = ClusterRuntimes(clock, rng, locality, labels)
         self._clusters = {cluster.name: cluster for cluster in clusters}
 
     def runtime(self, cluster: str) -> ClusterRuntime:

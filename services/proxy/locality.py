@@ -2,7 +2,8 @@
 
 Localities are `region/zone/subzone`: a sidecar's own from `isthmus proxy run --locality`, an endpoint's from
 its Consul Meta `locality` (a label, so subsets can select on it too). A pattern's segments may be `*` or
-left out (any), as in Istio. Nothing here applies while this sidecar's locality is unknown.
+left out (any), as in Istio. Locality failover and distribute need this sidecar's locality; failoverPriority
+on plain labels does not.
 
 - **Failover** (the default once the cluster has outlierDetection, as in Istio; `enabled: false` turns it
   off): endpoints get a priority by how much of the caller's locality they share: 0 same region, zone and
@@ -11,20 +12,46 @@ left out (any), as in Istio. Nothing here applies while this sidecar's locality 
   as Envoy does: a priority's health is 1.4 x its share of available endpoints (at most 100 %), each
   priority takes what the ones before left of 100 % up to its health, and when the healths add up to less
   than 100 % the loads are scaled to fill it.
+- **failoverPriority** (also only with outlierDetection) replaces the locality priorities with label ones:
+  of N keys, an endpoint whose values equal the caller's for all N gets priority 0, for the first N-1 only
+  priority 1, ..., none (the first differs) priority N; a later key counts only while every earlier one
+  matched. A label absent on both sides counts as equal. `key=value` compares endpoints with that value
+  instead of the caller's. The keys `topology.kubernetes.io/region`, `topology.kubernetes.io/zone` and
+  `topology.istio.io/subzone` compare the parts of the `locality` label (a label of that name when the part
+  is empty), on the caller and on endpoints alike. Isthmus has one network and one cluster and sets no
+  `topology.istio.io/network` or `topology.istio.io/cluster` label, so those keys (like any other) compare
+  the labels as given, and match everywhere unless endpoints carry them. The caller's labels are its own
+  registration's (app, version, namespace, service-account, locality), as its endpoints show them to others.
+  Without them the priorities are not applied (Istio too). With `failover` too, the label priority is the
+  major order and, within one, the locality priority above (Istio multiplies the first by 5 and adds the
+  second); without it, the locality plays no part. Spill-over is the same as above.
 - **Distribute**: the first rule whose `from` matches the caller's locality splits traffic over its `to`
   localities by weight; a locality with fewer available endpoints gets proportionally less (the same 1.4
   factor), and an endpoint no `to` names gets none unless no named locality has any left.
+
+Sources: Istio's API reference for `LocalityLoadBalancerSetting.failoverPriority` (istio/api
+networking/v1alpha3/destination_rule.proto; istio.io/latest/docs/reference/config/networking/destination-rule),
+and Istio's implementation, pilot/pkg/networking/core/loadbalancer/loadbalancer.go (`ApplyLocalityLoadBalancer`,
+`applyFailoverPriorityPerLocality`, `priorityLabelOverrides`, `applyLocalityFailover`), the topology labels of
+pilot/pkg/serviceregistry/util/label `AugmentLabels`, and `ValidateLocalityLbSetting`. The reference says
+only one of distribute, failover and failoverPriority may be set; Istio's validation and implementation
+accept failover with failoverPriority (not with its region/zone/subzone keys), which is followed here.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.proxy.lb import EndpointKey, endpoint_key
 from shared.consul import META_LOCALITY
-from shared.model.destination_rule import LocalityLoadBalancerSetting
+from shared.model.destination_rule import (
+    TOPOLOGY_REGION,
+    TOPOLOGY_SUBZONE,
+    TOPOLOGY_ZONE,
+    LocalityLoadBalancerSetting,
+)
 from shared.model.proxy_config import Endpoint
 
 LOCALITY_LABEL = META_LOCALITY
@@ -49,6 +76,26 @@ def matches(pattern: str, locality: tuple[str, str, str]) -> bool:
 
 def endpoint_locality(endpoint: Endpoint) -> tuple[str, str, str]:
     return parse_locality(endpoint.labels.get(LOCALITY_LABEL))
+
+
+def topology_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels plus the region, zone and subzone keys from the `locality` label's parts that are set (a
+    part that is set wins over a label of that key, as in Istio's AugmentLabels)."""
+    augmented = dict(labels)
+    parts = parse_locality(labels.get(LOCALITY_LABEL))
+    for key, part in zip((TOPOLOGY_REGION, TOPOLOGY_ZONE, TOPOLOGY_SUBZONE), parts, strict=True):
+        if part:
+            augmented[key] = part
+    return augmented
+
+
+def label_priority(wanted: Sequence[tuple[str, str]], labels: Mapping[str, str]) -> int:
+    """failoverPriority's rank of an endpoint: 0 if all `wanted` (key, value) pairs match its (topology)
+    labels, else N minus the index of the first that does not; a missing label's value is empty."""
+    for index, (key, value) in enumerate(wanted):
+        if labels.get(key, "") != value:
+            return len(wanted) - index
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +125,35 @@ class LocalityBalancer:
         has_outlier_detection: bool,
         endpoints: Sequence[Endpoint],
         rng: random.Random,
+        labels: Mapping[str, str] | None = None,
     ) -> LocalityBalancer | None:
-        """None when locality plays no part: own locality unknown, turned off, or failover without outlier
-        detection (Istio applies locality failover only with it)."""
-        if not own or (setting is not None and setting.enabled is False):
+        """None when locality plays no part: turned off, failover without outlier detection (Istio applies
+        locality failover only with it), or nothing known of the caller that the setting compares.
+        `own`: this sidecar's locality; `labels`: its own labels (failoverPriority)."""
+        if setting is not None and setting.enabled is False:
             return None
-        caller = parse_locality(own)
+        caller = parse_locality(own) if own else None
         if setting is not None and setting.distribute:
-            for rule in setting.distribute:
-                if matches(rule.from_, caller):
-                    return cls(_distribute(rule.to, endpoints), rng)
-            return None
+            levels = _distribute_from(setting, caller, endpoints) if caller is not None else None
+            return cls(levels, rng) if levels is not None else None
         if not has_outlier_detection:
             return None
-        failover_to = next(
-            (rule.to for rule in (setting.failover if setting else []) if rule.from_ == caller[0]),
-            None,
-        )
-        return cls(_priorities(caller, failover_to, endpoints), rng)
+        ranks: list[Callable[[Endpoint], int]] = []
+        if setting is not None and setting.failover_priority:
+            by_labels = _label_rank(setting, own, labels or {})
+            if by_labels is not None:
+                ranks.append(by_labels)
+            if not setting.failover:
+                caller = None  # failoverPriority alone replaces the locality priorities
+        if caller is not None:
+            failover_to = next(
+                (rule.to for rule in (setting.failover if setting else []) if rule.from_ == caller[0]),
+                None,
+            )
+            ranks.append(_locality_rank(caller, failover_to))
+        if not ranks:
+            return None
+        return cls(_priorities(ranks, endpoints), rng)
 
     def narrow(self, available: list[Endpoint]) -> list[Endpoint]:
         """The available endpoints of the group drawn for this request (all of them if no group has any)."""
@@ -136,23 +194,52 @@ def _spill(health: list[float]) -> list[float]:
     return loads
 
 
-def _priorities(caller: tuple[str, str, str], failover_to: str | None, endpoints: Sequence[Endpoint]) -> _Levels:
-    groups: list[set[EndpointKey]] = [set() for _ in range(5)]
-    for endpoint in endpoints:
+def _label_rank(
+    setting: LocalityLoadBalancerSetting, own: str | None, labels: Mapping[str, str]
+) -> Callable[[Endpoint], int] | None:
+    """failoverPriority's rank by the caller's (topology) labels; None when the caller has none (Istio too)."""
+    caller = dict(labels)
+    if own:
+        caller[LOCALITY_LABEL] = own
+    caller = topology_labels(caller)
+    if not caller:
+        return None
+    wanted = [(key, caller.get(key, "") if value is None else value) for key, value in setting.priority_labels()]
+    return lambda endpoint: label_priority(wanted, topology_labels(endpoint.labels))
+
+
+def _locality_rank(caller: tuple[str, str, str], failover_to: str | None) -> Callable[[Endpoint], int]:
+    def rank(endpoint: Endpoint) -> int:
         region, zone, subzone = endpoint_locality(endpoint)
         if region == caller[0] and zone == caller[1] and subzone == caller[2]:
-            level = 0
-        elif region == caller[0] and zone == caller[1]:
-            level = 1
-        elif region == caller[0]:
-            level = 2
-        elif failover_to is not None and region == failover_to:
-            level = 3
-        else:
-            level = 4
-        groups[level].add(endpoint_key(endpoint))
-    kept = [frozenset(group) for group in groups if group]
+            return 0
+        if region == caller[0] and zone == caller[1]:
+            return 1
+        if region == caller[0]:
+            return 2
+        if failover_to is not None and region == failover_to:
+            return 3
+        return 4
+
+    return rank
+
+
+def _priorities(ranks: Sequence[Callable[[Endpoint], int]], endpoints: Sequence[Endpoint]) -> _Levels:
+    """Endpoints grouped by their ranks, compared in order (failoverPriority's first, then locality's); the
+    groups that have endpoints become priorities 0, 1, ... without gaps, as Istio renumbers them."""
+    groups: dict[tuple[int, ...], set[EndpointKey]] = {}
+    for endpoint in endpoints:
+        groups.setdefault(tuple(rank(endpoint) for rank in ranks), set()).add(endpoint_key(endpoint))
+    kept = [frozenset(groups[level]) for level in sorted(groups)]
     return _Levels(tuple(kept), tuple(len(group) for group in kept), tuple(1.0 for _ in kept), spill=True)
+
+
+def _distribute_from(
+    setting: LocalityLoadBalancerSetting, caller: tuple[str, str, str], endpoints: Sequence[Endpoint]
+) -> _Levels | None:
+    """The first distribute rule whose `from` matches the caller, as levels; None if none does."""
+    rule = next((rule for rule in setting.distribute if matches(rule.from_, caller)), None)
+    return _distribute(rule.to, endpoints) if rule is not None else None
 
 
 def _distribute(weights: dict[str, int], endpoints: Sequence[Endpoint]) -> _Levels:

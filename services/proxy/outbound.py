@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -89,13 +89,15 @@ class OutboundHandler:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         locality: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
-        """`locality`: this sidecar's `region/zone/subzone`, for locality-aware balancing (locality.py)."""
+        """`locality` and `labels`: this sidecar's `region/zone/subzone` and its own labels, for
+        locality-aware balancing (locality.py)."""
         self._state = state
         self._pools = pools
         self._clock = clock
         self._rng = rng or random.Random()
-        self._runtimes = ClusterRuntimes(clock, self._rng, locality)
+        self._runtimes = ClusterRuntimes(clock, self._rng, locality, labels)
         self._runtimes_version: str | None = None
         self._mirrors = Mirrors(pools)
 

@@ -26,6 +26,7 @@ from shared.consul import (
     PROTOCOL_HTTP,
     WorkloadPort,
     extra_ports_meta,
+    labels_from_meta,
 )
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class Registration:
         if self.prometheus_port is not None:
             meta[META_PROMETHEUS_PORT] = str(self.prometheus_port)
         return meta
+
+    def labels(self) -> dict[str, str]:
+        """The workload's labels as callers see them on its endpoints (its Meta less bookkeeping): what
+        DestinationRule failoverPriority compares with theirs."""
+        return labels_from_meta(self.meta())
 
     def definition(self) -> dict[str, Any]:
         """The body of PUT /v1/agent/service/register."""

@@ -122,6 +122,10 @@ class Sidecar:
             clock,
             ExtAuthzClient(dict(settings.ext_authz)),
         )
+        self.listeners: dict[str, Listener] = {}
+        self.extra_inbound: list[ExtraInbound] = []
+        self.labels = self.registration().labels()
+        """This workload's own labels, as its endpoints show them (failoverPriority compares them)."""
         self.tcp_outbound = TcpOutbound(
             self.state,
             self.tls,
@@ -130,6 +134,7 @@ class Sidecar:
             clock,
             rng,
             settings.locality,
+            self.labels,
         )
         self._tcp_inbound = (
             TcpInbound(self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock)
@@ -138,8 +143,6 @@ class Sidecar:
         )
         self._registrar = ConsulRegistrar(consul_addr) if consul_addr else None
         self._registered = False
-        self.listeners: dict[str, Listener] = {}
-        self.extra_inbound: list[ExtraInbound] = []
         self._tasks: list[asyncio.Task[None]] = []
         metrics = self.telemetry.metrics
         register_denials(metrics.registry if metrics else None, self._denials, self._connections_refused)
@@ -200,7 +203,9 @@ class Sidecar:
         return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
 
     def _outbound_handler(self) -> OutboundHandler:
-        self._outbound = OutboundHandler(self.state, self._pools, self._clock, self._rng, self.settings.locality)
+        self._outbound = OutboundHandler(
+            self.state, self._pools, self._clock, self._rng, self.settings.locality, self.labels
+        )
         return self._outbound
 
     @property

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import random
 import ssl
+from collections.abc import Mapping
 
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
@@ -58,14 +59,16 @@ class TcpOutbound:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         locality: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
+        """`locality` and `labels`: this sidecar's own, for locality-aware balancing (locality.py)."""
         self._state = state
         self._tls = tls
         self._telemetry = telemetry
         self._upstreams = upstreams
         self._clock = clock
         self._rng = rng or random.Random()
-        self._runtimes = ClusterRuntimes(clock, self._rng, locality)
+        self._runtimes = ClusterRuntimes(clock, self._rng, locality, labels)
         self._servers: dict[TcpUpstream, asyncio.Server] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self._clusters: tuple[ProxyConfig | None, dict[str, Cluster]] = (None, {})

@@ -104,22 +104,58 @@ class LocalityFailover(Spec):
         return self
 
 
+TOPOLOGY_NETWORK = "topology.istio.io/network"
+TOPOLOGY_REGION = "topology.kubernetes.io/region"
+TOPOLOGY_ZONE = "topology.kubernetes.io/zone"
+TOPOLOGY_SUBZONE = "topology.istio.io/subzone"
+LOCALITY_KEYS = (TOPOLOGY_REGION, TOPOLOGY_ZONE, TOPOLOGY_SUBZONE)
+"""failoverPriority keys that compare a part of the locality rather than a label of that name."""
+
+
 class LocalityLoadBalancerSetting(Spec):
     """Istio's locality-aware load balancing: failover by locality priority (the default when the cluster
-    has outlierDetection), or a weighted `distribute`; `enabled: false` turns both off."""
+    has outlierDetection), by `failoverPriority` labels, or a weighted `distribute`; `enabled: false` turns
+    them off. `failoverPriority` entries are label keys, or `key=value` to compare with that value instead of
+    the caller's; as in Istio's validation, it may come with `failover` unless it names a region, zone or
+    subzone key."""
 
     distribute: list[LocalityDistribute] = Field(default_factory=list)
     failover: list[LocalityFailover] = Field(default_factory=list)
     failover_priority: list[str] = Field(default_factory=list)
     enabled: bool | None = None
 
+    @field_validator("failover_priority")
+    @classmethod
+    def _priority_labels(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for entry in value:
+            key, _, override = entry.partition("=")
+            if not key or key != key.strip() or "=" in override or override != override.strip():
+                raise ValueError(f"failoverPriority: {entry!r} is not a label key or key=value")
+            if key in seen:
+                raise ValueError(f"failoverPriority: label {key!r} is listed twice")
+            seen.add(key)
+        return value
+
     @model_validator(mode="after")
     def _one_mode(self) -> LocalityLoadBalancerSetting:
         if self.distribute and self.failover:
             raise ValueError("set either distribute or failover, not both")
-        if self.failover_priority:
-            raise ValueError("failoverPriority is not supported; use failover (region to region)")
+        if self.distribute and self.failover_priority:
+            raise ValueError("set either distribute or failoverPriority, not both")
+        if self.failover:
+            for key, _ in self.priority_labels():
+                if key in LOCALITY_KEYS:
+                    raise ValueError(f"failoverPriority names {key!r}: it cannot be set together with failover")
         return self
+
+    def priority_labels(self) -> list[tuple[str, str | None]]:
+        """failoverPriority as (label key, value given in the rule or None: the caller's own value)."""
+        labels: list[tuple[str, str | None]] = []
+        for entry in self.failover_priority:
+            key, sep, override = entry.partition("=")
+            labels.append((key, override if sep else None))
+        return labels
 
 
 def locality_pattern(value: str) -> str:

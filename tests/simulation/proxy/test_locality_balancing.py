@@ -154,7 +154,6 @@ def test_locality_patterns_match_as_in_istio(pattern: str, locality: str, expect
         ({"distribute": [{"from": "a", "to": {"a": 100}}], "failover": [{"from": "a", "to": "b"}]}, "not both"),
         ({"failover": [{"from": "a", "to": "a"}]}, "same region"),
         ({"failover": [{"from": "a/z", "to": "b"}]}, "region name"),
-        ({"failoverPriority": ["topology.istio.io/network"]}, "failoverPriority is not supported"),
         ({"distribute": [{"from": "a//b", "to": {"a": 100}}]}, "is not a locality"),
     ],
 )
