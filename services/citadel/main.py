@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from services.citadel.server import CitadelServer
 from shared.clock import SYSTEM_CLOCK
 from shared.model.base import parse_duration
 from shared.ports import DEFAULT_CITADEL_ADDR, DEFAULT_NATS_URL, DEFAULT_TRUST_DOMAIN, NATS_URL_ENV
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger("citadel")
 
@@ -150,10 +150,7 @@ async def _serve(ca: CertificateAuthority, args: argparse.Namespace) -> int:
     try:
         await stop.wait()
     finally:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_until_done(background)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await server.stop(STOP_GRACE_SECONDS)

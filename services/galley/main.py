@@ -19,6 +19,7 @@ from services.galley.api import create_app
 from services.galley.store import ConfigStore
 from services.galley.watch_dir import DEFAULT_INTERVAL, DirectoryWatcher
 from shared.ports import DEFAULT_NATS_URL, GALLEY_API, NATS_URL_ENV
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger("galley")
 
@@ -119,8 +120,7 @@ async def serve(
         log.info("galley stopping")
     finally:
         if watching is not None:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+            await cancel_until_done([watching])
         if runner is not None:
             await runner.cleanup()
         await nc.drain()

@@ -32,6 +32,7 @@ from services.pilot.snapshot import Snapshot
 from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.ports import DEFAULT_CONSUL_ADDR, DEFAULT_NATS_URL, DEFAULT_TRUST_DOMAIN, PILOT_DEBUG
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ class Pilot:
         await self.pusher.run()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(self._tasks)
         self._tasks.clear()
         await self.server.stop()
         if self._nc is not None:

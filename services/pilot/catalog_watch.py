@@ -26,6 +26,7 @@ import aiohttp
 from services.pilot.backoff import Backoff
 from services.pilot.snapshot import Instance
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,7 @@ class CatalogWatch:
             try:
                 await self._follow_services()
             finally:
-                tasks = [*self._watches.values(), *self._bulk_tasks]
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await cancel_until_done([*self._watches.values(), *self._bulk_tasks])
                 self._watches.clear()
                 self._bulk_tasks.clear()
 

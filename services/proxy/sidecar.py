@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Coroutine
@@ -36,6 +35,7 @@ from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.consul import PROTOCOL_HTTP, PROTOCOL_TCP, WorkloadPort, parse_tcp_upstreams, proxy_id_for
 from shared.identity.spiffe import SpiffeId
+from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +348,7 @@ class Sidecar:
             except Exception as err:  # the critical-check timeout removes us anyway
                 log.warning("deregistration failed: %s", err)
             self._registered = False
-        for task in self._tasks:
-            await _cancel(task)
+        await cancel_until_done(self._tasks)
         self._tasks.clear()
         for listener in self.listeners.values():
             await listener.close()
@@ -361,15 +360,6 @@ class Sidecar:
         for extra in self.extra_inbound:
             await extra.close()
         self.extra_inbound.clear()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel until done: nats-py waits with asyncio.wait_for, which on 3.11 can swallow one cancellation."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.1)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
