@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from shared.model.base import Duration, Percent, Spec
+from shared.model.export_to import ExportTo
 from shared.model.string_match import StringMatch
 
 
@@ -289,7 +290,7 @@ class VirtualServiceSpec(Spec):
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
-    export_to: list[str] = Field(default_factory=list)
+    export_to: ExportTo = Field(default_factory=list)
 
     @field_validator("hosts")
     @classmethod
