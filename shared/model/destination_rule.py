@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from shared.model.base import Duration, Spec
+from shared.model.export_to import ExportTo
 from shared.model.virtual_service import PortSelector
 
 
@@ -316,7 +317,7 @@ class DestinationRuleSpec(Spec):
     host: Annotated[str, Field(min_length=1)]
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] = Field(default_factory=list)
-    export_to: list[str] = Field(default_factory=list)
+    export_to: ExportTo = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_subsets(self) -> DestinationRuleSpec:

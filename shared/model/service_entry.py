@@ -4,8 +4,9 @@ The Isthmus subset of Istio's ServiceEntry, refusing at apply time what it canno
 qualified DNS name (no wildcard: those need resolution NONE); resolution is STATIC (endpoints with IP addresses)
 or DNS / DNS_ROUND_ROBIN (endpoints, or else the host itself, resolved when the sidecar connects); NONE, and
 Istio's default of NONE when resolution is left out, is refused, as are `addresses`, `workloadSelector`,
-`subjectAltNames`, an `exportTo` other than `*`, and the endpoint fields `network` and `weight`. Port protocols
-are Istio's names in any case (HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS); UDP is refused.
+`subjectAltNames`, and the endpoint fields `network` and `weight`. `exportTo` limits the callers' namespaces
+that see the hosts (shared/model/export_to.py; `~`: none). Port protocols are Istio's names in any case (HTTP,
+HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS); UDP is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.consul import workload_locality
 from shared.model.base import Spec
+from shared.model.export_to import EntryExportTo
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 
@@ -164,7 +166,7 @@ class ServiceEntrySpec(Spec):
     location: Location = Location.MESH_EXTERNAL
     resolution: Resolution | None = Field(default=None, validate_default=True)
     endpoints: list[WorkloadEntry] = Field(default_factory=list)
-    export_to: list[str] = Field(default_factory=list)
+    export_to: EntryExportTo = Field(default_factory=list)
     subject_alt_names: list[str] = Field(default_factory=list)
     workload_selector: dict[str, Any] | None = None
 
@@ -206,16 +208,6 @@ class ServiceEntrySpec(Spec):
             raise ValueError(
                 "NONE (forwarding to whatever address the app dialed) needs transparent traffic capture, which "
                 f"Isthmus does not do: use {_SUPPORTED_RESOLUTIONS}"
-            )
-        return value
-
-    @field_validator("export_to")
-    @classmethod
-    def _export_to(cls, value: list[str]) -> list[str]:
-        if any(item != "*" for item in value):
-            raise ValueError(
-                "only '*' (every namespace, the default) is supported: Isthmus does not scope a ServiceEntry's "
-                "visibility by namespace"
             )
         return value
 

@@ -98,7 +98,7 @@ def test_dns_takes_host_names_and_no_endpoints() -> None:
         ({"endpoints": [{"address": "192.0.2.1", "network": "n2"}]}, "spec.endpoints.0.network", "one network"),
         ({"endpoints": [{"address": "192.0.2.1", "locality": "a//b"}]}, "spec.endpoints.0.locality", "not a locality"),
         ({"endpoints": [{"address": "192.0.2.1", "serviceAccount": "A B"}]}, "spec.endpoints.0.serviceAccount", "DNS"),
-        ({"exportTo": ["."]}, "spec.exportTo", "only '*'"),
+        ({"exportTo": ["*", "."]}, "spec.exportTo", "cannot be combined with other entries"),
         ({"subjectAltNames": ["spiffe://x/ns/a/sa/b"]}, "spec.subjectAltNames", "subjectAltNames is not supported"),
         ({"workloadSelector": {"labels": {"app": "db"}}}, "spec.workloadSelector", "workloadSelector is not supported"),
         ({"hots": ["a.example"]}, "spec.hots", "Extra inputs"),
