@@ -5,6 +5,12 @@ services declared as TCP in the catalog (Consul Meta `isthmus-protocol: tcp`) an
 attributes only: the service port and the caller's labels. Choices where Istio leaves room: an empty
 StringMatch (`{}`) is allowed in `headers`, `withoutHeaders` and `queryParams` only and means "present"
 (so under `withoutHeaders`, "absent"); a route has exactly one of `route`, `redirect` or `directResponse`.
+
+Delegation (Istio's `HTTPRoute.delegate`, one level only): a route of a root VirtualService may name, instead of
+`route`/`redirect`/`directResponse`, a delegate VirtualService `{name, namespace}` (namespace defaulting to the
+root's) whose http routes take its place (merged by pilot, services/pilot/generate/delegate.py). A
+VirtualService without `hosts` is a delegate: http routes only, no `gateways`, no `tcp`, and none of its routes
+may delegate again. Every other VirtualService needs at least one host.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import base64
 import binascii
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.model.base import Duration, Percent, Spec
 from shared.model.export_to import ExportTo
@@ -219,6 +226,32 @@ class HTTPMirrorPolicy(Spec):
     percentage: Percent | None = None
 
 
+FieldError = tuple[tuple[str | int, ...], str | None, Any]
+"""(loc below the validated model, message or None for a missing field, input)."""
+
+
+def _field_errors(title: str, errors: list[FieldError]) -> ValidationError:
+    """Errors at fields below the validated model, so galley's messages name the exact field path
+    (`spec.http[0].delegate: ...`) rather than the model holding it."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type="missing" if message is None else PydanticCustomError("value_error", message), loc=loc, input=value
+            )
+            for loc, message, value in errors
+        ],
+    )
+
+
+class Delegate(Spec):
+    """Istio's Delegate: the VirtualService (one without hosts) whose http routes replace the delegating route."""
+
+    name: Annotated[str, Field(min_length=1)]
+    namespace: str | None = None
+    """Default: the namespace of the VirtualService holding the delegating route."""
+
+
 class HTTPRoute(Spec):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
@@ -234,9 +267,26 @@ class HTTPRoute(Spec):
     mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
+    delegate: Delegate | None = None
 
     @model_validator(mode="after")
     def _has_destination(self) -> HTTPRoute:
+        if self.delegate is not None:
+            set_here = [
+                name
+                for name, value in (
+                    ("route", self.route),
+                    ("redirect", self.redirect),
+                    ("directResponse", self.direct_response),
+                )
+                if value
+            ]
+            if set_here:
+                message = (
+                    f"a delegating route must not set {' or '.join(set_here)}: the delegate's routes say where "
+                    "requests go (match, timeout, retries, headers and the like may stay, the delegate inherits them)"
+                )
+                raise _field_errors("HTTPRoute", [(("delegate",), message, self.delegate.model_dump(by_alias=True))])
         given = [
             name
             for name, value in (
@@ -246,7 +296,7 @@ class HTTPRoute(Spec):
             )
             if value
         ]
-        if not given:
+        if not given and self.delegate is None:
             raise ValueError("route: at least one destination is required")
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)} are mutually exclusive: set only one")
@@ -286,7 +336,8 @@ class TCPRoute(Spec):
 
 
 class VirtualServiceSpec(Spec):
-    hosts: Annotated[list[str], Field(min_length=1)]
+    hosts: list[str] = Field(default_factory=list)
+    """Empty only for a delegate VirtualService."""
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
@@ -299,3 +350,36 @@ class VirtualServiceSpec(Spec):
             if not host or host != host.strip():
                 raise ValueError(f"host {host!r} must be a non-empty name without spaces")
         return value
+
+    @property
+    def is_delegate(self) -> bool:
+        """A VirtualService without hosts: reached only through a root's `delegate`, never by a host."""
+        return not self.hosts
+
+    @model_validator(mode="after")
+    def _delegate_shape(self) -> VirtualServiceSpec:
+        """Istio's ValidateVirtualService: a VirtualService without hosts is a delegate, which holds http routes
+        only and cannot delegate again (one level of delegation)."""
+        if not self.is_delegate:
+            return self
+        errors: list[FieldError] = []
+        if not self.http:
+            errors.append((("hosts",), None, self.hosts))  # neither a routing VirtualService nor a delegate
+        if self.gateways:
+            errors.append((("gateways",), "a delegate VirtualService (no hosts) must not name gateways", self.gateways))
+        if self.tcp:
+            errors.append(
+                (("tcp",), "a delegate VirtualService (no hosts) holds http routes only, tcp routes need hosts", [])
+            )
+        for i, route in enumerate(self.http):
+            if route.delegate is not None:
+                errors.append(
+                    (
+                        ("http", i, "delegate"),
+                        "a delegate VirtualService (no hosts) cannot delegate again: only one level of delegation",
+                        route.delegate.model_dump(by_alias=True),
+                    )
+                )
+        if errors:
+            raise _field_errors("VirtualServiceSpec", errors)
+        return self

@@ -12,13 +12,17 @@ a lone destination without weight gets 100; when several destinations all omit w
 corsPolicy are passed through as they are. A service no VirtualService
 applies to (or whose VirtualServices have no http routes) gets one catch-all Route to its default cluster:
 port 80 for a catalog service, the first HTTP-family port for a ServiceEntry host (one without any gets no
-virtual host).
+virtual host). A route that delegates (`delegate`) is replaced by its delegate VirtualService's routes merged
+with it (delegate.py); the delegates a service's VirtualServices name are part of what its virtual host is
+reused on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.pilot.generate import delegate
 from services.pilot.generate.hosts import DEFAULT_PORT, HostIndex, MeshService
 from services.pilot.reuse import Reuse
 from shared.model import VirtualService
@@ -102,28 +106,39 @@ def virtual_host(
     catalog: int = 0,
 ) -> VirtualHost:
     """The service's virtual host; every cluster its routes reference is added to `refs`. With `reuse`, an
-    earlier result is reused while the VirtualServices applying to the service, its default port and (when
-    there are VirtualServices, since their destinations resolve against it) the catalog generation `catalog`
-    are unchanged."""
+    earlier result is reused while the VirtualServices applying to the service, the delegates they name, its
+    default port and (when there are VirtualServices, since their destinations resolve against it) the catalog
+    generation `catalog` are unchanged."""
     applying = tuple(virtual_services_for(service, virtual_services, hosts))
     port = hosts.default_port(service) or DEFAULT_PORT
+    wanted = delegate.wanted(applying)
+    found = delegate.find(wanted, virtual_services)
+    delegates = tuple((key, found.get(key)) for key in wanted)
 
     def build() -> tuple[VirtualHost, frozenset[ClusterRef]]:
         added: set[ClusterRef] = set()
-        return _virtual_host(service, port, applying, hosts, added), frozenset(added)
+        return _virtual_host(service, port, applying, found, hosts, added), frozenset(added)
 
     if reuse is None:
         host, added = build()
     else:
-        host, added = reuse.get(("virtual-host", service), (applying, catalog if applying else -1, port), build)
+        inputs = (applying, delegates, catalog if applying else -1, port)
+        host, added = reuse.get(("virtual-host", service), inputs, build)
     refs.update(added)
     return host
 
 
 def _virtual_host(
-    service: MeshService, port: int, applying: tuple[VirtualService, ...], hosts: HostIndex, refs: set[ClusterRef]
+    service: MeshService,
+    port: int,
+    applying: tuple[VirtualService, ...],
+    delegates: Mapping[delegate.DelegateKey, VirtualService],
+    hosts: HostIndex,
+    refs: set[ClusterRef],
 ) -> VirtualHost:
-    routes = [_route(http, vs.metadata.namespace, hosts, refs) for vs in applying for http in vs.spec.http]
+    routes = [
+        _route(http, vs.metadata.namespace, hosts, refs) for vs in applying for http in delegate.expand(vs, delegates)
+    ]
     if not routes:
         ref = default_ref(service, port)
         refs.add(ref)

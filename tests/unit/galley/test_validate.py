@@ -91,7 +91,8 @@ def test_model_level_reason_loses_pydantic_prefix() -> None:
 
 
 def test_missing_field_and_non_mapping_document() -> None:
-    doc = GOOD_VS.replace("  hosts: [product]\n", "")
+    # Without hosts a VirtualService is a delegate, which needs http routes: with neither, hosts is missing.
+    doc = GOOD_VS[: GOOD_VS.index("  hosts:")] + "  http: []\n"
     result = validate_sources([Source("a.yaml", doc), Source("b.yaml", "- just\n- a list\n")])
     assert "a.yaml: document 1 (VirtualService shop/product): spec.hosts: required field is missing" in result.errors
     assert any(e.startswith("b.yaml: document 1: kind: a resource must be a mapping") for e in result.errors)
@@ -112,7 +113,7 @@ def test_same_name_in_other_kind_or_namespace_is_fine() -> None:
 
 
 def test_syntax_errors_are_reported_alongside_field_errors() -> None:
-    broken_vs = GOOD_VS.replace("hosts: [product]", "hosts: []")
+    broken_vs = GOOD_VS.replace("hosts: [product]", "hosts: product")  # not a list
     result = validate_sources([Source("bad.yaml", "a: ["), Source("vs.yaml", broken_vs)])
     assert len(result.errors) == 2
     assert result.errors[0].startswith("bad.yaml: line")
