@@ -13,7 +13,7 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
 (analyze_tcp.py). ISM0009-ISM0011 are about ServiceEntries (analyze_entries.py), whose hosts count as known
-hosts for ISM0002.
+hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py).
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
@@ -40,7 +40,7 @@ from services.galley.analyze_base import (
     resource_key,
 )
 from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
-from services.galley.analyze_routes import HTTP, missing_subsets, zero_weights
+from services.galley.analyze_routes import HTTP, delegate_messages, missing_subsets, zero_weights
 from services.galley.analyze_tcp import tcp_messages
 from shared.model import (
     AuthorizationPolicy,
@@ -70,7 +70,7 @@ def analyze_messages(
     """Findings for the config set; with `focus`, only those involving one of the focus resources."""
     rules = [r for r in resources if isinstance(r, DestinationRule)]
     services = [r for r in resources if isinstance(r, VirtualService)]
-    messages = missing_subsets(services, rules, HTTP) + zero_weights(services, HTTP)
+    messages = missing_subsets(services, rules, HTTP) + zero_weights(services, HTTP) + delegate_messages(services)
     messages += _conflicting_peer_authentications([r for r in resources if isinstance(r, PeerAuthentication)])
     messages += _duplicate_rules(rules) + _overlapping_services(services)
     entries = [r for r in resources if isinstance(r, ServiceEntry)]
