@@ -11,6 +11,12 @@ name, or all of them when a proxy declares nothing. An upstream the catalog does
 absent until it appears.
 Scoped results are memoized per upstream set. The output is deterministic: the same snapshot gives
 byte-identical ProxyConfig JSON.
+
+`exportTo` (hosts.py, visibility classes): the outbound part is computed once per snapshot and visibility
+class, from the resources the class sees; a proxy takes its namespace's class. A class other than None keeps
+its virtual hosts in a reuse store of its own (`class_reuse`), since what a route resolves to depends on the
+ServiceEntries it sees; clusters share the snapshot's store (clusters.py). With no restricting resource there
+is one class, None, with the same memo keys, reuse slots and output as without `exportTo`.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from functools import partial
 from typing import Any
 
 from services.pilot.generate.clusters import MeshSecurity, clusters
-from services.pilot.generate.hosts import HostIndex
+from services.pilot.generate.hosts import HostIndex, view, visibility_class
 from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
 from services.pilot.generate.tcp import proxy_listeners, tcp_listeners, with_listener_clusters
+from services.pilot.reuse import Reuse
 from services.pilot.snapshot import Proxy, Snapshot
-from shared.model import DestinationRule, PeerAuthentication, VirtualService
+from shared.model import PeerAuthentication
 from shared.model.proxy_config import Cluster, ProxyConfig, Route, TcpListener, VirtualHost
 
 
@@ -38,26 +45,44 @@ class Outbound:
     """Every declared TCP upstream's listener (tcp.py); only in the unscoped part."""
 
 
-def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
-    hosts = HostIndex(snapshot)
-    virtual_services = snapshot.of_kind(VirtualService)
+Visibility = str | None
+"""A visibility class (hosts.visibility_class): a namespace some `exportTo` names, or None for all others."""
+
+
+def _key(base: tuple[Any, ...], visibility: Visibility) -> tuple[Any, ...]:
+    """A memo or reuse key of class `visibility`: class None keeps the key it had before `exportTo` was read."""
+    return base if visibility is None else (*base, visibility)
+
+
+def class_reuse(snapshot: Snapshot, visibility: Visibility) -> Reuse:
+    """The reuse store of a class's virtual hosts: the snapshot's for None, else one of the class's own kept in
+    it (a slot's inputs then never compare against another class's catalog generation)."""
+    if visibility is None:
+        return snapshot.reuse
+    return snapshot.reuse.get(("visibility-class", visibility), (), Reuse)
+
+
+def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibility: Visibility) -> Outbound:
+    seen = view(snapshot, visibility)
+    reuse = class_reuse(snapshot, visibility)
+    hosts = HostIndex(snapshot, seen.entries)
+    virtual_services = seen.virtual_services
     routed = [(service, port) for service in hosts.services if (port := hosts.default_port(service)) is not None]
     refs: set[ClusterRef] = {default_ref(service, port) for service, port in routed}
-    catalog = snapshot.reuse.generation(("catalog", trust_domain, root_namespace), hosts.resolution_key())
-    virtual_hosts = [
-        virtual_host(service, virtual_services, hosts, refs, snapshot.reuse, catalog) for service, _ in routed
-    ]
+    catalog = reuse.generation(("catalog", trust_domain, root_namespace), hosts.resolution_key())
+    virtual_hosts = [virtual_host(service, virtual_services, hosts, refs, reuse, catalog) for service, _ in routed]
     listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
-    generated = clusters(refs, snapshot, snapshot.of_kind(DestinationRule), hosts, security)
+    generated = clusters(refs, snapshot, seen.rules, hosts, security)
     return Outbound(virtual_hosts=tuple(virtual_hosts), clusters=tuple(generated), tcp_listeners=tuple(listeners))
 
 
-def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> Outbound:
-    """Virtual hosts for every catalog service and ServiceEntry host with an HTTP port, and the clusters their
-    routes use."""
+def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibility: Visibility = None) -> Outbound:
+    """Virtual hosts for every catalog service and ServiceEntry host with an HTTP port the class sees, and the
+    clusters their routes use."""
     return snapshot.memoized(
-        ("outbound", trust_domain, root_namespace), lambda: _outbound(snapshot, trust_domain, root_namespace)
+        _key(("outbound", trust_domain, root_namespace), visibility),
+        lambda: _outbound(snapshot, trust_domain, root_namespace, visibility),
     )
 
 
@@ -89,26 +114,29 @@ class _OutboundIndex:
     cluster_position: dict[str, int]
 
 
-def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str) -> _OutboundIndex:
+def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibility: Visibility) -> _OutboundIndex:
     def build() -> _OutboundIndex:
-        everything = outbound(snapshot, trust_domain, root_namespace)
+        everything = outbound(snapshot, trust_domain, root_namespace, visibility)
+        reuse = class_reuse(snapshot, visibility)
         by_domain: dict[str, int] = {}
         for position, host in enumerate(everything.virtual_hosts):
             for domain in (host.name.lower(), *host.domains):
                 by_domain.setdefault(domain, position)
         refs = tuple(
-            snapshot.reuse.get(("host-clusters", host.name), (host,), partial(_host_clusters, host))
+            reuse.get(("host-clusters", host.name), (host,), partial(_host_clusters, host))
             for host in everything.virtual_hosts
         )
         positions = {cluster.name: position for position, cluster in enumerate(everything.clusters)}
         return _OutboundIndex(by_domain, refs, positions)
 
-    return snapshot.memoized(("outbound-index", trust_domain, root_namespace), build)
+    return snapshot.memoized(_key(("outbound-index", trust_domain, root_namespace), visibility), build)
 
 
-def _scoped(snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...]) -> Outbound:
-    everything = outbound(snapshot, trust_domain, root_namespace)
-    index = _index(snapshot, trust_domain, root_namespace)
+def _scoped(
+    snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...], visibility: Visibility
+) -> Outbound:
+    everything = outbound(snapshot, trust_domain, root_namespace, visibility)
+    index = _index(snapshot, trust_domain, root_namespace, visibility)
     picked = sorted({index.host_by_domain[name] for name in upstreams if name in index.host_by_domain})
     used = {name for position in picked for name in index.host_clusters[position]}
     clusters = sorted(index.cluster_position[name] for name in used if name in index.cluster_position)
@@ -118,13 +146,20 @@ def _scoped(snapshot: Snapshot, trust_domain: str, root_namespace: str, upstream
     )
 
 
-def scoped_outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...]) -> Outbound:
-    """The outbound part a proxy with these declared upstreams needs (all of it when none are declared)."""
+def scoped_outbound(
+    snapshot: Snapshot,
+    trust_domain: str,
+    root_namespace: str,
+    upstreams: tuple[str, ...],
+    visibility: Visibility = None,
+) -> Outbound:
+    """The outbound part a proxy of the visibility class with these declared upstreams needs (all of it when
+    none are declared)."""
     if not upstreams:
-        return outbound(snapshot, trust_domain, root_namespace)
+        return outbound(snapshot, trust_domain, root_namespace, visibility)
     return snapshot.memoized(
-        ("scoped", trust_domain, root_namespace, upstreams),
-        lambda: _scoped(snapshot, trust_domain, root_namespace, upstreams),
+        _key(("scoped", trust_domain, root_namespace, upstreams), visibility),
+        lambda: _scoped(snapshot, trust_domain, root_namespace, upstreams, visibility),
     )
 
 
@@ -160,11 +195,13 @@ def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tup
 
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
-    shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams)
+    visibility = visibility_class(snapshot, proxy.namespace)
+    shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility)
     virtual_hosts = shared.virtual_hosts
-    if snapshot.memoized(("source-labels", trust_domain, proxy.upstreams), lambda: _has_source_labels(virtual_hosts)):
+    labelled = _key(("source-labels", trust_domain, proxy.upstreams), visibility)
+    if snapshot.memoized(labelled, lambda: _has_source_labels(virtual_hosts)):
         virtual_hosts = for_source(virtual_hosts, proxy.labels)
-    everything = outbound(snapshot, trust_domain, root_namespace)
+    everything = outbound(snapshot, trust_domain, root_namespace, visibility)
     listeners = proxy_listeners(snapshot, proxy, everything.tcp_listeners)
     return ProxyConfig(
         proxy_id=proxy.proxy_id,
@@ -177,4 +214,4 @@ def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace
     )
 
 
-__all__ = ["Outbound", "for_source", "generate", "outbound", "scoped_outbound"]
+__all__ = ["Outbound", "Visibility", "class_reuse", "for_source", "generate", "outbound", "scoped_outbound"]

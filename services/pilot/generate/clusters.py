@@ -8,7 +8,8 @@ DestinationRule sets it (DISABLE: plain text; ISTIO_MUTUAL: mTLS, even to an ins
 which then fails as in Istio); otherwise mTLS exactly when the instance has a sidecar whose effective
 PeerAuthentication mode on its app port (inbound.endpoint_mtls_mode: workload port level > workload >
 namespace > mesh-wide) is not DISABLE. Endpoint.healthy is Consul's verdict (all checks passing). The
-DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it. The
+DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it (among
+those exported to the caller, see below). The
 cluster's traffic policy follows Istio's MergeTrafficPolicy: the rule's top-level policy, where a
 port-level entry for the cluster's port replaces all four components (loadBalancer, connectionPool,
 outlierDetection, tls; what it leaves out falls back to defaults, not to the top level, as Istio's docs
@@ -22,6 +23,14 @@ the transport; a port none of its app ports equals goes to its first HTTP port (
 
 The clusters of a ServiceEntry host take their endpoints from the ServiceEntry (entries.py) and their
 policy and subsets from the DestinationRule the same way.
+
+Only the DestinationRules exported to the caller's namespace count (`exportTo`, hosts.py's visibility
+classes): the rule of a host is the first visible one in (namespace, name) order, and a host without a visible
+rule has no traffic policy and no subsets (a route to a subset then gets an empty cluster, as above). Istio
+orders the visible rules differently: one in the caller's own namespace first, then one in the service's
+namespace, then one in the root namespace, and a rule in any other namespace never applies (push_context.go,
+`destinationRule`). Isthmus keeps its (namespace, name) order, which is what every caller sees when no rule
+restricts its `exportTo`; hide a rule from the callers that should not get it instead.
 """
 
 from __future__ import annotations
@@ -32,13 +41,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from services.pilot.generate.entries import entry_endpoints
-from services.pilot.generate.hosts import HostIndex
+from services.pilot.generate.hosts import HostIndex, restricting
 from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
 from shared.identity import SpiffeId
 from shared.identity.spiffe import InvalidSpiffeId
-from shared.model import DestinationRule, PeerAuthentication, ServiceEntry
+from shared.model import DestinationRule, PeerAuthentication, Resource, ServiceEntry
 from shared.model.destination_rule import TLSMode, TrafficPolicy
 from shared.model.peer_authentication import MtlsMode
 from shared.model.proxy_config import Cluster, Endpoint
@@ -147,7 +156,7 @@ def cluster(
     entry = hosts.entry(service) if service else None
     if entry is not None:
         return snapshot.reuse.get(
-            ("entry-cluster", ref),
+            _slot(("entry-cluster", ref), rule, entry),
             (entry, rule, security.trust_domain),
             lambda: _entry_cluster(ref, entry, rule, security.trust_domain),
         )
@@ -155,7 +164,17 @@ def cluster(
     namespaces = sorted({instance.namespace for instance in instances})
     policies = tuple(policy for namespace in namespaces for policy in security.policies_for(namespace))
     inputs = (instances, rule, policies, security.trust_domain, security.root_namespace)
-    return snapshot.reuse.get(("cluster", ref), inputs, lambda: _cluster(ref, list(instances), rule, security))
+    return snapshot.reuse.get(
+        _slot(("cluster", ref), rule), inputs, lambda: _cluster(ref, list(instances), rule, security)
+    )
+
+
+def _slot(base: tuple[object, ...], *resources: Resource | None) -> tuple[object, ...]:
+    """The reuse slot of a cluster: `base`, plus the name of each restricting resource it is built from, so the
+    visibility classes seeing different rules for one host each keep their own slot instead of evicting each
+    other's on every pass, and those seeing the same rules share one."""
+    named = tuple((r.metadata.namespace, r.metadata.name) for r in resources if r is not None and restricting(r))
+    return (*base, *named) if named else base
 
 
 def _cluster(

@@ -9,6 +9,12 @@ that resource's namespace (`reviews` in namespace `shop` means `reviews.shop`).
 Each host of a ServiceEntry is a service too, named by the host, whose only domain is the host itself; it
 comes after the catalog's services. A host that is already a catalog service's domain stays the catalog's
 (logged), and a host several ServiceEntries declare belongs to the first in (namespace, name) order.
+
+Visibility (`exportTo`, shared/model/export_to.py): a caller sees the VirtualServices, DestinationRules and
+ServiceEntries exported to its namespace (`View`); the others do not exist for its config. Callers fall into
+visibility classes: one per namespace some restricting `exportTo` names (its own namespace for `.`), and one
+(None) for every other namespace, which sees only the resources that restrict nothing. With no restricting
+resource every caller is in class None and sees everything, exactly as before `exportTo` was read.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from services.pilot.snapshot import Snapshot
 from shared.consul import DEFAULT_NAMESPACE
-from shared.model import DestinationRule, ServiceEntry, VirtualService
+from shared.model import DestinationRule, Resource, ServiceEntry, VirtualService
+from shared.model.export_to import audience, restricts, visible_to
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", VirtualService, DestinationRule, ServiceEntry)
 
 CONSUL_OWN_SERVICE = "consul"
 DEFAULT_PORT = 80
@@ -68,7 +77,8 @@ def _namespace_of(namespaces: list[str]) -> str:
 class HostIndex:
     """Catalog and ServiceEntry services and the domain -> service map used to resolve resource hosts."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, entries: list[ServiceEntry] | None = None) -> None:
+        """`entries`: the ServiceEntries the callers see (View.entries); default every one in the snapshot."""
         self.services: list[MeshService] = []
         self._by_domain: dict[str, MeshService] = {}
         self._entries: dict[str, ServiceEntry] = {}
@@ -81,7 +91,7 @@ class HostIndex:
             self.services.append(service)
             for domain in service.domains:
                 self._by_domain.setdefault(domain, service)
-        self._add_entries(snapshot.of_kind(ServiceEntry))
+        self._add_entries(snapshot.of_kind(ServiceEntry) if entries is None else entries)
 
     def _add_entries(self, entries: list[ServiceEntry]) -> None:
         added: list[MeshService] = []
@@ -199,3 +209,60 @@ def _most_specific(service: MeshService, wildcards: list[tuple[list[str], Virtua
         elif length == best[0]:
             best[1].append(vs)
     return best[1]
+
+
+def restricting(resource: Resource) -> bool:
+    """Whether the resource (a VirtualService, DestinationRule or ServiceEntry) is hidden from some namespace."""
+    return isinstance(resource, VirtualService | DestinationRule | ServiceEntry) and restricts(resource.spec.export_to)
+
+
+def _named_namespaces(snapshot: Snapshot) -> frozenset[str]:
+    exported: list[VirtualService | DestinationRule | ServiceEntry] = [
+        *snapshot.of_kind(VirtualService),
+        *snapshot.of_kind(DestinationRule),
+        *snapshot.of_kind(ServiceEntry),
+    ]
+    named: set[str] = set()
+    for resource in exported:
+        if restricts(resource.spec.export_to):
+            named |= audience(resource.spec.export_to, resource.metadata.namespace)
+    return frozenset(named)
+
+
+def visibility_class(snapshot: Snapshot, namespace: str) -> str | None:
+    """The visibility class of callers in `namespace`: the namespace itself when some restricting resource is
+    exported to it, else None, the class of every namespace no exportTo names (which sees only the resources
+    that restrict nothing: all of them when none restricts)."""
+    named = snapshot.memoized(("export-to-namespaces",), lambda: _named_namespaces(snapshot))
+    return namespace if namespace in named else None
+
+
+@dataclass(frozen=True)
+class View:
+    """The VirtualServices, DestinationRules and ServiceEntries one visibility class sees, in (namespace, name)
+    order. With nothing restricted these are the snapshot's own lists (so indexes keyed on them are shared)."""
+
+    virtual_services: list[VirtualService]
+    rules: list[DestinationRule]
+    entries: list[ServiceEntry]
+
+
+def _seen(snapshot: Snapshot, kind: type[R], visibility: str | None) -> list[R]:
+    everything = snapshot.of_kind(kind)
+    if not any(restricts(resource.spec.export_to) for resource in everything):
+        return everything
+    if visibility is None:
+        return [resource for resource in everything if not restricts(resource.spec.export_to)]
+    return [r for r in everything if visible_to(r.spec.export_to, r.metadata.namespace, visibility)]
+
+
+def view(snapshot: Snapshot, visibility: str | None) -> View:
+    """What callers of the visibility class see (memoized per snapshot and class)."""
+    return snapshot.memoized(
+        ("view", visibility),
+        lambda: View(
+            virtual_services=_seen(snapshot, VirtualService, visibility),
+            rules=_seen(snapshot, DestinationRule, visibility),
+            entries=_seen(snapshot, ServiceEntry, visibility),
+        ),
+    )
