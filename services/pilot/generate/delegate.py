@@ -21,8 +21,9 @@ Istio's semantics (istio.io VirtualService reference, `HTTPRoute.delegate` and `
   condition is an empty StringMatch; here a header or query parameter the root only asks to be present (`{}`)
   accepts any delegate condition on it, and two empty conditions agree.
 - Route fields: the delegate's own timeout, retries, fault, rewrite, corsPolicy and headers win when set, else
-  the root's apply. Mirroring is one unit here (the delegate's mirror/mirrorPercentage/mirrors when it sets
-  any, else the root's), since `mirror` and `mirrors` exclude each other; Istio inherits each field alone.
+  the root's apply (but no rewrite onto a delegate route that redirects: a route may not combine the two).
+  Mirroring is one unit here (the delegate's mirror/mirrorPercentage/mirrors when it sets any, else the
+  root's), since `mirror` and `mirrors` exclude each other; Istio inherits each field alone.
 - Short destination hosts resolve in the namespace of the resource that wrote them (Istio resolves short names
   before merging): the delegate's destinations in the delegate's namespace, an inherited root mirror in the
   root's. Here they are qualified (`reviews` -> `reviews.<namespace>`) before the merged route is generated.
@@ -121,7 +122,8 @@ def _merged(root: HTTPRoute, sub: HTTPRoute, matches: list[HTTPMatchRequest]) ->
         update={
             "name": _joined(root.name, sub.name),
             "match": matches,
-            "rewrite": sub.rewrite if sub.rewrite is not None else root.rewrite,
+            # a redirect answers itself: a rewrite beside it is refused in a route, so none is inherited
+            "rewrite": sub.rewrite if sub.rewrite is not None or sub.redirect is not None else root.rewrite,
             "timeout": sub.timeout if sub.timeout is not None else root.timeout,
             "retries": sub.retries if sub.retries is not None else root.retries,
             "fault": sub.fault if sub.fault is not None else root.fault,

@@ -324,3 +324,19 @@ def test_a_delegate_change_reaches_the_config_through_reuse() -> None:
     gone = frontend_config(removed, Snapshot.build(resources(removed), CATALOG, reuse))
     assert gone.stamped() == frontend_config(removed).stamped()
     assert reuse.hits > 0
+
+
+def test_a_delegate_redirect_inherits_no_root_rewrite() -> None:
+    delegating = """
+  - match: [{uri: {prefix: /api}}]
+    rewrite: {uri: /v1}
+    delegate: {name: reviews-api}
+"""
+    routes = """
+  - match: [{uri: {prefix: /api/old}}]
+    redirect: {uri: /api/new}
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""
+    redirect, rewritten, _ = reviews_routes(RULE + root(delegating) + delegate(routes))
+    assert redirect.redirect is not None and redirect.rewrite is None
+    assert rewritten.rewrite is not None and rewritten.rewrite.uri == "/v1"
