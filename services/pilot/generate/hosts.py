@@ -14,7 +14,9 @@ Visibility (`exportTo`, shared/model/export_to.py): a caller sees the VirtualSer
 ServiceEntries exported to its namespace (`View`); the others do not exist for its config. Callers fall into
 visibility classes: one per namespace some restricting `exportTo` names (its own namespace for `.`), and one
 (None) for every other namespace, which sees only the resources that restrict nothing. With no restricting
-resource every caller is in class None and sees everything, exactly as before `exportTo` was read.
+resource every caller is in class None and sees everything, exactly as before `exportTo` was read. A delegate
+VirtualService (no hosts) is in every view and names no class: Istio judges its `exportTo` against its root's
+namespace (delegate.py), not the caller's.
 """
 
 from __future__ import annotations
@@ -212,7 +214,11 @@ def _most_specific(service: MeshService, wildcards: list[tuple[list[str], Virtua
 
 
 def restricting(resource: Resource) -> bool:
-    """Whether the resource (a VirtualService, DestinationRule or ServiceEntry) is hidden from some namespace."""
+    """Whether the resource (a VirtualService, DestinationRule or ServiceEntry) is hidden from some callers'
+    namespace. A delegate VirtualService (no hosts) never is: no caller reaches it but through its root, and
+    Istio judges its `exportTo` against the root's namespace, not the caller's."""
+    if isinstance(resource, VirtualService) and not resource.spec.hosts:
+        return False
     return isinstance(resource, VirtualService | DestinationRule | ServiceEntry) and restricts(resource.spec.export_to)
 
 
@@ -224,7 +230,7 @@ def _named_namespaces(snapshot: Snapshot) -> frozenset[str]:
     ]
     named: set[str] = set()
     for resource in exported:
-        if restricts(resource.spec.export_to):
+        if restricting(resource):
             named |= audience(resource.spec.export_to, resource.metadata.namespace)
     return frozenset(named)
 
@@ -249,11 +255,13 @@ class View:
 
 def _seen(snapshot: Snapshot, kind: type[R], visibility: str | None) -> list[R]:
     everything = snapshot.of_kind(kind)
-    if not any(restricts(resource.spec.export_to) for resource in everything):
+    if not any(restricting(resource) for resource in everything):
         return everything
     if visibility is None:
-        return [resource for resource in everything if not restricts(resource.spec.export_to)]
-    return [r for r in everything if visible_to(r.spec.export_to, r.metadata.namespace, visibility)]
+        return [resource for resource in everything if not restricting(resource)]
+    return [
+        r for r in everything if not restricting(r) or visible_to(r.spec.export_to, r.metadata.namespace, visibility)
+    ]
 
 
 def view(snapshot: Snapshot, visibility: str | None) -> View:

@@ -260,3 +260,30 @@ def test_a_destination_resolves_against_the_service_entries_its_caller_sees() ->
         by_caller = configs(REVIEWS_TO_PAYMENTS + entry("exportTo: ['.']"), reuse=reuse)
         assert reviews_target(by_caller["shop"]) == "outbound|8080||api.payments.example"
         assert reviews_target(by_caller["ops"]) == "outbound|80||api.payments.example"
+
+
+DELEGATING_ROOT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews.shop]
+  http: [{name: api, delegate: {name: reviews-api}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-api, namespace: shop}
+spec:
+  exportTo: ['.']
+  http: [{route: [{destination: {host: reviews.shop, subset: v1}}]}]
+---
+"""
+
+
+def test_a_delegate_is_judged_by_its_root_not_by_the_caller() -> None:
+    """Istio checks a delegate's exportTo against its root's namespace: a delegate exported to its own namespace
+    serves a public root in that namespace for callers everywhere, and names no visibility class."""
+    snap = Snapshot.build(resources(DELEGATING_ROOT + rule()), CATALOG)
+    by_caller = {ns: generate(snap, proxy_of(snap, proxy_id), TD, ROOT) for ns, proxy_id in CALLERS.items()}
+    assert {reviews_target(config) for config in by_caller.values()} == {"outbound|80|v1|reviews"}
+    assert not [key for key in snap._memo if isinstance(key, tuple) and key[0] == "outbound" and len(key) > 3]
