@@ -13,7 +13,8 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
 (analyze_tcp.py). ISM0009-ISM0011 are about ServiceEntries (analyze_entries.py), whose hosts count as known
-hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py).
+hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py). ISM0006, ISM0007
+and ISM0009 count only resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
@@ -38,6 +39,7 @@ from services.galley.analyze_base import (
     canonical_host,
     label,
     resource_key,
+    seen_together,
 )
 from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
 from services.galley.analyze_routes import HTTP, delegate_messages, missing_subsets, zero_weights
@@ -117,7 +119,8 @@ def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
     for rule in sorted(rules, key=lambda r: (r.metadata.namespace, r.metadata.name)):
         by_host[canonical_host(rule.spec.host, rule.metadata.namespace)].append(rule)
     messages: list[Message] = []
-    for host, group in sorted(by_host.items()):
+    for host, everyone in sorted(by_host.items()):
+        group = seen_together(everyone)
         if len(group) > 1:
             names = [label(rule) for rule in group]
             text = f"host {host!r} has {len(group)} DestinationRules ({', '.join(names)}); only {names[0]} is used"
@@ -131,7 +134,8 @@ def _overlapping_services(services: list[VirtualService]) -> list[Message]:
         for host in dict.fromkeys(canonical_host(h, service.metadata.namespace) for h in service.spec.hosts):
             by_host[host].append(service)
     messages: list[Message] = []
-    for host, group in sorted(by_host.items()):
+    for host, everyone in sorted(by_host.items()):
+        group = seen_together(everyone)
         if len(group) > 1:
             ordered = sorted(group, key=lambda vs: (vs.metadata.namespace, vs.metadata.name))
             names = [label(service) for service in ordered]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.model import Resource
+from shared.model.export_to import seen_together as export_together
 
 UNDEFINED_SUBSET = "ISM0001"
 UNKNOWN_HOST = "ISM0002"
@@ -66,6 +67,23 @@ def canonical_host(host: str, namespace: str) -> str:
             host = host[: -len(suffix)]
             break
     return host if "." in host else f"{host}.{namespace.lower()}"
+
+
+def seen_together(group: Sequence[Resource]) -> list[Resource]:
+    """The members of a group some caller namespace sees together with another member (`exportTo`): only they
+    compete for one caller; the group keeps its order."""
+
+    def export(resource: Resource) -> tuple[Sequence[str], str]:
+        return getattr(resource.spec, "export_to", ()), resource.metadata.namespace
+
+    return [
+        resource
+        for index, resource in enumerate(group)
+        if any(
+            other_index != index and export_together(export(resource), export(other))
+            for other_index, other in enumerate(group)
+        )
+    ]
 
 
 def label(resource: Resource) -> str:

@@ -24,6 +24,7 @@ from services.galley.analyze_base import (
     Message,
     canonical_host,
     label,
+    seen_together,
 )
 from shared.model import DestinationRule, ServiceEntry
 from shared.model.destination_rule import ClientTLSSettings, TLSMode, TrafficPolicy
@@ -55,7 +56,8 @@ def _several_entries(entries: list[ServiceEntry]) -> list[Message]:
         for host in entry.spec.hosts:
             by_host[host].append(entry)
     messages: list[Message] = []
-    for host, group in sorted(by_host.items()):
+    for host, everyone in sorted(by_host.items()):
+        group = seen_together(everyone)
         if len(group) > 1:
             names = [label(entry) for entry in group]
             text = (

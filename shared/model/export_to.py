@@ -73,6 +73,18 @@ def audience(export_to: Sequence[str], namespace: str) -> frozenset[str]:
     return frozenset(namespace if item == PRIVATE else item for item in export_to if item != NONE)
 
 
+def seen_together(first: tuple[Sequence[str], str], second: tuple[Sequence[str], str]) -> bool:
+    """Whether some caller namespace sees both resources, each given as (exportTo, its namespace)."""
+    first_restricts, second_restricts = restricts(first[0]), restricts(second[0])
+    if not first_restricts and not second_restricts:
+        return True
+    if not first_restricts:
+        return bool(audience(*second))
+    if not second_restricts:
+        return bool(audience(*first))
+    return bool(audience(*first) & audience(*second))
+
+
 def visible_to(export_to: Sequence[str], namespace: str, caller_namespace: str) -> bool:
     """Whether a resource in `namespace` with this `exportTo` applies to a caller in `caller_namespace`."""
     return not restricts(export_to) or caller_namespace in audience(export_to, namespace)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.galley.analyze import Catalog, analyze, analyze_messages, canonical_host, merged_view
-from shared.model import Resource, parse_resource
+from shared.model import DestinationRule, Resource, parse_resource
 
 
 def vs(name: str, namespace: str, hosts: list[str], subsets: list[str | None]) -> Resource:
@@ -155,3 +155,24 @@ def test_principals_no_workload_holds() -> None:
         "AuthorizationPolicy shop/allow: spec.rules[0].from[0].source.principals[1]: no workload in the catalog "
         "has identity 'cluster.local/ns/shop/sa/ghost'"
     )
+
+
+def _exported(rule: Resource, *export_to: str) -> Resource:
+    assert isinstance(rule, DestinationRule)
+    return rule.model_copy(update={"spec": rule.spec.model_copy(update={"export_to": list(export_to)})})
+
+
+def test_rules_no_caller_sees_together_do_not_compete() -> None:
+    config = [
+        _exported(dr("a", "shop", "product.shop", ["v1"]), "."),
+        _exported(dr("b", "web", "product.shop", ["v1"]), "."),
+    ]
+    assert analyze(config) == []
+
+
+def test_a_restricted_rule_still_competes_with_one_every_namespace_sees() -> None:
+    config = [_exported(dr("a", "shop", "product.shop", ["v1"]), "."), dr("b", "web", "product.shop", ["v1"])]
+    assert analyze(config) == [
+        "[ISM0006] host 'product.shop' has 2 DestinationRules (DestinationRule shop/a, DestinationRule web/b); "
+        "only DestinationRule shop/a is used"
+    ]

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.model import Resource, parse_resource
-from shared.model.export_to import audience, restricts, visible_to
+from shared.model.export_to import audience, restricts, seen_together, visible_to
 
 SPECS: dict[str, dict[str, Any]] = {
     "VirtualService": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]},
@@ -87,3 +87,11 @@ def test_visibility() -> None:
     assert visible_to(["."], "shop", "shop") and not visible_to(["."], "shop", "ops")
     assert visible_to(["ops"], "shop", "ops") and not visible_to(["ops"], "shop", "shop")
     assert not visible_to(["~"], "shop", "shop")
+
+
+def test_seen_together_when_some_caller_namespace_sees_both() -> None:
+    assert seen_together(([], "shop"), (["*"], "web"))
+    assert seen_together((["."], "shop"), ([], "web"))
+    assert seen_together((["."], "shop"), (["shop"], "web"))
+    assert not seen_together((["."], "shop"), (["."], "web"))
+    assert not seen_together((["~"], "shop"), ([], "web"))
