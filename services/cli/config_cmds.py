@@ -147,6 +147,8 @@ def _summary(resource: dict[str, Any]) -> str:
         return str(spec.get("mtls", {}).get("mode", "UNSET"))
     if kind == "AuthorizationPolicy":
         return str(spec.get("action", "ALLOW"))
+    if kind == "Sidecar":
+        return ",".join(host for listener in spec.get("egress", []) for host in listener.get("hosts", []))
     return ""
 
 
@@ -156,6 +158,7 @@ _SUMMARY_TITLE = {
     "ServiceEntry": "HOSTS",
     "PeerAuthentication": "MODE",
     "AuthorizationPolicy": "ACTION",
+    "Sidecar": "EGRESS",
 }
 
 

@@ -12,6 +12,7 @@ from shared.model.destination_rule import DestinationRuleSpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
 from shared.model.request_authentication import RequestAuthenticationSpec
 from shared.model.service_entry import ServiceEntrySpec
+from shared.model.sidecar import SidecarSpec
 from shared.model.virtual_service import VirtualServiceSpec
 
 NetworkingVersion = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
@@ -39,6 +40,13 @@ class ServiceEntry(Spec):
     spec: ServiceEntrySpec
 
 
+class Sidecar(Spec):
+    api_version: NetworkingVersion
+    kind: Literal["Sidecar"]
+    metadata: Metadata
+    spec: SidecarSpec
+
+
 class PeerAuthentication(Spec):
     api_version: SecurityVersion
     kind: Literal["PeerAuthentication"]
@@ -61,13 +69,20 @@ class RequestAuthentication(Spec):
 
 
 Resource = (
-    VirtualService | DestinationRule | ServiceEntry | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+    VirtualService
+    | DestinationRule
+    | ServiceEntry
+    | Sidecar
+    | PeerAuthentication
+    | AuthorizationPolicy
+    | RequestAuthentication
 )
 
 KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
     "ServiceEntry": ServiceEntry,
+    "Sidecar": Sidecar,
     "PeerAuthentication": PeerAuthentication,
     "AuthorizationPolicy": AuthorizationPolicy,
     "RequestAuthentication": RequestAuthentication,

@@ -9,8 +9,12 @@ the clusters their routes use, the way Istio's Sidecar resource limits egress ho
 none gets every service. ServiceEntry hosts are services like the others (hosts.py): declared by their host
 name, or all of them when a proxy declares nothing. An upstream the catalog does not hold yet is simply
 absent until it appears.
-Scoped results are memoized per upstream set. The output is deterministic: the same snapshot gives
-byte-identical ProxyConfig JSON.
+The Sidecar resource (sidecar_scope.py) limits a proxy's outbound part the same way: the applying Sidecar's
+egress hosts select the virtual hosts (with the clusters their routes use) and the TCP listeners it gets. A proxy
+with both a Sidecar and declared upstreams gets the intersection: a service must be named by an upstream and
+selected by an egress host.
+Scoped results are memoized per upstream set and Sidecar (with no Sidecar, under the keys they had before).
+The output is deterministic: the same snapshot gives byte-identical ProxyConfig JSON.
 
 `exportTo` (hosts.py, visibility classes): the outbound part is computed once per snapshot and visibility
 class, from the resources the class sees; a proxy takes its namespace's class. A class other than None keeps
@@ -27,9 +31,10 @@ from functools import partial
 from typing import Any
 
 from services.pilot.generate.clusters import MeshSecurity, clusters
-from services.pilot.generate.hosts import HostIndex, view, visibility_class
+from services.pilot.generate.hosts import HostIndex, MeshService, view, visibility_class
 from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
+from services.pilot.generate.sidecar_scope import ServiceLookup, SidecarScope, selected, sidecar_scope
 from services.pilot.generate.tcp import proxy_listeners, tcp_listeners, with_listener_clusters
 from services.pilot.reuse import Reuse
 from services.pilot.snapshot import Proxy, Snapshot
@@ -43,6 +48,8 @@ class Outbound:
     clusters: tuple[Cluster, ...]
     tcp_listeners: tuple[TcpListener, ...] = ()
     """Every declared TCP upstream's listener (tcp.py); only in the unscoped part."""
+    services: tuple[MeshService, ...] = ()
+    """Every service the class sees, with or without a virtual host; only in the unscoped part."""
 
 
 Visibility = str | None
@@ -74,7 +81,12 @@ def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibi
     listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
     generated = clusters(refs, snapshot, seen.rules, hosts, security)
-    return Outbound(virtual_hosts=tuple(virtual_hosts), clusters=tuple(generated), tcp_listeners=tuple(listeners))
+    return Outbound(
+        virtual_hosts=tuple(virtual_hosts),
+        clusters=tuple(generated),
+        tcp_listeners=tuple(listeners),
+        services=tuple(hosts.services),
+    )
 
 
 def outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibility: Visibility = None) -> Outbound:
@@ -112,6 +124,9 @@ class _OutboundIndex:
     host_clusters: tuple[frozenset[str], ...]
     """Per virtual host (same positions): every cluster its routes name."""
     cluster_position: dict[str, int]
+    host_position: dict[str, int]
+    """Virtual host name (its service's name) -> its position."""
+    services: ServiceLookup
 
 
 def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibility: Visibility) -> _OutboundIndex:
@@ -127,17 +142,40 @@ def _index(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibilit
             for host in everything.virtual_hosts
         )
         positions = {cluster.name: position for position, cluster in enumerate(everything.clusters)}
-        return _OutboundIndex(by_domain, refs, positions)
+        names = {host.name: position for position, host in enumerate(everything.virtual_hosts)}
+        return _OutboundIndex(by_domain, refs, positions, names, ServiceLookup.of(everything.services))
 
     return snapshot.memoized(_key(("outbound-index", trust_domain, root_namespace), visibility), build)
 
 
+def sidecar_selection(
+    snapshot: Snapshot, trust_domain: str, root_namespace: str, scope: SidecarScope, visibility: Visibility = None
+) -> frozenset[str]:
+    """Names of the services (of the class's view) the Sidecar's egress hosts select, memoized per Sidecar."""
+    return snapshot.memoized(
+        _key(("sidecar-selection", trust_domain, root_namespace, scope.key), visibility),
+        lambda: selected(_index(snapshot, trust_domain, root_namespace, visibility).services, scope),
+    )
+
+
 def _scoped(
-    snapshot: Snapshot, trust_domain: str, root_namespace: str, upstreams: tuple[str, ...], visibility: Visibility
+    snapshot: Snapshot,
+    trust_domain: str,
+    root_namespace: str,
+    upstreams: tuple[str, ...],
+    visibility: Visibility,
+    scope: SidecarScope | None,
 ) -> Outbound:
     everything = outbound(snapshot, trust_domain, root_namespace, visibility)
     index = _index(snapshot, trust_domain, root_namespace, visibility)
-    picked = sorted({index.host_by_domain[name] for name in upstreams if name in index.host_by_domain})
+    if scope is None:
+        chosen = {index.host_by_domain[name] for name in upstreams if name in index.host_by_domain}
+    else:
+        allowed = sidecar_selection(snapshot, trust_domain, root_namespace, scope, visibility)
+        chosen = {index.host_position[name] for name in allowed if name in index.host_position}
+        if upstreams:
+            chosen &= {index.host_by_domain[name] for name in upstreams if name in index.host_by_domain}
+    picked = sorted(chosen)
     used = {name for position in picked for name in index.host_clusters[position]}
     clusters = sorted(index.cluster_position[name] for name in used if name in index.cluster_position)
     return Outbound(
@@ -152,15 +190,21 @@ def scoped_outbound(
     root_namespace: str,
     upstreams: tuple[str, ...],
     visibility: Visibility = None,
+    scope: SidecarScope | None = None,
 ) -> Outbound:
-    """The outbound part a proxy of the visibility class with these declared upstreams needs (all of it when
-    none are declared)."""
-    if not upstreams:
+    """The outbound part a proxy of the visibility class with these declared upstreams and this Sidecar scope
+    needs: all of it when it has neither, the intersection of both when it has both."""
+    if not upstreams and scope is None:
         return outbound(snapshot, trust_domain, root_namespace, visibility)
     return snapshot.memoized(
-        _key(("scoped", trust_domain, root_namespace, upstreams), visibility),
-        lambda: _scoped(snapshot, trust_domain, root_namespace, upstreams, visibility),
+        _key(_scoped_base(("scoped", trust_domain, root_namespace, upstreams), scope), visibility),
+        lambda: _scoped(snapshot, trust_domain, root_namespace, upstreams, visibility, scope),
     )
+
+
+def _scoped_base(base: tuple[Any, ...], scope: SidecarScope | None) -> tuple[Any, ...]:
+    """A memo key of a scoped result: without a Sidecar the key it had before Sidecars were read."""
+    return base if scope is None else (*base, ("sidecar", scope.key))
 
 
 def _route_for_source(route: Route, labels: Mapping[str, str]) -> Route | None:
@@ -196,13 +240,17 @@ def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tup
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
     visibility = visibility_class(snapshot, proxy.namespace)
-    shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility)
+    scope = sidecar_scope(snapshot, proxy, root_namespace)
+    shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility, scope)
     virtual_hosts = shared.virtual_hosts
-    labelled = _key(("source-labels", trust_domain, proxy.upstreams), visibility)
+    labelled = _key(_scoped_base(("source-labels", trust_domain, proxy.upstreams), scope), visibility)
     if snapshot.memoized(labelled, lambda: _has_source_labels(virtual_hosts)):
         virtual_hosts = for_source(virtual_hosts, proxy.labels)
     everything = outbound(snapshot, trust_domain, root_namespace, visibility)
     listeners = proxy_listeners(snapshot, proxy, everything.tcp_listeners)
+    if scope is not None and listeners:
+        allowed = sidecar_selection(snapshot, trust_domain, root_namespace, scope, visibility)
+        listeners = [listener for listener in listeners if listener.service in allowed]
     return ProxyConfig(
         proxy_id=proxy.proxy_id,
         service=proxy.service,
@@ -214,4 +262,13 @@ def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace
     )
 
 
-__all__ = ["Outbound", "Visibility", "class_reuse", "for_source", "generate", "outbound", "scoped_outbound"]
+__all__ = [
+    "Outbound",
+    "Visibility",
+    "class_reuse",
+    "for_source",
+    "generate",
+    "outbound",
+    "scoped_outbound",
+    "sidecar_selection",
+]
