@@ -13,7 +13,8 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
 (analyze_tcp.py). ISM0009-ISM0011 are about ServiceEntries (analyze_entries.py), whose hosts count as known
-hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py). ISM0006, ISM0007
+hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py), ISM0014-ISM0015
+about Sidecars competing for the same workloads (analyze_sidecars.py). ISM0006, ISM0007
 and ISM0009 count only resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
@@ -43,6 +44,7 @@ from services.galley.analyze_base import (
 )
 from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
 from services.galley.analyze_routes import HTTP, delegate_messages, missing_subsets, zero_weights
+from services.galley.analyze_sidecars import sidecar_messages
 from services.galley.analyze_tcp import tcp_messages
 from shared.model import (
     AuthorizationPolicy,
@@ -50,6 +52,7 @@ from shared.model import (
     PeerAuthentication,
     Resource,
     ServiceEntry,
+    Sidecar,
     VirtualService,
 )
 
@@ -83,6 +86,7 @@ def analyze_messages(
         messages += _unknown_principals(policies, catalog, trust_domain)
     messages += tcp_messages(services, rules, catalog, known)
     messages += entry_messages(entries, rules, catalog)
+    messages += sidecar_messages([r for r in resources if isinstance(r, Sidecar)])
     if not focus:
         return messages
     labels = {label(resource) for resource in focus}
