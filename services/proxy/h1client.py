@@ -260,13 +260,7 @@ class LeanPool:
             raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
         connection.context = context
         if self._origination is not None:
-            transport = connection.transport
-            try:
-                self._origination.verify(transport.get_extra_info("ssl_object") if transport is not None else None)
-            except BaseException:
-                if transport is not None:
-                    transport.abort()
-                raise
+            self._origination.verify_transport(connection.transport)
         elif self._identity is not None:
             peer = peer_spiffe_id(connection.transport)
             if peer != self._identity:

@@ -88,6 +88,16 @@ class Origination:
                 f"none of subjectAltNames {list(self.subject_alt_names)}"
             )
 
+    def verify_transport(self, transport: Any) -> None:
+        """`verify` on a new connection's transport (an asyncio transport or None), which is aborted when the
+        check fails, so no request byte is ever sent on it."""
+        try:
+            self.verify(transport.get_extra_info("ssl_object") if transport is not None else None)
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            raise
+
 
 def san_matches(kind: str, presented: str, wanted: str) -> bool:
     """Exact match, case-insensitive for DNS names; a DNS SAN `*.example.com` covers one label (`a.example.com`)."""

@@ -155,13 +155,7 @@ class _OriginatingConnector(aiohttp.TCPConnector):
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
     ) -> ResponseHandler:
         protocol = await super()._create_connection(req, traces, timeout)
-        transport = protocol.transport
-        try:
-            self._origination.verify(transport.get_extra_info("ssl_object") if transport is not None else None)
-        except BaseException:
-            if transport is not None:
-                transport.abort()
-            raise
+        self._origination.verify_transport(protocol.transport)
         return protocol
 
     async def connect(
