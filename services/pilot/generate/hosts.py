@@ -264,12 +264,30 @@ def _seen(snapshot: Snapshot, kind: type[R], visibility: str | None) -> list[R]:
     ]
 
 
+MESH_GATEWAY = "mesh"
+"""Istio's reserved gateway name: every sidecar (galley's analyze_gateways.py reports lists without it)."""
+
+
+def applies_to_sidecars(virtual_service: VirtualService) -> bool:
+    """Istio's `gateways`: empty means the mesh; otherwise the VirtualService shapes sidecars' traffic only when
+    the list names `mesh` (gateway names alone bind it to gateways, which Isthmus does not run)."""
+    gateways = virtual_service.spec.gateways
+    return not gateways or MESH_GATEWAY in gateways
+
+
+def _for_sidecars(virtual_services: list[VirtualService]) -> list[VirtualService]:
+    if all(applies_to_sidecars(vs) for vs in virtual_services):
+        return virtual_services  # the same list, so indexes keyed on it stay shared
+    return [vs for vs in virtual_services if applies_to_sidecars(vs)]
+
+
 def view(snapshot: Snapshot, visibility: str | None) -> View:
-    """What callers of the visibility class see (memoized per snapshot and class)."""
+    """What callers of the visibility class see (memoized per snapshot and class); VirtualServices bound to
+    gateways only (`gateways` without `mesh`) are left out."""
     return snapshot.memoized(
         ("view", visibility),
         lambda: View(
-            virtual_services=_seen(snapshot, VirtualService, visibility),
+            virtual_services=_for_sidecars(_seen(snapshot, VirtualService, visibility)),
             rules=_seen(snapshot, DestinationRule, visibility),
             entries=_seen(snapshot, ServiceEntry, visibility),
         ),
