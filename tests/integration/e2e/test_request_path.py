@@ -8,6 +8,7 @@ import time
 import urllib.error
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import aiohttp
 import pytest
@@ -109,7 +110,7 @@ async def healthy_endpoints(workload: Workload, cluster: str) -> int:
 async def test_canary_splits_90_10_and_jason_always_gets_v2(mesh: LocalMesh, order: Workload) -> None:
     for subset in ("v1", "v2"):
         cluster = f"outbound|80|{subset}|product-service"
-        await eventually(lambda c=cluster: healthy_endpoints(order, c), what=f"a healthy endpoint in {cluster}")
+        await eventually(partial(healthy_endpoints, order, cluster), what=f"a healthy endpoint in {cluster}")
     versions = await product_versions(order, 1000)
     assert set(versions) <= {"v1", "v2"}, versions
     sigma = math.sqrt(1000 * 0.1 * 0.9)
