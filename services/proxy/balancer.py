@@ -5,12 +5,14 @@ flight, ejections, breaker counts) lives here across config versions, so a new v
 cluster's policy alone keeps its ejections and counts. A changed traffic policy starts the cluster afresh;
 changed endpoints keep the state of endpoints that stay. Without outlierDetection, endpoints that are
 not healthy (Consul's checks) are never picked; with it, see outlier.py for ejections and panic. A cluster
-whose TLS origination files did not load (origination.py) is built afresh by every new config version, so
-a file put right is picked up then.
+with TLS origination files has an OriginationWatch (origination.py): once its check interval has passed, the
+next lookup stats the files and, when one changed, swaps in a PoolSettings with the new Origination (new
+pools; the old ones drain). A cluster whose files never loaded is also built afresh by a new config version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
 from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, picker_for
 from services.proxy.locality import LocalityBalancer
-from services.proxy.origination import Origination
+from services.proxy.origination import Origination, OriginationWatch
 from services.proxy.outlier import OutlierDetector
 from services.proxy.upstream import PoolSettings
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -43,6 +45,8 @@ class ClusterRuntime:
     locality: LocalityBalancer | None = None
     own_locality: str | None = None
     own_labels: Mapping[str, str] = field(default_factory=dict)
+    origination_watch: OriginationWatch | None = None
+    """Set when the cluster originates TLS from files; None: nothing to check, ever."""
     _healthy: list[Endpoint] = field(default_factory=list)
     _healthy_of: object = None
 
@@ -54,16 +58,19 @@ class ClusterRuntime:
         rng: random.Random,
         locality: str | None = None,
         labels: Mapping[str, str] | None = None,
+        reload_interval: float | None = None,
     ) -> ClusterRuntime:
         """`locality`: this sidecar's own `region/zone/subzone` (None: locality failover and distribute are
-        off); `labels`: its own labels, which failoverPriority compares with the endpoints'."""
+        off); `labels`: its own labels, which failoverPriority compares with the endpoints';
+        `reload_interval`: seconds between checks of TLS origination files (None: origination's default)."""
         policy = cluster.traffic_policy or TrafficPolicy()
+        origination = Origination.of(cluster)
         runtime = cls(
             config=cluster,
             picker=picker_for(policy.load_balancer, cluster.endpoints, rng),
             breaker=CircuitBreaker(cluster.name, Limits.of(policy.connection_pool)),
             outlier=OutlierDetector(policy.outlier_detection, clock) if policy.outlier_detection else None,
-            pool=PoolSettings.of(cluster.name, policy.connection_pool, Origination.of(cluster)),
+            pool=PoolSettings.of(cluster.name, policy.connection_pool, origination),
             hash_source=HashKeySource.of(policy.load_balancer),
             rng=rng,
         )
@@ -71,7 +78,18 @@ class ClusterRuntime:
         runtime.own_locality = locality
         runtime.own_labels = labels or {}
         runtime.locality = _locality_balancer(locality, labels or {}, policy, cluster, rng)
+        if origination is not None and origination.files:
+            runtime.origination_watch = OriginationWatch(cluster, origination, clock, reload_interval)
         return runtime
+
+    def check_origination(self) -> None:
+        """The watch's interval has passed: check the files, and carry a changed Origination in a new
+        PoolSettings (compared by identity, so the pools keyed by the old one are retired and drain)."""
+        watch = self.origination_watch
+        assert watch is not None, "only a cluster with origination files is checked"
+        origination = watch.check()
+        if origination is not self.pool.origination:
+            self.pool = dataclasses.replace(self.pool, origination=origination)
 
     def rebind(self, cluster: Cluster) -> None:
         """Same policy, new endpoints: keep breaker, ejections and counts of the endpoints that stay."""
@@ -187,25 +205,38 @@ class ClusterRuntimes:
         rng: random.Random | None = None,
         locality: str | None = None,
         labels: Mapping[str, str] | None = None,
+        reload_interval: float | None = None,
     ) -> None:
-        """`locality` and `labels`: this sidecar's own, for locality-aware balancing (locality.py)."""
+        """`locality` and `labels`: this sidecar's own, for locality-aware balancing (locality.py);
+        `reload_interval`: seconds between checks of TLS origination files (None: origination's default)."""
         self._clock = clock
         self._rng = rng or random.Random()
         self._locality = locality
         self._labels = dict(labels or {})
+        self._reload_interval = reload_interval
         self._by_name: dict[str, ClusterRuntime] = {}
 
     def get(self, cluster: Cluster) -> ClusterRuntime:
+        """The cluster's runtime, per request: its origination files are checked here once their interval passed."""
         runtime = self._by_name.get(cluster.name)
-        if runtime is not None and runtime.config is cluster:
-            return runtime
+        if runtime is None or runtime.config is not cluster:
+            runtime = self._follow(runtime, cluster)
+        watch = runtime.origination_watch
+        if watch is not None and self._clock.monotonic() >= watch.due:
+            runtime.check_origination()
+        return runtime
+
+    def _follow(self, runtime: ClusterRuntime | None, cluster: Cluster) -> ClusterRuntime:
+        """A new config version of the cluster: keep the runtime when the policy stayed and works, else build."""
         if runtime is not None and runtime.config.traffic_policy == cluster.traffic_policy and runtime.pool.usable:
             if runtime.config.endpoints != cluster.endpoints:
                 runtime.rebind(cluster)
             else:
                 runtime.config = cluster
             return runtime
-        runtime = ClusterRuntime.build(cluster, self._clock, self._rng, self._locality, self._labels)
+        runtime = ClusterRuntime.build(
+            cluster, self._clock, self._rng, self._locality, self._labels, self._reload_interval
+        )
         self._by_name[cluster.name] = runtime
         return runtime
 

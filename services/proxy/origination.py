@@ -7,12 +7,21 @@ cluster's host. Verification: without `subjectAltNames`, OpenSSL checks the cert
 during the handshake; with them, the handshake checks the chain only and `verify` then requires one of the
 names among the certificate's DNS (wildcards as in RFC 6125), URI or IP SANs; `insecureSkipVerify` checks
 nothing. A file that cannot be loaded leaves the cluster unusable, not the config: `context()` raises
-OriginationUnavailable (503 UF) for every request until a new policy builds it again.
+OriginationUnavailable (503 UF) until the files load.
+
+Files are watched, as Envoy watches file-based certificates: an OriginationWatch stats them (mtime_ns, size,
+inode) at most every RELOAD_INTERVAL seconds, only when a request needs the cluster, and builds a new
+Origination when one changed (a rotated certificate, a CA bundle rewritten, a missing file that appeared).
+A new Origination is a new identity, so new connections use new pools while the old ones drain. A change
+that fails to load keeps the last good Origination and is logged once; with no good one yet, the cluster
+stays unusable. A file rewritten twice within one timestamp tick without changing size or inode is seen
+only at its next change.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +30,21 @@ from typing import Any
 import aiohttp
 
 from services.proxy.errors import UpstreamConnectFailure
+from shared.clock import Clock
 from shared.model.destination_rule import ORIGINATION_MODES, ClientTLSSettings, TLSMode
 from shared.model.proxy_config import Cluster
 
 log = logging.getLogger(__name__)
 
 _SAN_TYPES = ("DNS", "URI", "IP Address")
+
+_UNAVAILABLE = "TLS origination unavailable: "
+
+RELOAD_INTERVAL = 5.0
+"""Seconds between two checks of a cluster's certificate files (each check is one stat per file)."""
+
+FileStamp = tuple[int, int, int] | None
+"""A file's (mtime_ns, size, inode); None: it could not be stat'ed (missing, unreadable directory)."""
 
 
 class OriginationUnavailable(UpstreamConnectFailure):
@@ -49,22 +67,36 @@ class Origination:
     ssl_context: ssl.SSLContext | None
     error: str | None = None
     """Why ssl_context is None."""
+    files: tuple[str, ...] = ()
+    """The files the context is built from (none: nothing to watch)."""
+    stamps: tuple[FileStamp, ...] = ()
+    """The files' stamps taken just before they were read, one per file."""
 
     @classmethod
     def of(cls, cluster: Cluster) -> Origination | None:
-        """The cluster's origination, or None when its policy originates no TLS (DISABLE, ISTIO_MUTUAL, unset)."""
+        """The cluster's origination, or None when its policy originates no TLS (DISABLE, ISTIO_MUTUAL, unset);
+        a file that fails to load is logged once here."""
+        origination = cls.load(cluster)
+        if origination is not None and origination.error is not None:
+            log.error("%s", origination.error)
+        return origination
+
+    @classmethod
+    def load(cls, cluster: Cluster) -> Origination | None:
+        """`of` without logging: the caller reports a failure."""
         tls = cluster.traffic_policy.tls if cluster.traffic_policy is not None else None
         if tls is None or tls.mode not in ORIGINATION_MODES:
             return None
         server_name = tls.sni or cluster.host
         names = () if tls.insecure_skip_verify else tuple(tls.subject_alt_names)
+        files = watched_files(tls)
+        stamps = file_stamps(files)
         try:
             context = client_context(tls)
         except ValueError as err:
-            message = f"cluster {cluster.name}: TLS origination unavailable: {err}"
-            log.error("%s", message)
-            return cls(cluster.name, server_name, names, None, message)
-        return cls(cluster.name, server_name, names, context)
+            message = f"cluster {cluster.name}: {_UNAVAILABLE}{err}"
+            return cls(cluster.name, server_name, names, None, message, files, stamps)
+        return cls(cluster.name, server_name, names, context, None, files, stamps)
 
     def context(self) -> ssl.SSLContext:
         if self.ssl_context is None:
@@ -97,6 +129,68 @@ class Origination:
             if transport is not None:
                 transport.abort()
             raise
+
+
+class OriginationWatch:
+    """Keeps one cluster's Origination in step with its files; `check` is called once `due` has passed.
+
+    Callers compare `due` with their clock's monotonic time per request and call `check` only past it, so
+    the request path pays one comparison; a cluster without origination files has no watch at all."""
+
+    def __init__(self, cluster: Cluster, current: Origination, clock: Clock, interval: float | None = None) -> None:
+        """`interval`: seconds between checks (None: RELOAD_INTERVAL)."""
+        self.current = current
+        self._cluster = cluster
+        self._clock = clock
+        self._interval = RELOAD_INTERVAL if interval is None else interval
+        self._seen = current.stamps
+        self.due = clock.monotonic() + self._interval
+
+    def check(self) -> Origination:
+        """The Origination to use from now on: a new one when a file changed and loads; the last good one when
+        the change does not load (logged once per change); the failed one while none ever loaded."""
+        self.due = self._clock.monotonic() + self._interval
+        if file_stamps(self.current.files) == self._seen:
+            return self.current
+        fresh = Origination.load(self._cluster)
+        assert fresh is not None, "a watched cluster originates TLS"
+        self._seen = fresh.stamps
+        if fresh.ssl_context is not None:
+            log.info("cluster %s: TLS origination files changed; new connections use them", fresh.cluster)
+            self.current = fresh
+        elif self.current.ssl_context is not None:
+            reason = (fresh.error or "").removeprefix(f"cluster {fresh.cluster}: {_UNAVAILABLE}")
+            log.error(
+                "cluster %s: changed TLS origination files do not load, keeping the last good ones: %s",
+                fresh.cluster,
+                reason,
+            )
+        else:
+            log.error("%s", fresh.error)
+            self.current = fresh
+        return self.current
+
+
+def watched_files(tls: ClientTLSSettings) -> tuple[str, ...]:
+    """The files `client_context` reads for these settings."""
+    files: list[str] = []
+    if not tls.insecure_skip_verify and tls.ca_certificates is not None:
+        files.append(tls.ca_certificates)
+    if tls.mode == TLSMode.MUTUAL:
+        files.extend(path for path in (tls.client_certificate, tls.private_key) if path is not None)
+    return tuple(files)
+
+
+def file_stamps(files: tuple[str, ...]) -> tuple[FileStamp, ...]:
+    stamps: list[FileStamp] = []
+    for path in files:
+        try:
+            found = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((found.st_mtime_ns, found.st_size, found.st_ino))
+    return tuple(stamps)
 
 
 def san_matches(kind: str, presented: str, wanted: str) -> bool:

@@ -10,7 +10,8 @@ endpoint with an identity, mTLS with our SPIFFE certificate, the peer verified a
 required to present exactly the identity pilot sent, before any byte of the app's is sent (any failure:
 closed, UF, counted by outlier detection); to an endpoint without identity in a cluster whose
 DestinationRule sets `tls.mode` SIMPLE or MUTUAL, TLS originated with the cluster's context (origination.py:
-SNI, verification and subjectAltNames as for HTTP; failure: closed, UF) -> when the callee's sidecar
+SNI, verification and subjectAltNames as for HTTP; failure: closed, UF; rotated files are picked up by the
+runtime lookup as for HTTP, for the next connection, while open ones keep theirs) -> when the callee's sidecar
 accepted ALPN `istio-peer-exchange`, our metadata block out and its block in (tcp_peer_exchange.py;
 telemetry only, fails open) -> bytes both ways until both sides are done (tcp_relay.py).
 """

@@ -16,7 +16,10 @@ RETIRED_KEPT are kept; older ones are closed then).
 A cluster's TLS origination travels in its PoolSettings: `session_for` answers its context as the `ssl`
 argument (or raises origination.OriginationUnavailable when the context could not be built), the pools
 check the certificate's subjectAltNames after the handshake, and `server_name` gives the SNI to request
-with. Endpoints with an identity keep mesh mTLS whatever the policy says.
+with. Endpoints with an identity keep mesh mTLS whatever the policy says. An Origination rebuilt from
+rotated files (origination.OriginationWatch) is a settings change like any other: the aiohttp session is
+retired as above, and the endpoint's lean pool is closed, which closes its idle connections at once and
+the busy ones when their request ends, while new requests connect with the new context.
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ class PoolSettings:
 
 
 DEFAULT_POOL = PoolSettings()
+
+_LeanSettings = tuple[float, float, Origination | None]
+"""What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination."""
 
 
 class _ConnectionLimits:
@@ -207,7 +213,7 @@ class UpstreamPools:
         self._sessions: dict[tuple[str, str | None], tuple[PoolSettings, aiohttp.ClientSession]] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self._closing: set[asyncio.Task[None]] = set()
-        self._lean: dict[tuple[str, str | None, str, int, float, float, Origination | None], LeanPool] = {}
+        self._lean: dict[tuple[str, str | None, str, int], tuple[_LeanSettings, LeanPool]] = {}
 
     def session_for(
         self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
@@ -240,29 +246,27 @@ class UpstreamPools:
         if settings.max_connections or settings.max_requests_per_connection or settings.max_connection_duration:
             return None
         origination = settings.origination if endpoint.identity is None else None
-        key = (
-            settings.cluster,
-            endpoint.identity,
+        key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
+        wanted = (settings.connect_timeout, settings.idle_timeout, origination)
+        found = self._lean.get(key)
+        if found is not None:
+            if found[0] == wanted:
+                return found[1]
+            found[1].close()  # new settings or a rebuilt origination: the old pool drains
+            del self._lean[key]
+        if len(self._lean) >= LEAN_POOLS_KEPT:  # endpoints churned: start over rather than grow
+            for _, old in self._lean.values():
+                old.close()
+            self._lean.clear()
+        pool = LeanPool(
             endpoint.address,
             endpoint.port,
+            endpoint.identity,
             settings.connect_timeout,
             settings.idle_timeout,
             origination,
         )
-        pool = self._lean.get(key)
-        if pool is None:
-            if len(self._lean) >= LEAN_POOLS_KEPT:  # endpoints churned: start over rather than grow
-                for old in self._lean.values():
-                    old.close()
-                self._lean.clear()
-            pool = self._lean[key] = LeanPool(
-                endpoint.address,
-                endpoint.port,
-                endpoint.identity,
-                settings.connect_timeout,
-                settings.idle_timeout,
-                origination,
-            )
+        self._lean[key] = (wanted, pool)
         return pool
 
     @staticmethod
@@ -281,7 +285,7 @@ class UpstreamPools:
 
     async def close(self) -> None:
         sessions = [session for _, session in self._sessions.values()] + self._retired
-        for pool in self._lean.values():
+        for _, pool in self._lean.values():
             pool.close()
         self._lean.clear()
         self._sessions.clear()

@@ -3,7 +3,8 @@
 The upstream is an aiohttp server whose certificate (SAN DNS:api.example.test) comes from a test CA written
 to tmp_path; the app talks plain HTTP to the sidecar's outbound listener with `Host: api.example.test`.
 Small bodies take the lean client, a body over 64 KiB streams through aiohttp's client session; both
-originate TLS. TCP pass-through to such a cluster originates TLS as well.
+originate TLS. TCP pass-through to such a cluster originates TLS as well. Certificate files rewritten on
+disk are picked up after the check interval (shortened here) without a new config version.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from services.local.processes import free_port
+from services.proxy import origination
 from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.sidecar import Sidecar
 from services.proxy.snapshot import ConfigSnapshot
@@ -320,10 +322,61 @@ async def test_a_missing_file_fails_only_its_cluster_until_a_later_version(
     assert (await call(sidecar, "/upload", b"x" * STREAMED))[:2] == (503, "UF")
     late.parent.mkdir()
     late.write_bytes(pki.ca.read_bytes())
-    assert (await call(sidecar))[:2] == (503, "UF")  # built once per version: the same version stays failed
+    assert (await call(sidecar))[:2] == (503, "UF")  # not before the next check of the files, 5 s on
     await apply(bus, partner_config(sidecar, upstream.port, tls, catalog=catalog.port, revision=1))
     assert (await call(sidecar))[:2] == (200, "")
     assert upstream.seen[-1]["secure"]
+
+
+RELOAD_INTERVAL = 0.2
+"""The check interval of origination files in the rotation tests."""
+
+
+async def _eventually(attempt: Callable[[], Awaitable[Any]], expected: Any, seconds: float = 15.0) -> Any:
+    """`attempt()` until it answers `expected` (returned) or the deadline passes (its last answer, to assert on)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        found = await attempt()
+        if found == expected or asyncio.get_running_loop().time() >= deadline:
+            return found
+        await asyncio.sleep(RELOAD_INTERVAL / 2)
+
+
+async def test_a_ca_file_rewritten_on_disk_is_picked_up_without_a_new_config_version(
+    make_upstream: Any,
+    make_sidecar: Any,
+    bus: ProxyBus,
+    pki: PkiFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MUTUAL origination to an upstream that requires our client certificate; the CA file first holds a CA
+    that does not verify the upstream (503 UF), then the right one: requests succeed after the next check."""
+    monkeypatch.setattr(origination, "RELOAD_INTERVAL", RELOAD_INTERVAL)
+    upstream = await make_upstream(pki, require_client_cert=True)
+    sidecar = await make_sidecar("orders", 1)
+    live = tmp_path / "live-ca.pem"
+    live.write_bytes(write_pki(tmp_path / "other-pki").ca.read_bytes())
+    mutual = {
+        "mode": "MUTUAL",
+        "caCertificates": str(live),
+        "clientCertificate": str(pki.client_cert),
+        "privateKey": str(pki.client_key),
+    }
+    await apply(bus, partner_config(sidecar, upstream.port, mutual))
+    status, flag, body = await call(sidecar)
+    assert (status, flag) == (503, "UF") and "certificate verify failed" in body, body
+    assert upstream.seen == []
+    live.write_bytes(pki.ca.read_bytes())
+    assert await _eventually(lambda: call(sidecar), (200, "", "hello over TLS 0")) == (200, "", "hello over TLS 0")
+    assert await call(sidecar, "/upload", b"r" * STREAMED) == (200, "", f"hello over TLS {STREAMED}")
+    assert [(seen["client"], seen["body_length"]) for seen in upstream.seen][-2:] == [
+        (CLIENT_NAME, 0),
+        (CLIENT_NAME, STREAMED),
+    ]
+    live.write_text("not a certificate\n")  # a broken rewrite keeps the last good certificates
+    await asyncio.sleep(RELOAD_INTERVAL * 2)
+    assert (await call(sidecar))[:2] == (200, "")
 
 
 async def test_a_mirror_copy_is_originated_over_tls(
@@ -438,6 +491,26 @@ async def test_tcp_pass_through_originates_tls(tcp_sidecar: Sidecar, pki: PkiFil
         refused = {**tls, "subjectAltNames": ["other.example.test"]}
         tcp_sidecar.state.swap(ConfigSnapshot.build(tcp_config(tcp_sidecar, port, refused), random.Random(1)))
         assert await _tcp_round_trip(tcp_sidecar, b"never sent") == b""
+    finally:
+        echo.server.close()
+        await echo.server.wait_closed()
+
+
+async def test_tcp_pass_through_picks_up_a_rewritten_ca_file(
+    tcp_sidecar: Sidecar, pki: PkiFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(origination, "RELOAD_INTERVAL", RELOAD_INTERVAL)
+    echo = TlsEchoServer(pki)
+    port = await echo.start()
+    assert echo.server is not None
+    try:
+        live = tmp_path / "live-ca.pem"
+        live.write_bytes(write_pki(tmp_path / "other-pki").ca.read_bytes())
+        tls: dict[str, Any] = {"mode": "SIMPLE", "caCertificates": str(live)}
+        tcp_sidecar.state.swap(ConfigSnapshot.build(tcp_config(tcp_sidecar, port, tls), random.Random(1)))
+        assert await _tcp_round_trip(tcp_sidecar, b"refused") == b""
+        live.write_bytes(pki.ca.read_bytes())
+        assert await _eventually(lambda: _tcp_round_trip(tcp_sidecar, b"rotated"), b"rotated") == b"rotated"
     finally:
         echo.server.close()
         await echo.server.wait_closed()
