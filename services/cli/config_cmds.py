@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from services.galley.kinds import resolve_kind
+from services.galley.kinds import kind_names, resolve_kind
 from services.galley.sources import Source, SourceError, parse_sources, read_sources
 from services.galley.validate import document_identity
 from shared.model import UnknownKind
@@ -245,7 +245,7 @@ def _add_galley_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-KIND_HELP = "virtualservice|vs, destinationrule|dr, peerauthentication|pa, authorizationpolicy|ap"
+KIND_HELP = f"{kind_names()} (or the plural)"
 
 
 def register(subparsers: Any) -> None:

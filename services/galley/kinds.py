@@ -25,6 +25,12 @@ def _aliases() -> dict[str, str]:
 _ALIASES = _aliases()
 
 
+def kind_names() -> str:
+    """Every kind as typed on the command line, with its short form: 'authorizationpolicy|ap, ...'."""
+    short = {kind: name for name, kind in _SHORT_FORMS.items()}
+    return ", ".join(f"{kind.lower()}|{short[kind]}" if kind in short else kind.lower() for kind in sorted(KINDS))
+
+
 def resolve_kind(text: str) -> str:
     """'vs', 'VirtualServices', 'virtualservice' -> 'VirtualService'; unknown names raise UnknownKind."""
     kind = _ALIASES.get(text.strip().lower())

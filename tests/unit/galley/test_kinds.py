@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.galley.kinds import resolve_kind
-from shared.model import UnknownKind
+from services.galley.kinds import kind_names, resolve_kind
+from shared.model import KINDS, UnknownKind
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,12 @@ def test_resolve(text: str, kind: str) -> None:
 def test_unknown_kind_lists_choices() -> None:
     with pytest.raises(UnknownKind, match="'gateway' is not supported; use one of AuthorizationPolicy"):
         resolve_kind("gateway")
+
+
+def test_the_command_line_help_names_every_kind_and_resolves_each_name() -> None:
+    names = kind_names()
+    for kind in KINDS:
+        assert kind.lower() in names
+    for entry in names.split(", "):
+        for form in entry.split("|"):
+            assert resolve_kind(form) in KINDS
