@@ -8,7 +8,9 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0003 PeerAuthentications at the same scope (namespace or mesh, same selector) ask for different modes.
 - ISM0004 an AuthorizationPolicy principal is held by no workload in the catalog (only with a catalog).
 - ISM0005 a route's destinations all have weight 0, so it can send traffic nowhere.
-- ISM0006 several DestinationRules for one host (only the first by namespace/name is used).
+- ISM0006 several DestinationRules for one host in one namespace (only the first by name there is used; rules
+  in different namespaces do not compete: a caller takes its own namespace's, else the service's namespace's,
+  else the root namespace's, as pilot does).
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
@@ -124,15 +126,20 @@ def _conflicting_peer_authentications(policies: list[PeerAuthentication]) -> lis
 
 
 def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
-    by_host: dict[str, list[DestinationRule]] = defaultdict(list)
+    """Rules for one host compete only within one namespace: pilot's lookup path takes one namespace per caller
+    (its own, the service's, the root) and, there, the first rule by name the caller sees."""
+    by_host: dict[tuple[str, str], list[DestinationRule]] = defaultdict(list)
     for rule in sorted(rules, key=lambda r: (r.metadata.namespace, r.metadata.name)):
-        by_host[canonical_host(rule.spec.host, rule.metadata.namespace)].append(rule)
+        by_host[(canonical_host(rule.spec.host, rule.metadata.namespace), rule.metadata.namespace)].append(rule)
     messages: list[Message] = []
-    for host, everyone in sorted(by_host.items()):
+    for (host, namespace), everyone in sorted(by_host.items()):
         group = seen_together(everyone)
         if len(group) > 1:
             names = [label(rule) for rule in group]
-            text = f"host {host!r} has {len(group)} DestinationRules ({', '.join(names)}); only {names[0]} is used"
+            text = (
+                f"host {host!r} has {len(group)} DestinationRules in namespace {namespace!r} ({', '.join(names)}); "
+                f"they are not merged: a caller that sees several of them uses only the first by name"
+            )
             messages.append(Message(SEVERAL_DESTINATION_RULES, text, frozenset(names)))
     return messages
 

@@ -21,6 +21,9 @@ class, from the resources the class sees; a proxy takes its namespace's class. A
 its virtual hosts in a reuse store of its own (`class_reuse`), since what a route resolves to depends on the
 ServiceEntries it sees; clusters share the snapshot's store (clusters.py). With no restricting resource there
 is one class, None, with the same memo keys, reuse slots and output as without `exportTo`.
+A namespace holding a DestinationRule that only its own callers use is a class too (hosts.py, which
+DestinationRule applies); the class's namespace is the caller's namespace of Istio's lookup path, None standing
+for any namespace that holds no such rule.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _outbound(snapshot: Snapshot, trust_domain: str, root_namespace: str, visibi
     virtual_hosts = [virtual_host(service, virtual_services, hosts, refs, reuse, catalog) for service, _ in routed]
     listeners = tcp_listeners(snapshot, hosts, virtual_services, refs)
     security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
-    generated = clusters(refs, snapshot, seen.rules, hosts, security)
+    generated = clusters(refs, snapshot, seen.rules, hosts, security, visibility)
     return Outbound(
         virtual_hosts=tuple(virtual_hosts),
         clusters=tuple(generated),
@@ -239,7 +242,7 @@ def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tup
 
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
-    visibility = visibility_class(snapshot, proxy.namespace)
+    visibility = visibility_class(snapshot, proxy.namespace, root_namespace)
     scope = sidecar_scope(snapshot, proxy, root_namespace)
     shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility, scope)
     virtual_hosts = shared.virtual_hosts

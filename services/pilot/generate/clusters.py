@@ -7,10 +7,10 @@ text has identity None. Which, per endpoint (Istio's auto mTLS): the cluster's `
 DestinationRule sets it (DISABLE: plain text; ISTIO_MUTUAL: mTLS, even to an instance that has no sidecar,
 which then fails as in Istio); otherwise mTLS exactly when the instance has a sidecar whose effective
 PeerAuthentication mode on its app port (inbound.endpoint_mtls_mode: workload port level > workload >
-namespace > mesh-wide) is not DISABLE. Endpoint.healthy is Consul's verdict (all checks passing). The
-DestinationRule for a service is the first, in (namespace, name) order, whose host resolves to it (among
-those exported to the caller, see below). The
-cluster's traffic policy follows Istio's MergeTrafficPolicy: the rule's top-level policy, where a
+namespace > mesh-wide) is not DISABLE. Endpoint.healthy is Consul's verdict (all checks passing). Which
+DestinationRule a service's clusters take follows Istio's lookup path (hosts.py, `HostIndex.rule_by_host`):
+the caller's namespace, then the service's, then the root namespace, among the rules exported to the caller
+(see below). The cluster's traffic policy follows Istio's MergeTrafficPolicy: the rule's top-level policy, where a
 port-level entry for the cluster's port replaces all four components (loadBalancer, connectionPool,
 outlierDetection, tls; what it leaves out falls back to defaults, not to the top level, as Istio's docs
 say); then the subset's policy overrides component by component; then the subset's own port-level entry
@@ -25,12 +25,10 @@ The clusters of a ServiceEntry host take their endpoints from the ServiceEntry (
 policy and subsets from the DestinationRule the same way.
 
 Only the DestinationRules exported to the caller's namespace count (`exportTo`, hosts.py's visibility
-classes): the rule of a host is the first visible one in (namespace, name) order, and a host without a visible
-rule has no traffic policy and no subsets (a route to a subset then gets an empty cluster, as above). Istio
-orders the visible rules differently: one in the caller's own namespace first, then one in the service's
-namespace, then one in the root namespace, and a rule in any other namespace never applies (push_context.go,
-`destinationRule`). Isthmus keeps its (namespace, name) order, which is what every caller sees when no rule
-restricts its `exportTo`; hide a rule from the callers that should not get it instead.
+classes), and of those only one in the caller's, the service's or the root namespace, in that order (Istio's
+push_context.go, `destinationRule`); a host without such a rule has no traffic policy and no subsets (a route
+to a subset then gets an empty cluster, as above). The caller's namespace is its visibility class: a namespace
+holding a rule that only its own callers use is a class of its own (hosts.py).
 """
 
 from __future__ import annotations
@@ -115,10 +113,12 @@ def endpoint(
     )
 
 
-def destination_rule_for(host: str, rules: list[DestinationRule], hosts: HostIndex) -> DestinationRule | None:
-    """The rule for a resolved cluster host (a catalog service name or a qualified unknown host): the first in
-    (namespace, name) order."""
-    return hosts.rule_by_host(rules).get(host)
+def destination_rule_for(
+    host: str, rules: list[DestinationRule], hosts: HostIndex, caller: str | None, root_namespace: str
+) -> DestinationRule | None:
+    """The rule callers of class `caller` use for a resolved cluster host (a catalog service name or a qualified
+    unknown host): hosts.py's lookup path."""
+    return hosts.rule_by_host(rules, caller, root_namespace).get(host)
 
 
 def _at_port(policy: TrafficPolicy, port: int) -> dict[str, object]:
@@ -149,14 +149,22 @@ def traffic_policy(rule: DestinationRule | None, port: int, subset: str | None) 
 
 
 def cluster(
-    ref: ClusterRef, snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
+    ref: ClusterRef,
+    snapshot: Snapshot,
+    rules: list[DestinationRule],
+    hosts: HostIndex,
+    security: MeshSecurity,
+    caller: str | None = None,
 ) -> Cluster:
+    """The cluster `ref` names as callers of visibility class `caller` see it."""
     service = hosts.by_name(ref.host)
-    rule = hosts.rule_by_host(rules).get(ref.host)
+    choice = hosts.rule_by_host(rules, caller, security.root_namespace)
+    rule = choice.get(ref.host)
+    chosen = (rule,) if rule is not None and ref.host in choice.caller_dependent else ()
     entry = hosts.entry(service) if service else None
     if entry is not None:
         return snapshot.reuse.get(
-            _slot(("entry-cluster", ref), rule, entry),
+            _slot(("entry-cluster", ref), rule, entry, chosen=chosen),
             (entry, rule, security.trust_domain),
             lambda: _entry_cluster(ref, entry, rule, security.trust_domain),
         )
@@ -165,15 +173,19 @@ def cluster(
     policies = tuple(policy for namespace in namespaces for policy in security.policies_for(namespace))
     inputs = (instances, rule, policies, security.trust_domain, security.root_namespace)
     return snapshot.reuse.get(
-        _slot(("cluster", ref), rule), inputs, lambda: _cluster(ref, list(instances), rule, security)
+        _slot(("cluster", ref), rule, chosen=chosen), inputs, lambda: _cluster(ref, list(instances), rule, security)
     )
 
 
-def _slot(base: tuple[object, ...], *resources: Resource | None) -> tuple[object, ...]:
-    """The reuse slot of a cluster: `base`, plus the name of each restricting resource it is built from, so the
-    visibility classes seeing different rules for one host each keep their own slot instead of evicting each
-    other's on every pass, and those seeing the same rules share one."""
+def _slot(
+    base: tuple[object, ...], *resources: Resource | None, chosen: tuple[DestinationRule, ...] = ()
+) -> tuple[object, ...]:
+    """The reuse slot of a cluster: `base`, plus the name of each restricting resource it is built from and of
+    a rule chosen by the caller's namespace (`chosen`), so the visibility classes taking different rules for one
+    host each keep their own slot instead of evicting each other's on every pass, and those taking the same
+    rule share one. A host whose rule no caller's namespace changes keeps the slot it had before."""
     named = tuple((r.metadata.namespace, r.metadata.name) for r in resources if r is not None and restricting(r))
+    named += tuple((r.metadata.namespace, r.metadata.name) for r in chosen if not restricting(r))
     return (*base, *named) if named else base
 
 
@@ -227,7 +239,13 @@ def _entry_cluster(ref: ClusterRef, entry: ServiceEntry, rule: DestinationRule |
 
 
 def clusters(
-    refs: set[ClusterRef], snapshot: Snapshot, rules: list[DestinationRule], hosts: HostIndex, security: MeshSecurity
+    refs: set[ClusterRef],
+    snapshot: Snapshot,
+    rules: list[DestinationRule],
+    hosts: HostIndex,
+    security: MeshSecurity,
+    caller: str | None = None,
 ) -> list[Cluster]:
+    """The clusters `refs` name as callers of visibility class `caller` see them."""
     by_name = {ref.name: ref for ref in refs}
-    return [cluster(by_name[name], snapshot, rules, hosts, security) for name in sorted(by_name)]
+    return [cluster(by_name[name], snapshot, rules, hosts, security, caller) for name in sorted(by_name)]

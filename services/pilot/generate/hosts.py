@@ -17,6 +17,18 @@ visibility classes: one per namespace some restricting `exportTo` names (its own
 resource every caller is in class None and sees everything, exactly as before `exportTo` was read. A delegate
 VirtualService (no hosts) is in every view and names no class: Istio judges its `exportTo` against its root's
 namespace (delegate.py), not the caller's.
+
+Which DestinationRule applies (`rule_by_host`), as Istio's `PushContext.destinationRule` (pilot/pkg/model/
+push_context.go; its `destinationRuleIndex` keeps `namespaceLocal`, `exportedByNamespace` and
+`rootNamespaceLocal` for exactly this path; istio.io "Cross-namespace configuration sharing"): among the rules
+the caller sees, the one in the caller's namespace, else the one in the service's namespace (a catalog
+service's `MeshService.namespace`, a ServiceEntry's own namespace; a host no service holds has none), else
+the one in the root namespace; a rule in any other namespace never applies. Within one namespace the first by
+name is used (Istio merges several in some versions; Isthmus does not). Callers then differ by namespace only
+where a host's rules are not all in one namespace that is the service's own or the root: a namespace holding
+a rule for such a host (other than the service's namespace, whose callers find that rule second anyway) is a
+visibility class of its own too. When every host's rules sit in its service's or the root namespace, no class
+is added and the rule chosen is the one the old (namespace, name) order chose.
 """
 
 from __future__ import annotations
@@ -85,7 +97,7 @@ class HostIndex:
         self._by_domain: dict[str, MeshService] = {}
         self._entries: dict[str, ServiceEntry] = {}
         self._virtual_services: tuple[Sequence[VirtualService], dict[str, list[VirtualService]]] | None = None
-        self._rules: tuple[Sequence[DestinationRule], dict[str, DestinationRule]] | None = None
+        self._rules: tuple[Sequence[DestinationRule], tuple[str | None, str], RuleChoice] | None = None
         for name, instances in snapshot.services.items():
             if name == CONSUL_OWN_SERVICE:
                 continue
@@ -185,15 +197,58 @@ class HostIndex:
             self._virtual_services = (virtual_services, index)
         return self._virtual_services[1]
 
-    def rule_by_host(self, rules: Sequence[DestinationRule]) -> dict[str, DestinationRule]:
-        """Cluster host (cluster_host of the rule's host) -> the first DestinationRule for it in (namespace, name)
-        order; built once per list, like virtual_services_by_service."""
-        if self._rules is None or self._rules[0] is not rules:
-            index: dict[str, DestinationRule] = {}
-            for rule in sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name)):
-                index.setdefault(self.cluster_host(rule.spec.host, rule.metadata.namespace), rule)
-            self._rules = (rules, index)
-        return self._rules[1]
+    def rule_by_host(self, rules: Sequence[DestinationRule], caller: str | None, root_namespace: str) -> RuleChoice:
+        """Cluster host (cluster_host of the rule's host) -> the DestinationRule callers in namespace `caller`
+        (None: a namespace holding no rule that matters, see `overriding_namespaces`) use, among `rules` (the
+        ones they see): their own namespace's, the service's namespace's, then the root namespace's, the first
+        by name within one. Built once per list, like virtual_services_by_service."""
+        if self._rules is None or self._rules[0] is not rules or self._rules[1] != (caller, root_namespace):
+            grouped, own = self._rules_by_namespace(rules)
+            chosen: dict[str, DestinationRule] = {}
+            dependent: set[str] = set()
+            for host, by_namespace in grouped.items():
+                rule = next(
+                    (by_namespace[ns] for ns in (caller, own[host], root_namespace) if ns in by_namespace), None
+                )
+                if rule is not None:
+                    chosen[host] = rule
+                if not _plain(set(by_namespace), own[host], root_namespace):
+                    dependent.add(host)
+            self._rules = (rules, (caller, root_namespace), RuleChoice(chosen, frozenset(dependent)))
+        return self._rules[2]
+
+    def _rules_by_namespace(
+        self, rules: Sequence[DestinationRule]
+    ) -> tuple[dict[str, dict[str, DestinationRule]], dict[str, str | None]]:
+        """Cluster host -> namespace -> its first rule by name there; and each host's service namespace."""
+        grouped: dict[str, dict[str, DestinationRule]] = {}
+        own: dict[str, str | None] = {}
+        for rule in sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name)):
+            namespace = rule.metadata.namespace
+            service = self.resolve(rule.spec.host, namespace)
+            host = service.name if service else qualify(rule.spec.host, namespace)
+            own[host] = service.namespace if service else None
+            grouped.setdefault(host, {}).setdefault(namespace, rule)
+        return grouped, own
+
+
+@dataclass(frozen=True)
+class RuleChoice:
+    """The DestinationRule each cluster host gets in one visibility class."""
+
+    by_host: dict[str, DestinationRule]
+    caller_dependent: frozenset[str]
+    """Hosts whose rules are not all in one namespace that is the service's own or the root namespace, so the
+    rule chosen depends on the caller's namespace (clusters.py keeps their clusters in per-rule reuse slots)."""
+
+    def get(self, host: str) -> DestinationRule | None:
+        return self.by_host.get(host)
+
+
+def _plain(namespaces: set[str], own: str | None, root_namespace: str) -> bool:
+    """Whether a host's rules (in `namespaces`) apply alike to every caller: all in the service's namespace, or
+    all in the root namespace."""
+    return namespaces <= {own} or namespaces == {root_namespace}
 
 
 def _most_specific(service: MeshService, wildcards: list[tuple[list[str], VirtualService]]) -> list[VirtualService]:
@@ -235,11 +290,37 @@ def _named_namespaces(snapshot: Snapshot) -> frozenset[str]:
     return frozenset(named)
 
 
-def visibility_class(snapshot: Snapshot, namespace: str) -> str | None:
+def overriding_namespaces(snapshot: Snapshot, root_namespace: str) -> frozenset[str]:
+    """Namespaces whose callers pick a different DestinationRule than callers elsewhere may: each holds a rule
+    (that its own callers see) for a host whose rules are not `_plain`, and is neither that host's service
+    namespace nor the root namespace of a host without a rule in its service namespace. Services resolve as
+    class None sees them (only the ServiceEntries that restrict nothing): every other class is its own anyway."""
+    rules = [
+        rule
+        for rule in snapshot.of_kind(DestinationRule)
+        if visible_to(rule.spec.export_to, rule.metadata.namespace, rule.metadata.namespace)
+    ]
+    if not rules:
+        return frozenset()
+    grouped, own = HostIndex(snapshot, _seen(snapshot, ServiceEntry, None))._rules_by_namespace(rules)
+    named: set[str] = set()
+    for host, by_namespace in grouped.items():
+        namespaces = set(by_namespace)
+        if _plain(namespaces, own[host], root_namespace):
+            continue
+        named |= namespaces - {own[host]} - ({root_namespace} if own[host] not in namespaces else set())
+    return frozenset(named)
+
+
+def visibility_class(snapshot: Snapshot, namespace: str, root_namespace: str) -> str | None:
     """The visibility class of callers in `namespace`: the namespace itself when some restricting resource is
-    exported to it, else None, the class of every namespace no exportTo names (which sees only the resources
-    that restrict nothing: all of them when none restricts)."""
-    named = snapshot.memoized(("export-to-namespaces",), lambda: _named_namespaces(snapshot))
+    exported to it or it holds a DestinationRule that only its callers use (`overriding_namespaces`), else None,
+    the class of every other namespace (which sees only the resources that restrict nothing: all of them when
+    none restricts)."""
+    named = snapshot.memoized(
+        ("class-namespaces", root_namespace),
+        lambda: _named_namespaces(snapshot) | overriding_namespaces(snapshot, root_namespace),
+    )
     return namespace if namespace in named else None
 
 

@@ -58,9 +58,14 @@ def test_defined_subsets_and_plain_destinations_are_quiet() -> None:
 def test_two_rules_for_one_host_say_which_is_used() -> None:
     config = [dr("b", "shop", "product", ["v1"]), dr("a", "shop", "product.shop", ["v1"])]
     assert analyze(config) == [
-        "[ISM0006] host 'product.shop' has 2 DestinationRules (DestinationRule shop/a, DestinationRule shop/b); "
-        "only DestinationRule shop/a is used"
+        "[ISM0006] host 'product.shop' has 2 DestinationRules in namespace 'shop' (DestinationRule shop/a, "
+        "DestinationRule shop/b); they are not merged: a caller that sees several of them uses only the first by name"
     ]
+
+
+def test_rules_in_different_namespaces_follow_the_lookup_path_and_do_not_compete() -> None:
+    config = [dr("a", "shop", "product.shop", ["v1"]), dr("b", "web", "product.shop", ["v1"])]
+    assert analyze(config) == []
 
 
 def test_two_virtual_services_for_one_host_say_which_matches_first() -> None:
@@ -171,8 +176,8 @@ def test_rules_no_caller_sees_together_do_not_compete() -> None:
 
 
 def test_a_restricted_rule_still_competes_with_one_every_namespace_sees() -> None:
-    config = [_exported(dr("a", "shop", "product.shop", ["v1"]), "."), dr("b", "web", "product.shop", ["v1"])]
+    config = [_exported(dr("a", "shop", "product.shop", ["v1"]), "."), dr("b", "shop", "product.shop", ["v1"])]
     assert analyze(config) == [
-        "[ISM0006] host 'product.shop' has 2 DestinationRules (DestinationRule shop/a, DestinationRule web/b); "
-        "only DestinationRule shop/a is used"
+        "[ISM0006] host 'product.shop' has 2 DestinationRules in namespace 'shop' (DestinationRule shop/a, "
+        "DestinationRule shop/b); they are not merged: a caller that sees several of them uses only the first by name"
     ]
