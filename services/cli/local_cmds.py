@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from services.cli.proxy_status import collect, format_table
-from services.local import demo
+from services.local import demo, partner
 from services.local.infra import forget_earlier_proxies, start_consul, start_nats
 from services.local.mesh import LocalMesh
 from services.local.processes import Supervisor
@@ -110,7 +110,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         dashboard_url = mesh.start_dashboard(args.dashboard_port)
         print("starting demo workloads (app + sidecar each)...", flush=True)
         workloads = demo.start_workloads(mesh)
-        for name, content in demo.demo_config():
+        print("starting the partner API outside the mesh (HTTPS, no sidecar)...", flush=True)
+        external = partner.start_partner(mesh)
+        config = [*demo.demo_config(), ("partner-api.yaml", partner.partner_config(external.port, external.ca))]
+        for name, content in config:
             try:
                 answer = mesh.apply_text(name, content)
             except urllib.error.HTTPError as err:
@@ -121,10 +124,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         _print_endpoints(mesh, supervisor.log_dir)
         order = workloads["order-service-v1"]
         report = demo.run_traffic(order, args.requests)
+        external_call = partner.run_partner_call(order)
         total = sum(report.versions.values())
         print(f"order-service -> product-service, {total} requests: " + json.dumps(dict(report.versions)))
         print("  with header end-user: jason: " + json.dumps(dict(report.jason_versions)))
         print(f"order-service -> payment-service: payment saw caller {report.payment_caller}")
+        print(external_call.report_line())
         print("\nproxy-status:\n" + format_table(asyncio.run(collect(mesh.nats_url))), flush=True)
         print(f"\nDashboard (live service graph, sync state, config changes): {dashboard_url}", flush=True)
         print(
@@ -133,13 +138,14 @@ Try it yourself:
   curl -s {order.app_url}/call/product-service/          # 90 % v1, 10 % v2
   curl -s -H 'end-user: jason' {order.app_url}/call/product-service/   # always v2
   curl -s {order.app_url}/call/payment-service/pay       # payment sees order's SPIFFE identity
+  curl -s {order.app_url}/call/{partner.PARTNER_HOST}/{partner.PARTNER_PATH}  # outside the mesh, TLS by the sidecar
   curl -s {order.admin_url}/config_dump                  # what order-service's sidecar runs
 """,
             flush=True,
         )
         if not args.no_wait:
             _wait_forever(supervisor)
-        return 0 if report.failures == 0 else 1
+        return 0 if report.failures == 0 and external_call.status == 200 else 1
     except KeyboardInterrupt:
         return 0
     except (RuntimeError, TimeoutError) as err:
@@ -176,7 +182,8 @@ def register(subparsers: Any) -> None:
         "demo",
         help="`up` plus the demo services with sidecars, the canary config and some traffic",
         description="Runs the whole mesh with order-service -> payment-service and product-service v1/v2, "
-        "applies a 90/10 canary (end-user: jason always gets v2), drives traffic and reports the split.",
+        "applies a 90/10 canary (end-user: jason always gets v2), drives traffic and reports the split; "
+        "it also calls a partner API outside the mesh through a ServiceEntry, with TLS originated by the sidecar.",
     )
     _add_common(demo_parser)
     demo_parser.add_argument("--requests", type=int, default=200, help="requests to drive (default 200)")
