@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,25 +12,13 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from services.pilot.app import Pilot, PilotSettings, open_bucket
+from services.pilot.app import Pilot, open_bucket
 from shared.bus.names import CONFIG_BUCKET, PROXY_CONFIG_BUCKET, config_key, proxy_key
 from shared.model import dump_resource, parse_resource
 from shared.model.proxy_config import ProxyConfig
-from tests.integration.pilot.support import DEADLINE, Catalog, eventually, mesh_meta
+from tests.integration.pilot.support import Catalog, eventually, mesh_meta
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pilot(nats_url: str, consul_addr: str) -> AsyncIterator[Pilot]:
-    settings = PilotSettings(
-        nats_url=nats_url, consul_addr=consul_addr, listen="127.0.0.1:0", consul_wait=5.0, quiet=0.05
-    )
-    running = Pilot(settings)
-    await running.start()
-    await asyncio.wait_for(running.ready.wait(), DEADLINE)
-    yield running
-    await running.stop()
 
 
 async def stored_config(kv: KeyValue, proxy_id: str) -> ProxyConfig | None:

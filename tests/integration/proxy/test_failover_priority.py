@@ -11,7 +11,7 @@ import pytest
 from services.proxy.sidecar import Sidecar
 from shared.model.proxy_config import ProxyConfig
 from tests.integration.proxy.catalog_config import apply
-from tests.integration.proxy.test_locality import CATALOG, OUTLIER, answered_by
+from tests.integration.proxy.test_locality import OUTLIER, answered_by, catalog_config
 
 pytestmark = pytest.mark.integration
 
@@ -20,27 +20,7 @@ PRIORITY = {"loadBalancer": {"localityLbSetting": {"failoverPriority": ["version
 
 def labelled_config(sidecar: Sidecar, endpoints: dict[int, dict[str, str]]) -> ProxyConfig:
     """`catalog` on loopback ports with the given labels, outlier detection and failoverPriority."""
-    return ProxyConfig.model_validate(
-        {
-            "proxyId": sidecar.proxy_id,
-            "service": sidecar.settings.service,
-            "namespace": "default",
-            "virtualHosts": [
-                {"name": "catalog", "domains": ["catalog"], "routes": [{"route": [{"cluster": CATALOG}]}]}
-            ],
-            "clusters": [
-                {
-                    "name": CATALOG,
-                    "host": "catalog.default.svc.cluster.local",
-                    "port": 80,
-                    "endpoints": [
-                        {"address": "127.0.0.1", "port": port, "labels": labels} for port, labels in endpoints.items()
-                    ],
-                    "trafficPolicy": {**OUTLIER, **PRIORITY},
-                }
-            ],
-        }
-    ).versioned()
+    return catalog_config(sidecar, endpoints, {**OUTLIER, **PRIORITY})
 
 
 async def test_traffic_stays_on_the_callers_version_and_region_then_its_version(

@@ -18,8 +18,8 @@ CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
 OUTLIER = {"outlierDetection": {"consecutive5xxErrors": 2, "interval": "1s", "baseEjectionTime": "60s"}}
 
 
-def located_config(sidecar: Sidecar, endpoints: dict[int, str]) -> ProxyConfig:
-    """`catalog` on loopback ports, each endpoint labelled with its locality, with outlier detection."""
+def catalog_config(sidecar: Sidecar, labelled: dict[int, dict[str, str]], policy: dict[str, Any]) -> ProxyConfig:
+    """`catalog` on loopback ports, each endpoint with the given labels, under the given traffic policy."""
     return ProxyConfig.model_validate(
         {
             "proxyId": sidecar.proxy_id,
@@ -34,14 +34,18 @@ def located_config(sidecar: Sidecar, endpoints: dict[int, str]) -> ProxyConfig:
                     "host": "catalog.default.svc.cluster.local",
                     "port": 80,
                     "endpoints": [
-                        {"address": "127.0.0.1", "port": port, "labels": {"locality": locality}}
-                        for port, locality in endpoints.items()
+                        {"address": "127.0.0.1", "port": port, "labels": labels} for port, labels in labelled.items()
                     ],
-                    "trafficPolicy": OUTLIER,
+                    "trafficPolicy": policy,
                 }
             ],
         }
     ).versioned()
+
+
+def located_config(sidecar: Sidecar, endpoints: dict[int, str]) -> ProxyConfig:
+    """`catalog` on loopback ports, each endpoint labelled with its locality, with outlier detection."""
+    return catalog_config(sidecar, {port: {"locality": locality} for port, locality in endpoints.items()}, OUTLIER)
 
 
 async def answered_by(sidecar: Sidecar, count: int) -> Counter[str]:
