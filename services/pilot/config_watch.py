@@ -5,6 +5,14 @@ Galley writes each accepted resource under `config_key(kind, namespace, name)` a
 skipped, and the key keeps its last good resource (dropping, say, a DENY policy would open access).
 If the watch fails, or NATS reconnects (resync), it is started again after a backoff; the replay builds a
 fresh set of resources that replaces the old one whole once complete, so keys deleted meanwhile disappear.
+
+"Complete" means every value stored when the watch started has arrived: nats-py's watcher can send its end
+of replay marker before the first value when the values arrive while it is being set up, and a replay
+taken as complete then would be empty (dropping every policy). So the bucket's last stream sequence is read
+before the watch starts, and the replay ends at the marker only once a value at or past that sequence has
+arrived; after an early marker it ends with the value that reaches it. Should that value never come (a
+stream whose tail was purged by hand), the replay ends EARLY_END_GRACE seconds after the marker, with a
+warning.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model import Resource, UnknownKind, parse_resource
 
 log = logging.getLogger(__name__)
+
+EARLY_END_GRACE = 5.0
+"""Seconds a replay whose end marker came early waits for the values stored before the watch started."""
 
 
 class ConfigWatch:
@@ -83,19 +94,38 @@ class ConfigWatch:
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _watch(self, backoff: Backoff) -> None:
+        stored = (await self._kv.status()).stream_info.state.last_seq
         watcher = self._watcher = await self._kv.watchall()
+        updates = aiter(watcher)
         replay: dict[str, Resource] | None = {}
+        seen = 0
+        marker = False
         try:
-            async for entry in watcher:
+            while True:
+                waiting = replay is not None and marker  # the end marker came before the stored values
+                try:
+                    entry = await asyncio.wait_for(anext(updates), EARLY_END_GRACE if waiting else None)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    log.warning(
+                        "config watch: no value at or past sequence %d arrived after the end of the replay; "
+                        "taking the %d resources read as complete",
+                        stored,
+                        len(replay or {}),
+                    )
+                    entry, seen = None, stored
                 if entry is None:
-                    if replay is not None:
-                        self._swap(replay)
-                        replay = None
-                        backoff.reset()
-                    continue
-                target = replay if replay is not None else self._resources
-                if self.apply(target, entry.key, entry.value, entry.operation) and replay is None:
-                    self._on_change()
+                    marker = True
+                else:
+                    seen = max(seen, entry.revision or 0)
+                    target = replay if replay is not None else self._resources
+                    if self.apply(target, entry.key, entry.value, entry.operation) and replay is None:
+                        self._on_change()
+                if replay is not None and marker and seen >= stored:
+                    self._swap(replay)
+                    replay = None
+                    backoff.reset()
         finally:
             if self._watcher is watcher:
                 self._watcher = None
