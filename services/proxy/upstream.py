@@ -119,7 +119,9 @@ class _ConnectionLimits:
 
 
 class _LimitedConnector(aiohttp.TCPConnector):
-    def __init__(self, limits: _ConnectionLimits, **kwargs: object) -> None:
+    """A pool whose connections are counted against `limits` (None: no limits)."""
+
+    def __init__(self, limits: _ConnectionLimits | None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._limits = limits
 
@@ -129,7 +131,8 @@ class _LimitedConnector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
     ) -> Connection:
-        return self._limits.count(await super().connect(req, traces, timeout))
+        connection = await super().connect(req, traces, timeout)
+        return self._limits.count(connection) if self._limits is not None else connection
 
 
 class _LimitedSpiffeConnector(SpiffeVerifyingConnector):
@@ -146,13 +149,12 @@ class _LimitedSpiffeConnector(SpiffeVerifyingConnector):
         return self._limits.count(await super().connect(req, traces, timeout))
 
 
-class _OriginatingConnector(aiohttp.TCPConnector):
+class _OriginatingConnector(_LimitedConnector):
     """The pool of a cluster with TLS origination: checks subjectAltNames after the handshake, before use."""
 
     def __init__(self, origination: Origination, limits: _ConnectionLimits | None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(limits, **kwargs)
         self._origination = origination
-        self._limits = limits
 
     async def _create_connection(
         self,
@@ -163,15 +165,6 @@ class _OriginatingConnector(aiohttp.TCPConnector):
         protocol = await super()._create_connection(req, traces, timeout)
         self._origination.verify_transport(protocol.transport)
         return protocol
-
-    async def connect(
-        self,
-        req: ClientRequest,
-        traces: list[Trace],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
-    ) -> Connection:
-        connection = await super().connect(req, traces, timeout)
-        return self._limits.count(connection) if self._limits is not None else connection
 
 
 def _connector(settings: PoolSettings, identity: str | None, clock: Clock) -> aiohttp.TCPConnector:
