@@ -177,6 +177,23 @@ class _WholeBodyResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def response_headers(
+    upstream_headers: CIMultiDictProxy[str],
+    response_operations: Iterable[HeaderOperations | None] = (),
+    extra_headers: Iterable[tuple[str, str]] = (),
+    added_headers: Iterable[tuple[str, str]] = (),
+) -> CIMultiDict[str]:
+    """The upstream's end-to-end headers as relayed: `extra_headers` replace those of the same name,
+    `added_headers` go next to them, then the route's and destination's header operations."""
+    headers = end_to_end_headers(upstream_headers)
+    for name, value in extra_headers:
+        headers[name] = value
+    for name, value in added_headers:
+        headers.add(name, value)
+    apply_header_operations(headers, response_operations)
+    return headers
+
+
 async def relay_response(
     request: RequestView,
     upstream: UpstreamResponse,
@@ -190,12 +207,7 @@ async def relay_response(
     `extra_headers` replace the upstream's headers of the same name; `added_headers` go next to them.
     """
     content = upstream.content
-    headers = end_to_end_headers(upstream.headers)
-    for name, value in extra_headers:
-        headers[name] = value
-    for name, value in added_headers:
-        headers.add(name, value)
-    apply_header_operations(headers, response_operations)
+    headers = response_headers(upstream.headers, response_operations, extra_headers, added_headers)
     if isinstance(request, FastRequest):
         return await request.send(upstream.status, upstream.reason, headers, content)
     whole = content.is_eof()

@@ -50,6 +50,8 @@ class _Connection(BaseProtocol):
         self._kept_parser: Any = None
         self._kept_for_head = False
         self._waiter: asyncio.Future[tuple[Any, aiohttp.StreamReader]] | None = None
+        self._callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None] | None = None
+        """Instead of the waiter: called once with the response head and body reader, or with the failure."""
         self._payload: aiohttp.StreamReader | None = None
         self.context: ssl.SSLContext | None = None
         self.reusable = True
@@ -74,6 +76,14 @@ class _Connection(BaseProtocol):
         self._parser = parser
         self._waiter = self._loop.create_future()
         return self._waiter
+
+    def start_calling(
+        self, head_request: bool, callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None]
+    ) -> None:
+        """As `start`, but the response (or the failure) goes to `callback`, from the protocol's own callbacks."""
+        self.start(head_request)
+        self._waiter = None
+        self._callback = callback
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -100,6 +110,11 @@ class _Connection(BaseProtocol):
             if message.code in _EMPTY_BODY_STATUS and not payload.is_eof():
                 payload.feed_eof()
             self._payload = payload
+            callback = self._callback
+            if callback is not None:
+                self._callback = None
+                callback(message, payload, None)
+                continue
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result((message, payload))
@@ -116,6 +131,10 @@ class _Connection(BaseProtocol):
         super().connection_lost(exc)
 
     def _fail(self, error: Exception) -> None:
+        callback = self._callback
+        if callback is not None:
+            self._callback = None
+            callback(None, None, error)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -136,6 +155,7 @@ class _Connection(BaseProtocol):
     def finish(self) -> None:
         self._parser = None
         self._waiter = None
+        self._callback = None
         self._payload = None
 
     def close(self) -> None:
@@ -216,6 +236,48 @@ class LeanPool:
         if connection is None or method in IDEMPOTENT:
             connection = await self._connect(context)
         return await self._exchange(connection, payload, head)
+
+    def send_now(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        context: ssl.SSLContext | None,
+        answered: Callable[[LeanResponse | BaseException], None],
+    ) -> bool:
+        """Send on an idle connection without waiting: `answered` gets the response (its head, the body as it
+        arrives) or the failure, from the connection's callbacks. False, and nothing sent, when no connection
+        is idle. A kept connection the server closed before answering an idempotent request is replaced by a
+        new one, as `request` does; `answered` then comes from a task."""
+        connection = self._take(context)
+        if connection is None:
+            return False
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        payload = serialize(method, target, headers, body, f"{host}:{self._port}")
+        transport = connection.transport
+        assert transport is not None, "an idle connection that is not closing has its transport"
+
+        def delivered(message: Any, content: aiohttp.StreamReader | None, error: BaseException | None) -> None:
+            if error is None:
+                assert content is not None, "a response comes with its body reader"
+                answered(LeanResponse(message, content, connection, self))
+                return
+            connection.finish()
+            connection.close()
+            if isinstance(error, aiohttp.ServerDisconnectedError) and method in IDEMPOTENT:
+                retry = asyncio.get_running_loop().create_task(self._anew(payload, method == "HEAD", context))
+                retry.add_done_callback(lambda done: answered(_result_of(done)))
+                return
+            answered(error)
+
+        connection.start_calling(method == "HEAD", delivered)
+        connection.used = True
+        transport.write(payload)
+        return True
+
+    async def _anew(self, payload: bytes, head: bool, context: ssl.SSLContext | None) -> LeanResponse:
+        return await self._exchange(await self._connect(context), payload, head)
 
     async def _exchange(self, connection: _Connection, payload: bytes, head: bool) -> LeanResponse:
         waiter = connection.start(head)
@@ -302,6 +364,12 @@ class LeanPool:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+def _result_of(task: asyncio.Task[LeanResponse]) -> LeanResponse | BaseException:
+    if task.cancelled():
+        return aiohttp.ServerDisconnectedError("upstream request cancelled")
+    return task.exception() or task.result()
 
 
 def serialize(method: str, target: str, headers: CIMultiDict[str], body: bytes | None, host: str) -> bytes:

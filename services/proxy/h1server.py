@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -27,7 +27,7 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.proxy.request_view import Relayed, ViewHandler
+from services.proxy.request_view import Done, Relayed, Reply, ViewHandler
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,30 @@ class FastRequest:
         """Relay an upstream response: in one write when its body is in, else the head then chunks as they come."""
         return await self._connection.send(self, status, reason, headers, body)
 
+    def send_whole(self, status: int, reason: str | None, headers: CIMultiDict[str], body: bytes) -> Relayed:
+        """Relay an upstream response whose body is all in, now (head and body in one write)."""
+        sent = self._connection._write_whole(self, status, reason, headers, body)
+        return Relayed(status, headers, sent, sent)
+
+    def continue_with(self, rest: Awaitable[Reply], done: Done) -> None:
+        """Go on in a task (for an immediate handler whose request needs to wait): `rest` gives the reply,
+        which the front writes unless it is relayed already, then `done` is called with it."""
+        self._connection.continue_with(self, rest, done)
+
+    def fail(self, err: Exception) -> None:
+        """An immediate handler could not write its response: 500 if nothing was written yet; the connection
+        closes once `done` is called."""
+        self._connection._failed(self, err)
+
+    def body(self) -> bytes | None:
+        """The whole body (None without one), read now."""
+        return self.content.read_nowait(-1) if self.content.total_bytes else None
+
+
+ImmediateHandler = Callable[[FastRequest, Done], Reply | Awaitable[Reply] | None]
+"""Answers a request now (a reply), in flight (None: it calls `done` once the response is out, having written
+it with `FastRequest.send_whole` or continued with `FastRequest.continue_with`), or later (an awaitable)."""
+
 
 class PassThroughProtocol(BaseProtocol):
     """One downstream connection served by the pass-through front until it is closed or handed to aiohttp."""
@@ -114,6 +138,10 @@ class PassThroughProtocol(BaseProtocol):
         self._pending: tuple[Any, StreamReader, int, int] | None = None
         """A head whose body is still arriving: (message, payload, head length, body length)."""
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        """A request is being answered (in a task, or in flight on callbacks)."""
+        self._current: FastRequest | None = None
+        self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closing = False
         self._handed_over = False
@@ -125,7 +153,7 @@ class PassThroughProtocol(BaseProtocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._busy
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -150,7 +178,7 @@ class PassThroughProtocol(BaseProtocol):
         if self._closing:
             return
         self._buffer = self._buffer + data if self._buffer else data
-        if self._task is None:
+        if not self._busy:
             self._next()
         elif len(self._buffer) > MAX_BUFFERED and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -204,40 +232,94 @@ class PassThroughProtocol(BaseProtocol):
         if self._reading_paused and len(buffer) <= MAX_BUFFERED and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        self._task = self._loop.create_task(self._serve(FastRequest(self, message, payload)))
+        self._dispatch(FastRequest(self, message, payload))
 
-    async def _serve(self, request: FastRequest) -> None:
+    def _dispatch(self, request: FastRequest) -> None:
+        """Start the request: on the immediate handler when the listener has one (answered now, in flight on
+        callbacks, or continued in a task), else on the handler in a task."""
+        self._busy = True
+        self._current = request
         self._response_started = False
+        immediate = self._front.immediate
+        if immediate is None:
+            self._task = self._loop.create_task(self._serve(request, self._front.handler(request), None))
+            return
         try:
-            reply = await self._front.handler(request)
-            if type(reply) is not Relayed:  # a relayed reply is already out (tested first: web's types are ABCs)
-                if not isinstance(reply, web.Response):
-                    raise RuntimeError(f"the pass-through front cannot send a {type(reply).__name__}")
-                body, headers, status = _body_of(reply), reply.headers, reply.status
-                if hdrs.CONTENT_LENGTH not in headers and not should_remove_content_length(request.method, status):
-                    headers[hdrs.CONTENT_LENGTH] = str(len(body))  # a HEAD reply too, as aiohttp does
-                self._write_whole(request, status, reply.reason, headers, body)
+            outcome = immediate(request, self._answered)
         except Exception as err:
-            if self._response_started:
-                log.info("%s %s: response cut short: %s", request.method, request.raw_path, err)
-                self._close()
-            else:
-                log.exception("%s %s: handler failed", request.method, request.raw_path)
-                self._write_whole(
-                    request,
-                    500,
-                    None,
-                    CIMultiDict({hdrs.CONTENT_TYPE: "text/plain; charset=utf-8"}),
-                    b"500 Internal Server Error\n\nServer got itself in trouble",
-                )
-                self._close()
+            self._failed(request, err)
+            self._answered(None)
+            return
+        if outcome is None:  # in flight: the handler calls _answered once the response is out
+            return
+        if isinstance(outcome, Relayed | web.StreamResponse):
+            try:
+                self._reply(request, outcome)
+            except Exception as err:
+                self._failed(request, err)
+            self._answered(outcome)
+            return
+        self._task = self._loop.create_task(self._serve(request, outcome, None))
+
+    def continue_with(self, request: FastRequest, rest: Awaitable[Reply], done: Done) -> None:
+        """An immediate handler's request goes on in a task: `rest` gives the reply, then `done` is called."""
+        self._task = self._loop.create_task(self._serve(request, rest, done))
+
+    async def _serve(self, request: FastRequest, reply_of: Awaitable[Reply], done: Done | None) -> None:
+        reply: Reply | None = None
+        try:
+            reply = await reply_of
+            self._reply(request, reply)
+        except Exception as err:
+            self._failed(request, err)
         finally:
             self._task = None
-        if request.should_close or self._closing:
+            if done is not None:
+                done(reply)
+        self._answered(reply)
+
+    def _reply(self, request: FastRequest, reply: Reply) -> None:
+        """Write a local reply (a relayed one is already out; tested first: web's types are ABCs)."""
+        if type(reply) is Relayed:
+            return
+        if not isinstance(reply, web.Response):
+            raise RuntimeError(f"the pass-through front cannot send a {type(reply).__name__}")
+        body, headers, status = _body_of(reply), reply.headers, reply.status
+        if hdrs.CONTENT_LENGTH not in headers and not should_remove_content_length(request.method, status):
+            headers[hdrs.CONTENT_LENGTH] = str(len(body))  # a HEAD reply too, as aiohttp does
+        self._write_whole(request, status, reply.reason, headers, body)
+
+    def _failed(self, request: FastRequest, err: Exception) -> None:
+        if self._response_started:
+            log.info("%s %s: response cut short: %s", request.method, request.raw_path, err)
+        else:
+            log.error("%s %s: handler failed", request.method, request.raw_path, exc_info=err)
+            self._write_whole(
+                request,
+                500,
+                None,
+                CIMultiDict({hdrs.CONTENT_TYPE: "text/plain; charset=utf-8"}),
+                b"500 Internal Server Error\n\nServer got itself in trouble",
+            )
+        self._closing = True
+
+    def _answered(self, reply: Reply | None) -> None:
+        """The request's response is out (or failed): the next pipelined request, or close, or wait idle."""
+        self._busy = False
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        request = self._current
+        self._current = None
+        if self._closing or (request is not None and request.should_close):
             self._close()
             return
         self._idle_since = self._loop.time()
-        if self._buffer:
+        if self._buffer and not self._handed_over:
+            self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if not self._busy and not self._closing and self._buffer:
             self._next()
 
     async def send(
@@ -337,10 +419,10 @@ class PassThroughProtocol(BaseProtocol):
         if self._closing:
             return
         idle = self._loop.time() - self._idle_since
-        if self._task is None and idle >= KEEPALIVE_TIMEOUT:
+        if not self._busy and idle >= KEEPALIVE_TIMEOUT:
             self._close()
             return
-        wait = KEEPALIVE_TIMEOUT - idle if self._task is None else KEEPALIVE_TIMEOUT
+        wait = KEEPALIVE_TIMEOUT - idle if not self._busy else KEEPALIVE_TIMEOUT
         self._idle_timer = self._loop.call_later(max(wait, 0.1), self._check_idle)
 
     def _close(self) -> None:
@@ -348,21 +430,34 @@ class PassThroughProtocol(BaseProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def shutdown(self) -> asyncio.Task[None] | None:
-        """Close when idle; returns the request in flight, if any, for the caller to wait on."""
-        if self._task is None:
+    def shutdown(self) -> asyncio.Future[None] | None:
+        """Close when idle; returns what completes with the request in flight, if any, for the caller to wait on
+        (its task is cancelled by `PassThroughFront.shutdown` when the grace runs out)."""
+        if not self._busy:
             self._close()
-        else:
-            self._closing = True
-        return self._task
+            return None
+        self._closing = True
+        if self._task is not None:
+            return self._task
+        if self._drained is None:
+            self._drained = self._loop.create_future()
+        return self._drained
 
 
 class PassThroughFront:
     """A listener's pass-through front: the handler, aiohttp's server for the rest, and the open connections."""
 
-    def __init__(self, handler: ViewHandler, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self,
+        handler: ViewHandler,
+        fallback: Callable[[], asyncio.Protocol],
+        immediate: ImmediateHandler | None = None,
+    ) -> None:
+        """`immediate`: the listener's handler for requests answered from the connection's own callbacks
+        (None: `handler` runs every request in a task)."""
         self.handler = handler
         self.fallback = fallback
+        self.immediate = immediate
         self.connections: set[PassThroughProtocol] = set()
 
     def protocol(self) -> PassThroughProtocol:

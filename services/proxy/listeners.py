@@ -12,7 +12,7 @@ from typing import cast
 
 from aiohttp import web
 
-from services.proxy.h1server import PassThroughFront
+from services.proxy.h1server import ImmediateHandler, PassThroughFront
 from services.proxy.request_view import ViewHandler
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -58,15 +58,17 @@ async def start_listener(
     port: int,
     ssl_context: ssl.SSLContext | None = None,
     pass_through: bool = False,
+    immediate: ImmediateHandler | None = None,
 ) -> Listener:
     """Bind and serve; bodies are passed through as sent (no request decompression). `pass_through`: the
-    common requests are served by the pass-through front, the rest by aiohttp's server."""
+    common requests are served by the pass-through front, the rest by aiohttp's server; `immediate`: the
+    front's handler that answers from the connection's callbacks (see h1server.py)."""
     server = low_level_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     sock = tcp_server_socket(host, port)
     if pass_through:
-        front = PassThroughFront(cast(ViewHandler, handler), server)
+        front = PassThroughFront(cast(ViewHandler, handler), server, immediate)
         loop = asyncio.get_running_loop()
         served = await loop.create_server(front.protocol, sock=sock, ssl=ssl_context)
         return Listener(name, runner, host, sock.getsockname()[1], front, served)

@@ -22,7 +22,7 @@ from services.proxy.errors import (
     UpstreamConnectFailure,
     UpstreamTimeout,
 )
-from services.proxy.faults import decide_fault
+from services.proxy.faults import NO_FAULT, FaultDecision, decide_fault
 from services.proxy.forward import (
     ATTEMPT_COUNT,
     UpstreamResponse,
@@ -35,23 +35,26 @@ from services.proxy.forward import (
     local_reply,
     relay_response,
     request_body,
+    response_headers,
 )
+from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
 from services.proxy.redirect import direct_body, location
-from services.proxy.request_view import Reply, RequestView
+from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import for_endpoint, note_route, note_upstream, own_metadata
+from services.proxy.telemetry.context import CURRENT, RequestFacts, for_endpoint, note_upstream, with_facts
 from services.proxy.upstream import UpstreamPools
 from services.proxy.websocket import HandshakeRefused, is_upgrade
 from services.proxy.websocket import relay as relay_websocket
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.proxy_config import Endpoint
 from shared.model.virtual_service import HeaderOperations, Headers
+from shared.peer_metadata import PEER_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,40 @@ class OutboundHandler:
         return self._mirrors
 
     async def __call__(self, request: RequestView) -> Reply:
+        routed = self._route(request, CURRENT.get())
+        if not isinstance(routed, _Routed):
+            return routed
+        return await self._after_route(request, routed)
+
+    def immediate(
+        self, request: FastRequest, facts: RequestFacts | None, done: Done
+    ) -> Reply | Awaitable[Reply] | None:
+        """The same chain for a whole request of the pass-through front, run from its callbacks as far as it can.
+
+        The common request (no fault, mirror or timeout on its route, an idle keep-alive connection to the
+        endpoint picked, a whole response that is not retried) is answered without a task: routing, the
+        endpoint pick and the request's write happen now, the response is written from the upstream
+        connection's callback, then `done` is called. Anything else goes on in the general path, from where
+        it stands (a first try already made is handed over with its outcome).
+        """
+        routed = self._route(request, facts)
+        if not isinstance(routed, _Routed):
+            return routed
+        if routed.fault is not NO_FAULT:
+            return self._after_route(request, routed)
+        forward = self._prepare(request, routed, facts)
+        if not isinstance(forward, _Forward):
+            return forward
+        route = routed.decision.route
+        if route.mirrors or route.timeout or forward.policy.per_try_timeout:
+            return self._forward(request, forward)
+        try:
+            return self._first_try(request, forward, facts, done)
+        except ProxyError as err:
+            return self._local(request, err, routed.request_id)
+
+    def _route(self, request: RequestView, facts: RequestFacts | None) -> _Routed | web.Response:
+        """Headers to send on, request id, routing decision and fault decision; or the reply already known."""
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
@@ -119,50 +156,121 @@ class OutboundHandler:
                 raise NotReady("no configuration received yet")
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
-            note_route(decision)
+            if facts is not None:
+                facts.cluster = decision.cluster
+                facts.route_name = decision.route.name
             route_response_ops = _response_ops(decision.route.headers)
             if decision.cors is not None:
                 preflight = decision.cors.preflight(request.method, headers)
                 if preflight is not None:
                     return answer(200, b"", preflight, route_response_ops)
             fault = decide_fault(decision.route.fault, self._rng)
-            if fault.delay > 0:
-                await self._clock.sleep(fault.delay)
-            if fault.abort is not None:
-                raise fault.abort
         except ProxyError as err:
             return self._local(request, err, request_id)
+        return _Routed(headers, request_id, snapshot, decision, authority, path, route_response_ops, fault)
+
+    async def _after_route(self, request: RequestView, routed: _Routed) -> Reply:
+        fault = routed.fault
+        if fault.delay > 0:
+            await self._clock.sleep(fault.delay)
+        if fault.abort is not None:
+            return self._local(request, fault.abort, routed.request_id)
+        forward = self._prepare(request, routed, CURRENT.get())
+        if not isinstance(forward, _Forward):
+            return forward
+        return await self._forward(request, forward)
+
+    def _prepare(self, request: RequestView, routed: _Routed, facts: RequestFacts | None) -> _Forward | web.Response:
+        """A route's own answer (redirect, direct response), or the headers as they go upstream."""
+        decision = routed.decision
+        headers = routed.headers
         cors_headers = decision.cors.actual(headers.get(ORIGIN)) if decision.cors is not None else []
         route = decision.route
         if route.redirect is not None:
-            target = location(route.redirect, authority, path, decision.port)
-            return answer(route.redirect.redirect_code, b"", [("Location", target), *cors_headers], route_response_ops)
+            target = location(route.redirect, routed.authority, routed.path, decision.port)
+            return answer(route.redirect.redirect_code, b"", [("Location", target), *cors_headers], routed.response_ops)
         if route.direct_response is not None:
             body_text = direct_body(route.direct_response)
             content_type = [("Content-Type", "text/plain")] if body_text else []
-            return answer(route.direct_response.status, body_text, content_type + cors_headers, route_response_ops)
+            return answer(route.direct_response.status, body_text, content_type + cors_headers, routed.response_ops)
         destination = decision.destination
         assert destination is not None, "a route that does not answer itself has a destination"
-
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
-        headers.extend(own_metadata())
+        if facts is not None:
+            headers.extend(facts.own_headers)
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
-        if type(request) is not FastRequest and isinstance(request, web.BaseRequest) and is_upgrade(request):
-            runtime = self._runtime(snapshot, destination.cluster)
-            return await self._websocket(request, runtime, decision, headers, request_id)
-        policy = policy_for(route.retries)
-        mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
-        body, tries = await self._body(request, policy, bool(mirrors)) if request.body_exists else (None, policy.tries)
-        timeout = route.timeout or None  # Istio: 0s disables the route timeout
-        runtime = self._runtime(snapshot, destination.cluster)
+        runtime = self._runtime(routed.snapshot, destination.cluster)
+        response_ops = (routed.response_ops, _response_ops(destination.headers))
+        return _Forward(routed, runtime, policy_for(route.retries), cors_headers, response_ops)
+
+    def _first_try(
+        self, request: FastRequest, forward: _Forward, facts: RequestFacts | None, done: Done
+    ) -> Reply | Awaitable[Reply] | None:
+        """Send the first try now on an idle connection; else the general path makes every try."""
+        runtime = forward.runtime
+        routed = forward.routed
+        headers = routed.headers
         hash_key, set_cookie = (
-            runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
+            runtime.affinity(headers, request.remote, routed.decision.path.partition("?")[2])
             if runtime.hash_source is not None
             else (None, None)
         )
+        lease = Lease.take(runtime, hash_key, frozenset())
+        endpoint = lease.endpoint
+        try:
+            context = self._pools.context_for(endpoint, runtime.pool)
+        except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
+            lease.release()
+            raise NotReady(str(err)) from err
+        except OriginationUnavailable:
+            lease.release()
+            raise
+        lean = self._pools.lean_for(endpoint, runtime.pool)
+        body = request.body()
+        headers[ATTEMPT_COUNT] = "1"
+        exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done)
+        if lean is None or not lean.send_now(
+            request.method, routed.decision.path, for_endpoint(headers, endpoint), body, context, exchange.answered
+        ):  # the general path connects (or uses aiohttp's pool), with this pick
+            return self._forward(request, forward, body, _FirstTry(lease, hash_key, set_cookie, None))
+        if facts is not None:
+            facts.endpoint = endpoint
+            facts.tries += 1
+        return None
+
+    async def _forward(
+        self, request: RequestView, forward: _Forward, body: Body | None = None, first: _FirstTry | None = None
+    ) -> Reply:
+        """Mirrors, the body, the tries under the route's timeout, and the response relayed back.
+
+        `body`: the request's whole body when the caller already read it; `first`: the first try's outcome when
+        it was made on the immediate path."""
+        routed = forward.routed
+        decision = routed.decision
+        headers = routed.headers
+        route = decision.route
+        runtime = forward.runtime
+        if type(request) is not FastRequest and isinstance(request, web.BaseRequest) and is_upgrade(request):
+            return await self._websocket(request, runtime, decision, headers, routed.request_id)
+        policy = forward.policy
+        mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
+        if body is not None or first is not None:
+            tries = policy.tries
+        elif request.body_exists:
+            body, tries = await self._body(request, policy, bool(mirrors))
+        else:
+            body, tries = None, policy.tries
+        timeout = route.timeout or None  # Istio: 0s disables the route timeout
+        if first is not None:
+            hash_key, set_cookie = first.hash_key, first.set_cookie
+        elif runtime.hash_source is not None:
+            hash_key, set_cookie = runtime.affinity(headers, request.remote, decision.path.partition("?")[2])
+        else:
+            hash_key, set_cookie = None, None
         if mirrors and not isinstance(body, aiohttp.StreamReader):
+            snapshot = routed.snapshot
             self._mirrors.send(
                 lambda name: self._runtime(snapshot, name),
                 mirrors,
@@ -173,21 +281,20 @@ class OutboundHandler:
                 timeout,
             )
         try:
-            attempts = self._attempts(request, runtime, decision, headers, body, policy, tries, hash_key)
+            attempts = self._attempts(request, runtime, decision, headers, body, policy, tries, hash_key, first)
             if timeout is None:
                 upstream, lease = await attempts
             else:
                 async with asyncio.timeout(timeout):
                     upstream, lease = await attempts
         except TimeoutError:
-            return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), request_id)
+            return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), routed.request_id)
         except ProxyError as err:
-            return self._local(request, err, request_id)
+            return self._local(request, err, routed.request_id)
         note_upstream(upstream.headers)
         try:
-            response_ops = (route_response_ops, _response_ops(destination.headers))
             added = [("Set-Cookie", set_cookie)] if set_cookie else []
-            return await relay_response(request, upstream, response_ops, cors_headers, added)
+            return await relay_response(request, upstream, forward.response_ops, forward.cors_headers, added)
         finally:
             upstream.release()
             lease.release()
@@ -261,6 +368,7 @@ class OutboundHandler:
         policy: RetryPolicy,
         tries: int,
         hash_key: int | None,
+        first: _FirstTry | None = None,
     ) -> tuple[UpstreamResponse, Lease]:
         """The first usable upstream response and its lease; raises the last failure once tries run out.
 
@@ -278,26 +386,37 @@ class OutboundHandler:
                 retried = True
                 await self._clock.sleep(policy.backoff(attempt, self._rng))
             try:
-                lease = Lease.take(runtime, hash_key, tried)
+                made = first if attempt == 0 else None
+                # A first try begun on the immediate path keeps its pick; its outcome goes through the same checks.
+                lease = made.lease if made is not None else Lease.take(runtime, hash_key, tried)
                 endpoint = lease.endpoint
                 tried.add(endpoint_key(endpoint))
-                try:
-                    session, ssl_arg = self._pools.session_for(endpoint, runtime.pool)
-                except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
-                    lease.release()
-                    raise NotReady(str(err)) from err
-                except OriginationUnavailable:  # the cluster's TLS files did not load: no try can succeed
-                    lease.release()
-                    raise
-                headers[ATTEMPT_COUNT] = str(attempt + 1)
+                outcome = made.outcome if made is not None else None
+                if outcome is None:
+                    try:
+                        session, ssl_arg = self._pools.session_for(endpoint, runtime.pool)
+                    except RuntimeError as err:  # no certificate yet: meshed upstreams are unreachable
+                        lease.release()
+                        raise NotReady(str(err)) from err
+                    except OriginationUnavailable:  # the cluster's TLS files did not load: no try can succeed
+                        lease.release()
+                        raise
+                    headers[ATTEMPT_COUNT] = str(attempt + 1)
                 last = attempt + 1 == tries
                 try:
-                    sent = self._send(request.method, session, ssl_arg, endpoint, runtime, decision.path, headers, body)
-                    if policy.per_try_timeout is None:
-                        upstream = await sent
+                    if outcome is not None:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                        upstream: UpstreamResponse = outcome
                     else:
-                        async with asyncio.timeout(policy.per_try_timeout):
+                        sent = self._send(
+                            request.method, session, ssl_arg, endpoint, runtime, decision.path, headers, body
+                        )
+                        if policy.per_try_timeout is None:
                             upstream = await sent
+                        else:
+                            async with asyncio.timeout(policy.per_try_timeout):
+                                upstream = await sent
                 except aiohttp.ConnectionTimeoutError:  # tcp.connectTimeout: a connect failure, as in Envoy
                     lease.release()
                     runtime.report(endpoint, None)
@@ -405,3 +524,125 @@ def _request_ops(headers: Headers | None) -> HeaderOperations | None:
 
 def _response_ops(headers: Headers | None) -> HeaderOperations | None:
     return headers.response if headers is not None else None
+
+
+class _Routed:
+    """A request routed: the headers to send on, its id, the decision and the fault drawn for it."""
+
+    __slots__ = ("authority", "decision", "fault", "headers", "path", "request_id", "response_ops", "snapshot")
+
+    def __init__(
+        self,
+        headers: CIMultiDict[str],
+        request_id: str,
+        snapshot: ConfigSnapshot,
+        decision: Decision,
+        authority: str,
+        path: str,
+        response_ops: HeaderOperations | None,
+        fault: FaultDecision,
+    ) -> None:
+        self.headers = headers
+        self.request_id = request_id
+        self.snapshot = snapshot
+        self.decision = decision
+        self.authority = authority
+        self.path = path
+        self.response_ops = response_ops
+        self.fault = fault
+
+
+class _Forward:
+    """A routed request that goes upstream: its cluster's runtime, retry policy and response header changes."""
+
+    __slots__ = ("cors_headers", "policy", "response_ops", "routed", "runtime")
+
+    def __init__(
+        self,
+        routed: _Routed,
+        runtime: ClusterRuntime,
+        policy: RetryPolicy,
+        cors_headers: list[tuple[str, str]],
+        response_ops: tuple[HeaderOperations | None, HeaderOperations | None],
+    ) -> None:
+        self.routed = routed
+        self.runtime = runtime
+        self.policy = policy
+        self.cors_headers = cors_headers
+        self.response_ops = response_ops
+
+
+class _FirstTry:
+    """The first try begun on the immediate path, handed to the general one: its lease and its outcome."""
+
+    __slots__ = ("hash_key", "lease", "outcome", "set_cookie")
+
+    def __init__(
+        self,
+        lease: Lease,
+        hash_key: int | None,
+        set_cookie: str | None,
+        outcome: LeanResponse | BaseException | None,
+    ) -> None:
+        """`outcome` None: the endpoint is picked, nothing was sent yet."""
+        self.lease = lease
+        self.hash_key = hash_key
+        self.set_cookie = set_cookie
+        self.outcome = outcome
+
+
+class _Exchange:
+    """The first try of an immediate request, in flight on an upstream connection."""
+
+    __slots__ = ("_body", "_done", "_facts", "_forward", "_handler", "_hash_key", "_lease", "_request", "_set_cookie")
+
+    def __init__(
+        self,
+        handler: OutboundHandler,
+        request: FastRequest,
+        forward: _Forward,
+        lease: Lease,
+        hash_key: int | None,
+        set_cookie: str | None,
+        body: bytes | None,
+        facts: RequestFacts | None,
+        done: Done,
+    ) -> None:
+        self._handler = handler
+        self._request = request
+        self._forward = forward
+        self._lease = lease
+        self._hash_key = hash_key
+        self._set_cookie = set_cookie
+        self._body = body
+        self._facts = facts
+        self._done = done
+
+    def answered(self, outcome: LeanResponse | BaseException) -> None:
+        """A whole response that is not retried is relayed now; anything else goes on in the general path."""
+        forward = self._forward
+        policy = forward.policy
+        if (
+            type(outcome) is not LeanResponse
+            or not outcome.content.is_eof()
+            or (policy.attempts and policy.retry_status(outcome.status))
+        ):
+            first = _FirstTry(self._lease, self._hash_key, self._set_cookie, outcome)
+            rest = self._handler._forward(self._request, forward, self._body, first)
+            self._request.continue_with(with_facts(rest, self._facts), self._done)
+            return
+        lease = self._lease
+        relayed: Relayed | None = None
+        try:
+            forward.runtime.report(lease.endpoint, outcome.status)
+            if self._facts is not None:
+                self._facts.peer_metadata = outcome.headers.get(PEER_METADATA)
+            added = [("Set-Cookie", self._set_cookie)] if self._set_cookie else []
+            headers = response_headers(outcome.headers, forward.response_ops, forward.cors_headers, added)
+            relayed = self._request.send_whole(outcome.status, outcome.reason, headers, outcome.content.read_nowait(-1))
+        except Exception as err:
+            self._request.fail(err)
+        finally:
+            outcome.release()
+            lease.release()
+        self._done(relayed)

@@ -76,3 +76,5 @@ class Relayed:
 
 Reply = web.StreamResponse | Relayed
 ViewHandler = Callable[[RequestView], Awaitable[Reply]]
+Done = Callable[[Reply | None], None]
+"""Called once a request's response is out (None: it failed before one could be written)."""

@@ -286,12 +286,14 @@ class Sidecar:
             "127.0.0.1",
             s.admin_port,
         )
+        outbound = self._outbound_handler()
         self.listeners["outbound"] = await start_listener(
             "outbound",
-            self.telemetry.outbound(self._outbound_handler()),
+            self.telemetry.outbound(outbound),
             "127.0.0.1",
             s.outbound_port,
             pass_through=True,
+            immediate=self.telemetry.outbound_immediate(outbound.immediate),
         )
         self.listeners["inbound"] = await start_peeking_listener(
             "inbound",

@@ -216,13 +216,10 @@ class UpstreamPools:
 
         Raises RuntimeError before the first mesh certificate, OriginationUnavailable when the cluster's
         origination context could not be built."""
-        ssl_arg: ssl.SSLContext | bool = False
-        if endpoint.identity is not None:
-            # Passing the context per request keys pooled connections by context, so a renewed
-            # certificate is used by every new connection while older ones drain.
-            ssl_arg = self._tls.client()
-        elif settings.origination is not None:
-            ssl_arg = settings.origination.context()
+        # Passing the context per request keys pooled connections by context, so a renewed
+        # certificate is used by every new connection while older ones drain.
+        context = self.context_for(endpoint, settings)
+        ssl_arg: ssl.SSLContext | bool = context if context is not None else False
         key = (settings.cluster, endpoint.identity)
         found = self._sessions.get(key)
         if found is not None and found[0] == settings:
@@ -232,6 +229,16 @@ class UpstreamPools:
         session = _session(settings, endpoint.identity, self._clock)
         self._sessions[key] = (settings, session)
         return session, ssl_arg
+
+    def context_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> ssl.SSLContext | None:
+        """The TLS context the lean client connects to this endpoint with: the current mesh client context
+        (endpoint with identity), the cluster's origination context, or None (plain text). Raises as
+        `session_for` does."""
+        if endpoint.identity is not None:
+            return self._tls.client()
+        if settings.origination is not None:
+            return settings.origination.context()
+        return None
 
     def lean_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> LeanPool | None:
         """The lean client's pool (h1client.py) for this endpoint, when the cluster's pool sets no connection

@@ -12,8 +12,9 @@ path never depends on telemetry being on.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -24,6 +25,8 @@ from shared.peer_metadata import PEER_METADATA, PEER_METADATA_HEADERS
 
 if TYPE_CHECKING:
     from services.proxy.router import Decision
+
+T = TypeVar("T")
 
 
 class RequestFacts:
@@ -80,6 +83,17 @@ def note_upstream(headers: CIMultiDictProxy[str]) -> None:
     facts = CURRENT.get()
     if facts is not None:
         facts.peer_metadata = headers.get(PEER_METADATA)
+
+
+async def with_facts(work: Awaitable[T], facts: RequestFacts | None) -> T:
+    """Await `work` with `facts` as the current request's (a request that went on in a task of its own)."""
+    if facts is None:
+        return await work
+    token = CURRENT.set(facts)
+    try:
+        return await work
+    finally:
+        CURRENT.reset(token)
 
 
 class ObservedPools(UpstreamPools):

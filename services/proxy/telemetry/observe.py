@@ -13,17 +13,20 @@ recorded with code 0 and flag DC. Every failure inside telemetry is counted and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
-from services.proxy.request_view import Relayed, Reply, RequestView, ViewHandler
+from services.proxy.h1server import FastRequest, ImmediateHandler
+from services.proxy.request_view import Done, Relayed, Reply, RequestView, ViewHandler
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
-from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata
+from services.proxy.telemetry.context import CURRENT, RequestFacts, reply_metadata, with_facts
 from services.proxy.telemetry.exchange import PeerBook, own_headers
 from services.proxy.telemetry.labels import (
     MUTUAL_TLS,
@@ -44,6 +47,7 @@ from shared.peer_metadata import PEER_METADATA
 log = logging.getLogger(__name__)
 
 Handler = ViewHandler
+OutboundImmediate = Callable[[FastRequest, RequestFacts | None, Done], Reply | Awaitable[Reply] | None]
 
 
 @dataclass(slots=True)
@@ -51,6 +55,15 @@ class _Outcome:
     code: int
     flags: str
     sent: int
+
+
+async def _recorded(rest: Awaitable[Reply], finish: Done) -> Reply:
+    reply: Reply | None = None
+    try:
+        reply = await rest
+        return reply
+    finally:
+        finish(reply)
 
 
 def _outcome(response: Reply | None) -> _Outcome:
@@ -155,6 +168,50 @@ class Telemetry:
                     self._failed(err)
 
         return observed
+
+    def outbound_immediate(self, handler: OutboundImmediate) -> ImmediateHandler | None:
+        """The outbound handler for requests the pass-through front answers from its callbacks, recorded as
+        `outbound` records them; None with tracing on (its spans follow the request through tasks)."""
+        if self.tracing is not None:
+            return None
+
+        def observed(request: FastRequest, done: Done) -> Reply | Awaitable[Reply] | None:
+            start = self._clock.monotonic()
+            wall = self._clock.wall() if self._wants_wall else 0.0
+            try:
+                begun, _, request_id = self._begin(request, SpanKind.CLIENT)
+            except Exception as err:
+                self._failed(err)
+                return handler(request, None, done)
+            request = seen = cast(FastRequest, begun)  # a clone of a FastRequest is one
+            facts = RequestFacts(self._own_headers)
+
+            def finish(reply: Reply | None) -> None:
+                try:
+                    self._finish_outbound(seen, reply, facts, None, request_id, start, wall)
+                except Exception as err:
+                    self._failed(err)
+
+            def finished(reply: Reply | None) -> None:
+                finish(reply)
+                done(reply)
+
+            return self._immediate_outcome(handler(request, facts, finished), facts, finish)
+
+        return observed
+
+    @staticmethod
+    def _immediate_outcome(
+        outcome: Reply | Awaitable[Reply] | None, facts: RequestFacts, finish: Done
+    ) -> Reply | Awaitable[Reply] | None:
+        """A reply now is recorded now; a request in flight is recorded by its `done`; one that goes on in a
+        task is recorded when it ends."""
+        if outcome is None:
+            return None
+        if isinstance(outcome, Relayed | web.StreamResponse):
+            finish(outcome)
+            return outcome
+        return _recorded(with_facts(outcome, facts), finish)
 
     def inbound(self, handler: Handler, inbound_port: int, app_port: int) -> Handler:
         cluster = f"inbound|{inbound_port}||"

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from services.proxy.h1client import LeanPool, serialize
+from services.proxy.h1client import LeanPool, LeanResponse, serialize
 from services.proxy.tls import TlsContexts
 from services.proxy.upstream import DEFAULT_POOL, PoolSettings, UpstreamPools
 from shared.model.proxy_config import Endpoint
@@ -129,3 +129,61 @@ async def test_idle_connections_close_after_the_idle_timeout(app_port: int) -> N
     finally:
         pool.close()
     assert second.transport is None or second.transport.is_closing()
+
+
+async def _sent_now(pool: LeanPool, path: str) -> LeanResponse | BaseException | None:
+    """`send_now` on the pool; None when it had no idle connection, else what `answered` was given."""
+    answered: asyncio.Future[LeanResponse | BaseException] = asyncio.get_running_loop().create_future()
+    if not pool.send_now("GET", path, CIMultiDict({"Host": "app"}), None, None, answered.set_result):
+        return None
+    return await asyncio.wait_for(answered, 5)
+
+
+async def test_send_now_uses_only_an_idle_connection_and_answers_by_callback(app_port: int) -> None:
+    pool = LeanPool("127.0.0.1", app_port, None, 2.0, 15.0)
+    try:
+        assert await _sent_now(pool, "/cold") is None, "nothing sent without an idle connection"
+        assert await _body(pool, "GET", "/warm") == (200, b"hello 1")
+        response = await _sent_now(pool, "/now")
+        assert isinstance(response, LeanResponse)
+        assert response.status == 200 and response.content.is_eof()
+        assert response.content.read_nowait(-1) == b"hello 2"
+        response.release()
+        assert len(pool._idle) == 1, "read to its end: the connection is kept"
+    finally:
+        pool.close()
+
+
+class _OneRequestPerConnection(asyncio.Protocol):
+    """Answers a connection's first request (keep-alive) and closes it, unanswered, on the next one."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.requests += data.count(b"\r\n\r\n")
+        if self.requests == 1:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        else:
+            self.transport.close()
+
+
+async def test_send_now_replaces_a_kept_connection_the_server_closed_unanswered() -> None:
+    server = await asyncio.get_running_loop().create_server(_OneRequestPerConnection, "127.0.0.1", 0)
+    pool = LeanPool("127.0.0.1", server.sockets[0].getsockname()[1], None, 2.0, 15.0)
+    try:
+        response = await pool.request("GET", "/a", CIMultiDict({"Host": "app"}), None, None)
+        assert await response.content.read() == b"first"
+        response.release()
+        again = await _sent_now(pool, "/b")
+        assert isinstance(again, LeanResponse), again
+        assert again.status == 200 and await again.content.read() == b"first", "answered on a new connection"
+        again.release()
+    finally:
+        pool.close()
+        server.close()

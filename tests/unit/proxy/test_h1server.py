@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 import pytest
@@ -13,11 +13,13 @@ from multidict import CIMultiDict
 
 from services.proxy.h1server import FastRequest
 from services.proxy.listeners import Listener, start_listener
-from services.proxy.request_view import Reply, RequestView
+from services.proxy.request_view import Done, Reply, RequestView
 
 Seen = list[tuple[str, str, str, bytes]]
 CUT: list[asyncio.Event] = []
 """Set when a relay stops because its caller left."""
+IN_FLIGHT: list[asyncio.Event] = []
+"""Set when the immediate handler leaves a request in flight."""
 
 
 @pytest.fixture
@@ -182,3 +184,100 @@ async def test_a_caller_leaving_mid_response_stops_the_relay(served: tuple[Liste
     writer.close()
     await asyncio.wait_for(cut.wait(), 5)
     CUT.remove(cut)
+
+
+@pytest.fixture
+async def immediate() -> AsyncIterator[tuple[Listener, Seen, list[tuple[str, Reply | None]]]]:
+    """A front whose immediate handler answers now, later from a callback, or in a task, by path."""
+    seen: Seen = []
+    done_calls: list[tuple[str, Reply | None]] = []
+
+    async def general(request: RequestView) -> Reply:
+        seen.append(("general", request.method, request.raw_path, b""))
+        return web.Response(text="general")
+
+    async def later(request: FastRequest) -> Reply:
+        await asyncio.sleep(0)
+        return web.Response(text=f"later {request.raw_path}")
+
+    def handle(request: FastRequest, done: Done) -> Reply | Awaitable[Reply] | None:
+        path = request.raw_path
+        seen.append(("immediate", request.method, path, request.body() or b""))
+        loop = asyncio.get_running_loop()
+        if path.startswith("/now"):
+            return web.Response(text=f"now {path}")
+        if path == "/fails":
+            raise RuntimeError("handler bug")
+        if path == "/later":
+            return later(request)
+
+        def continued(reply: Reply | None) -> None:
+            done_calls.append((path, reply))
+            done(reply)
+
+        def answer() -> None:  # from a callback, as an upstream connection's data_received would
+            if path == "/continued":
+                request.continue_with(later(request), continued)
+                return
+            relayed = request.send_whole(200, None, CIMultiDict({"X-Up": "1"}), f"flight {path}".encode())
+            done_calls.append((path, relayed))
+            done(relayed)
+
+        loop.call_later(0.01, answer)
+        for event in IN_FLIGHT:
+            event.set()
+        return None
+
+    listener = await start_listener("test", general, "127.0.0.1", 0, pass_through=True, immediate=handle)
+    try:
+        yield listener, seen, done_calls
+    finally:
+        await listener.close()
+
+
+async def test_an_immediate_handler_answers_now_in_flight_or_later_on_one_connection(
+    immediate: tuple[Listener, Seen, list[tuple[str, Reply | None]]],
+) -> None:
+    listener, seen, done_calls = immediate
+    raw = b"".join(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for path in ("/now1", "/flight", "/later", "/continued")
+    )
+    data = await _exchange(listener.port, raw, b"HTTP/1.1 200", count=4)
+    bodies = [part.rpartition(b"\r\n\r\n")[2] for part in data.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert bodies == [b"now /now1", b"flight /flight", b"later /later", b"later /continued"]
+    assert b"X-Up: 1\r\n" in data
+    assert [path for _, _, path, _ in seen] == ["/now1", "/flight", "/later", "/continued"]
+    assert [path for path, _ in done_calls] == ["/flight", "/continued"]
+    assert all(reply is not None for _, reply in done_calls)
+
+
+async def test_an_immediate_handler_that_raises_answers_500_and_closes(
+    immediate: tuple[Listener, Seen, list[tuple[str, Reply | None]]],
+) -> None:
+    listener, _, _ = immediate
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /fails HTTP/1.1\r\nHost: x\r\n\r\nGET /now2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # to EOF: the connection closes after the 500
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"now /now2" not in data
+
+
+async def test_shutdown_waits_for_a_request_in_flight_on_callbacks(
+    immediate: tuple[Listener, Seen, list[tuple[str, Reply | None]]],
+) -> None:
+    listener, _, done_calls = immediate
+    in_flight = asyncio.Event()
+    IN_FLIGHT.append(in_flight)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /flight HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(in_flight.wait(), 5)
+    IN_FLIGHT.remove(in_flight)
+    front = listener.front
+    assert front is not None
+    assert [connection.busy for connection in front.connections] == [True]
+    await front.shutdown(grace=5)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.endswith(b"flight /flight")
+    assert [path for path, _ in done_calls] == ["/flight"]
