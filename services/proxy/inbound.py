@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,18 +33,22 @@ from services.proxy.forward import (
     local_reply,
     relay_response,
     request_body,
+    response_headers,
 )
-from services.proxy.h1client import LeanPool
+from services.proxy.h1client import LeanPool, LeanResponse
+from services.proxy.h1server import FastRequest
 from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
-from services.proxy.request_view import Reply, RequestView
+from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
+from services.proxy.telemetry.context import RequestFacts as TelemetryFacts
 from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
 from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
+from shared.peer_metadata import PEER_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +157,65 @@ class InboundHandler:
         request_id = ensure_request_id(headers)
         try:
             peer = await self._authorize(request, headers)
-        except ExtAuthzDenied as err:
+        except ProxyError as err:
+            return self._refused(err, request_id)
+        return await self._to_app(request, headers, request_id, peer)
+
+    def immediate(
+        self, request: FastRequest, facts: TelemetryFacts | None, done: Done
+    ) -> Reply | Awaitable[Reply] | None:
+        """The same checks for a whole request of the pass-through front, from its callbacks as far as they go.
+
+        With nothing to check beyond the transport (no JWT rule, no AuthorizationPolicy) and an idle
+        keep-alive connection to the app, the request is written to the app now and the whole response is
+        relayed from the app connection's callback, then `done` is called; anything else goes on in the
+        general path from where it stands."""
+        headers = end_to_end_headers(request.headers)
+        request_id = ensure_request_id(headers)
+        try:
+            admitted = self._admit(request)
+        except ProxyError as err:
+            return self._refused(err, request_id)
+        policy, peer = admitted
+        assert policy.jwt is not None, "admitted only with usable JWT rules"
+        if not policy.unrestricted or policy.jwt.active:
+            return self._checked_to_app(request, headers, request_id, admitted)
+        path = self._to_app_headers(request, headers, peer)
+        body = request.body()
+        own = facts.own_headers if facts is not None and PEER_METADATA in request.headers else ()
+        exchange = _AppExchange(self, request, request_id, own, done)
+        if not self._app_pool.send_now(request.method, path, headers, body, None, exchange.answered):
+            return self._app_exchange(request, headers, path, body, request_id)
+        return None
+
+    async def _checked_to_app(
+        self,
+        request: RequestView,
+        headers: CIMultiDict[str],
+        request_id: str,
+        admitted: tuple[_VersionPolicy, str | None],
+    ) -> Reply:
+        try:
+            peer = await self._authorize(request, headers, admitted)
+        except ProxyError as err:
+            return self._refused(err, request_id)
+        return await self._to_app(request, headers, request_id, peer)
+
+    def _refused(self, err: ProxyError, request_id: str) -> web.Response:
+        if isinstance(err, ExtAuthzDenied):
             self.stats.custom_denied += 1
             if err.status == 403 and not err.body:
                 return local_reply(err, request_id)
             return web.Response(status=err.status, text=err.body, headers={"x-request-id": request_id})
-        except Unauthenticated as err:
+        if isinstance(err, Unauthenticated):
             self.stats.jwt_rejected += 1
             reply = local_reply(err, request_id)
             reply.headers["www-authenticate"] = 'Bearer realm="isthmus", error="invalid_token"'
             return reply
-        except ProxyError as err:
-            return local_reply(err, request_id)
+        return local_reply(err, request_id)
 
+    def _to_app_headers(self, request: RequestView, headers: CIMultiDict[str], peer: str | None) -> str:
+        """XFCC, x-forwarded-proto and -for as the app sees them; returns the path to request."""
         headers.popall(FORWARDED_CLIENT_CERT, None)
         if peer is not None:
             identity = self._tls.identity
@@ -172,8 +223,19 @@ class InboundHandler:
             headers[FORWARDED_CLIENT_CERT] = forwarded_client_cert(identity.spiffe_id, peer)
         headers["x-forwarded-proto"] = "https" if peer is not None else "http"
         append_forwarded_for(headers, request.remote)
-        path = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
+        return request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
+
+    async def _to_app(
+        self, request: RequestView, headers: CIMultiDict[str], request_id: str, peer: str | None
+    ) -> Reply:
+        path = self._to_app_headers(request, headers, peer)
         held = await body_in_memory(request, MAX_HELD_BODY) if request.body_exists else None
+        return await self._app_exchange(request, headers, path, held, request_id)
+
+    async def _app_exchange(
+        self, request: RequestView, headers: CIMultiDict[str], path: str, held: bytes | None, request_id: str
+    ) -> Reply:
+        """Call the app (the lean client for a body in memory or none, aiohttp's for a streamed one) and relay."""
         body = request_body(request) if held is None else None
         try:
             upstream: UpstreamResponse
@@ -185,15 +247,19 @@ class InboundHandler:
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
         except aiohttp.ClientError as err:
-            log.info("local app on %s failed: %s", self._app, err)
-            return local_reply(UpstreamConnectFailure(f"local app unreachable: {err}"), request_id)
+            return self._app_failed(err, request_id)
         try:
             return await relay_response(request, upstream, added_headers=reply_metadata(request.headers))
         finally:
             upstream.release()
 
-    async def _authorize(self, request: RequestView, headers: CIMultiDict[str]) -> str | None:
-        """The peer's SPIFFE ID (None for plain text) when it may call us; raises a ProxyError otherwise."""
+    def _app_failed(self, err: BaseException, request_id: str) -> web.Response:
+        log.info("local app on %s failed: %s", self._app, err)
+        return local_reply(UpstreamConnectFailure(f"local app unreachable: {err}"), request_id)
+
+    def _admit(self, request: RequestView) -> tuple[_VersionPolicy, str | None]:
+        """The version's policy and the peer's SPIFFE ID (None for plain text) when the transport is admitted;
+        raises a ProxyError otherwise (no config yet, a refused transport or peer, unusable JWT rules)."""
         snapshot = self._state.snapshot
         if snapshot is None:
             raise NotReady("no configuration received yet; inbound policy unknown")
@@ -213,6 +279,20 @@ class InboundHandler:
                 raise AccessDenied("peer certificate carries no valid SPIFFE ID")
         if policy.jwt is None:
             raise NotReady("JWT rules of this config version are unusable")
+        return policy, peer
+
+    async def _authorize(
+        self,
+        request: RequestView,
+        headers: CIMultiDict[str],
+        admitted: tuple[_VersionPolicy, str | None] | None = None,
+    ) -> str | None:
+        """The peer's SPIFFE ID (None for plain text) when it may call us; raises a ProxyError otherwise.
+        `admitted`: what `_admit` found already."""
+        policy, peer = admitted if admitted is not None else self._admit(request)
+        assert policy.jwt is not None, "admitted only with usable JWT rules"
+        transport = request.transport
+        snapshot = policy.snapshot
         if policy.unrestricted and not policy.jwt.active:  # nothing to check: no tokens, no policies
             return peer
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
@@ -268,3 +348,53 @@ def _local_ip(transport: object) -> str:
     get = getattr(transport, "get_extra_info", None)
     sockname = get("sockname") if get is not None else None
     return str(sockname[0]) if isinstance(sockname, tuple) and sockname else ""
+
+
+class _AppExchange:
+    """An immediate request in flight to the app: a whole response is relayed now, anything else in a task."""
+
+    __slots__ = ("_done", "_handler", "_own", "_request", "_request_id")
+
+    def __init__(
+        self,
+        handler: InboundHandler,
+        request: FastRequest,
+        request_id: str,
+        own: tuple[tuple[str, str], ...],
+        done: Done,
+    ) -> None:
+        self._handler = handler
+        self._request = request
+        self._request_id = request_id
+        self._own = own
+        self._done = done
+
+    def answered(self, outcome: LeanResponse | BaseException) -> None:
+        request = self._request
+        if isinstance(outcome, BaseException):
+            reply = self._handler._app_failed(outcome, self._request_id)
+            reply.headers.extend(self._own)
+            request.continue_with(_ready(reply), self._done)
+            return
+        if not outcome.content.is_eof():
+            request.continue_with(self._relayed(outcome), self._done)
+            return
+        relayed: Relayed | None = None
+        try:
+            headers = response_headers(outcome.headers, added_headers=self._own)
+            relayed = request.send_whole(outcome.status, outcome.reason, headers, outcome.content.read_nowait(-1))
+        except Exception as err:
+            request.fail(err)
+        finally:
+            outcome.release()
+        self._done(relayed)
+
+    async def _relayed(self, upstream: LeanResponse) -> Reply:
+        try:
+            return await relay_response(self._request, upstream, added_headers=self._own)
+        finally:
+            upstream.release()
+
+
+async def _ready(reply: Reply) -> Reply:
+    return reply

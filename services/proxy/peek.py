@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from services.proxy.h1server import PassThroughFront
+from services.proxy.h1server import ImmediateHandler, PassThroughFront
 from services.proxy.listeners import SHUTDOWN_TIMEOUT, Listener, low_level_server, tcp_server_socket
 from services.proxy.request_view import ViewHandler
 from shared.model.peer_authentication import MtlsMode
@@ -190,6 +190,7 @@ async def start_peeking_listener(
     tls_context: Callable[[], ssl.SSLContext],
     mode: Callable[[], MtlsMode],
     tcp: TcpHandler | None = None,
+    immediate: ImmediateHandler | None = None,
 ) -> PeekingListener:
     """Bind and serve like `listeners.start_listener`, choosing TLS or plain text per connection."""
     server = low_level_server(handler)
@@ -197,6 +198,6 @@ async def start_peeking_listener(
     await runner.setup()
     sock = tcp_server_socket(host, port)
     sock.setblocking(False)
-    listener = PeekingListener(name, runner, PassThroughFront(handler, server), sock, tls_context, mode, tcp)
+    listener = PeekingListener(name, runner, PassThroughFront(handler, server, immediate), sock, tls_context, mode, tcp)
     listener.start()
     return listener

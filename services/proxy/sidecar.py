@@ -303,6 +303,7 @@ class Sidecar:
             self.tls.listener_context,
             self._inbound.mtls_mode,
             self._tcp_inbound,
+            self.telemetry.inbound_immediate(self._inbound.immediate, s.inbound_port, s.app_port),
         )
         await self._start_extra_inbound()
         await self.tcp_outbound.start()

@@ -47,7 +47,10 @@ from shared.peer_metadata import PEER_METADATA
 log = logging.getLogger(__name__)
 
 Handler = ViewHandler
-OutboundImmediate = Callable[[FastRequest, RequestFacts | None, Done], Reply | Awaitable[Reply] | None]
+ImmediateWithFacts = Callable[[FastRequest, RequestFacts | None, Done], Reply | Awaitable[Reply] | None]
+"""A listener's immediate handler (h1server.ImmediateHandler) given the request's telemetry facts."""
+_Record = Callable[[RequestView, Reply | None, RequestFacts, str, float, float], None]
+"""Records a request: (request, reply, facts, request id, monotonic start, wall-clock start)."""
 
 
 @dataclass(slots=True)
@@ -55,6 +58,20 @@ class _Outcome:
     code: int
     flags: str
     sent: int
+
+
+def _add_reply_metadata(response: web.StreamResponse, request: RequestView, facts: RequestFacts | None) -> None:
+    """A local inbound reply carries this proxy's metadata for callers that sent theirs."""
+    if isinstance(response, web.Response) and not response.prepared:
+        if facts is not None and PEER_METADATA in request.headers:
+            response.headers.extend(facts.own_headers)
+
+
+async def _with_reply_metadata(rest: Awaitable[Reply], request: RequestView) -> Reply:
+    response = await rest
+    if type(response) is not Relayed and isinstance(response, web.Response) and not response.prepared:
+        response.headers.extend(reply_metadata(request.headers))
+    return response
 
 
 async def _recorded(rest: Awaitable[Reply], finish: Done) -> Reply:
@@ -169,9 +186,43 @@ class Telemetry:
 
         return observed
 
-    def outbound_immediate(self, handler: OutboundImmediate) -> ImmediateHandler | None:
+    def outbound_immediate(self, handler: ImmediateWithFacts) -> ImmediateHandler | None:
         """The outbound handler for requests the pass-through front answers from its callbacks, recorded as
         `outbound` records them; None with tracing on (its spans follow the request through tasks)."""
+
+        def record(
+            request: RequestView, reply: Reply | None, facts: RequestFacts, request_id: str, start: float, wall: float
+        ) -> None:
+            self._finish_outbound(request, reply, facts, None, request_id, start, wall)
+
+        return self._immediate(handler, SpanKind.CLIENT, record)
+
+    def inbound_immediate(
+        self, handler: ImmediateWithFacts, inbound_port: int, app_port: int
+    ) -> ImmediateHandler | None:
+        """`inbound` for requests the pass-through front answers from its callbacks (None with tracing on)."""
+        cluster = f"inbound|{inbound_port}||"
+        app = f"127.0.0.1:{app_port}"
+
+        def record(
+            request: RequestView, reply: Reply | None, facts: RequestFacts, request_id: str, start: float, wall: float
+        ) -> None:
+            self._finish_inbound(request, reply, None, request_id, start, wall, cluster, app)
+
+        def metadata_added(
+            request: FastRequest, facts: RequestFacts | None, done: Done
+        ) -> Reply | Awaitable[Reply] | None:
+            outcome = handler(request, facts, done)
+            if outcome is None or isinstance(outcome, Relayed):
+                return outcome
+            if isinstance(outcome, web.StreamResponse):
+                _add_reply_metadata(outcome, request, facts)
+                return outcome
+            return _with_reply_metadata(outcome, request)
+
+        return self._immediate(metadata_added, SpanKind.SERVER, record)
+
+    def _immediate(self, handler: ImmediateWithFacts, kind: SpanKind, record: _Record) -> ImmediateHandler | None:
         if self.tracing is not None:
             return None
 
@@ -179,7 +230,7 @@ class Telemetry:
             start = self._clock.monotonic()
             wall = self._clock.wall() if self._wants_wall else 0.0
             try:
-                begun, _, request_id = self._begin(request, SpanKind.CLIENT)
+                begun, _, request_id = self._begin(request, kind)
             except Exception as err:
                 self._failed(err)
                 return handler(request, None, done)
@@ -188,7 +239,7 @@ class Telemetry:
 
             def finish(reply: Reply | None) -> None:
                 try:
-                    self._finish_outbound(seen, reply, facts, None, request_id, start, wall)
+                    record(seen, reply, facts, request_id, start, wall)
                 except Exception as err:
                     self._failed(err)
 

@@ -220,3 +220,16 @@ async def test_renewed_certificate_is_served_to_new_connections(make_app: Any, m
     assert server.tls.identity is not None
     current = x509.load_pem_x509_certificate(server.tls.identity.chain_pem[0]).serial_number
     assert after == current
+
+
+async def test_an_app_gone_behind_kept_connections_is_503_uf(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    app, caller, _ = await mesh(make_app, make_sidecar, bus)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):  # after the first, both sidecars answer on kept connections
+            async with session.get(outbound_url(caller, "/r"), headers={"Host": "reviews"}) as reply:
+                assert reply.status == 200, await reply.text()
+        await app.stop()
+        async with session.get(outbound_url(caller, "/r"), headers={"Host": "reviews"}) as reply:
+            assert reply.status == 503
+            assert reply.headers["x-isthmus-response-flags"] == "UF"
+            assert "local app unreachable" in await reply.text()
