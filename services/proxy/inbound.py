@@ -37,7 +37,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanPool, LeanResponse
 from services.proxy.h1server import FastRequest
-from services.proxy.jwt_authn import JwksCache, JwtAuthenticator, Unauthenticated
+from services.proxy.jwt_authn import NOBODY, Authenticated, JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
@@ -166,7 +166,8 @@ class InboundHandler:
     ) -> Reply | Awaitable[Reply] | None:
         """The same checks for a whole request of the pass-through front, from its callbacks as far as they go.
 
-        With nothing to check beyond the transport (no JWT rule, no AuthorizationPolicy) and an idle
+        With nothing to wait for (no JWT rule, no CUSTOM AuthorizationPolicy: ALLOW and DENY are decided
+        here) and an idle
         keep-alive connection to the app, the request is written to the app now and the whole response is
         relayed from the app connection's callback, then `done` is called; anything else goes on in the
         general path from where it stands."""
@@ -174,12 +175,14 @@ class InboundHandler:
         request_id = ensure_request_id(headers)
         try:
             admitted = self._admit(request)
+            policy, peer = admitted
+            assert policy.jwt is not None, "admitted only with usable JWT rules"
+            if policy.jwt.active or policy.snapshot.authorizer.custom:  # checks that wait for an answer
+                return self._checked_to_app(request, headers, request_id, admitted)
+            if not policy.unrestricted:
+                self._allow(request, policy, self._facts(request, peer, NOBODY))
         except ProxyError as err:
             return self._refused(err, request_id)
-        policy, peer = admitted
-        assert policy.jwt is not None, "admitted only with usable JWT rules"
-        if not policy.unrestricted or policy.jwt.active:
-            return self._checked_to_app(request, headers, request_id, admitted)
         path = self._to_app_headers(request, headers, peer)
         body = request.body()
         own = facts.own_headers if facts is not None and PEER_METADATA in request.headers else ()
@@ -291,14 +294,29 @@ class InboundHandler:
         `admitted`: what `_admit` found already."""
         policy, peer = admitted if admitted is not None else self._admit(request)
         assert policy.jwt is not None, "admitted only with usable JWT rules"
-        transport = request.transport
-        snapshot = policy.snapshot
         if policy.unrestricted and not policy.jwt.active:  # nothing to check: no tokens, no policies
             return peer
         auth = await policy.jwt.authenticate(headers, request.rel_url.raw_query_string)
         if policy.unrestricted:
             return peer
-        facts = RequestFacts(
+        facts = self._facts(request, peer, auth)
+        authorizer = policy.snapshot.authorizer
+        try:
+            checks = authorizer.custom_checks(facts)
+        except Exception as err:  # any surprise in policy evaluation denies
+            log.warning("authorization error, denying: %s", err)
+            raise AccessDenied(f"authorization error: {err}") from err
+        for check in checks:
+            await self._ext_authz.check(
+                check.provider, check.policy, CheckRequest(request.method, request.raw_path, headers)
+            )
+        self._allow(request, policy, facts)
+        return peer
+
+    def _facts(self, request: RequestView, peer: str | None, auth: Authenticated) -> RequestFacts:
+        """What AuthorizationPolicy rules match on, for this request."""
+        transport = request.transport
+        return RequestFacts(
             peer_spiffe_id=peer,
             source_ip=request.remote or "",
             method=request.method,
@@ -311,26 +329,24 @@ class InboundHandler:
             sni=self._tls.sni_of(transport),
             destination_ip=_local_ip(transport),
         )
-        authorizer = snapshot.authorizer
+
+    def _allow(self, request: RequestView, policy: _VersionPolicy, facts: RequestFacts) -> None:
+        """DENY then ALLOW policies; raises AccessDenied (also on any error in their evaluation)."""
         try:
-            checks = authorizer.custom_checks(facts)
-        except Exception as err:  # any surprise in policy evaluation denies
-            log.warning("authorization error, denying: %s", err)
-            raise AccessDenied(f"authorization error: {err}") from err
-        for check in checks:
-            await self._ext_authz.check(
-                check.provider, check.policy, CheckRequest(request.method, request.raw_path, headers)
-            )
-        try:
-            allowed, reason = authorizer.allowed(facts)
+            allowed, reason = policy.snapshot.authorizer.allowed(facts)
         except Exception as err:  # any surprise in policy evaluation denies
             log.warning("authorization error, denying: %s", err)
             allowed, reason = False, f"authorization error: {err}"
         if not allowed:
             self.stats.rbac_denied += 1
-            log.info("denied %s %s from %s: %s", request.method, request.raw_path, peer or request.remote, reason)
+            log.info(
+                "denied %s %s from %s: %s",
+                request.method,
+                request.raw_path,
+                facts.peer_spiffe_id or request.remote,
+                reason,
+            )
             raise AccessDenied(reason)
-        return peer
 
 
 def _valid_peer_id(transport: asyncio.BaseTransport | None) -> str | None:
