@@ -245,14 +245,15 @@ class LeanPool:
         body: bytes | None,
         context: ssl.SSLContext | None,
         answered: Callable[[LeanResponse | BaseException], None],
-    ) -> bool:
+    ) -> Callable[[], None] | None:
         """Send on an idle connection without waiting: `answered` gets the response (its head, the body as it
-        arrives) or the failure, from the connection's callbacks. False, and nothing sent, when no connection
-        is idle. A kept connection the server closed before answering an idempotent request is replaced by a
-        new one, as `request` does; `answered` then comes from a task."""
+        arrives) or the failure, from the connection's callbacks. None, and nothing sent, when no connection
+        is idle; else a function that abandons the request (the connection closes, `answered` is not called).
+        A kept connection the server closed before answering an idempotent request is replaced by a new one,
+        as `request` does; `answered` then comes from a task."""
         connection = self._take(context)
         if connection is None:
-            return False
+            return None
         host = f"[{self._host}]" if ":" in self._host else self._host
         payload = serialize(method, target, headers, body, f"{host}:{self._port}")
         transport = connection.transport
@@ -274,7 +275,12 @@ class LeanPool:
         connection.start_calling(method == "HEAD", delivered)
         connection.used = True
         transport.write(payload)
-        return True
+
+        def abandon() -> None:
+            connection.finish()
+            connection.close()
+
+        return abandon
 
     async def _anew(self, payload: bytes, head: bool, context: ssl.SSLContext | None) -> LeanResponse:
         return await self._exchange(await self._connect(context), payload, head)

@@ -111,6 +111,10 @@ class FastRequest:
         which the front writes unless it is relayed already, then `done` is called with it."""
         self._connection.continue_with(self, rest, done)
 
+    def answer(self, reply: web.Response) -> None:
+        """Write a local reply now (an immediate handler's, from a callback)."""
+        self._connection._reply(self, reply)
+
     def fail(self, err: Exception) -> None:
         """An immediate handler could not write its response: 500 if nothing was written yet; the connection
         closes once `done` is called."""

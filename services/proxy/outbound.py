@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -124,7 +124,7 @@ class OutboundHandler:
     ) -> Reply | Awaitable[Reply] | None:
         """The same chain for a whole request of the pass-through front, run from its callbacks as far as it can.
 
-        The common request (no fault, mirror or timeout on its route, an idle keep-alive connection to the
+        The common request (no fault, mirror or per-try timeout on its route, an idle keep-alive connection to the
         endpoint picked, a whole response that is not retried) is answered without a task: routing, the
         endpoint pick and the request's write happen now, the response is written from the upstream
         connection's callback, then `done` is called. Anything else goes on in the general path, from where
@@ -139,7 +139,7 @@ class OutboundHandler:
         if not isinstance(forward, _Forward):
             return forward
         route = routed.decision.route
-        if route.mirrors or route.timeout or forward.policy.per_try_timeout:
+        if route.mirrors or forward.policy.per_try_timeout:
             return self._forward(request, forward)
         try:
             return self._first_try(request, forward, facts, done)
@@ -230,11 +230,21 @@ class OutboundHandler:
         lean = self._pools.lean_for(endpoint, runtime.pool)
         body = request.body()
         headers[ATTEMPT_COUNT] = "1"
-        exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done)
-        if lean is None or not lean.send_now(
-            request.method, routed.decision.path, for_endpoint(headers, endpoint), body, context, exchange.answered
-        ):  # the general path connects (or uses aiohttp's pool), with this pick
-            return self._forward(request, forward, body, _FirstTry(lease, hash_key, set_cookie, None))
+        timeout = routed.decision.route.timeout or None  # Istio: 0s disables the route timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done, deadline)
+        abandon = (
+            lean.send_now(
+                request.method, routed.decision.path, for_endpoint(headers, endpoint), body, context, exchange.answered
+            )
+            if lean is not None
+            else None
+        )
+        if abandon is None:  # the general path connects (or uses aiohttp's pool), with this pick
+            return self._forward(request, forward, body, _FirstTry(lease, hash_key, set_cookie, None, deadline))
+        if deadline is not None:
+            exchange.expire_at(loop, deadline, abandon)
         if facts is not None:
             facts.endpoint = endpoint
             facts.tries += 1
@@ -263,6 +273,7 @@ class OutboundHandler:
         else:
             body, tries = None, policy.tries
         timeout = route.timeout or None  # Istio: 0s disables the route timeout
+        deadline = first.deadline if first is not None else None
         if first is not None:
             hash_key, set_cookie = first.hash_key, first.set_cookie
         elif runtime.hash_source is not None:
@@ -284,8 +295,8 @@ class OutboundHandler:
             attempts = self._attempts(request, runtime, decision, headers, body, policy, tries, hash_key, first)
             if timeout is None:
                 upstream, lease = await attempts
-            else:
-                async with asyncio.timeout(timeout):
+            else:  # a first try made on the immediate path counts against the same timeout
+                async with asyncio.timeout(timeout) if deadline is None else asyncio.timeout_at(deadline):
                     upstream, lease = await attempts
         except TimeoutError:
             return self._local(request, UpstreamTimeout(f"upstream timed out after {timeout}s"), routed.request_id)
@@ -575,7 +586,7 @@ class _Forward:
 class _FirstTry:
     """The first try begun on the immediate path, handed to the general one: its lease and its outcome."""
 
-    __slots__ = ("hash_key", "lease", "outcome", "set_cookie")
+    __slots__ = ("deadline", "hash_key", "lease", "outcome", "set_cookie")
 
     def __init__(
         self,
@@ -583,18 +594,33 @@ class _FirstTry:
         hash_key: int | None,
         set_cookie: str | None,
         outcome: LeanResponse | BaseException | None,
+        deadline: float | None,
     ) -> None:
-        """`outcome` None: the endpoint is picked, nothing was sent yet."""
+        """`outcome` None: the endpoint is picked, nothing was sent yet; `deadline`: the route timeout's end
+        (loop time), None without one."""
         self.lease = lease
         self.hash_key = hash_key
         self.set_cookie = set_cookie
         self.outcome = outcome
+        self.deadline = deadline
 
 
 class _Exchange:
     """The first try of an immediate request, in flight on an upstream connection."""
 
-    __slots__ = ("_body", "_done", "_facts", "_forward", "_handler", "_hash_key", "_lease", "_request", "_set_cookie")
+    __slots__ = (
+        "_body",
+        "_deadline",
+        "_done",
+        "_facts",
+        "_forward",
+        "_handler",
+        "_hash_key",
+        "_lease",
+        "_request",
+        "_set_cookie",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -607,8 +633,11 @@ class _Exchange:
         body: bytes | None,
         facts: RequestFacts | None,
         done: Done,
+        deadline: float | None,
     ) -> None:
         self._handler = handler
+        self._deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None
         self._request = request
         self._forward = forward
         self._lease = lease
@@ -618,8 +647,31 @@ class _Exchange:
         self._facts = facts
         self._done = done
 
+    def expire_at(self, loop: asyncio.AbstractEventLoop, deadline: float, abandon: Callable[[], None]) -> None:
+        """The route timeout: at `deadline` the try is abandoned (its connection closed) and the caller gets 504 UT."""
+
+        def expired() -> None:
+            self._timer = None
+            abandon()
+            self._lease.release()
+            routed = self._forward.routed
+            timeout = routed.decision.route.timeout
+            reply = self._handler._local(
+                self._request, UpstreamTimeout(f"upstream timed out after {timeout}s"), routed.request_id
+            )
+            try:
+                self._request.answer(reply)
+            except Exception as err:
+                self._request.fail(err)
+            self._done(reply)
+
+        self._timer = loop.call_at(deadline, expired)
+
     def answered(self, outcome: LeanResponse | BaseException) -> None:
         """A whole response that is not retried is relayed now; anything else goes on in the general path."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         forward = self._forward
         policy = forward.policy
         if (
@@ -627,7 +679,7 @@ class _Exchange:
             or not outcome.content.is_eof()
             or (policy.attempts and policy.retry_status(outcome.status))
         ):
-            first = _FirstTry(self._lease, self._hash_key, self._set_cookie, outcome)
+            first = _FirstTry(self._lease, self._hash_key, self._set_cookie, outcome, self._deadline)
             rest = self._handler._forward(self._request, forward, self._body, first)
             self._request.continue_with(with_facts(rest, self._facts), self._done)
             return

@@ -154,6 +154,20 @@ async def test_route_timeout_is_504_ut(make_app: Any, make_sidecar: Any, bus: An
             assert reply.headers["x-isthmus-response-flags"] == "UT"
 
 
+async def test_route_timeout_holds_on_kept_connections_and_they_serve_on(
+    make_app: Any, make_sidecar: Any, bus: Any
+) -> None:
+    _, caller, _ = await mesh(make_app, make_sidecar, bus, timeout="0.2s")
+    async with aiohttp.ClientSession() as session:
+        for path in ("/a", "/slow", "/b", "/slow", "/c"):  # after /a, the caller's sidecar has a kept connection
+            async with session.get(outbound_url(caller, path), headers={"Host": "reviews"}) as reply:
+                if path == "/slow":
+                    assert reply.status == 504
+                    assert reply.headers["x-isthmus-response-flags"] == "UT"
+                else:
+                    assert reply.status == 200, await reply.text()
+
+
 async def test_plain_text_to_inbound_fails(make_app: Any, make_sidecar: Any) -> None:
     app = await make_app("reviews")
     server = await make_sidecar("reviews", app.port)
