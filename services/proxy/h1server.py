@@ -74,6 +74,11 @@ class FastRequest:
         return self._connection.remote
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The connection's loop (asyncio.get_running_loop costs a getpid system call per call)."""
+        return self._connection._loop
+
+    @property
     def transport(self) -> asyncio.Transport | None:
         return self._connection.transport
 

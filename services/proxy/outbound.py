@@ -231,7 +231,7 @@ class OutboundHandler:
         body = request.body()
         headers[ATTEMPT_COUNT] = "1"
         timeout = routed.decision.route.timeout or None  # Istio: 0s disables the route timeout
-        loop = asyncio.get_running_loop()
+        loop = request.loop
         deadline = loop.time() + timeout if timeout is not None else None
         exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done, deadline)
         abandon = (
