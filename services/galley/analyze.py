@@ -14,8 +14,8 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
-(analyze_tcp.py). ISM0009-ISM0011 are about ServiceEntries (analyze_entries.py), whose hosts count as known
-hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py), ISM0014-ISM0015
+(analyze_tcp.py). ISM0009-ISM0011 and ISM0018 are about ServiceEntries (analyze_entries.py), whose hosts count as
+known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py), ISM0014-ISM0015
 about Sidecars competing for the same workloads (analyze_sidecars.py), ISM0016 about locality failover
 without outlier detection (analyze_locality.py), ISM0017 about VirtualServices bound to gateways only
 (analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only resources some
@@ -60,6 +60,7 @@ from shared.model import (
     ServiceEntry,
     Sidecar,
     VirtualService,
+    WorkloadEntry,
 )
 
 __all__ = ["Catalog", "Message", "analyze", "analyze_messages", "canonical_host", "merged_view"]
@@ -91,7 +92,7 @@ def analyze_messages(
         policies = [r for r in resources if isinstance(r, AuthorizationPolicy)]
         messages += _unknown_principals(policies, catalog, trust_domain)
     messages += tcp_messages(services, rules, catalog, known)
-    messages += entry_messages(entries, rules, catalog)
+    messages += entry_messages(entries, rules, catalog, [r for r in resources if isinstance(r, WorkloadEntry)])
     messages += sidecar_messages([r for r in resources if isinstance(r, Sidecar)])
     messages += failover_messages(rules) + gateway_messages(services)
     if not focus:

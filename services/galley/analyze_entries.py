@@ -6,6 +6,8 @@
 - ISM0011 a DestinationRule asks for ISTIO_MUTUAL towards a MESH_EXTERNAL ServiceEntry host: nothing outside
   the mesh holds a mesh identity, so pilot gives that host's clusters no endpoints (requests fail with 503)
   rather than fall back to plain text.
+- ISM0018 a ServiceEntry whose `workloadSelector` chooses no WorkloadEntry of its namespace: its hosts have no
+  endpoints (requests fail with 503 UH) until one is applied.
 
 A VirtualService or DestinationRule host that a ServiceEntry declares is not unknown (ISM0002), and neither
 is a wildcard VirtualService host (`*.example.com`) covering one.
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from services.galley.analyze_base import (
     CATALOG_HOLDS_ENTRY_HOST,
     EXTERNAL_ISTIO_MUTUAL,
+    NO_WORKLOAD_ENTRY_SELECTED,
     SEVERAL_SERVICE_ENTRIES,
     Catalog,
     Message,
@@ -26,7 +29,7 @@ from services.galley.analyze_base import (
     label,
     seen_together,
 )
-from shared.model import DestinationRule, ServiceEntry
+from shared.model import DestinationRule, ServiceEntry, WorkloadEntry
 from shared.model.destination_rule import ClientTLSSettings, TLSMode, TrafficPolicy
 from shared.model.service_entry import Location
 
@@ -42,11 +45,35 @@ def is_entry_host(host: str, hosts: frozenset[str]) -> bool:
     return host in hosts
 
 
-def entry_messages(entries: list[ServiceEntry], rules: list[DestinationRule], catalog: Catalog | None) -> list[Message]:
+def entry_messages(
+    entries: list[ServiceEntry],
+    rules: list[DestinationRule],
+    catalog: Catalog | None,
+    workloads: list[WorkloadEntry] | None = None,
+) -> list[Message]:
     ordered = sorted(entries, key=lambda entry: (entry.metadata.namespace, entry.metadata.name))
     messages = _several_entries(ordered) + _external_istio_mutual(ordered, rules)
+    messages += _nothing_selected(ordered, workloads or [])
     if catalog is not None:
         messages += _catalog_hosts(ordered, catalog)
+    return messages
+
+
+def _nothing_selected(entries: list[ServiceEntry], workloads: list[WorkloadEntry]) -> list[Message]:
+    messages: list[Message] = []
+    for entry in entries:
+        selector = entry.spec.workload_selector
+        if selector is None:
+            continue
+        wanted = selector.labels.items()
+        namespace = entry.metadata.namespace
+        if not any(w.metadata.namespace == namespace and wanted <= w.spec.labels.items() for w in workloads):
+            chosen = ", ".join(f"{key}={value}" for key, value in sorted(selector.labels.items()))
+            text = (
+                f"{label(entry)}: spec.workloadSelector ({chosen}) chooses no WorkloadEntry in namespace "
+                f"{namespace!r}: hosts {', '.join(entry.spec.hosts)} have no endpoints (503 UH) until one is applied"
+            )
+            messages.append(Message(NO_WORKLOAD_ENTRY_SELECTED, text, frozenset({label(entry)})))
     return messages
 
 

@@ -8,6 +8,7 @@ _SHORT_FORMS: dict[str, str] = {
     "vs": "VirtualService",
     "dr": "DestinationRule",
     "se": "ServiceEntry",
+    "we": "WorkloadEntry",
     "pa": "PeerAuthentication",
     "ap": "AuthorizationPolicy",
 }

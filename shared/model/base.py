@@ -104,3 +104,29 @@ class WorkloadSelector(Spec):
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(key) == value for key, value in self.match_labels.items())
+
+
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class LabelSelector(Spec):
+    """A networking resource's `workloadSelector`: the workloads whose labels include all of these."""
+
+    labels: dict[str, str]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("needs at least one label: an empty selector would choose every workload of the namespace")
+        for key, label in value.items():
+            if "*" in key or "*" in label:
+                raise ValueError(f"{key}: wildcards are not supported in a selector")
+            if not _LABEL_KEY.match(key) or len(key.rpartition("/")[2]) > 63:
+                raise ValueError(f"{key!r} is not a label key")
+            if len(label) > 63 or not _LABEL_VALUE.match(label):
+                raise ValueError(f"{key}: {label!r} is not a label value")
+        return value

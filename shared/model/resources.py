@@ -12,6 +12,7 @@ from shared.model.destination_rule import DestinationRuleSpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
 from shared.model.request_authentication import RequestAuthenticationSpec
 from shared.model.service_entry import ServiceEntrySpec
+from shared.model.service_entry import WorkloadEntry as WorkloadEntrySpec
 from shared.model.sidecar import SidecarSpec
 from shared.model.virtual_service import VirtualServiceSpec
 
@@ -38,6 +39,16 @@ class ServiceEntry(Spec):
     kind: Literal["ServiceEntry"]
     metadata: Metadata
     spec: ServiceEntrySpec
+
+
+class WorkloadEntry(Spec):
+    """A workload outside the catalog (a VM without a Consul registration, say) that ServiceEntries with a
+    matching `workloadSelector` use as an endpoint."""
+
+    api_version: NetworkingVersion
+    kind: Literal["WorkloadEntry"]
+    metadata: Metadata
+    spec: WorkloadEntrySpec
 
 
 class Sidecar(Spec):
@@ -72,6 +83,7 @@ Resource = (
     VirtualService
     | DestinationRule
     | ServiceEntry
+    | WorkloadEntry
     | Sidecar
     | PeerAuthentication
     | AuthorizationPolicy
@@ -82,6 +94,7 @@ KINDS: dict[str, type[Resource]] = {
     "VirtualService": VirtualService,
     "DestinationRule": DestinationRule,
     "ServiceEntry": ServiceEntry,
+    "WorkloadEntry": WorkloadEntry,
     "Sidecar": Sidecar,
     "PeerAuthentication": PeerAuthentication,
     "AuthorizationPolicy": AuthorizationPolicy,

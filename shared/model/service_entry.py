@@ -1,12 +1,13 @@
 """ServiceEntry: services outside the Consul catalog (external APIs, databases) that callers reach through the sidecar.
 
 The Isthmus subset of Istio's ServiceEntry, refusing at apply time what it cannot honour: each host is a fully
-qualified DNS name (no wildcard: those need resolution NONE); resolution is STATIC (endpoints with IP addresses)
-or DNS / DNS_ROUND_ROBIN (endpoints, or else the host itself, resolved when the sidecar connects); NONE, and
-Istio's default of NONE when resolution is left out, is refused, as are `addresses`, `workloadSelector`,
-`subjectAltNames`, and the endpoint fields `network` and `weight`. `exportTo` limits the callers' namespaces
-that see the hosts (shared/model/export_to.py; `~`: none). Port protocols are Istio's names in any case (HTTP,
-HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS); UDP is refused.
+qualified DNS name (no wildcard: those need resolution NONE); resolution is STATIC (endpoints with IP addresses) or
+DNS / DNS_ROUND_ROBIN (endpoints, or else the host itself, resolved when the sidecar connects); NONE, and Istio's
+default of NONE when resolution is left out, is refused, as are `addresses`, `subjectAltNames`, and the endpoint
+fields `network` and `weight`. Instead of `endpoints`, a `workloadSelector` may choose the WorkloadEntry resources
+of the ServiceEntry's namespace by label (Istio's way of adding VMs to a service). `exportTo` limits the callers'
+namespaces that see the hosts (shared/model/export_to.py; `~`: none). Port protocols are Istio's names in any case
+(HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS); UDP is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.consul import workload_locality
-from shared.model.base import Spec
+from shared.model.base import LabelSelector, Spec
 from shared.model.export_to import EntryExportTo
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
@@ -107,7 +108,7 @@ class ServicePort(Spec):
 
 
 class WorkloadEntry(Spec):
-    """One endpoint of a ServiceEntry (Istio's WorkloadEntry, inline)."""
+    """One endpoint of a ServiceEntry: inline in `endpoints`, or the spec of a WorkloadEntry resource."""
 
     address: Annotated[str, Field(min_length=1)]
     ports: dict[str, PortNumber] = Field(default_factory=dict)
@@ -168,7 +169,8 @@ class ServiceEntrySpec(Spec):
     endpoints: list[WorkloadEntry] = Field(default_factory=list)
     export_to: EntryExportTo = Field(default_factory=list)
     subject_alt_names: list[str] = Field(default_factory=list)
-    workload_selector: dict[str, Any] | None = None
+    workload_selector: LabelSelector | None = None
+    """The endpoints are the WorkloadEntries of the ServiceEntry's namespace whose labels include these."""
 
     @field_validator("hosts")
     @classmethod
@@ -221,20 +223,19 @@ class ServiceEntrySpec(Spec):
             )
         return value
 
-    @field_validator("workload_selector")
-    @classmethod
-    def _workload_selector(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            raise ValueError(
-                "workloadSelector is not supported: list the endpoints, or register the workloads in Consul"
-            )
-        return value
-
     @model_validator(mode="after")
     def _endpoints(self) -> ServiceEntrySpec:
         names = {port.name for port in self.ports}
-        if self.resolution == Resolution.STATIC and not self.endpoints:
-            raise ValueError("endpoints: resolution STATIC needs at least one endpoint with an IP address")
+        if self.workload_selector is not None and self.endpoints:
+            raise ValueError(
+                "endpoints and workloadSelector are mutually exclusive: list the endpoints, or select "
+                "WorkloadEntries by label"
+            )
+        if self.resolution == Resolution.STATIC and not self.endpoints and self.workload_selector is None:
+            raise ValueError(
+                "endpoints: resolution STATIC needs at least one endpoint with an IP address "
+                "(or a workloadSelector choosing WorkloadEntries)"
+            )
         if self.resolution == Resolution.DNS_ROUND_ROBIN and len(self.endpoints) > 1:
             raise ValueError("endpoints: resolution DNS_ROUND_ROBIN takes at most one endpoint")
         for i, endpoint in enumerate(self.endpoints):

@@ -21,17 +21,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shared.model.base import Spec
+from shared.model.base import LabelSelector, Spec
 
 ANY_NAMESPACE = "*"
 OWN_NAMESPACE = "."
 NO_NAMESPACE = "~"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 def _check_dns_name(name: str, whole: str) -> None:
@@ -73,24 +69,6 @@ def check_egress_host(value: str) -> str:
 
 
 EgressHost = Annotated[str, AfterValidator(check_egress_host)]
-
-
-class SidecarWorkloadSelector(Spec):
-    labels: dict[str, str]
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        if not value:
-            raise ValueError("needs at least one label; leave workloadSelector out to apply to the whole namespace")
-        for key, label in value.items():
-            if "*" in key or "*" in label:
-                raise ValueError(f"{key}: wildcards are not supported in a selector")
-            if not _LABEL_KEY.match(key) or len(key.rpartition("/")[2]) > 63:
-                raise ValueError(f"{key!r} is not a label key")
-            if len(label) > 63 or not _LABEL_VALUE.match(label):
-                raise ValueError(f"{key}: {label!r} is not a label value")
-        return value
 
 
 class IstioEgressListener(Spec):
@@ -153,7 +131,7 @@ class OutboundTrafficPolicy(Spec):
 
 
 class SidecarSpec(Spec):
-    workload_selector: SidecarWorkloadSelector | None = None
+    workload_selector: LabelSelector | None = None
     egress: list[IstioEgressListener] = Field(default_factory=list)
     outbound_traffic_policy: OutboundTrafficPolicy | None = None
     ingress: Any = None

@@ -38,14 +38,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from services.pilot.generate.entries import entry_endpoints
+from services.pilot.generate.entries import entry_endpoints, selected_workloads
 from services.pilot.generate.hosts import HostIndex, restricting
 from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
 from shared.identity import SpiffeId
 from shared.identity.spiffe import InvalidSpiffeId
-from shared.model import DestinationRule, PeerAuthentication, Resource, ServiceEntry
+from shared.model import DestinationRule, PeerAuthentication, Resource, ServiceEntry, WorkloadEntry
 from shared.model.destination_rule import TLSMode, TrafficPolicy
 from shared.model.peer_authentication import MtlsMode
 from shared.model.proxy_config import Cluster, Endpoint
@@ -163,10 +163,11 @@ def cluster(
     chosen = (rule,) if rule is not None and ref.host in choice.caller_dependent else ()
     entry = hosts.entry(service) if service else None
     if entry is not None:
+        selected = selected_workloads(entry, snapshot)
         return snapshot.reuse.get(
             _slot(("entry-cluster", ref), rule, entry, chosen=chosen),
-            (entry, rule, security.trust_domain),
-            lambda: _entry_cluster(ref, entry, rule, security.trust_domain),
+            (entry, rule, security.trust_domain, selected),
+            lambda: _entry_cluster(ref, entry, rule, security.trust_domain, selected),
         )
     instances = snapshot.services.get(service.name, ()) if service else ()
     namespaces = sorted({instance.namespace for instance in instances})
@@ -226,10 +227,16 @@ def _tls_mode(policy: TrafficPolicy | None) -> TLSMode | None:
     return policy.tls.mode if policy is not None and policy.tls is not None else None
 
 
-def _entry_cluster(ref: ClusterRef, entry: ServiceEntry, rule: DestinationRule | None, trust_domain: str) -> Cluster:
+def _entry_cluster(
+    ref: ClusterRef,
+    entry: ServiceEntry,
+    rule: DestinationRule | None,
+    trust_domain: str,
+    selected: tuple[WorkloadEntry, ...],
+) -> Cluster:
     """A ServiceEntry host's cluster (entries.py); subsets select endpoints by label, as for catalog services."""
     policy = traffic_policy(rule, ref.port, ref.subset)
-    endpoints = entry_endpoints(entry, ref.host, ref.port, _tls_mode(policy), trust_domain)
+    endpoints = entry_endpoints(entry, ref.host, ref.port, _tls_mode(policy), trust_domain, selected)
     selects = _subset_filter(ref, rule)
     if selects is not None:
         endpoints = [e for e in endpoints if selects(e.labels)]

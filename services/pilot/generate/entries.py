@@ -1,28 +1,30 @@
 """Endpoints of a ServiceEntry host's clusters: what clusters.py puts in a cluster whose host no catalog service holds.
 
-The endpoints of the cluster of port P (a port the ServiceEntry declares; any other port has none, logged):
-each of `spec.endpoints` at its `ports[<name of P>]`, else P's targetPort, else P; with resolution DNS or
-DNS_ROUND_ROBIN and no endpoints, the cluster's host itself. An address may be a host name: the sidecar
-resolves it when it connects (so DNS and DNS_ROUND_ROBIN behave alike here: one endpoint per name, whose
-addresses the resolver hands out). Labels are the endpoint's own plus `locality` (the label the sidecar's
-locality-aware balancing reads, as for catalog endpoints); every endpoint counts as healthy (outlier detection
-still ejects failing ones). Endpoints are called in plain text (TLS origination, when a DestinationRule asks
-for it, is the sidecar's), except under ISTIO_MUTUAL: a MESH_INTERNAL endpoint then carries the SPIFFE identity
-of its serviceAccount (default "default") in the ServiceEntry's namespace, and a MESH_EXTERNAL host gets no
-endpoints at all (logged), since nothing outside the mesh holds a mesh identity and plain text would be a
-silent downgrade.
+The endpoints of the cluster of port P (a port the ServiceEntry declares; any other port has none, logged): each of
+`spec.endpoints`, or of the WorkloadEntries its `workloadSelector` chooses in its namespace (none chosen: no
+endpoints), at its `ports[<name of P>]`, else P's targetPort, else P; with resolution DNS or DNS_ROUND_ROBIN and
+neither endpoints nor selector, the cluster's host itself. An address may be a host name: the sidecar resolves it
+when it connects (so DNS and DNS_ROUND_ROBIN behave alike here: one endpoint per name, whose addresses the resolver
+hands out). Labels are the endpoint's own plus `locality` (the label the sidecar's locality-aware balancing reads,
+as for catalog endpoints); every endpoint counts as healthy (outlier detection still ejects failing ones). Endpoints
+are called in plain text (TLS origination, when a DestinationRule asks for it, is the sidecar's), except under
+ISTIO_MUTUAL: a MESH_INTERNAL endpoint then carries the SPIFFE identity of its serviceAccount (default "default") in
+the ServiceEntry's namespace, and a MESH_EXTERNAL host gets no endpoints at all (logged), since nothing outside the
+mesh holds a mesh identity and plain text would be a silent downgrade.
 """
 
 from __future__ import annotations
 
 import logging
 
+from services.pilot.snapshot import Snapshot
 from shared.consul import META_LOCALITY
 from shared.identity import SpiffeId
 from shared.model import ServiceEntry
+from shared.model import WorkloadEntry as WorkloadEntryResource
 from shared.model.destination_rule import TLSMode
 from shared.model.proxy_config import Endpoint
-from shared.model.service_entry import Location, WorkloadEntry
+from shared.model.service_entry import Location, Resolution, WorkloadEntry, is_ip
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,30 @@ def _labels(workload: WorkloadEntry) -> dict[str, str]:
     return dict(sorted({**workload.labels, META_LOCALITY: workload.locality}.items()))
 
 
+def selected_workloads(entry: ServiceEntry, snapshot: Snapshot) -> tuple[WorkloadEntryResource, ...]:
+    """The WorkloadEntries a ServiceEntry's `workloadSelector` chooses: those of its namespace whose labels
+    include the selector's, in name order (none without a selector)."""
+    selector = entry.spec.workload_selector
+    if selector is None:
+        return ()
+    wanted = selector.labels.items()
+    return tuple(
+        workload
+        for workload in snapshot.in_namespaces(WorkloadEntryResource, entry.metadata.namespace)
+        if wanted <= workload.spec.labels.items()
+    )
+
+
 def entry_endpoints(
-    entry: ServiceEntry, host: str, port: int, tls_mode: TLSMode | None, trust_domain: str
+    entry: ServiceEntry,
+    host: str,
+    port: int,
+    tls_mode: TLSMode | None,
+    trust_domain: str,
+    selected: tuple[WorkloadEntryResource, ...] = (),
 ) -> list[Endpoint]:
-    """The endpoints of `host`'s cluster of `port` (see the module notes), sorted."""
+    """The endpoints of `host`'s cluster of `port` (see the module notes), sorted; `selected`: the
+    WorkloadEntries its `workloadSelector` chooses (selected_workloads)."""
     where = f"ServiceEntry {entry.metadata.namespace}/{entry.metadata.name}"
     served = entry.spec.port(port)
     if served is None:
@@ -54,7 +76,21 @@ def entry_endpoints(
             port,
         )
         return []
-    workloads = entry.spec.endpoints or [WorkloadEntry(address=host)]
+    if entry.spec.workload_selector is not None:
+        workloads: list[WorkloadEntry] = []
+        for chosen in selected:
+            if entry.spec.resolution == Resolution.STATIC and not is_ip(chosen.spec.address):
+                log.warning(
+                    "%s is STATIC: WorkloadEntry %s/%s has address %r, not an IP address, and is left out",
+                    where,
+                    chosen.metadata.namespace,
+                    chosen.metadata.name,
+                    chosen.spec.address,
+                )
+                continue
+            workloads.append(chosen.spec)
+    else:
+        workloads = entry.spec.endpoints or [WorkloadEntry(address=host)]
     endpoints = []
     for workload in workloads:
         identity = None

@@ -67,3 +67,49 @@ async def test_an_applied_service_entry_reaches_a_caller_and_its_update_follows(
         await eventually(moved, "the entry's new endpoint in the caller's config")
     finally:
         await store.delete("ServiceEntry", ns, "api")
+
+
+async def test_workload_entries_chosen_by_a_selector_follow_as_they_are_applied_and_deleted(
+    pilot: Pilot, bus: NATS, catalog: Catalog
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ns, host = f"it-{tag}", f"vms-{tag}.example.com"
+    caller_id = f"caller-{tag}-1"
+    js = bus.jetstream()
+    store = await ConfigStore.open(js)
+    proxies = await open_bucket(js, PROXY_CONFIG_BUCKET)
+    await catalog.register(f"caller-{tag}", caller_id, 21102, mesh_meta(caller_id, ns) | {META_UPSTREAMS: host})
+    selecting = service_entry("vms", ns, host, "unused")
+    spec = selecting["spec"]
+    assert isinstance(spec, dict)
+    del spec["endpoints"]
+    spec["workloadSelector"] = {"labels": {"app": "legacy"}}
+
+    def workload(name: str, address: str) -> dict[str, object]:
+        return {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"address": address, "labels": {"app": "legacy"}},
+        }
+
+    async def endpoints_are(wanted: list[str]) -> bool:
+        try:
+            entry = await proxies.get(proxy_key(caller_id))
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        config = ProxyConfig.from_json(entry.value or b"")
+        found = next((c for c in config.clusters if c.name == f"outbound|80||{host}"), None)
+        return found is not None and [e.address for e in found.endpoints] == wanted
+
+    try:
+        await store.apply([parse_resource(selecting), parse_resource(workload("vm-1", "192.0.2.21"))])
+        await eventually(lambda: endpoints_are(["192.0.2.21"]), "the chosen WorkloadEntry as the endpoint")
+        await store.apply([parse_resource(workload("vm-2", "192.0.2.22"))])
+        await eventually(lambda: endpoints_are(["192.0.2.21", "192.0.2.22"]), "a second WorkloadEntry joining")
+        await store.delete("WorkloadEntry", ns, "vm-1")
+        await eventually(lambda: endpoints_are(["192.0.2.22"]), "a deleted WorkloadEntry leaving")
+    finally:
+        await store.delete("ServiceEntry", ns, "vms")
+        await store.delete("WorkloadEntry", ns, "vm-1")
+        await store.delete("WorkloadEntry", ns, "vm-2")

@@ -139,3 +139,29 @@ def test_istio_mutual_towards_a_mesh_external_host_is_reported() -> None:
     assert "spec.subsets[0].trafficPolicy.tls.mode: ISTIO_MUTUAL towards 'api.example.com'" in found[0].text
     internal = se("api", ["api.example.com"], location="MESH_INTERNAL")
     assert analyze_messages([internal, dr("api", "api.example.com", trafficPolicy=mutual)]) == []
+
+
+def we(name: str, labels: dict[str, str], namespace: str = "shop") -> Resource:
+    return parse_resource(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"address": "192.0.2.40", "labels": labels},
+        }
+    )
+
+
+def test_a_workload_selector_choosing_no_workload_entry_is_reported() -> None:
+    selecting = se("legacy", ["legacy.example.com"], workloadSelector={"labels": {"app": "legacy"}})
+    elsewhere = we("vm-1", {"app": "legacy"}, namespace="default")
+    texts = [
+        str(m) for m in analyze_messages([selecting, elsewhere, we("vm-2", {"app": "other"})]) if m.code == "ISM0018"
+    ]
+    assert texts == [
+        "[ISM0018] ServiceEntry shop/legacy: spec.workloadSelector (app=legacy) chooses no WorkloadEntry in "
+        "namespace 'shop': hosts legacy.example.com have no endpoints (503 UH) until one is applied"
+    ]
+    chosen = we("vm-3", {"app": "legacy", "version": "v1"})
+    assert not [m for m in analyze_messages([selecting, chosen]) if m.code == "ISM0018"]
+    assert resolve_kind("we") == resolve_kind("workloadentries") == "WorkloadEntry"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.model import ServiceEntry, dump_resource, parse_resource
+from shared.model import ServiceEntry, WorkloadEntry, dump_resource, parse_resource
 from shared.model.service_entry import Location, PortProtocol, Resolution
 
 BASE: dict[str, Any] = {
@@ -100,7 +100,8 @@ def test_dns_takes_host_names_and_no_endpoints() -> None:
         ({"endpoints": [{"address": "192.0.2.1", "serviceAccount": "A B"}]}, "spec.endpoints.0.serviceAccount", "DNS"),
         ({"exportTo": ["*", "."]}, "spec.exportTo", "cannot be combined with other entries"),
         ({"subjectAltNames": ["spiffe://x/ns/a/sa/b"]}, "spec.subjectAltNames", "subjectAltNames is not supported"),
-        ({"workloadSelector": {"labels": {"app": "db"}}}, "spec.workloadSelector", "workloadSelector is not supported"),
+        ({"workloadSelector": {"labels": {"app": "db"}}}, "spec", "endpoints and workloadSelector are mutually"),
+        ({"workloadSelector": {"labels": {}}, "endpoints": None}, "spec.workloadSelector.labels", "at least one label"),
         ({"hots": ["a.example"]}, "spec.hots", "Extra inputs"),
     ],
 )
@@ -113,3 +114,37 @@ def test_refusals_name_the_field(spec: dict[str, Any], path: str, message: str) 
 def test_dns_round_robin_takes_at_most_one_endpoint() -> None:
     found = errors(resolution="DNS_ROUND_ROBIN", endpoints=[{"address": "a.example"}, {"address": "b.example"}])
     assert "DNS_ROUND_ROBIN takes at most one endpoint" in found["spec"]
+
+
+def test_a_workload_selector_takes_the_place_of_endpoints() -> None:
+    parsed = entry(endpoints=None, location="MESH_INTERNAL", workloadSelector={"labels": {"app": "payments"}})
+    assert parsed.spec.workload_selector is not None
+    assert parsed.spec.workload_selector.labels == {"app": "payments"}
+    assert parsed.spec.endpoints == []
+    assert dump_resource(parsed)["spec"]["workloadSelector"] == {"labels": {"app": "payments"}}
+
+
+WORKLOAD: dict[str, Any] = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "WorkloadEntry",
+    "metadata": {"name": "vm-1", "namespace": "shop"},
+    "spec": {"address": "192.0.2.30", "labels": {"app": "payments"}, "ports": {"http": 8080}},
+}
+
+
+def test_a_workload_entry_resource_parses_and_refuses_what_inline_endpoints_refuse() -> None:
+    parsed = parse_resource(WORKLOAD)
+    assert isinstance(parsed, WorkloadEntry)
+    assert parsed.spec.address == "192.0.2.30" and parsed.spec.ports == {"http": 8080}
+    assert dump_resource(parsed)["spec"] == WORKLOAD["spec"]
+    for spec, path, message in (
+        ({"address": "192.0.2.30", "weight": 3}, "spec.weight", "weight is not supported"),
+        ({"address": "192.0.2.30", "network": "n2"}, "spec.network", "one network"),
+        ({"address": "not a host"}, "spec.address", "neither an IP address nor"),
+        ({"labels": {"app": "x"}}, "spec.address", "Field required"),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            parse_resource({**WORKLOAD, "spec": spec})
+        found = {".".join(str(part) for part in error["loc"]): error["msg"] for error in caught.value.errors()}
+        assert path in found, found
+        assert message in found[path]

@@ -112,7 +112,7 @@ def test_more_than_one_egress_listener_is_refused() -> None:
             "spec.outboundTrafficPolicy.egressProxy",
             "egressProxy is not supported",
         ),
-        ({"workloadSelector": {"labels": {}}}, "spec.workloadSelector.labels", "whole namespace"),
+        ({"workloadSelector": {"labels": {}}}, "spec.workloadSelector.labels", "every workload"),
         ({"workloadSelector": {"labels": {"app": "ord*"}}}, "spec.workloadSelector.labels", "wildcards"),
         ({"workloadSelector": {"matchLabels": {"app": "x"}}}, "spec.workloadSelector", ""),
     ],
