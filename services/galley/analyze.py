@@ -8,7 +8,7 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0003 PeerAuthentications at the same scope (namespace or mesh, same selector) ask for different modes.
 - ISM0004 an AuthorizationPolicy principal is held by no workload in the catalog (only with a catalog).
 - ISM0005 a route's destinations all have weight 0, so it can send traffic nowhere.
-- ISM0006 several DestinationRules for one host in one namespace (only the first by name there is used; rules
+- ISM0006 several DestinationRules for one host in one namespace (merged as Istio does: what each keeps; rules
   in different namespaces do not compete: a caller takes its own namespace's, else the service's namespace's,
   else the root namespace's, as pilot does).
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from services.galley.analyze_base import (
     CONFLICTING_PEER_AUTHENTICATION,
@@ -127,8 +128,8 @@ def _conflicting_peer_authentications(policies: list[PeerAuthentication]) -> lis
 
 
 def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
-    """Rules for one host compete only within one namespace: pilot's lookup path takes one namespace per caller
-    (its own, the service's, the root) and, there, the first rule by name the caller sees."""
+    """Rules for one host meet only within one namespace: pilot's lookup path takes one namespace per caller
+    (its own, the service's, the root) and, there, merges the rules the caller sees in name order."""
     by_host: dict[tuple[str, str], list[DestinationRule]] = defaultdict(list)
     for rule in sorted(rules, key=lambda r: (r.metadata.namespace, r.metadata.name)):
         by_host[(canonical_host(rule.spec.host, rule.metadata.namespace), rule.metadata.namespace)].append(rule)
@@ -137,12 +138,36 @@ def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
         group = seen_together(everyone)
         if len(group) > 1:
             names = [label(rule) for rule in group]
+            outcome = _merge_outcome(cast(list[DestinationRule], group))
             text = (
                 f"host {host!r} has {len(group)} DestinationRules in namespace {namespace!r} ({', '.join(names)}); "
-                f"they are not merged: a caller that sees several of them uses only the first by name"
+                f"a caller that sees several merges them in name order: {outcome}"
             )
             messages.append(Message(SEVERAL_DESTINATION_RULES, text, frozenset(names)))
     return messages
+
+
+def _merge_outcome(rules: list[DestinationRule]) -> str:
+    """What merging `rules` (in order) keeps and drops, as pilot merges them (hosts.merged_rule)."""
+    with_policy = [rule for rule in rules if rule.spec.traffic_policy is not None]
+    parts = [
+        f"the top-level trafficPolicy of {label(with_policy[0])}"
+        + (f" (those of {', '.join(label(r) for r in with_policy[1:])} are ignored)" if len(with_policy) > 1 else "")
+        if with_policy
+        else "no top-level trafficPolicy"
+    ]
+    seen: dict[str, DestinationRule] = {}
+    dropped: list[str] = []
+    for rule in rules:
+        for subset in rule.spec.subsets:
+            if subset.name in seen:
+                dropped.append(f"subset {subset.name!r} of {label(rule)} (defined by {label(seen[subset.name])})")
+            else:
+                seen[subset.name] = rule
+    parts.append(f"subsets {', '.join(sorted(seen)) or 'none'}")
+    if dropped:
+        parts.append(f"ignored: {', '.join(dropped)}")
+    return "; ".join(parts)
 
 
 def _overlapping_services(services: list[VirtualService]) -> list[Message]:

@@ -19,16 +19,15 @@ VirtualService (no hosts) is in every view and names no class: Istio judges its 
 namespace (delegate.py), not the caller's.
 
 Which DestinationRule applies (`rule_by_host`), as Istio's `PushContext.destinationRule` (pilot/pkg/model/
-push_context.go; its `destinationRuleIndex` keeps `namespaceLocal`, `exportedByNamespace` and
-`rootNamespaceLocal` for exactly this path; istio.io "Cross-namespace configuration sharing"): among the rules
-the caller sees, the one in the caller's namespace, else the one in the service's namespace (a catalog
-service's `MeshService.namespace`, a ServiceEntry's own namespace; a host no service holds has none), else
-the one in the root namespace; a rule in any other namespace never applies. Within one namespace the first by
-name is used (Istio merges several in some versions; Isthmus does not). Callers then differ by namespace only
-where a host's rules are not all in one namespace that is the service's own or the root: a namespace holding
-a rule for such a host (other than the service's namespace, whose callers find that rule second anyway) is a
-visibility class of its own too. When every host's rules sit in its service's or the root namespace, no class
-is added and the rule chosen is the one the old (namespace, name) order chose.
+push_context.go; its `destinationRuleIndex` keeps `namespaceLocal`, `exportedByNamespace` and `rootNamespaceLocal`
+for exactly this path; istio.io "Cross-namespace configuration sharing"): among the rules the caller sees, the one
+in the caller's namespace, else the one in the service's namespace (a catalog service's `MeshService.namespace`, a
+ServiceEntry's own namespace; a host no service holds has none), else the one in the root namespace; a rule in any
+other namespace never applies. Several rules the caller sees for one host in one namespace are merged as Istio
+merges them, in name order (`merged_rule`). Callers then differ by namespace only where a host's rules are not all
+in one namespace that is the service's own or the root: a namespace holding a rule for such a host (other than the
+service's namespace, whose callers find that rule second anyway) is a visibility class of its own too. When every
+host's rules sit in its service's or the root namespace, no class is added.
 """
 
 from __future__ import annotations
@@ -200,8 +199,8 @@ class HostIndex:
     def rule_by_host(self, rules: Sequence[DestinationRule], caller: str | None, root_namespace: str) -> RuleChoice:
         """Cluster host (cluster_host of the rule's host) -> the DestinationRule callers in namespace `caller`
         (None: a namespace holding no rule that matters, see `overriding_namespaces`) use, among `rules` (the
-        ones they see): their own namespace's, the service's namespace's, then the root namespace's, the first
-        by name within one. Built once per list, like virtual_services_by_service."""
+        ones they see): their own namespace's, the service's namespace's, then the root namespace's, several
+        within one merged. Built once per list, like virtual_services_by_service."""
         if self._rules is None or self._rules[0] is not rules or self._rules[1] != (caller, root_namespace):
             grouped, own = self._rules_by_namespace(rules)
             chosen: dict[str, DestinationRule] = {}
@@ -220,7 +219,8 @@ class HostIndex:
     def _rules_by_namespace(
         self, rules: Sequence[DestinationRule]
     ) -> tuple[dict[str, dict[str, DestinationRule]], dict[str, str | None]]:
-        """Cluster host -> namespace -> its first rule by name there; and each host's service namespace."""
+        """Cluster host -> namespace -> its rules there merged in name order (merged_rule); and each host's
+        service namespace."""
         grouped: dict[str, dict[str, DestinationRule]] = {}
         own: dict[str, str | None] = {}
         for rule in sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name)):
@@ -228,7 +228,9 @@ class HostIndex:
             service = self.resolve(rule.spec.host, namespace)
             host = service.name if service else qualify(rule.spec.host, namespace)
             own[host] = service.namespace if service else None
-            grouped.setdefault(host, {}).setdefault(namespace, rule)
+            by_namespace = grouped.setdefault(host, {})
+            first = by_namespace.get(namespace)
+            by_namespace[namespace] = rule if first is None else merged_rule(first, rule)
         return grouped, own
 
 
@@ -243,6 +245,21 @@ class RuleChoice:
 
     def get(self, host: str) -> DestinationRule | None:
         return self.by_host.get(host)
+
+
+def merged_rule(first: DestinationRule, later: DestinationRule) -> DestinationRule:
+    """Two rules for one host in one namespace as Istio merges them (pilot/pkg/model/destination_rule.go): the
+    later rule's subsets are added unless the first has one of the same name; its top-level trafficPolicy and
+    exportTo are taken only where the first has none. The merge keeps the first rule's name."""
+    names = {subset.name for subset in first.spec.subsets}
+    spec = first.spec.model_copy(
+        update={
+            "subsets": [*first.spec.subsets, *(s for s in later.spec.subsets if s.name not in names)],
+            "traffic_policy": first.spec.traffic_policy or later.spec.traffic_policy,
+            "export_to": first.spec.export_to or later.spec.export_to,
+        }
+    )
+    return first.model_copy(update={"spec": spec})
 
 
 def _plain(namespaces: set[str], own: str | None, root_namespace: str) -> bool:

@@ -108,8 +108,45 @@ def test_a_service_rule_exported_to_its_namespace_leaves_other_callers_the_root_
     assert chosen(rule("shop", 10, "exportTo: ['.']") + rule(ROOT, 30)) == {"shop": 10, "web": 30, "ops": 30, ROOT: 30}
 
 
-def test_within_one_namespace_the_first_rule_by_name_applies() -> None:
+def test_within_one_namespace_the_first_rule_by_name_keeps_its_traffic_policy() -> None:
     assert chosen(rule("web", 21, name="a") + rule("web", 22, name="b") + rule("shop", 10))["web"] == 21
+
+
+SUBSETS_ONLY = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a-subsets, namespace: shop}
+spec:
+  host: reviews.shop
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b-policy, namespace: shop}
+spec:
+  host: reviews.shop
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - {name: v1, labels: {version: v2}}
+  - {name: canary, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+---
+"""
+
+
+def test_rules_in_one_namespace_merge_as_in_istio() -> None:
+    """Subsets join (the first rule's win on a name); the later rule's top-level policy fills a gap only."""
+    canary_route = ROUTE.replace("subset: v2", "subset: canary") + ROUTE.replace("name: reviews,", "name: r1,").replace(
+        "subset: v2", "subset: v1"
+    )
+    config = configs(canary_route + SUBSETS_ONLY)["shop"]
+    canary = cluster(config, "outbound|80|canary|reviews")
+    assert [e.address for e in canary.endpoints] == ["10.0.1.2"]
+    assert canary.traffic_policy is not None and canary.traffic_policy.load_balancer is not None
+    assert canary.traffic_policy.load_balancer.simple == "RANDOM"
+    v1 = cluster(config, "outbound|80|v1|reviews")
+    assert [e.address for e in v1.endpoints] == ["10.0.1.1"], "the first rule's v1 (version v1) wins"
+    assert v1.traffic_policy is not None and v1.traffic_policy.load_balancer is not None
+    assert v1.traffic_policy.load_balancer.simple == "ROUND_ROBIN", "no policy in the first: the later one's"
 
 
 ENTRY = """

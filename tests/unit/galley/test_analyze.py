@@ -55,11 +55,13 @@ def test_defined_subsets_and_plain_destinations_are_quiet() -> None:
     assert analyze(config) == []
 
 
-def test_two_rules_for_one_host_say_which_is_used() -> None:
-    config = [dr("b", "shop", "product", ["v1"]), dr("a", "shop", "product.shop", ["v1"])]
+def test_two_rules_for_one_host_say_what_their_merge_keeps() -> None:
+    config = [dr("b", "shop", "product", ["v1", "v2"]), dr("a", "shop", "product.shop", ["v1"])]
     assert analyze(config) == [
         "[ISM0006] host 'product.shop' has 2 DestinationRules in namespace 'shop' (DestinationRule shop/a, "
-        "DestinationRule shop/b); they are not merged: a caller that sees several of them uses only the first by name"
+        "DestinationRule shop/b); a caller that sees several merges them in name order: no top-level "
+        "trafficPolicy; subsets v1, v2; ignored: subset 'v1' of DestinationRule shop/b (defined by "
+        "DestinationRule shop/a)"
     ]
 
 
@@ -179,5 +181,6 @@ def test_a_restricted_rule_still_competes_with_one_every_namespace_sees() -> Non
     config = [_exported(dr("a", "shop", "product.shop", ["v1"]), "."), dr("b", "shop", "product.shop", ["v1"])]
     assert analyze(config) == [
         "[ISM0006] host 'product.shop' has 2 DestinationRules in namespace 'shop' (DestinationRule shop/a, "
-        "DestinationRule shop/b); they are not merged: a caller that sees several of them uses only the first by name"
+        "DestinationRule shop/b); a caller that sees several merges them in name order: no top-level "
+        "trafficPolicy; subsets v1; ignored: subset 'v1' of DestinationRule shop/b (defined by DestinationRule shop/a)"
     ]
