@@ -208,6 +208,8 @@ class LeanPool:
         self._identity = expected_identity
         self._origination = origination
         self._server_name = origination.server_name if origination is not None else host
+        self._authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        """The Host header of a request whose headers name none."""
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
@@ -224,8 +226,7 @@ class LeanPool:
         context: ssl.SSLContext | None,
     ) -> LeanResponse:
         """Send one request; raises aiohttp.ClientError subclasses (ConnectionTimeoutError for the connect)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        payload = serialize(method, target, headers, body, f"{host}:{self._port}")
+        payload = serialize(method, target, headers, body, self._authority)
         head = method == "HEAD"
         connection = self._take(context)
         if connection is not None and method in IDEMPOTENT:
@@ -254,8 +255,7 @@ class LeanPool:
         connection = self._take(context)
         if connection is None:
             return None
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        payload = serialize(method, target, headers, body, f"{host}:{self._port}")
+        payload = serialize(method, target, headers, body, self._authority)
         transport = connection.transport
         assert transport is not None, "an idle connection that is not closing has its transport"
 
