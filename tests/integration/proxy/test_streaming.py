@@ -139,3 +139,24 @@ async def test_websocket_upgrade_passes_through(bulk_app: int, make_sidecar: Any
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(f"{base}/count", headers={"Host": "bulk"})
         assert refused.value.status == 405
+
+
+async def test_a_streamed_response_on_a_kept_connection_is_relayed_whole_and_the_connection_serves_on(
+    bulk_app: int, make_sidecar: Any, bus: Any
+) -> None:
+    """After the first download the sidecar holds a kept upstream connection, so the next requests are sent
+    from the caller connection's callback; a body still arriving then streams on in the general path."""
+    sidecar = await ready_sidecar(make_sidecar, bus, bulk_app)
+    base = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}"
+    size = 8 * 1024 * 1024
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for _ in range(3):
+            received = 0
+            async with session.get(f"{base}/make/{size}", headers={"Host": "bulk"}) as reply:
+                assert reply.status == 200
+                async for chunk in reply.content.iter_any():
+                    assert chunk == b"\x5a" * len(chunk)
+                    received += len(chunk)
+            assert received == size
+            async with session.get(f"{base}/make/5", headers={"Host": "bulk"}) as reply:
+                assert await reply.read() == b"\x5a" * 5
