@@ -26,6 +26,7 @@ import aiohttp
 from services.pilot.backoff import Backoff
 from services.pilot.snapshot import Instance
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.model.proxy_config import MAX_ENDPOINT_WEIGHT
 from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,17 @@ def instance_from_health(entry: dict[str, Any]) -> Instance:
         port=int(service["Port"]),
         meta={str(k): str(v) for k, v in (service.get("Meta") or {}).items()},
         healthy=all(check.get("Status") == "passing" for check in checks),
+        weight=_passing_weight(service.get("Weights")),
     )
+
+
+def _passing_weight(weights: Any) -> int:
+    """Consul's `Weights.Passing` (default 1), kept within what an endpoint's weight may be."""
+    try:
+        value = int(weights.get("Passing", 1)) if isinstance(weights, dict) else 1
+    except (TypeError, ValueError):
+        return 1
+    return min(max(value, 1), MAX_ENDPOINT_WEIGHT)
 
 
 class CatalogWatch:

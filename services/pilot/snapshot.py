@@ -64,6 +64,8 @@ class Instance:
     port: int
     meta: Mapping[str, str] = field(default_factory=dict)
     healthy: bool = True
+    weight: int = 1
+    """Consul's `Weights.Passing` for the instance: its share of its clusters' traffic."""
 
     @property
     def meshed(self) -> bool:

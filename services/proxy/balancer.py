@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
-from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, picker_for
+from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, is_weighted, picker_for
 from services.proxy.locality import LocalityBalancer
 from services.proxy.origination import Origination, OriginationWatch
 from services.proxy.outlier import OutlierDetector
@@ -96,7 +96,8 @@ class ClusterRuntime:
         self.config = cluster
         self.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
         policy = cluster.traffic_policy or TrafficPolicy()
-        self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng) if self.hash_source else self.picker
+        if self.hash_source or is_weighted(cluster.endpoints) or getattr(self.picker, "weighted", False):
+            self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng)
         self.locality = _locality_balancer(self.own_locality, self.own_labels, policy, cluster, self.rng)
         if self.outlier is not None:
             self.outlier.forget_except(set(self.keys))

@@ -16,6 +16,10 @@ Semantics follow Envoy as Istio configures it:
   returned in Set-Cookie (with `path`, Max-Age and HttpOnly) on its response, as Envoy does; without a
   `ttl` it is balanced randomly. `ringHash.minimumRingSize` (or the older `minimumRingSize`) sizes the
   ring; `maglev` is served by the same ring, its `tableSize` as the ring size.
+- endpoint weights (ServiceEntry and WorkloadEntry `weight`, Consul's `Weights.Passing`): when a cluster's
+  endpoints do not all have the same weight, ROUND_ROBIN is smooth weighted round robin, RANDOM draws by
+  weight, LEAST_REQUEST is Envoy's weighted variant (earliest deadline first on weight / (requests in flight
+  + 1)) and the ring gives each endpoint points in proportion to its weight.
 """
 
 from __future__ import annotations
@@ -84,20 +88,94 @@ class LeastRequestPicker:
         return b if active.get(endpoint_key(b), 0) < active.get(endpoint_key(a), 0) else a
 
 
+class WeightedRoundRobinPicker:
+    """Smooth weighted round robin: each endpoint gets its weight's share, interleaved (5:1:1 gives a a b a c a a)."""
+
+    weighted = True
+
+    def __init__(self) -> None:
+        self._current: dict[EndpointKey, int] = {}
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        current = self._current
+        total = 0
+        best: Endpoint | None = None
+        best_key: EndpointKey = ("", 0)
+        best_value = 0
+        for endpoint in available:
+            key = endpoint_key(endpoint)
+            value = current.get(key, 0) + endpoint.weight
+            current[key] = value
+            total += endpoint.weight
+            if best is None or value > best_value:
+                best, best_key, best_value = endpoint, key, value
+        assert best is not None, "pick is never called without endpoints"
+        current[best_key] = best_value - total
+        return best
+
+
+class WeightedRandomPicker:
+    weighted = True
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        return self._rng.choices(available, weights=[endpoint.weight for endpoint in available])[0]
+
+
+class WeightedLeastRequestPicker:
+    """Envoy's LEAST_REQUEST with unequal weights: earliest deadline first, where an endpoint picked is next due
+    after (requests in flight + 1) / weight, so it gets traffic in proportion to its weight and less while busy
+    (Envoy's default active_request_bias of 1.0)."""
+
+    weighted = True
+
+    def __init__(self) -> None:
+        self._due: dict[EndpointKey, float] = {}
+        self._now = 0.0
+
+    def pick(self, available: Sequence[Endpoint], hash_key: int | None, active: Mapping[EndpointKey, int]) -> Endpoint:
+        due = self._due
+        best: Endpoint | None = None
+        best_key: EndpointKey = ("", 0)
+        best_due = 0.0
+        for endpoint in available:
+            key = endpoint_key(endpoint)
+            when = due.get(key)
+            if when is None or when < self._now:  # new, or back after an ejection: due now, not in the past
+                when = due[key] = self._now + (active.get(key, 0) + 1) / endpoint.weight
+            if best is None or when < best_due:
+                best, best_key, best_due = endpoint, key, when
+        assert best is not None, "pick is never called without endpoints"
+        self._now = best_due
+        due[best_key] = best_due + (active.get(best_key, 0) + 1) / best.weight
+        return best
+
+
+def is_weighted(endpoints: Sequence[Endpoint]) -> bool:
+    """Whether the endpoints' weights differ (equal weights, whatever their value, balance as without)."""
+    return len({endpoint.weight for endpoint in endpoints}) > 1
+
+
 class RingHashPicker:
-    """A hash ring over all of a cluster's endpoints; unavailable endpoints are skipped clockwise."""
+    """A hash ring over all of a cluster's endpoints; unavailable endpoints are skipped clockwise. With unequal
+    weights an endpoint's points are its equal share scaled by its weight over the mean weight (at least one)."""
 
     def __init__(self, endpoints: Sequence[Endpoint], ring_size: int, rng: random.Random) -> None:
         self._fallback = RandomPicker(rng)
-        unique = sorted({endpoint_key(e) for e in endpoints})
+        weights: dict[EndpointKey, int] = {}
+        for endpoint in endpoints:
+            weights.setdefault(endpoint_key(endpoint), endpoint.weight)
+        unique = sorted(weights)
         points: list[tuple[int, EndpointKey]] = []
         if unique:
             share = max(1, -(-min(ring_size, MAX_RING_SIZE) // len(unique)))
             per_endpoint = 1 << (share - 1).bit_length()
+            mean = sum(weights.values()) / len(unique)
             for address, port in unique:
-                points.extend(
-                    (hash64(f"{address}:{port}_{replica}"), (address, port)) for replica in range(per_endpoint)
-                )
+                replicas = max(1, round(per_endpoint * weights[(address, port)] / mean))
+                points.extend((hash64(f"{address}:{port}_{replica}"), (address, port)) for replica in range(replicas))
         points.sort()
         self._hashes = [point for point, _ in points]
         self._owners = [owner for _, owner in points]
@@ -125,11 +203,12 @@ def picker_for(settings: LoadBalancerSettings | None, endpoints: Sequence[Endpoi
     if settings is not None and settings.consistent_hash is not None:
         return RingHashPicker(endpoints, settings.consistent_hash.ring_size() or DEFAULT_RING_SIZE, rng)
     simple = settings.simple if settings is not None else None
+    weighted = is_weighted(endpoints)
     if simple in (SimpleLB.ROUND_ROBIN, SimpleLB.PASSTHROUGH):
-        return RoundRobinPicker()
+        return WeightedRoundRobinPicker() if weighted else RoundRobinPicker()
     if simple is SimpleLB.RANDOM:
-        return RandomPicker(rng)
-    return LeastRequestPicker(rng)
+        return WeightedRandomPicker(rng) if weighted else RandomPicker(rng)
+    return WeightedLeastRequestPicker() if weighted else LeastRequestPicker(rng)
 
 
 @dataclass(frozen=True, slots=True)

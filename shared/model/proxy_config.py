@@ -34,6 +34,9 @@ def cluster_name(host: str, port: int, subset: str | None = None) -> str:
     return f"outbound|{port}|{subset or ''}|{host}"
 
 
+MAX_ENDPOINT_WEIGHT = 2**31 - 1
+
+
 class Endpoint(Spec):
     address: str
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -41,6 +44,8 @@ class Endpoint(Spec):
     identity: str | None = None
     """SPIFFE URI the endpoint's sidecar must present; None means no sidecar: plain text to the app."""
     healthy: bool = True
+    weight: Annotated[int, Field(ge=1, le=MAX_ENDPOINT_WEIGHT)] = 1
+    """Its share of the cluster's traffic relative to the other endpoints' (lb.py)."""
 
 
 class Cluster(Spec):

@@ -4,10 +4,11 @@ The Isthmus subset of Istio's ServiceEntry, refusing at apply time what it canno
 qualified DNS name (no wildcard: those need resolution NONE); resolution is STATIC (endpoints with IP addresses) or
 DNS / DNS_ROUND_ROBIN (endpoints, or else the host itself, resolved when the sidecar connects); NONE, and Istio's
 default of NONE when resolution is left out, is refused, as are `addresses`, `subjectAltNames`, and the endpoint
-fields `network` and `weight`. Instead of `endpoints`, a `workloadSelector` may choose the WorkloadEntry resources
-of the ServiceEntry's namespace by label (Istio's way of adding VMs to a service). `exportTo` limits the callers'
-namespaces that see the hosts (shared/model/export_to.py; `~`: none). Port protocols are Istio's names in any case
-(HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL, REDIS); UDP is refused.
+field `network`. An endpoint's `weight` is its share of the traffic (lb.py). Instead of `endpoints`, a
+`workloadSelector` may choose the WorkloadEntry resources of the ServiceEntry's namespace by label (Istio's way of
+adding VMs to a service). `exportTo` limits the callers' namespaces that see the hosts (shared/model/export_to.py;
+`~`: none). Port protocols are Istio's names in any case (HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO,
+MYSQL, REDIS); UDP is refused.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class WorkloadEntry(Spec):
     service_account: str | None = None
     """The identity an ISTIO_MUTUAL caller expects from a MESH_INTERNAL endpoint (unset: "default")."""
     network: str | None = None
-    weight: int | None = None
+    weight: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    """Its share of the traffic relative to the other endpoints' (unset: 1)."""
 
     @field_validator("address")
     @classmethod
@@ -147,16 +149,6 @@ class WorkloadEntry(Spec):
     def _network(cls, value: str | None) -> str | None:
         if value is not None:
             raise ValueError("network is not supported: Isthmus has one network and dials every endpoint directly")
-        return value
-
-    @field_validator("weight")
-    @classmethod
-    def _weight(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError(
-                "weight is not supported: endpoints share traffic as the load balancer picks them; "
-                "split traffic with VirtualService route weights over DestinationRule subsets instead"
-            )
         return value
 
 

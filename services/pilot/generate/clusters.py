@@ -110,6 +110,7 @@ def endpoint(
         labels=instance.labels,
         identity=identity,
         healthy=instance.healthy,
+        weight=instance.weight,
     )
 
 

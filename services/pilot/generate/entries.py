@@ -104,6 +104,7 @@ def entry_endpoints(
                 labels=_labels(workload),
                 identity=identity,
                 healthy=True,
+                weight=workload.weight or 1,
             )
         )
     return sorted(endpoints, key=lambda e: (e.address, e.port, e.identity or ""))

@@ -11,9 +11,14 @@ CATALOG = cluster_name("catalog.default.svc.cluster.local", 80)
 
 
 def catalog_config(
-    sidecar: Sidecar, ports: list[int], policy: dict[str, Any] | None = None, route_extra: dict[str, Any] | None = None
+    sidecar: Sidecar,
+    ports: list[int],
+    policy: dict[str, Any] | None = None,
+    route_extra: dict[str, Any] | None = None,
+    weights: list[int] | None = None,
 ) -> ProxyConfig:
-    """`catalog` routed to one cluster whose endpoints are `ports` on loopback, with this traffic policy."""
+    """`catalog` routed to one cluster whose endpoints are `ports` on loopback (with these `weights`), with this
+    traffic policy."""
     return ProxyConfig.model_validate(
         {
             "proxyId": sidecar.proxy_id,
@@ -31,7 +36,10 @@ def catalog_config(
                     "name": CATALOG,
                     "host": "catalog.default.svc.cluster.local",
                     "port": 80,
-                    "endpoints": [{"address": "127.0.0.1", "port": port} for port in ports],
+                    "endpoints": [
+                        {"address": "127.0.0.1", "port": port, "weight": weight}
+                        for port, weight in zip(ports, weights or [1] * len(ports), strict=True)
+                    ],
                     "trafficPolicy": policy,
                 }
             ],

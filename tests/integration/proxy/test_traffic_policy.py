@@ -191,3 +191,14 @@ async def test_connect_timeout_gives_503_uf(make_sidecar: Any, bus: Any) -> None
     finally:
         for sock in [*fillers, listener]:
             sock.close()
+
+
+async def test_endpoint_weights_share_traffic_through_a_sidecar(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    heavy, light = await make_app("heavy"), await make_app("light")
+    sidecar = await make_sidecar("web", 1)
+    round_robin = {"loadBalancer": {"simple": "ROUND_ROBIN"}}
+    await apply(bus, catalog_config(sidecar, [heavy.port, light.port], round_robin, weights=[3, 1]))
+    async with aiohttp.ClientSession() as session:
+        for _ in range(8):
+            assert (await call(session, sidecar))[0] == 200
+    assert (len(heavy.seen), len(light.seen)) == (6, 2)

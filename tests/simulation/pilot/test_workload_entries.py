@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from services.pilot.generate import generate
 from services.pilot.reuse import Reuse
 from services.pilot.snapshot import Snapshot
@@ -122,3 +124,17 @@ def test_a_workload_entry_added_or_changed_reaches_the_next_config_through_reuse
     moved = VMS.replace("192.0.2.21", "192.0.2.31") + workload("vm-4", "192.0.2.41", "{app: legacy}")
     addresses = [e.address for e in cluster(config_of(SELECTING + moved, reuse)).endpoints]
     assert addresses == ["192.0.2.22", "192.0.2.31", "192.0.2.41"]
+
+
+def test_weights_of_workload_entries_inline_endpoints_and_catalog_instances_reach_the_endpoints() -> None:
+    weighted = VMS.replace("serviceAccount: old", "serviceAccount: old, weight: 3")
+    by_address = {e.address: e.weight for e in cluster(config_of(SELECTING + weighted)).endpoints}
+    assert by_address == {"192.0.2.21": 1, "192.0.2.22": 3}
+    selector = "  workloadSelector: {labels: {app: legacy}}\n"
+    inline = SELECTING.replace(selector, "  endpoints: [{address: 192.0.2.9, weight: 7}]\n")
+    assert [e.weight for e in cluster(config_of(inline)).endpoints] == [7]
+    heavy = replace(meshed("reviews", "10.0.1.1"), weight=4)
+    snap = snapshot([*CATALOG, heavy, meshed("reviews", "10.0.1.2")], "")
+    config = generate(snap, proxy_of(snap, "frontend-10.0.0.1"), TD, ROOT)
+    reviews = next(c for c in config.clusters if c.name == "outbound|80||reviews")
+    assert [(e.address, e.weight) for e in reviews.endpoints] == [("10.0.1.1", 4), ("10.0.1.2", 1)]

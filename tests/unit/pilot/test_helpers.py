@@ -49,6 +49,16 @@ def test_health_entry_becomes_an_instance() -> None:
     assert instance_from_health(health_entry([], "10.2.2.2")).address == "10.2.2.2"
 
 
+def test_consul_passing_weight_becomes_the_instance_weight() -> None:
+    entry = health_entry(["passing"])
+    assert instance_from_health(entry).weight == 1  # Consul's default
+    service = entry["Service"]
+    assert isinstance(service, dict)
+    for weights, expected in (({"Passing": 5, "Warning": 1}, 5), ({"Passing": "x"}, 1), (None, 1), ({"Passing": 0}, 1)):
+        service["Weights"] = weights
+        assert instance_from_health(entry).weight == expected
+
+
 def test_a_malformed_health_entry_raises() -> None:
     with pytest.raises(KeyError):
         instance_from_health({"Node": {}})

@@ -11,6 +11,9 @@ from services.proxy.lb import (
     RandomPicker,
     RingHashPicker,
     RoundRobinPicker,
+    WeightedLeastRequestPicker,
+    WeightedRandomPicker,
+    WeightedRoundRobinPicker,
     endpoint_key,
     hash64,
     picker_for,
@@ -106,3 +109,50 @@ def test_ring_size_forms() -> None:
     assert settings.consistent_hash.ring_size() == 16
     small = RingHashPicker(ENDPOINTS, 8, random.Random(1))
     assert len(small._hashes) == 8  # two points for each of four endpoints
+
+
+def _weighted(*weights: int) -> list[Endpoint]:
+    return [Endpoint(address=f"10.0.1.{i}", port=80, weight=w) for i, w in enumerate(weights, start=1)]
+
+
+def _names(picks: list[Endpoint]) -> str:
+    return "".join("abcdefgh"[int(e.address.rsplit(".", 1)[1]) - 1] for e in picks)
+
+
+def test_unequal_weights_choose_the_weighted_pickers_and_equal_ones_do_not() -> None:
+    rng = random.Random(1)
+    weighted = _weighted(3, 1)
+    assert isinstance(picker_for(_lb({"simple": "ROUND_ROBIN"}), weighted, rng), WeightedRoundRobinPicker)
+    assert isinstance(picker_for(_lb({"simple": "RANDOM"}), weighted, rng), WeightedRandomPicker)
+    assert isinstance(picker_for(None, weighted, rng), WeightedLeastRequestPicker)
+    assert isinstance(picker_for(_lb({"simple": "ROUND_ROBIN"}), _weighted(5, 5), rng), RoundRobinPicker)
+
+
+def test_weighted_round_robin_is_smooth() -> None:
+    endpoints = _weighted(5, 1, 1)
+    picker = WeightedRoundRobinPicker()
+    assert _names([picker.pick(endpoints, None, {}) for _ in range(14)]) == "aabacaa" * 2
+    # An endpoint leaving: the others share in their own proportion.
+    assert Counter(_names([picker.pick(endpoints[1:], None, {}) for _ in range(10)])) == {"b": 5, "c": 5}
+
+
+def test_weighted_random_follows_the_weights() -> None:
+    picker = WeightedRandomPicker(random.Random(7))
+    picks = Counter(_names([picker.pick(_weighted(3, 1), None, {}) for _ in range(4000)]))
+    assert 2800 < picks["a"] < 3200 and picks["a"] + picks["b"] == 4000
+
+
+def test_weighted_least_request_follows_the_weights_and_avoids_a_busy_endpoint() -> None:
+    endpoints = _weighted(3, 1)
+    picker = WeightedLeastRequestPicker()
+    assert Counter(_names([picker.pick(endpoints, None, {}) for _ in range(400)])) == {"a": 300, "b": 100}
+    busy = {endpoint_key(endpoints[0]): 8}  # a: 3 / 9 against b: 1 / 1
+    picks = Counter(_names([picker.pick(endpoints, None, busy) for _ in range(400)]))
+    assert picks["b"] > picks["a"]
+
+
+def test_a_weighted_ring_gives_keys_in_proportion_to_weight() -> None:
+    endpoints = _weighted(3, 1)
+    picker = RingHashPicker(endpoints, 1024, random.Random(1))
+    owners = Counter(_names([picker.pick(endpoints, hash64(f"user-{n}"), {}) for n in range(4000)]))
+    assert 2700 < owners["a"] < 3300

@@ -94,7 +94,7 @@ def test_dns_takes_host_names_and_no_endpoints() -> None:
         ({"endpoints": [{"address": "unix:///var/run/db.sock"}]}, "spec.endpoints.0.address", "unix domain socket"),
         ({"endpoints": [{"address": "not a host"}]}, "spec.endpoints.0.address", "neither an IP address nor"),
         ({"endpoints": [{"address": "192.0.2.1", "ports": {"grpc": 9}}]}, "spec", "endpoints[0].ports: 'grpc'"),
-        ({"endpoints": [{"address": "192.0.2.1", "weight": 2}]}, "spec.endpoints.0.weight", "weight is not supported"),
+        ({"endpoints": [{"address": "192.0.2.1", "weight": 0}]}, "spec.endpoints.0.weight", "greater than or equal"),
         ({"endpoints": [{"address": "192.0.2.1", "network": "n2"}]}, "spec.endpoints.0.network", "one network"),
         ({"endpoints": [{"address": "192.0.2.1", "locality": "a//b"}]}, "spec.endpoints.0.locality", "not a locality"),
         ({"endpoints": [{"address": "192.0.2.1", "serviceAccount": "A B"}]}, "spec.endpoints.0.serviceAccount", "DNS"),
@@ -138,7 +138,7 @@ def test_a_workload_entry_resource_parses_and_refuses_what_inline_endpoints_refu
     assert parsed.spec.address == "192.0.2.30" and parsed.spec.ports == {"http": 8080}
     assert dump_resource(parsed)["spec"] == WORKLOAD["spec"]
     for spec, path, message in (
-        ({"address": "192.0.2.30", "weight": 3}, "spec.weight", "weight is not supported"),
+        ({"address": "192.0.2.30", "weight": -1}, "spec.weight", "greater than or equal to 1"),
         ({"address": "192.0.2.30", "network": "n2"}, "spec.network", "one network"),
         ({"address": "not a host"}, "spec.address", "neither an IP address nor"),
         ({"labels": {"app": "x"}}, "spec.address", "Field required"),
