@@ -30,6 +30,7 @@ from shared.consul import (
     upstream_specs,
     workload_locality,
 )
+from shared.model.proxy_config import MAX_ENDPOINT_WEIGHT
 
 log = logging.getLogger("services.proxy")
 
@@ -114,6 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where this workload runs (Consul Meta locality); with outlierDetection on a cluster, calls go to "
         "endpoints in the same subzone, zone, then region first (DestinationRule localityLbSetting)",
     )
+    parser.add_argument(
+        "--weight",
+        type=argument_type(endpoint_weight),
+        default=1,
+        metavar="N",
+        help="this workload's share of its service's traffic relative to the other instances' (Consul "
+        "Weights.Passing; default 1): a VM twice the size of the others takes --weight 2",
+    )
 
 
 _BUNDLE_FLAGS = {
@@ -128,6 +137,13 @@ _BUNDLE_FLAGS = {
     "protocol": vm_bundle.PROTOCOL_ENV,
     "locality": vm_bundle.LOCALITY_ENV,
 }
+
+
+def endpoint_weight(text: str) -> int:
+    """A `--weight` value: a whole number from 1 up."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_ENDPOINT_WEIGHT:
+        raise ValueError(f"{text!r} is not a weight (a whole number from 1 to {MAX_ENDPOINT_WEIGHT})")
+    return int(text)
 
 
 def apply_bundle(args: argparse.Namespace) -> None:
@@ -203,6 +219,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         protocol=str(getattr(args, "protocol", PROTOCOL_HTTP)),
         extra_ports=extra_ports,
         locality=getattr(args, "locality", None),
+        weight=getattr(args, "weight", 1),
     )
 
 

@@ -60,6 +60,8 @@ class Registration:
     """Further app ports and their bound inbound ports (Meta `isthmus-extra-ports`, one app check each)."""
     locality: str | None = None
     """`region/zone/subzone` (Meta `locality`, a label: callers balance by it, subsets may select on it)."""
+    weight: int = 1
+    """Consul's Weights.Passing: the instance's share of its service's traffic."""
 
     def meta(self) -> dict[str, str]:
         meta = {
@@ -92,7 +94,9 @@ class Registration:
 
     def definition(self) -> dict[str, Any]:
         """The body of PUT /v1/agent/service/register."""
+        weights = {"Weights": {"Passing": self.weight, "Warning": 1}} if self.weight != 1 else {}
         return {
+            **weights,
             "ID": self.proxy_id,
             "Name": self.service,
             "Address": self.address,

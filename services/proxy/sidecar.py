@@ -70,6 +70,8 @@ class SidecarSettings:
     """Further app ports this sidecar fronts, each behind its own inbound listener (`--extra-port`)."""
     locality: str | None = None
     """`region/zone/subzone` where the workload runs (`--locality`): Consul Meta and locality-aware balancing."""
+    weight: int = 1
+    """This instance's share of its service's traffic (`--weight`: Consul's Weights.Passing)."""
 
     @property
     def account(self) -> str:
@@ -188,6 +190,7 @@ class Sidecar:
             protocol=s.protocol,
             extra_ports=tuple(extra.port for extra in self.extra_inbound),
             locality=s.locality,
+            weight=s.weight,
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:

@@ -33,8 +33,13 @@ class Catalog:
         self._base = f"http://{addr}/v1/agent/service"
         self.registered: list[str] = []
 
-    async def register(self, service: str, service_id: str, port: int, meta: dict[str, str] | None = None) -> None:
-        body = {"ID": service_id, "Name": service, "Address": "127.0.0.1", "Port": port, "Meta": meta or {}}
+    async def register(
+        self, service: str, service_id: str, port: int, meta: dict[str, str] | None = None, weight: int | None = None
+    ) -> None:
+        body: dict[str, object] = {"ID": service_id, "Name": service, "Address": "127.0.0.1", "Port": port}
+        body["Meta"] = meta or {}
+        if weight is not None:
+            body["Weights"] = {"Passing": weight, "Warning": 1}
         async with self._session.put(f"{self._base}/register", json=body) as reply:
             assert reply.status == 200, await reply.text()
         self.registered.append(service_id)

@@ -113,3 +113,26 @@ async def test_workload_entries_chosen_by_a_selector_follow_as_they_are_applied_
         await store.delete("ServiceEntry", ns, "vms")
         await store.delete("WorkloadEntry", ns, "vm-1")
         await store.delete("WorkloadEntry", ns, "vm-2")
+
+
+async def test_consul_weights_reach_the_endpoints_a_caller_gets(pilot: Pilot, bus: NATS, catalog: Catalog) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ns, service = f"it-{tag}", f"sized-{tag}"
+    caller_id = f"caller-{tag}-1"
+    proxies = await open_bucket(bus.jetstream(), PROXY_CONFIG_BUCKET)
+    await catalog.register(f"caller-{tag}", caller_id, 21103, mesh_meta(caller_id, ns) | {META_UPSTREAMS: service})
+    await catalog.register(service, f"{service}-big", 21104, mesh_meta(f"{service}-big", ns), weight=4)
+    await catalog.register(service, f"{service}-small", 21105, mesh_meta(f"{service}-small", ns))
+
+    async def weights() -> list[tuple[int, int]] | None:
+        try:
+            entry = await proxies.get(proxy_key(caller_id))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        config = ProxyConfig.from_json(entry.value or b"")
+        found = next((c for c in config.clusters if c.host == service and c.subset is None), None)
+        if found is None or len(found.endpoints) != 2:
+            return None
+        return sorted((e.port, e.weight) for e in found.endpoints)
+
+    assert await eventually(weights, "both instances with their Consul weights") == [(21104, 4), (21105, 1)]

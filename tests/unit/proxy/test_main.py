@@ -100,3 +100,21 @@ def test_a_malformed_locality_is_refused_naming_the_flag(value: str, capsys: pyt
     with pytest.raises(SystemExit):
         _parse("--service", "order", "--app-port", "9080", "--locality", value)
     assert "--locality" in capsys.readouterr().err
+
+
+def test_weight_reaches_the_settings_and_the_consul_registration() -> None:
+    from services.proxy.registration import Registration
+
+    assert settings_from(_parse("--service", "order", "--app-port", "9080")).weight == 1
+    assert settings_from(_parse("--service", "order", "--app-port", "9080", "--weight", "3")).weight == 3
+    plain = Registration("order-1", "order", "shop", "order", "v1", "127.0.0.1", 15006, 15021, 9080)
+    assert "Weights" not in plain.definition()
+    heavy = Registration("order-1", "order", "shop", "order", "v1", "127.0.0.1", 15006, 15021, 9080, weight=3)
+    assert heavy.definition()["Weights"] == {"Passing": 3, "Warning": 1}
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "2.5"])
+def test_a_bad_weight_is_refused_naming_the_flag(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse("--service", "order", "--app-port", "9080", "--weight", value)
+    assert "--weight" in capsys.readouterr().err
