@@ -200,10 +200,15 @@ class Sidecar:
             lambda: self.state.snapshot.version if self.state.snapshot is not None else None,
             lambda: self.tls.identity.not_after if self.tls.identity is not None else None,
             lambda: {name: telemetry_setup.open_connections(listener) for name, listener in self.listeners.items()},
-            lambda: self._outbound.clusters.describe() if self._outbound is not None else {},
+            self.cluster_states,
         )
         workload = Workload(s.service, s.namespace, s.version, s.spiffe_id)
         return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
+
+    def cluster_states(self) -> dict[str, dict[str, object]]:
+        """The outbound clusters' live state (requests in flight, pending, retries, ejected endpoints), as the
+        isthmus_proxy_cluster_* gauges report it."""
+        return self._outbound.clusters.describe() if self._outbound is not None else {}
 
     def _outbound_handler(self) -> OutboundHandler:
         self._outbound = OutboundHandler(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -101,3 +102,30 @@ async def test_a_streamed_body_is_never_sent_twice(make_app: Any, make_sidecar: 
     assert [r["body_length"] for r in broken.seen] == [4000, 3000]
     assert [r["body_length"] for r in healthy.seen] == [3000, 3000]
     assert healthy.seen[1]["headers"]["x-envoy-attempt-count"] == "2"
+
+
+async def test_a_burst_of_mixed_outcomes_leaves_nothing_held(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    """Concurrent requests through kept connections (the immediate path) and new ones (the general path), with
+    503s retried, route timeouts and successes mixed: afterwards the cluster holds no request, pending slot,
+    retry or endpoint count, so later requests are not refused (UO) for leaked ones."""
+    healthy, broken, slow = await make_app("healthy"), await make_app("broken"), await make_app("slow")
+    broken.fail_with = 503
+    sidecar = await make_sidecar("web", 1)
+    route = {"retries": {"attempts": 2, "retryOn": "5xx"}, "timeout": "0.3s"}
+    limits = {"connectionPool": {"http": {"http2MaxRequests": 40}}}
+    await apply(bus, config(sidecar, [healthy.port, broken.port, slow.port], route, {**ROUND_ROBIN, **limits}))
+    url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+
+        async def one(index: int) -> int:
+            path = "/slow" if index % 5 == 0 else f"/item/{index}"
+            async with session.get(f"{url}{path}", headers={"Host": "catalog"}) as reply:
+                await reply.read()
+                return reply.status
+
+        statuses = await asyncio.gather(*(one(index) for index in range(120)))
+    assert set(statuses) <= {200, 503, 504}, statuses
+    assert statuses.count(200) > 60  # retries carry most requests past the failing endpoint
+    assert 504 in statuses  # /slow on the slow endpoint waits out the route timeout
+    (state,) = sidecar.cluster_states().values()
+    assert (state["active"], state["pending"], state["retries"]) == (0, 0, 0)
