@@ -30,4 +30,4 @@ else
 fi
 cp "$tmp/root/usr/bin/consul" "$dest"
 chmod 0755 "$dest"
-"$dest" version | head -1 >&2
+"$dest" version | sed -n 1p >&2  # sed reads it all: head would leave consul a SIGPIPE, and pipefail a failure
