@@ -7,6 +7,7 @@ import uuid
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from services.galley.store import ConfigStore
 from services.pilot.app import Pilot, open_bucket
@@ -33,6 +34,15 @@ def service_entry(name: str, namespace: str, host: str, address: str) -> dict[st
     }
 
 
+async def caller_config(proxies: KeyValue, caller_id: str) -> ProxyConfig | None:
+    """The config pilot stored for the caller, None before it has one."""
+    try:
+        entry = await proxies.get(proxy_key(caller_id))
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    return ProxyConfig.from_json(entry.value or b"")
+
+
 async def test_an_applied_service_entry_reaches_a_caller_and_its_update_follows(
     pilot: Pilot, bus: NATS, catalog: Catalog
 ) -> None:
@@ -46,11 +56,9 @@ async def test_an_applied_service_entry_reaches_a_caller_and_its_update_follows(
     await catalog.register(f"caller-{tag}", caller_id, 21101, mesh_meta(caller_id, ns) | {META_UPSTREAMS: host})
 
     async def endpoints() -> list[tuple[str, int]] | None:
-        try:
-            entry = await proxies.get(proxy_key(caller_id))
-        except (KeyNotFoundError, KeyDeletedError):
+        config = await caller_config(proxies, caller_id)
+        if config is None:
             return None
-        config = ProxyConfig.from_json(entry.value or b"")
         found = next((c for c in config.clusters if c.name == f"outbound|80||{host}"), None)
         if found is None or [v.domains for v in config.virtual_hosts] != [[host]]:
             return None
@@ -94,12 +102,8 @@ async def test_workload_entries_chosen_by_a_selector_follow_as_they_are_applied_
         }
 
     async def endpoints_are(wanted: list[str]) -> bool:
-        try:
-            entry = await proxies.get(proxy_key(caller_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return False
-        config = ProxyConfig.from_json(entry.value or b"")
-        found = next((c for c in config.clusters if c.name == f"outbound|80||{host}"), None)
+        config = await caller_config(proxies, caller_id)
+        found = next((c for c in config.clusters if c.name == f"outbound|80||{host}"), None) if config else None
         return found is not None and [e.address for e in found.endpoints] == wanted
 
     try:
@@ -125,12 +129,8 @@ async def test_consul_weights_reach_the_endpoints_a_caller_gets(pilot: Pilot, bu
     await catalog.register(service, f"{service}-small", 21105, mesh_meta(f"{service}-small", ns))
 
     async def weights() -> list[tuple[int, int]] | None:
-        try:
-            entry = await proxies.get(proxy_key(caller_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return None
-        config = ProxyConfig.from_json(entry.value or b"")
-        found = next((c for c in config.clusters if c.host == service and c.subset is None), None)
+        config = await caller_config(proxies, caller_id)
+        found = next((c for c in config.clusters if c.host == service and not c.subset), None) if config else None
         if found is None or len(found.endpoints) != 2:
             return None
         return sorted((e.port, e.weight) for e in found.endpoints)
