@@ -20,6 +20,7 @@ Configuration is by environment (compose sets it); every value has the default s
   ISTHMUS_WAIT_SECONDS=120 (how long to wait for the token and the Consul agent)
   ISTHMUS_TRACE_ENDPOINT=<unset: no tracing; else the sidecar's --trace-endpoint, e.g. http://jaeger:4318/v1/traces>
   ISTHMUS_LOCALITY=<unset; else the sidecar's --locality, e.g. eu-west/zone-a>
+  ISTHMUS_WEIGHT=<unset; else the sidecar's --weight, e.g. 2>
 Arguments, if any, are extra flags for `isthmus proxy run`.
 
 `isthmus-vm health` is the container's health check: the Consul agent knows a leader, the app's port is
@@ -227,7 +228,11 @@ def main() -> int:
     wait_seconds = float(env("ISTHMUS_WAIT_SECONDS", "120"))
     optional = [
         arg
-        for flag, name in (("--trace-endpoint", "ISTHMUS_TRACE_ENDPOINT"), ("--locality", "ISTHMUS_LOCALITY"))
+        for flag, name in (
+            ("--trace-endpoint", "ISTHMUS_TRACE_ENDPOINT"),
+            ("--locality", "ISTHMUS_LOCALITY"),
+            ("--weight", "ISTHMUS_WEIGHT"),
+        )
         if (value := env(name, ""))
         for arg in (flag, value)
     ]

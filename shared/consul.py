@@ -71,6 +71,17 @@ def workload_locality(value: str) -> str:
     return value
 
 
+MAX_WEIGHT = 2**31 - 1
+"""The largest instance weight (Consul's Weights.Passing, an endpoint's weight): a 32-bit signed integer."""
+
+
+def endpoint_weight(text: str) -> int:
+    """An instance's weight as typed (`--weight`, ISTHMUS_WEIGHT): a whole number from 1; ValueError otherwise."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_WEIGHT:
+        raise ValueError(f"{text!r} is not a weight (a whole number from 1 to {MAX_WEIGHT})")
+    return int(text)
+
+
 def protocol_of(meta: dict[str, str]) -> str:
     """Meta `isthmus-protocol` -> "tcp" or "http" (absent or anything else: http, Istio's default for a mesh port)."""
     return PROTOCOL_TCP if meta.get(META_PROTOCOL, "").strip().lower() == PROTOCOL_TCP else PROTOCOL_HTTP

@@ -25,6 +25,8 @@ EXTRA_PORTS_ENV = "ISTHMUS_EXTRA_PORTS"
 """Further app ports the sidecar fronts, comma-separated `--extra-port` values (optional)."""
 LOCALITY_ENV = "ISTHMUS_LOCALITY"
 """Where the VM runs, `region[/zone[/subzone]]` (optional)."""
+WEIGHT_ENV = "ISTHMUS_WEIGHT"
+"""The instance's share of its service's traffic, a whole number from 1 (optional: absent means 1)."""
 
 KEYS = (
     NATS_URL_ENV,
@@ -40,6 +42,7 @@ KEYS = (
     PROTOCOL_ENV,
     EXTRA_PORTS_ENV,
     LOCALITY_ENV,
+    WEIGHT_ENV,
 )
 
 

@@ -21,7 +21,7 @@ from services.citadel.main import DEFAULT_STATE_DIR, duration_seconds
 from services.citadel.tokens import create_token
 from shared.arg_types import argument_type
 from shared.clock import SYSTEM_CLOCK
-from shared.consul import PROTOCOL_HTTP, PROTOCOLS, extra_port, upstream_specs, workload_locality
+from shared.consul import PROTOCOL_HTTP, PROTOCOLS, endpoint_weight, extra_port, upstream_specs, workload_locality
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.ports import (
     CITADEL_ADDR_ENV,
@@ -46,6 +46,7 @@ from shared.vm_bundle import (
     TOKEN,
     UPSTREAMS_ENV,
     VERSION_ENV,
+    WEIGHT_ENV,
     format_env,
 )
 
@@ -85,6 +86,8 @@ def write_bundle(args: argparse.Namespace) -> Path:
         values[PROTOCOL_ENV] = args.protocol
     if args.locality:
         values[LOCALITY_ENV] = args.locality
+    if args.weight != 1:
+        values[WEIGHT_ENV] = str(args.weight)
     if args.extra_ports:
         values[EXTRA_PORTS_ENV] = ",".join(f"{p.app_port}:{p.protocol}:{p.inbound_port}" for p in args.extra_ports)
     _write(out / MESH_ENV, format_env(values), 0o644)
@@ -165,6 +168,13 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="REGION[/ZONE[/SUBZONE]]",
         help="where the VM runs, as `isthmus proxy run --locality`",
+    )
+    bundle.add_argument(
+        "--weight",
+        type=argument_type(endpoint_weight),
+        default=1,
+        metavar="N",
+        help="the VM's share of its service's traffic, as `isthmus proxy run --weight`",
     )
     bundle.add_argument(
         "--upstream", dest="upstreams", action="append", default=[], metavar="SERVICE[:PORT[:LOCALPORT]]"

@@ -26,7 +26,7 @@ import aiohttp
 from services.pilot.backoff import Backoff
 from services.pilot.snapshot import Instance
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.model.proxy_config import MAX_ENDPOINT_WEIGHT
+from shared.consul import MAX_WEIGHT
 from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _passing_weight(weights: Any) -> int:
         value = int(weights.get("Passing", 1)) if isinstance(weights, dict) else 1
     except (TypeError, ValueError):
         return 1
-    return min(max(value, 1), MAX_ENDPOINT_WEIGHT)
+    return min(max(value, 1), MAX_WEIGHT)
 
 
 class CatalogWatch:

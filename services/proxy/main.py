@@ -26,11 +26,11 @@ from shared.consul import (
     PROTOCOL_HTTP,
     PROTOCOLS,
     WorkloadPort,
+    endpoint_weight,
     extra_port,
     upstream_specs,
     workload_locality,
 )
-from shared.model.proxy_config import MAX_ENDPOINT_WEIGHT
 
 log = logging.getLogger("services.proxy")
 
@@ -118,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weight",
         type=argument_type(endpoint_weight),
-        default=1,
+        default=None,
         metavar="N",
         help="this workload's share of its service's traffic relative to the other instances' (Consul "
         "Weights.Passing; default 1): a VM twice the size of the others takes --weight 2",
@@ -139,13 +139,6 @@ _BUNDLE_FLAGS = {
 }
 
 
-def endpoint_weight(text: str) -> int:
-    """A `--weight` value: a whole number from 1 up."""
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_ENDPOINT_WEIGHT:
-        raise ValueError(f"{text!r} is not a weight (a whole number from 1 to {MAX_ENDPOINT_WEIGHT})")
-    return int(text)
-
-
 def apply_bundle(args: argparse.Namespace) -> None:
     """Fill every flag not given explicitly from --bundle; seed the state dir's trust bundle with its roots."""
     bundle: Path | None = getattr(args, "bundle", None)
@@ -163,6 +156,11 @@ def apply_bundle(args: argparse.Namespace) -> None:
             workload_locality(values[vm_bundle.LOCALITY_ENV])
         except ValueError as err:
             raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.LOCALITY_ENV}: {err}") from err
+    if getattr(args, "weight", None) is None and values.get(vm_bundle.WEIGHT_ENV):
+        try:
+            args.weight = endpoint_weight(values[vm_bundle.WEIGHT_ENV])
+        except ValueError as err:
+            raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.WEIGHT_ENV}: {err}") from err
     if args.app_port is None and vm_bundle.APP_PORT_ENV in values:
         if not values[vm_bundle.APP_PORT_ENV].isdigit():
             raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.APP_PORT_ENV} is not a port")
@@ -219,7 +217,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         protocol=str(getattr(args, "protocol", PROTOCOL_HTTP)),
         extra_ports=extra_ports,
         locality=getattr(args, "locality", None),
-        weight=getattr(args, "weight", 1),
+        weight=getattr(args, "weight", None) or 1,
     )
 
 

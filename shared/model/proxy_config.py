@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from shared.consul import MAX_WEIGHT
 from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Duration, Percent, Spec
 from shared.model.destination_rule import TrafficPolicy
@@ -34,9 +35,6 @@ def cluster_name(host: str, port: int, subset: str | None = None) -> str:
     return f"outbound|{port}|{subset or ''}|{host}"
 
 
-MAX_ENDPOINT_WEIGHT = 2**31 - 1
-
-
 class Endpoint(Spec):
     address: str
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -44,7 +42,7 @@ class Endpoint(Spec):
     identity: str | None = None
     """SPIFFE URI the endpoint's sidecar must present; None means no sidecar: plain text to the app."""
     healthy: bool = True
-    weight: Annotated[int, Field(ge=1, le=MAX_ENDPOINT_WEIGHT)] = 1
+    weight: Annotated[int, Field(ge=1, le=MAX_WEIGHT)] = 1
     """Its share of the cluster's traffic relative to the other endpoints' (lb.py)."""
 
 

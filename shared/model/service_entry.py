@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shared.consul import workload_locality
+from shared.consul import MAX_WEIGHT, workload_locality
 from shared.model.base import LabelSelector, Spec
 from shared.model.export_to import EntryExportTo
 
@@ -120,7 +120,7 @@ class WorkloadEntry(Spec):
     service_account: str | None = None
     """The identity an ISTIO_MUTUAL caller expects from a MESH_INTERNAL endpoint (unset: "default")."""
     network: str | None = None
-    weight: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    weight: Annotated[int, Field(ge=1, le=MAX_WEIGHT)] | None = None
     """Its share of the traffic relative to the other endpoints' (unset: 1)."""
 
     @field_validator("address")

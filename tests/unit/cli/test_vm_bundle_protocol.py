@@ -87,3 +87,23 @@ def test_a_bundle_with_a_malformed_extra_port_is_refused(tmp_path: Path) -> None
     env.write_text(env.read_text() + "ISTHMUS_EXTRA_PORTS=5432:udp\n")
     with pytest.raises(BundleError, match="ISTHMUS_EXTRA_PORTS: '5432:udp': the protocol must be http or tcp"):
         apply_bundle(proxy_args("--bundle", str(bundle)))
+
+
+def test_the_weight_travels_in_the_bundle_and_an_explicit_flag_wins(tmp_path: Path) -> None:
+    assert "ISTHMUS_WEIGHT" not in read_env(make_bundle(tmp_path / "plain"))
+    heavy = make_bundle(tmp_path / "heavy", "--weight", "3")
+    assert read_env(heavy)["ISTHMUS_WEIGHT"] == "3"
+    args = proxy_args("--bundle", str(heavy))
+    apply_bundle(args)
+    assert settings_from(args).weight == 3
+    args = proxy_args("--bundle", str(heavy), "--weight", "1")
+    apply_bundle(args)
+    assert settings_from(args).weight == 1
+
+
+def test_a_bundle_with_a_malformed_weight_is_refused(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    env = bundle / "mesh.env"
+    env.write_text(env.read_text() + "ISTHMUS_WEIGHT=heavy\n")
+    with pytest.raises(BundleError, match="ISTHMUS_WEIGHT"):
+        apply_bundle(proxy_args("--bundle", str(bundle)))
