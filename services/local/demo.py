@@ -71,7 +71,10 @@ class TrafficReport:
     failures: int
 
 
-async def _versions(session: aiohttp.ClientSession, url: str, count: int, headers: dict[str, str]) -> Counter[str]:
+async def versions_seen(
+    session: aiohttp.ClientSession, url: str, count: int, headers: dict[str, str] | None = None
+) -> Counter[str]:
+    """Calls `url` (an app's /call/...) `count` times: how often each upstream version answered, or HTTP <code>."""
     seen: Counter[str] = Counter()
     for _ in range(count):
         async with session.get(url, headers=headers) as reply:
@@ -86,8 +89,8 @@ async def drive(order: Workload, requests: int = 200) -> TrafficReport:
     """Calls order-service's app, which calls product-service and payment-service through its sidecar."""
     product = f"{order.app_url}/call/product-service/"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        versions = await _versions(session, product, requests, {})
-        jason = await _versions(session, product, max(requests // 10, 10), {"end-user": "jason"})
+        versions = await versions_seen(session, product, requests, {})
+        jason = await versions_seen(session, product, max(requests // 10, 10), {"end-user": "jason"})
         async with session.get(f"{order.app_url}/call/payment-service/pay") as reply:
             body = await reply.json(content_type=None)
             upstream = body.get("upstream") if isinstance(body, dict) else None

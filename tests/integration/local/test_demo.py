@@ -1,5 +1,6 @@
-"""`isthmus demo --no-wait` end to end: the report shows the canary, the caller identity and the call outside the
-mesh (ServiceEntry, TLS originated by the sidecar) answered 200, and every process it started is gone after."""
+"""`isthmus demo --no-wait` end to end: the report shows the canary, the caller identity, the call outside the
+mesh (ServiceEntry, TLS originated by the sidecar) answered 200 and the weighted split over two VMs outside the
+catalog (WorkloadEntries), and every process it started is gone after."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.local.legacy import LEGACY_HOST
 from services.local.partner import PARTNER_HOST
 from services.local.processes import free_port
 
@@ -51,6 +53,12 @@ def test_the_demo_reports_the_call_outside_the_mesh_and_leaves_nothing_behind(tm
     assert f'"sni": "{PARTNER_HOST}"' in external[0], "the sidecar asked the partner for its name over TLS"
     assert f"/call/{PARTNER_HOST}/quote" in output, "the Try it yourself block shows the external call"
     assert "applied ServiceEntry shop/partner-api" in output, output
+    inventory = [line for line in output.splitlines() if line.startswith(f"order-service -> {LEGACY_HOST} ")]
+    assert inventory == [
+        f"order-service -> {LEGACY_HOST} (VMs outside the catalog, WorkloadEntries weighted 3:1), 40 requests: "
+        '{"vm-a": 30, "vm-b": 10}'
+    ], output
+    assert "applied WorkloadEntry shop/inventory-vm-b" in output, output
     key = tmp_path / "partner" / "server-key.pem"
     assert key.stat().st_mode & 0o077 == 0, "the partner's key is readable by its owner only"
     deadline = time.monotonic() + 10
