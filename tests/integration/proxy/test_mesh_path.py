@@ -157,7 +157,7 @@ async def test_route_timeout_is_504_ut(make_app: Any, make_sidecar: Any, bus: An
 async def test_route_timeout_holds_on_kept_connections_and_they_serve_on(
     make_app: Any, make_sidecar: Any, bus: Any
 ) -> None:
-    _, caller, _ = await mesh(make_app, make_sidecar, bus, timeout="0.2s")
+    _, caller, _ = await mesh(make_app, make_sidecar, bus, timeout="1s")
     async with aiohttp.ClientSession() as session:
         for path in ("/a", "/slow", "/b", "/slow", "/c"):  # after /a, the caller's sidecar has a kept connection
             async with session.get(outbound_url(caller, path), headers={"Host": "reviews"}) as reply:

@@ -111,7 +111,7 @@ async def test_a_burst_of_mixed_outcomes_leaves_nothing_held(make_app: Any, make
     healthy, broken, slow = await make_app("healthy"), await make_app("broken"), await make_app("slow")
     broken.fail_with = 503
     sidecar = await make_sidecar("web", 1)
-    route = {"retries": {"attempts": 2, "retryOn": "5xx"}, "timeout": "0.3s"}
+    route = {"retries": {"attempts": 2, "retryOn": "5xx"}, "timeout": "1s"}
     limits = {"connectionPool": {"http": {"http2MaxRequests": 40}}}
     await apply(bus, config(sidecar, [healthy.port, broken.port, slow.port], route, {**ROUND_ROBIN, **limits}))
     url = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}"
