@@ -167,10 +167,9 @@ class InboundHandler:
         """The same checks for a whole request of the pass-through front, from its callbacks as far as they go.
 
         With nothing to wait for (no JWT rule, no CUSTOM AuthorizationPolicy: ALLOW and DENY are decided
-        here) and an idle
-        keep-alive connection to the app, the request is written to the app now and the whole response is
-        relayed from the app connection's callback, then `done` is called; anything else goes on in the
-        general path from where it stands."""
+        here) and an idle keep-alive connection to the app, the request is written to the app now and the
+        whole response is relayed from the app connection's callback, then `done` is called; anything else
+        goes on in the general path from where it stands."""
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
