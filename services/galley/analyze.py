@@ -14,12 +14,12 @@ Each carries a stable code, the way Istio's analyzers carry IST0101 and friends:
 - ISM0007 several VirtualServices for one host (their routes are joined in namespace/name order).
 
 ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a service not declared TCP
-(analyze_tcp.py). ISM0009-ISM0011 and ISM0018 are about ServiceEntries (analyze_entries.py), whose hosts count as
-known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService delegation (analyze_routes.py), ISM0014-ISM0015
-about Sidecars competing for the same workloads (analyze_sidecars.py), ISM0016 about locality failover
-without outlier detection (analyze_locality.py), ISM0017 about VirtualServices bound to gateways only
-(analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only resources some
-caller namespace sees together (`exportTo`): others never compete.
+(analyze_tcp.py). ISM0009-ISM0011 and ISM0018-ISM0019 are about ServiceEntries and WorkloadEntries
+(analyze_entries.py), whose hosts count as known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService
+delegation (analyze_routes.py), ISM0014-ISM0015 about Sidecars competing for the same workloads
+(analyze_sidecars.py), ISM0016 about locality failover without outlier detection (analyze_locality.py), ISM0017
+about VirtualServices bound to gateways only (analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only
+resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog

@@ -8,6 +8,8 @@
   rather than fall back to plain text.
 - ISM0018 a ServiceEntry whose `workloadSelector` chooses no WorkloadEntry of its namespace: its hosts have no
   endpoints (requests fail with 503 UH) until one is applied.
+- ISM0019 a WorkloadEntry no ServiceEntry chooses (it receives no traffic), or whose `ports` name a port none
+  of the ServiceEntries choosing it declares (that mapping is not used).
 
 A VirtualService or DestinationRule host that a ServiceEntry declares is not unknown (ISM0002), and neither
 is a wildcard VirtualService host (`*.example.com`) covering one.
@@ -23,6 +25,7 @@ from services.galley.analyze_base import (
     EXTERNAL_ISTIO_MUTUAL,
     NO_WORKLOAD_ENTRY_SELECTED,
     SEVERAL_SERVICE_ENTRIES,
+    UNUSED_WORKLOAD_ENTRY,
     Catalog,
     Message,
     canonical_host,
@@ -53,27 +56,60 @@ def entry_messages(
 ) -> list[Message]:
     ordered = sorted(entries, key=lambda entry: (entry.metadata.namespace, entry.metadata.name))
     messages = _several_entries(ordered) + _external_istio_mutual(ordered, rules)
-    messages += _nothing_selected(ordered, workloads or [])
+    messages += _nothing_selected(ordered, workloads or []) + _workload_messages(ordered, workloads or [])
     if catalog is not None:
         messages += _catalog_hosts(ordered, catalog)
     return messages
+
+
+def _selects(entry: ServiceEntry, workload: WorkloadEntry) -> bool:
+    """Whether the entry's workloadSelector chooses the workload (as pilot's entries.selected_workloads does)."""
+    selector = entry.spec.workload_selector
+    return (
+        selector is not None
+        and workload.metadata.namespace == entry.metadata.namespace
+        and selector.labels.items() <= workload.spec.labels.items()
+    )
 
 
 def _nothing_selected(entries: list[ServiceEntry], workloads: list[WorkloadEntry]) -> list[Message]:
     messages: list[Message] = []
     for entry in entries:
         selector = entry.spec.workload_selector
-        if selector is None:
+        if selector is None or any(_selects(entry, workload) for workload in workloads):
             continue
-        wanted = selector.labels.items()
-        namespace = entry.metadata.namespace
-        if not any(w.metadata.namespace == namespace and wanted <= w.spec.labels.items() for w in workloads):
-            chosen = ", ".join(f"{key}={value}" for key, value in sorted(selector.labels.items()))
+        chosen = ", ".join(f"{key}={value}" for key, value in sorted(selector.labels.items()))
+        text = (
+            f"{label(entry)}: spec.workloadSelector ({chosen}) chooses no WorkloadEntry in namespace "
+            f"{entry.metadata.namespace!r}: hosts {', '.join(entry.spec.hosts)} have no endpoints (503 UH) until "
+            "one is applied"
+        )
+        messages.append(Message(NO_WORKLOAD_ENTRY_SELECTED, text, frozenset({label(entry)})))
+    return messages
+
+
+def _workload_messages(entries: list[ServiceEntry], workloads: list[WorkloadEntry]) -> list[Message]:
+    """ISM0019 for each WorkloadEntry no ServiceEntry chooses, or whose `ports` name a port none of those that
+    choose it declares."""
+    messages: list[Message] = []
+    for workload in sorted(workloads, key=lambda w: (w.metadata.namespace, w.metadata.name)):
+        choosing = [entry for entry in entries if _selects(entry, workload)]
+        if not choosing:
             text = (
-                f"{label(entry)}: spec.workloadSelector ({chosen}) chooses no WorkloadEntry in namespace "
-                f"{namespace!r}: hosts {', '.join(entry.spec.hosts)} have no endpoints (503 UH) until one is applied"
+                f"{label(workload)}: no ServiceEntry's workloadSelector in namespace {workload.metadata.namespace!r} "
+                "chooses it, so it receives no traffic"
             )
-            messages.append(Message(NO_WORKLOAD_ENTRY_SELECTED, text, frozenset({label(entry)})))
+            messages.append(Message(UNUSED_WORKLOAD_ENTRY, text, frozenset({label(workload)})))
+            continue
+        declared = {port.name for entry in choosing for port in entry.spec.ports}
+        for name in sorted(set(workload.spec.ports) - declared):
+            text = (
+                f"{label(workload)}: spec.ports.{name}: no ServiceEntry that chooses it ("
+                f"{', '.join(label(entry) for entry in choosing)}) declares a port named {name!r}; the mapping is "
+                "not used"
+            )
+            involved = frozenset({label(workload), *(label(entry) for entry in choosing)})
+            messages.append(Message(UNUSED_WORKLOAD_ENTRY, text, involved))
     return messages
 
 

@@ -165,3 +165,23 @@ def test_a_workload_selector_choosing_no_workload_entry_is_reported() -> None:
     chosen = we("vm-3", {"app": "legacy", "version": "v1"})
     assert not [m for m in analyze_messages([selecting, chosen]) if m.code == "ISM0018"]
     assert resolve_kind("we") == resolve_kind("workloadentries") == "WorkloadEntry"
+
+
+def test_a_workload_entry_nothing_chooses_or_with_an_undeclared_port_name_is_reported() -> None:
+    selecting = se("legacy", ["legacy.example.com"], workloadSelector={"labels": {"app": "legacy"}})
+    chosen = parse_resource(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {"name": "vm-1", "namespace": "shop"},
+            "spec": {"address": "192.0.2.40", "labels": {"app": "legacy"}, "ports": {"https": 8443, "admin": 9000}},
+        }
+    )
+    orphan = we("vm-2", {"app": "billing"})
+    texts = [str(m) for m in analyze_messages([selecting, chosen, orphan]) if m.code == "ISM0019"]
+    assert texts == [
+        "[ISM0019] WorkloadEntry shop/vm-1: spec.ports.admin: no ServiceEntry that chooses it (ServiceEntry "
+        "shop/legacy) declares a port named 'admin'; the mapping is not used",
+        "[ISM0019] WorkloadEntry shop/vm-2: no ServiceEntry's workloadSelector in namespace 'shop' chooses it, so it "
+        "receives no traffic",
+    ]
