@@ -62,21 +62,11 @@ def entry_messages(
     return messages
 
 
-def _selects(entry: ServiceEntry, workload: WorkloadEntry) -> bool:
-    """Whether the entry's workloadSelector chooses the workload (as pilot's entries.selected_workloads does)."""
-    selector = entry.spec.workload_selector
-    return (
-        selector is not None
-        and workload.metadata.namespace == entry.metadata.namespace
-        and selector.labels.items() <= workload.spec.labels.items()
-    )
-
-
 def _nothing_selected(entries: list[ServiceEntry], workloads: list[WorkloadEntry]) -> list[Message]:
     messages: list[Message] = []
     for entry in entries:
         selector = entry.spec.workload_selector
-        if selector is None or any(_selects(entry, workload) for workload in workloads):
+        if selector is None or any(entry.chooses(workload) for workload in workloads):
             continue
         chosen = ", ".join(f"{key}={value}" for key, value in sorted(selector.labels.items()))
         text = (
@@ -93,7 +83,7 @@ def _workload_messages(entries: list[ServiceEntry], workloads: list[WorkloadEntr
     choose it declares."""
     messages: list[Message] = []
     for workload in sorted(workloads, key=lambda w: (w.metadata.namespace, w.metadata.name)):
-        choosing = [entry for entry in entries if _selects(entry, workload)]
+        choosing = [entry for entry in entries if entry.chooses(workload)]
         if not choosing:
             text = (
                 f"{label(workload)}: no ServiceEntry's workloadSelector in namespace {workload.metadata.namespace!r} "

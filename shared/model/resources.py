@@ -40,6 +40,16 @@ class ServiceEntry(Spec):
     metadata: Metadata
     spec: ServiceEntrySpec
 
+    def chooses(self, workload: WorkloadEntry) -> bool:
+        """Whether its workloadSelector chooses the workload: one of its own namespace whose labels include the
+        selector's."""
+        selector = self.spec.workload_selector
+        return (
+            selector is not None
+            and workload.metadata.namespace == self.metadata.namespace
+            and selector.labels.items() <= workload.spec.labels.items()
+        )
+
 
 class WorkloadEntry(Spec):
     """A workload outside the catalog (a VM without a Consul registration, say) that ServiceEntries with a

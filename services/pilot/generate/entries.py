@@ -40,14 +40,12 @@ def _labels(workload: WorkloadEntry) -> dict[str, str]:
 def selected_workloads(entry: ServiceEntry, snapshot: Snapshot) -> tuple[WorkloadEntryResource, ...]:
     """The WorkloadEntries a ServiceEntry's `workloadSelector` chooses: those of its namespace whose labels
     include the selector's, in name order (none without a selector)."""
-    selector = entry.spec.workload_selector
-    if selector is None:
+    if entry.spec.workload_selector is None:
         return ()
-    wanted = selector.labels.items()
     return tuple(
         workload
         for workload in snapshot.in_namespaces(WorkloadEntryResource, entry.metadata.namespace)
-        if wanted <= workload.spec.labels.items()
+        if entry.chooses(workload)
     )
 
 
