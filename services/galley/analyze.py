@@ -30,6 +30,7 @@ pilot generates it).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import cast
@@ -148,23 +149,28 @@ def _duplicate_rules(rules: list[DestinationRule]) -> list[Message]:
 
 
 def _merge_outcome(rules: list[DestinationRule]) -> str:
-    """What merging `rules` (in order) keeps and drops, as pilot merges them (hosts.merged_rule)."""
+    """What merging `rules` (in order, as pilot does: DestinationRule.merged_with) keeps and ignores."""
+    merged = functools.reduce(DestinationRule.merged_with, rules)
+    policy = merged.spec.traffic_policy
     with_policy = [rule for rule in rules if rule.spec.traffic_policy is not None]
-    parts = [
-        f"the top-level trafficPolicy of {label(with_policy[0])}"
-        + (f" (those of {', '.join(label(r) for r in with_policy[1:])} are ignored)" if len(with_policy) > 1 else "")
-        if with_policy
-        else "no top-level trafficPolicy"
+    if policy is None:
+        parts = ["no top-level trafficPolicy"]
+    else:
+        owner = next(rule for rule in rules if rule.spec.traffic_policy is policy)
+        ignored = [label(rule) for rule in with_policy if rule is not owner]
+        parts = [f"the top-level trafficPolicy of {label(owner)}"]
+        if ignored:
+            parts[0] += f" (those of {', '.join(ignored)} are ignored)"
+    kept = merged.spec.subsets
+    owners = {id(subset): rule for rule in rules for subset in rule.spec.subsets}
+    kept_ids = {id(subset) for subset in kept}
+    dropped = [
+        f"subset {subset.name!r} of {label(rule)} (defined by {label(owners[id(merged.spec.subset(subset.name))])})"
+        for rule in rules
+        for subset in rule.spec.subsets
+        if id(subset) not in kept_ids
     ]
-    seen: dict[str, DestinationRule] = {}
-    dropped: list[str] = []
-    for rule in rules:
-        for subset in rule.spec.subsets:
-            if subset.name in seen:
-                dropped.append(f"subset {subset.name!r} of {label(rule)} (defined by {label(seen[subset.name])})")
-            else:
-                seen[subset.name] = rule
-    parts.append(f"subsets {', '.join(sorted(seen)) or 'none'}")
+    parts.append(f"subsets {', '.join(sorted(subset.name for subset in kept)) or 'none'}")
     if dropped:
         parts.append(f"ignored: {', '.join(dropped)}")
     return "; ".join(parts)

@@ -33,6 +33,21 @@ class DestinationRule(Spec):
     metadata: Metadata
     spec: DestinationRuleSpec
 
+    def merged_with(self, later: DestinationRule) -> DestinationRule:
+        """This rule and a later one for the same host in the same namespace, as Istio merges them
+        (pilot/pkg/model/destination_rule.go): the later rule's subsets are added unless this one has one of the
+        same name; its top-level trafficPolicy and exportTo are taken only where this one has none. The merge
+        keeps this rule's name."""
+        names = {subset.name for subset in self.spec.subsets}
+        spec = self.spec.model_copy(
+            update={
+                "subsets": [*self.spec.subsets, *(s for s in later.spec.subsets if s.name not in names)],
+                "traffic_policy": self.spec.traffic_policy or later.spec.traffic_policy,
+                "export_to": self.spec.export_to or later.spec.export_to,
+            }
+        )
+        return self.model_copy(update={"spec": spec})
+
 
 class ServiceEntry(Spec):
     api_version: NetworkingVersion

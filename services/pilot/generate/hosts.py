@@ -24,10 +24,10 @@ for exactly this path; istio.io "Cross-namespace configuration sharing"): among 
 in the caller's namespace, else the one in the service's namespace (a catalog service's `MeshService.namespace`, a
 ServiceEntry's own namespace; a host no service holds has none), else the one in the root namespace; a rule in any
 other namespace never applies. Several rules the caller sees for one host in one namespace are merged as Istio
-merges them, in name order (`merged_rule`). Callers then differ by namespace only where a host's rules are not all
-in one namespace that is the service's own or the root: a namespace holding a rule for such a host (other than the
-service's namespace, whose callers find that rule second anyway) is a visibility class of its own too. When every
-host's rules sit in its service's or the root namespace, no class is added.
+merges them, in name order (`DestinationRule.merged_with`). Callers then differ by namespace only where a host's
+rules are not all in one namespace that is the service's own or the root: a namespace holding a rule for such a host
+(other than the service's namespace, whose callers find that rule second anyway) is a visibility class of its own
+too. When every host's rules sit in its service's or the root namespace, no class is added.
 """
 
 from __future__ import annotations
@@ -219,8 +219,8 @@ class HostIndex:
     def _rules_by_namespace(
         self, rules: Sequence[DestinationRule]
     ) -> tuple[dict[str, dict[str, DestinationRule]], dict[str, str | None]]:
-        """Cluster host -> namespace -> its rules there merged in name order (merged_rule); and each host's
-        service namespace."""
+        """Cluster host -> namespace -> its rules there merged in name order (DestinationRule.merged_with); and
+        each host's service namespace."""
         grouped: dict[str, dict[str, DestinationRule]] = {}
         own: dict[str, str | None] = {}
         for rule in sorted(rules, key=lambda dr: (dr.metadata.namespace, dr.metadata.name)):
@@ -230,7 +230,7 @@ class HostIndex:
             own[host] = service.namespace if service else None
             by_namespace = grouped.setdefault(host, {})
             first = by_namespace.get(namespace)
-            by_namespace[namespace] = rule if first is None else merged_rule(first, rule)
+            by_namespace[namespace] = rule if first is None else first.merged_with(rule)
         return grouped, own
 
 
@@ -245,21 +245,6 @@ class RuleChoice:
 
     def get(self, host: str) -> DestinationRule | None:
         return self.by_host.get(host)
-
-
-def merged_rule(first: DestinationRule, later: DestinationRule) -> DestinationRule:
-    """Two rules for one host in one namespace as Istio merges them (pilot/pkg/model/destination_rule.go): the
-    later rule's subsets are added unless the first has one of the same name; its top-level trafficPolicy and
-    exportTo are taken only where the first has none. The merge keeps the first rule's name."""
-    names = {subset.name for subset in first.spec.subsets}
-    spec = first.spec.model_copy(
-        update={
-            "subsets": [*first.spec.subsets, *(s for s in later.spec.subsets if s.name not in names)],
-            "traffic_policy": first.spec.traffic_policy or later.spec.traffic_policy,
-            "export_to": first.spec.export_to or later.spec.export_to,
-        }
-    )
-    return first.model_copy(update={"spec": spec})
 
 
 def _plain(namespaces: set[str], own: str | None, root_namespace: str) -> bool:
