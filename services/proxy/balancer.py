@@ -144,11 +144,11 @@ class ClusterRuntime:
         return self.picker.pick(available, hash_key, self.active)
 
     def started(self, endpoint: Endpoint) -> None:
-        key = endpoint_key(endpoint)
+        key = (endpoint.address, endpoint.port)  # lb.endpoint_key, inline: counted twice per request
         self.active[key] = self.active.get(key, 0) + 1
 
     def finished(self, endpoint: Endpoint) -> None:
-        key = endpoint_key(endpoint)
+        key = (endpoint.address, endpoint.port)
         left = self.active.get(key, 0) - 1
         if left > 0:
             self.active[key] = left

@@ -50,6 +50,7 @@ class CircuitBreaker:
     def __init__(self, cluster: str, limits: Limits) -> None:
         self.cluster = cluster
         self.limits = limits
+        self._max_in_flight = limits.max_in_flight
         self.active = 0
         self.retries = 0
 
@@ -60,7 +61,7 @@ class CircuitBreaker:
 
     def admit(self) -> None:
         """Count one more attempt in flight, or raise UpstreamOverflow (503 UO) when the cluster is full."""
-        if self.active >= self.limits.max_in_flight:
+        if self.active >= self._max_in_flight:
             raise UpstreamOverflow(
                 f"upstream connect error or disconnect/reset before headers. reset reason: overflow "
                 f"(cluster {self.cluster!r}: {self.active} requests in flight)"
@@ -68,7 +69,8 @@ class CircuitBreaker:
         self.active += 1
 
     def release(self) -> None:
-        self.active = max(self.active - 1, 0)
+        if self.active > 0:
+            self.active -= 1
 
     def begin_retry(self) -> bool:
         """True (and counted) when one more retry fits under maxRetries."""

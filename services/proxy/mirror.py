@@ -24,7 +24,7 @@ from yarl import URL
 
 from services.proxy.balancer import ClusterRuntime, Lease
 from services.proxy.errors import ProxyError
-from services.proxy.telemetry.context import for_endpoint
+from services.proxy.telemetry.context import for_endpoint, own_metadata
 from services.proxy.upstream import UpstreamPools
 from shared.model.proxy_config import MirrorCluster
 
@@ -83,6 +83,7 @@ class Mirrors:
         timeout: float | None,
     ) -> None:
         """Start one background copy per target; returns at once."""
+        own = own_metadata()
         for target in targets:
             if len(self._tasks) >= self._max:
                 self.dropped += 1
@@ -92,7 +93,7 @@ class Mirrors:
             except ProxyError:
                 self.dropped += 1
                 continue
-            copy = for_endpoint(CIMultiDict(headers), lease.endpoint)
+            copy = for_endpoint(CIMultiDict(headers), lease.endpoint, own)
             copy["Host"] = shadow_host(headers.get("Host", ""))
             # A fresh context: the copy is not part of the request's own telemetry.
             task = asyncio.get_running_loop().create_task(

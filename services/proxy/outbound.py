@@ -47,7 +47,14 @@ from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.retry import RetryPolicy, policy_for
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
-from services.proxy.telemetry.context import CURRENT, RequestFacts, for_endpoint, note_upstream, with_facts
+from services.proxy.telemetry.context import (
+    CURRENT,
+    RequestFacts,
+    for_endpoint,
+    note_upstream,
+    own_metadata,
+    with_facts,
+)
 from services.proxy.upstream import UpstreamPools
 from services.proxy.websocket import HandshakeRefused, is_upgrade
 from services.proxy.websocket import relay as relay_websocket
@@ -197,8 +204,6 @@ class OutboundHandler:
         assert destination is not None, "a route that does not answer itself has a destination"
         headers["Host"] = decision.authority
         append_forwarded_for(headers, request.remote)
-        if facts is not None:
-            headers.extend(facts.own_headers)
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
         runtime = self._runtime(routed.snapshot, destination.cluster)
@@ -236,7 +241,12 @@ class OutboundHandler:
         exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done, deadline)
         abandon = (
             lean.send_now(
-                request.method, routed.decision.path, for_endpoint(headers, endpoint), body, context, exchange.answered
+                request.method,
+                routed.decision.path,
+                for_endpoint(headers, endpoint, facts.own_headers if facts is not None else ()),
+                body,
+                context,
+                exchange.answered,
             )
             if lean is not None
             else None
@@ -333,7 +343,7 @@ class OutboundHandler:
             url = _url(endpoint, decision.path, ssl_arg is not False)
             headers[ATTEMPT_COUNT] = "1"
             try:
-                sent = for_endpoint(headers, endpoint)
+                sent = for_endpoint(headers, endpoint, own_metadata())
                 server_name = self._pools.server_name(endpoint, runtime.pool)
                 socket = await relay_websocket(
                     request, session, ssl_arg, url, sent, decision.route.timeout or None, server_name
@@ -480,7 +490,7 @@ class OutboundHandler:
         body: Body,
     ) -> Awaitable[UpstreamResponse]:
         """One try: the lean client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
-        sent = for_endpoint(headers, endpoint)
+        sent = for_endpoint(headers, endpoint, own_metadata())
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
         if lean is not None:
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None

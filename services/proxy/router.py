@@ -58,7 +58,7 @@ class RequestView:
         authority = host.strip().lower()
         bare = strip_port(authority)
         uri_path, _, query = path.partition("?")
-        lowered = {name.lower(): value for name, value in headers.items()}
+        lowered = {name.lower(): value for name, value in headers.items()} if headers else _NO_HEADERS
         return cls(method.upper(), bare, authority, uri_path or "/", query, lowered, port)
 
 
@@ -237,8 +237,10 @@ class RouteTable:
         wildcards.sort(key=lambda item: len(item[0]), reverse=True)
         return cls(hosts, wildcards, clusters, rng)
 
-    def virtual_host(self, authority: str) -> _CompiledHost | None:
-        bare = strip_port(authority)
+    def virtual_host(self, authority: str, bare: str | None = None) -> _CompiledHost | None:
+        """The virtual host for `authority` (lowercased); `bare`: the authority without its port, when known."""
+        if bare is None:
+            bare = strip_port(authority)
         found = self._hosts.get(bare) or self._hosts.get(authority)
         if found is not None:
             return found
@@ -257,7 +259,7 @@ class RouteTable:
     ) -> Decision:
         """Route one request; raises NoRoute when no virtual host or no route matches."""
         request = RequestView.of(method, host, path, headers if self._reads_headers else _NO_HEADERS, port)
-        vhost = self.virtual_host(request.authority)
+        vhost = self.virtual_host(request.authority, request.host)
         if vhost is None:
             raise NoRoute(f"no virtual host for {request.host!r}")
         query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}

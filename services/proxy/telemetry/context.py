@@ -3,7 +3,7 @@
 The telemetry wrapper opens a `RequestFacts` for each request in a context variable; the outbound handler
 calls `note_route` once routing decided and `note_upstream` with the response it relays, and `ObservedPools`
 notes each endpoint a try picks. Both listeners add `own_metadata()` (this proxy's peer metadata headers)
-to what they send on; `for_endpoint` keeps them off requests to endpoints without a sidecar and
+to what they send on: `for_endpoint` adds them to requests for endpoints with a sidecar only, and
 `reply_metadata` off responses to callers without one (Istio's IN_MESH mode: the metadata never leaves
 the mesh). All are no-ops outside a wrapped request, so the data
 path never depends on telemetry being on.
@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.upstream import UpstreamPools
 from shared.model.proxy_config import Endpoint
-from shared.peer_metadata import PEER_METADATA, PEER_METADATA_HEADERS
+from shared.peer_metadata import PEER_METADATA
 
 if TYPE_CHECKING:
     from services.proxy.router import Decision
@@ -67,14 +67,14 @@ def reply_metadata(request_headers: CIMultiDictProxy[str] | CIMultiDict[str]) ->
     return own_metadata() if PEER_METADATA in request_headers else ()
 
 
-def for_endpoint(headers: CIMultiDict[str], endpoint: Endpoint) -> CIMultiDict[str]:
-    """`headers` as they go to `endpoint`: unchanged for a meshed one (it has an identity), else a copy
-    without peer metadata, so nothing about this workload reaches a service outside the mesh."""
-    if endpoint.identity or PEER_METADATA not in headers:
+def for_endpoint(headers: CIMultiDict[str], endpoint: Endpoint, own: tuple[tuple[str, str], ...]) -> CIMultiDict[str]:
+    """`headers` as they go to `endpoint`: with this proxy's peer metadata `own` added (to a copy) for a meshed
+    endpoint (it has an identity); unchanged for one outside the mesh, so nothing about this workload reaches
+    it. The headers handed on never hold peer metadata themselves (end_to_end_headers drops the caller's)."""
+    if not own or not endpoint.identity:
         return headers
     copy = headers.copy()
-    for name in PEER_METADATA_HEADERS:
-        copy.popall(name, None)
+    copy.extend(own)
     return copy
 
 

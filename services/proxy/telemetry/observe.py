@@ -109,6 +109,42 @@ def _address(request: RequestView, which: str) -> str:
     return "-"
 
 
+class _InFlight:
+    """A request on the immediate path: what its record needs, and the front's `done` to call after it."""
+
+    __slots__ = ("done", "facts", "record", "request", "request_id", "start", "telemetry", "wall")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        record: _Record,
+        request: FastRequest,
+        facts: RequestFacts,
+        request_id: str,
+        start: float,
+        wall: float,
+        done: Done,
+    ) -> None:
+        self.telemetry = telemetry
+        self.record = record
+        self.request = request
+        self.facts = facts
+        self.request_id = request_id
+        self.start = start
+        self.wall = wall
+        self.done = done
+
+    def finish(self, reply: Reply | None) -> None:
+        try:
+            self.record(self.request, reply, self.facts, self.request_id, self.start, self.wall)
+        except Exception as err:
+            self.telemetry._failed(err)
+
+    def finished(self, reply: Reply | None) -> None:
+        self.finish(reply)
+        self.done(reply)
+
+
 class Telemetry:
     """Wraps listener handlers; each part (metrics, access log, tracing) may be None (off)."""
 
@@ -234,35 +270,18 @@ class Telemetry:
             except Exception as err:
                 self._failed(err)
                 return handler(request, None, done)
-            request = seen = cast(FastRequest, begun)  # a clone of a FastRequest is one
+            request = cast(FastRequest, begun)  # a clone of a FastRequest is one
             facts = RequestFacts(self._own_headers)
-
-            def finish(reply: Reply | None) -> None:
-                try:
-                    record(seen, reply, facts, request_id, start, wall)
-                except Exception as err:
-                    self._failed(err)
-
-            def finished(reply: Reply | None) -> None:
-                finish(reply)
-                done(reply)
-
-            return self._immediate_outcome(handler(request, facts, finished), facts, finish)
+            flight = _InFlight(self, record, request, facts, request_id, start, wall, done)
+            outcome = handler(request, facts, flight.finished)
+            if outcome is None:  # in flight: recorded by `finished`
+                return None
+            if isinstance(outcome, Relayed | web.StreamResponse):
+                flight.finish(outcome)
+                return outcome
+            return _recorded(with_facts(outcome, facts), flight.finish)
 
         return observed
-
-    @staticmethod
-    def _immediate_outcome(
-        outcome: Reply | Awaitable[Reply] | None, facts: RequestFacts, finish: Done
-    ) -> Reply | Awaitable[Reply] | None:
-        """A reply now is recorded now; a request in flight is recorded by its `done`; one that goes on in a
-        task is recorded when it ends."""
-        if outcome is None:
-            return None
-        if isinstance(outcome, Relayed | web.StreamResponse):
-            finish(outcome)
-            return outcome
-        return _recorded(with_facts(outcome, facts), finish)
 
     def inbound(self, handler: Handler, inbound_port: int, app_port: int) -> Handler:
         cluster = f"inbound|{inbound_port}||"
@@ -314,7 +333,6 @@ class Telemetry:
         destination = book.endpoint(facts.cluster, facts.endpoint)
         if facts.peer_metadata and facts.endpoint is not None:
             destination = self._peers.callee(facts.peer_metadata, facts.endpoint.identity, destination)
-        upstream = f"{facts.endpoint.address}:{facts.endpoint.port}" if facts.endpoint else "-"
         if self.metrics is not None:
             labels = (
                 REPORTER_SOURCE,
@@ -327,6 +345,9 @@ class Telemetry:
                 UNKNOWN,
             )
             self.metrics.record_http(labels, elapsed_ms, received, outcome.sent)
+        if span is None and self.access_log is None:
+            return
+        upstream = f"{facts.endpoint.address}:{facts.endpoint.port}" if facts.endpoint else "-"
         if span is not None and self.tracing is not None:
             attributes: dict[str, str | int] = {
                 "http.method": request.method,
