@@ -167,6 +167,9 @@ class _CompiledRoute:
 class _CompiledHost:
     name: str
     routes: tuple[_CompiledRoute, ...]
+    catch_all: _CompiledRoute | None = None
+    """The first route when it matches every request and rewrites nothing: it is chosen without looking at the
+    request (the common one-route virtual host)."""
 
 
 def _rewrite(
@@ -237,10 +240,8 @@ class RouteTable:
         wildcards.sort(key=lambda item: len(item[0]), reverse=True)
         return cls(hosts, wildcards, clusters, rng)
 
-    def virtual_host(self, authority: str, bare: str | None = None) -> _CompiledHost | None:
-        """The virtual host for `authority` (lowercased); `bare`: the authority without its port, when known."""
-        if bare is None:
-            bare = strip_port(authority)
+    def virtual_host(self, authority: str) -> _CompiledHost | None:
+        bare = strip_port(authority)
         found = self._hosts.get(bare) or self._hosts.get(authority)
         if found is not None:
             return found
@@ -258,8 +259,15 @@ class RouteTable:
         port: int | None = None,
     ) -> Decision:
         """Route one request; raises NoRoute when no virtual host or no route matches."""
+        authority = host.strip().lower()
+        vhost = self.virtual_host(authority)
+        if vhost is not None and vhost.catch_all is not None:
+            chosen = vhost.catch_all
+            uri_path, _, raw_query = path.partition("?")
+            uri_path = uri_path or "/"
+            full_path = f"{uri_path}?{raw_query}" if raw_query else uri_path
+            return Decision(vhost.name, chosen.route, chosen.pick(self._rng), full_path, authority, chosen.cors, port)
         request = RequestView.of(method, host, path, headers if self._reads_headers else _NO_HEADERS, port)
-        vhost = self.virtual_host(request.authority, request.host)
         if vhost is None:
             raise NoRoute(f"no virtual host for {request.host!r}")
         query = dict(parse_qsl(request.query, keep_blank_values=True)) if request.query else {}
@@ -280,4 +288,7 @@ def _compile_host(vhost: VirtualHost, clusters: dict[str, Cluster]) -> _Compiled
         for name in [*(d.cluster for d in route.route), *(m.cluster for m in route.mirrors)]:
             if name not in clusters:
                 raise ValueError(f"virtualHosts[{vhost.name}].routes[{index}]: cluster {name!r} is not defined")
-    return _CompiledHost(vhost.name, tuple(_CompiledRoute.of(route) for route in vhost.routes))
+    routes = tuple(_CompiledRoute.of(route) for route in vhost.routes)
+    first = routes[0] if routes else None
+    catch_all = first if first is not None and not first.matches and first.route.rewrite is None else None
+    return _CompiledHost(vhost.name, routes, catch_all)
