@@ -265,12 +265,15 @@ class Telemetry:
         def observed(request: FastRequest, done: Done) -> Reply | Awaitable[Reply] | None:
             start = self._clock.monotonic()
             wall = self._clock.wall() if self._wants_wall else 0.0
-            try:
-                begun, _, request_id = self._begin(request, kind)
-            except Exception as err:
-                self._failed(err)
-                return handler(request, None, done)
-            request = cast(FastRequest, begun)  # a clone of a FastRequest is one
+            if self.access_log is None:  # no span either here: only the log needs the request to carry an id
+                request_id = request.headers.get(REQUEST_ID, "")
+            else:
+                try:
+                    begun, _, request_id = self._begin(request, kind)
+                except Exception as err:
+                    self._failed(err)
+                    return handler(request, None, done)
+                request = cast(FastRequest, begun)  # a clone of a FastRequest is one
             facts = RequestFacts(self._own_headers)
             flight = _InFlight(self, record, request, facts, request_id, start, wall, done)
             outcome = handler(request, facts, flight.finished)
