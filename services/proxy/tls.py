@@ -163,16 +163,31 @@ class TlsContexts:
 
 _PEER_IDS_KEPT = 1024
 _peer_ids: dict[bytes, str | None] = {}
-"""SPIFFE ID by peer certificate (DER): decoded once per certificate, not once per request."""
+"""SPIFFE ID by peer certificate (DER): decoded once per certificate, not once per connection."""
+_peer_by_connection: weakref.WeakKeyDictionary[ssl.SSLObject, str | None] = weakref.WeakKeyDictionary()
+"""SPIFFE ID by TLS connection, while the connection lives."""
 
 
 def peer_spiffe_id(transport: asyncio.BaseTransport | None) -> str | None:
-    """The SPIFFE ID in the peer's verified certificate, or None for plain text or a cert without one."""
+    """The SPIFFE ID in the peer's verified certificate, or None for plain text or a cert without one.
+
+    Read once per TLS connection (the peer's certificate does not change within one), then remembered with
+    the connection's SSL object."""
     if transport is None:
         return None
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
+    try:
+        return _peer_by_connection[ssl_object]
+    except KeyError:
+        pass
+    found = _peer_of(ssl_object)
+    _peer_by_connection[ssl_object] = found
+    return found
+
+
+def _peer_of(ssl_object: ssl.SSLObject) -> str | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
