@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
-PACKAGES = {"nginx": "nginx", "haproxy": "haproxy"}
+PACKAGES = {"nginx": "nginx", "haproxy": "haproxy", "valgrind": "valgrind"}
 
 
 @dataclass(frozen=True)
