@@ -61,6 +61,11 @@ class _Connection(BaseProtocol):
     def start(self, head_request: bool) -> asyncio.Future[tuple[Any, aiohttp.StreamReader]]:
         """Expect one response; the parser is kept for the connection's next request (a response is only
         ever reused after it was read to its end, so the parser is then between messages)."""
+        self._expect(head_request)
+        self._waiter = self._loop.create_future()
+        return self._waiter
+
+    def _expect(self, head_request: bool) -> None:
         parser = self._kept_parser
         if parser is None or self._kept_for_head != head_request:
             parser = self._kept_parser = HttpResponseParser(
@@ -74,14 +79,12 @@ class _Connection(BaseProtocol):
             )
             self._kept_for_head = head_request
         self._parser = parser
-        self._waiter = self._loop.create_future()
-        return self._waiter
 
     def start_calling(
         self, head_request: bool, callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None]
     ) -> None:
         """As `start`, but the response (or the failure) goes to `callback`, from the protocol's own callbacks."""
-        self.start(head_request)
+        self._expect(head_request)
         self._waiter = None
         self._callback = callback
 
