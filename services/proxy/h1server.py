@@ -46,7 +46,17 @@ _BARE_LF_END = b"\n\n"
 class FastRequest:
     """A whole HTTP/1.1 request (head parsed, body in memory) as the filter chain reads it."""
 
-    __slots__ = ("_connection", "_message", "_rel_url", "content", "headers", "method", "raw_path", "version")
+    __slots__ = (
+        "_connection",
+        "_message",
+        "_rel_url",
+        "content",
+        "headers",
+        "method",
+        "raw_path",
+        "should_close",
+        "version",
+    )
 
     def __init__(self, connection: PassThroughProtocol, message: Any, payload: StreamReader) -> None:
         self._connection = connection
@@ -56,6 +66,7 @@ class FastRequest:
         self.headers: CIMultiDictProxy[str] = message.headers
         self.version: HttpVersion = message.version
         self.content = payload
+        self.should_close: bool = message.should_close
         self._rel_url: URL | None = None
 
     @property
@@ -89,10 +100,6 @@ class FastRequest:
     @property
     def content_length(self) -> int | None:
         return self.content.total_bytes if self.body_exists else None
-
-    @property
-    def should_close(self) -> bool:
-        return bool(self._message.should_close)
 
     async def read(self) -> bytes:
         return self.content.read_nowait(-1)
@@ -222,18 +229,19 @@ class PassThroughProtocol(BaseProtocol):
                 self._hand_over()
                 return
             message, payload = messages[0]
-            if not _takes(message):
-                self._hand_over()
-                return
-            length = _content_length(message.headers)
+            length = _content_length(message) if _takes(message) else None
             if length is None:
                 self._hand_over()
                 return
-            self._pending = (message, payload, head_length, length)
-        message, payload, head_length, length = self._pending
-        total = head_length + length
-        if len(buffer) < total:
-            return
+            total = head_length + length
+            if len(buffer) < total:
+                self._pending = (message, payload, head_length, length)
+                return
+        else:
+            message, payload, head_length, length = self._pending
+            total = head_length + length
+            if len(buffer) < total:
+                return
         if length:
             self._parser.feed_data(buffer[head_length:total])
         self._pending = None
@@ -491,9 +499,9 @@ def _takes(message: Any) -> bool:
     return hdrs.EXPECT not in headers and hdrs.UPGRADE not in headers and hdrs.TRANSFER_ENCODING not in headers
 
 
-def _content_length(headers: CIMultiDictProxy[str]) -> int | None:
+def _content_length(message: Any) -> int | None:
     """The body's length (0 without one); None when the body is too large for this front."""
-    value = headers.get(hdrs.CONTENT_LENGTH)
+    value = message.headers.get(hdrs.CONTENT_LENGTH)
     if value is None:
         return 0
     length = int(value)  # the parser accepted the head: a valid length
