@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -97,6 +98,7 @@ class HTTPMatchRequest(Spec):
     without_headers: dict[str, PresentOrStringMatch] = Field(default_factory=dict)
     ignore_uri_case: bool = False
     source_labels: dict[str, str] = Field(default_factory=dict)
+    source_namespace: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("headers", "without_headers")
     @classmethod
@@ -321,6 +323,20 @@ class L4MatchAttributes(Spec):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """The service port the caller connected to (the port of its declared upstream)."""
     source_labels: dict[str, str] = Field(default_factory=dict)
+    source_namespace: Annotated[str, Field(min_length=1)] | None = None
+
+
+def names_source(block: HTTPMatchRequest | L4MatchAttributes) -> bool:
+    """Whether a match block looks at the caller (`sourceLabels`, `sourceNamespace`)."""
+    return bool(block.source_labels) or block.source_namespace is not None
+
+
+def source_meets(block: HTTPMatchRequest | L4MatchAttributes, labels: Mapping[str, str], namespace: str) -> bool:
+    """Whether a caller with these labels, in this namespace, meets the block's source conditions (Istio:
+    the caller's sidecar carries every `sourceLabels` pair and runs in `sourceNamespace`)."""
+    if block.source_namespace is not None and block.source_namespace != namespace:
+        return False
+    return all(labels.get(key) == value for key, value in block.source_labels.items())
 
 
 class RouteDestination(Spec):

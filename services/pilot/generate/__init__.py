@@ -43,6 +43,7 @@ from services.pilot.reuse import Reuse
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import PeerAuthentication
 from shared.model.proxy_config import Cluster, ProxyConfig, Route, TcpListener, VirtualHost
+from shared.model.virtual_service import names_source, source_meets
 
 
 @dataclass(frozen=True)
@@ -210,28 +211,27 @@ def _scoped_base(base: tuple[Any, ...], scope: SidecarScope | None) -> tuple[Any
     return base if scope is None else (*base, ("sidecar", scope.key))
 
 
-def _route_for_source(route: Route, labels: Mapping[str, str]) -> Route | None:
-    """Istio's `sourceLabels`: a match block naming source labels applies only to callers carrying them all.
-    The route keeps the blocks this caller can meet and disappears when it had blocks and none are left."""
-    if not any(block.source_labels for block in route.match):
+def _route_for_source(route: Route, labels: Mapping[str, str], namespace: str) -> Route | None:
+    """Istio's `sourceLabels` and `sourceNamespace`: a match block naming them applies only to callers that
+    meet them. The route keeps the blocks this caller can meet and disappears when it had blocks and none are
+    left."""
+    if not any(names_source(block) for block in route.match):
         return route
-    kept = [
-        block for block in route.match if all(labels.get(key) == value for key, value in block.source_labels.items())
-    ]
+    kept = [block for block in route.match if source_meets(block, labels, namespace)]
     if not kept:
         return None
     return route.model_copy(update={"match": kept})
 
 
-def _has_source_labels(hosts: tuple[VirtualHost, ...]) -> bool:
-    return any(block.source_labels for host in hosts for route in host.routes for block in route.match)
+def _names_sources(hosts: tuple[VirtualHost, ...]) -> bool:
+    return any(names_source(block) for host in hosts for route in host.routes for block in route.match)
 
 
-def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str]) -> tuple[VirtualHost, ...]:
-    """The virtual hosts as this caller sees them once `sourceLabels` are applied."""
+def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str], namespace: str) -> tuple[VirtualHost, ...]:
+    """The virtual hosts as this caller sees them once `sourceLabels` and `sourceNamespace` are applied."""
     result = []
     for host in hosts:
-        routes = [kept for route in host.routes if (kept := _route_for_source(route, labels)) is not None]
+        routes = [kept for route in host.routes if (kept := _route_for_source(route, labels, namespace)) is not None]
         result.append(
             host
             if len(routes) == len(host.routes) and routes == host.routes
@@ -247,8 +247,8 @@ def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace
     shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility, scope)
     virtual_hosts = shared.virtual_hosts
     labelled = _key(_scoped_base(("source-labels", trust_domain, proxy.upstreams), scope), visibility)
-    if snapshot.memoized(labelled, lambda: _has_source_labels(virtual_hosts)):
-        virtual_hosts = for_source(virtual_hosts, proxy.labels)
+    if snapshot.memoized(labelled, lambda: _names_sources(virtual_hosts)):
+        virtual_hosts = for_source(virtual_hosts, proxy.labels, proxy.namespace)
     everything = outbound(snapshot, trust_domain, root_namespace, visibility)
     listeners = proxy_listeners(snapshot, proxy, everything.tcp_listeners)
     if scope is not None and listeners:

@@ -12,14 +12,15 @@ Istio's semantics (istio.io VirtualService reference, `HTTPRoute.delegate` and `
   Matches: when either side has none, the other side's; otherwise every (root block, delegate block) pair that
   does not conflict becomes one merged block, and a delegate block that conflicts with every root block drops
   the whole delegate route (Istio's `mergeHTTPMatchRequests`). A merged block takes the delegate's uri, scheme,
-  method, authority and port where set, else the root's; headers, withoutHeaders, queryParams and
-  sourceLabels are joined (the delegate's value wins for a shared key); names join as `root-delegate`.
+  method, authority, port and sourceNamespace where set, else the root's; headers, withoutHeaders,
+  queryParams and sourceLabels are joined (the delegate's value wins for a shared key); names join as
+  `root-delegate`.
 - Conflicts (`hasConflict`): the delegate's condition must lie within the root's. uri/scheme/method/authority,
   and each header, withoutHeader or queryParam both name: any regex conflicts; root exact needs the same
-  exact; root prefix needs a delegate prefix or exact starting with it. ignoreUriCase must agree, ports and
-  shared sourceLabels keys must not differ. One deliberate difference: Istio finds a conflict whenever the root
-  condition is an empty StringMatch; here a header or query parameter the root only asks to be present (`{}`)
-  accepts any delegate condition on it, and two empty conditions agree.
+  exact; root prefix needs a delegate prefix or exact starting with it. ignoreUriCase must agree, ports,
+  sourceNamespaces and shared sourceLabels keys must not differ. One deliberate difference: Istio finds a
+  conflict whenever the root condition is an empty StringMatch; here a header or query parameter the root
+  only asks to be present (`{}`) accepts any delegate condition on it, and two empty conditions agree.
 - Route fields: the delegate's own timeout, retries, fault, rewrite, corsPolicy and headers win when set, else
   the root's apply (but no rewrite onto a delegate route that redirects: a route may not combine the two).
   Mirroring is one unit here (the delegate's mirror/mirrorPercentage/mirrors when it sets any, else the
@@ -189,6 +190,7 @@ def _merge_match(root: HTTPMatchRequest, leaf: HTTPMatchRequest) -> HTTPMatchReq
             "without_headers": {**root.without_headers, **leaf.without_headers},
             "query_params": {**root.query_params, **leaf.query_params},
             "source_labels": {**root.source_labels, **leaf.source_labels},
+            "source_namespace": leaf.source_namespace or root.source_namespace,
         }
     )
 
@@ -212,6 +214,8 @@ def has_conflict(root: HTTPMatchRequest, leaf: HTTPMatchRequest) -> bool:
     if root.ignore_uri_case != leaf.ignore_uri_case:
         return True
     if root.port is not None and leaf.port is not None and root.port != leaf.port:
+        return True
+    if root.source_namespace and leaf.source_namespace and root.source_namespace != leaf.source_namespace:
         return True
     return any(key in root.source_labels and root.source_labels[key] != v for key, v in leaf.source_labels.items())
 

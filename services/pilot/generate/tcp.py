@@ -13,9 +13,9 @@ A listener's routes are the `tcp` routes of the VirtualServices applying to the 
 port; a route whose blocks all name other ports is left out. A destination's port defaults to the listener's
 port; weights follow the http rules (a lone destination 100, all omitted: 100 split evenly, some omitted: 0).
 Without an applying tcp route the listener gets one catch-all route to `outbound|<port>||<service>`.
-`sourceLabels` are applied per proxy as for http routes: blocks the caller cannot meet are dropped, and a
-route left without blocks disappears (a listener left without routes refuses connections). An upstream
-that is not a TCP port of a catalog service gets no listener.
+`sourceLabels` and `sourceNamespace` are applied per proxy as for http routes: blocks the caller cannot meet
+are dropped, and a route left without blocks disappears (a listener left without routes refuses
+connections). An upstream that is not a TCP port of a catalog service gets no listener.
 
 A ServiceEntry host's port is TCP when its protocol is not of the HTTP family (TCP, TLS, HTTPS, MONGO, MYSQL,
 REDIS): `api.example.com:443` declared as an upstream gets a listener whose bytes (the app's own TLS, for
@@ -32,7 +32,7 @@ from services.pilot.snapshot import Proxy, Snapshot
 from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams
 from shared.model import VirtualService
 from shared.model.proxy_config import Cluster, TcpListener, TcpRoute, WeightedCluster
-from shared.model.virtual_service import RouteDestination, TCPRoute
+from shared.model.virtual_service import RouteDestination, TCPRoute, names_source, source_meets
 
 
 def is_tcp(snapshot: Snapshot, service: str, port: int) -> bool:
@@ -128,13 +128,13 @@ def tcp_listeners(
     return listeners
 
 
-def _for_source(listener: TcpListener, labels: Mapping[str, str]) -> TcpListener | None:
+def _for_source(listener: TcpListener, labels: Mapping[str, str], namespace: str) -> TcpListener | None:
     routes = []
     for route in listener.routes:
-        if not any(block.source_labels for block in route.match):
+        if not any(names_source(block) for block in route.match):
             routes.append(route)
             continue
-        kept = [b for b in route.match if all(labels.get(k) == v for k, v in b.source_labels.items())]
+        kept = [block for block in route.match if source_meets(block, labels, namespace)]
         if kept:
             routes.append(route.model_copy(update={"match": kept}))
     if not routes:
@@ -143,12 +143,13 @@ def _for_source(listener: TcpListener, labels: Mapping[str, str]) -> TcpListener
 
 
 def proxy_listeners(snapshot: Snapshot, proxy: Proxy, everything: Iterable[TcpListener]) -> list[TcpListener]:
-    """The listeners of the TCP upstreams `proxy` declares, as this caller sees them (`sourceLabels` applied)."""
+    """The listeners of the TCP upstreams `proxy` declares, as this caller sees them (`sourceLabels` and
+    `sourceNamespace` applied)."""
     declared = {(u.name, u.port) for u in declared_upstreams(snapshot).get(proxy.proxy_id, ())}
     if not declared:
         return []
     chosen = (listener for listener in everything if (listener.upstream, listener.port) in declared)
-    return [kept for listener in chosen if (kept := _for_source(listener, proxy.labels)) is not None]
+    return [kept for listener in chosen if (kept := _for_source(listener, proxy.labels, proxy.namespace)) is not None]
 
 
 def with_listener_clusters(

@@ -168,6 +168,7 @@ def test_the_root_match_applies_to_delegate_routes_without_uri() -> None:
         ("{headers: {x-team: {exact: a}}}", "{headers: {x-team: {exact: b}}}"),
         ("{port: 80}", "{port: 8080}"),
         ("{uri: {prefix: /api}}", "{uri: {prefix: /api}, ignoreUriCase: true}"),
+        ("{sourceNamespace: default}", "{sourceNamespace: team}"),
     ],
 )
 def test_a_delegate_route_whose_match_conflicts_is_dropped(root_match: str, delegate_match: str) -> None:

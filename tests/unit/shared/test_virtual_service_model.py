@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.model.virtual_service import HTTPRoute, PresentOrStringMatch
+from shared.model.virtual_service import HTTPRoute, L4MatchAttributes, PresentOrStringMatch, names_source, source_meets
 
 DEST = [{"destination": {"host": "reviews"}}]
 
@@ -102,3 +102,21 @@ def test_uri_regex_rewrite_validation() -> None:
         route=DEST, rewrite={"uri": "/a", "uriRegexRewrite": {"match": "a", "rewrite": "b"}}
     )
     assert "does not compile" in _error(route=DEST, rewrite={"uriRegexRewrite": {"match": "(", "rewrite": "b"}})
+
+
+def test_source_namespace_on_http_and_tcp_matches() -> None:
+    route = _route(route=DEST, match=[{"sourceNamespace": "shop", "sourceLabels": {"app": "web"}}])
+    assert (route.match[0].source_namespace, route.match[0].source_labels) == ("shop", {"app": "web"})
+    tcp = L4MatchAttributes.model_validate({"port": 5432, "sourceNamespace": "billing"})
+    assert tcp.source_namespace == "billing"
+    assert "match.0.sourceNamespace" in _error(route=DEST, match=[{"sourceNamespace": ""}])
+
+
+def test_a_block_without_source_conditions_meets_every_caller() -> None:
+    plain = _route(route=DEST, match=[{"port": 80}]).match[0]
+    scoped = _route(route=DEST, match=[{"sourceNamespace": "shop", "sourceLabels": {"app": "web"}}]).match[0]
+    assert not names_source(plain) and source_meets(plain, {}, "anywhere")
+    assert names_source(scoped)
+    assert source_meets(scoped, {"app": "web", "version": "v2"}, "shop")
+    assert not source_meets(scoped, {"app": "web"}, "staging")
+    assert not source_meets(scoped, {"app": "api"}, "shop")
