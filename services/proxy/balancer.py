@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from services.proxy.circuit_breaker import CircuitBreaker, Limits
 from services.proxy.errors import NoHealthyUpstream
-from services.proxy.lb import EndpointKey, HashKeySource, Picker, endpoint_key, is_weighted, picker_for
+from services.proxy.lb import EndpointKey, HashKeySource, Picker, SlowStart, endpoint_key, is_weighted, picker_for
 from services.proxy.locality import LocalityBalancer
 from services.proxy.origination import Origination, OriginationWatch
 from services.proxy.outlier import OutlierDetector
@@ -47,6 +47,8 @@ class ClusterRuntime:
     own_labels: Mapping[str, str] = field(default_factory=dict)
     origination_watch: OriginationWatch | None = None
     """Set when the cluster originates TLS from files; None: nothing to check, ever."""
+    slow_start: SlowStart | None = None
+    """The load balancer's `warmup`, when it has one that applies."""
     _healthy: list[Endpoint] = field(default_factory=list)
     _healthy_of: object = None
 
@@ -80,6 +82,9 @@ class ClusterRuntime:
         runtime.locality = _locality_balancer(locality, labels or {}, policy, cluster, rng)
         if origination is not None and origination.files:
             runtime.origination_watch = OriginationWatch(cluster, origination, clock, reload_interval)
+        warmup = policy.load_balancer.slow_start() if policy.load_balancer is not None else None
+        if warmup is not None:
+            runtime.slow_start = SlowStart(warmup, clock)
         return runtime
 
     def check_origination(self) -> None:
@@ -94,7 +99,11 @@ class ClusterRuntime:
     def rebind(self, cluster: Cluster) -> None:
         """Same policy, new endpoints: keep breaker, ejections and counts of the endpoints that stay."""
         self.config = cluster
+        before = set(self.keys)
         self.keys = tuple(endpoint_key(e) for e in cluster.endpoints)
+        if self.slow_start is not None:
+            self.slow_start.keep_only(set(self.keys))
+            self.slow_start.joined([key for key in self.keys if key not in before])
         policy = cluster.traffic_policy or TrafficPolicy()
         if self.hash_source or is_weighted(cluster.endpoints) or getattr(self.picker, "weighted", False):
             self.picker = picker_for(policy.load_balancer, cluster.endpoints, self.rng)
@@ -145,6 +154,8 @@ class ClusterRuntime:
         if exclude:
             fresh = [e for e in available if endpoint_key(e) not in exclude]
             available = fresh or available
+        if self.slow_start is not None and self.slow_start.warming():
+            return self.slow_start.pick(available, self.rng)
         return self.picker.pick(available, hash_key, self.active)
 
     def started(self, endpoint: Endpoint) -> None:

@@ -20,6 +20,8 @@ Semantics follow Envoy as Istio configures it:
   endpoints do not all have the same weight, ROUND_ROBIN is smooth weighted round robin, RANDOM draws by
   weight, LEAST_REQUEST is Envoy's weighted variant (earliest deadline first on weight / (requests in flight
   + 1)) and the ring gives each endpoint points in proportion to its weight.
+- `warmup` / `warmupDurationSecs` (ROUND_ROBIN and LEAST_REQUEST only, as in Istio): Envoy's slow start,
+  `SlowStart` below.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from __future__ import annotations
 import bisect
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from shared.model.destination_rule import ConsistentHashLB, LoadBalancerSettings, SimpleLB
+from shared.clock import Clock
+from shared.model.destination_rule import ConsistentHashLB, LoadBalancerSettings, SimpleLB, WarmupConfiguration
 from shared.model.proxy_config import Endpoint
 
 DEFAULT_RING_SIZE = 1024
@@ -197,6 +200,51 @@ class RingHashPicker:
             if owner is not None:
                 return by_key[owner]
         return self._fallback.pick(available, hash_key, active)
+
+
+class SlowStart:
+    """Envoy's slow start, Istio's `warmup`: an endpoint that joins a running cluster gets its weight times
+    max(minimumPercent, (age / duration) ^ (1 / aggression)) until `duration` has passed. Endpoints present
+    when the cluster's runtime is built start warm (a sidecar that starts, or a changed policy, ramps nothing).
+    While some endpoint warms, picks are drawn at random by those weights (Envoy keeps its round robin or
+    least-request schedule over them; the shares are the same); afterwards the cluster's own picker runs."""
+
+    def __init__(self, settings: WarmupConfiguration, clock: Clock) -> None:
+        self._window = settings.duration
+        self._floor = settings.minimum_percent / 100.0
+        self._exponent = 1.0 / settings.aggression
+        self._clock = clock
+        self._joined: dict[EndpointKey, float] = {}
+        self._until = float("-inf")
+        """When the last endpoint that joined is warm."""
+
+    def joined(self, keys: Iterable[EndpointKey]) -> None:
+        """These endpoints joined the cluster now."""
+        now = self._clock.monotonic()
+        for key in keys:
+            self._joined[key] = now
+            self._until = now + self._window
+
+    def keep_only(self, keys: Set[EndpointKey]) -> None:
+        """The cluster's endpoints now: an endpoint that left and comes back warms again."""
+        for key in [key for key in self._joined if key not in keys]:
+            del self._joined[key]
+
+    def warming(self) -> bool:
+        return self._clock.monotonic() < self._until
+
+    def factor(self, key: EndpointKey, now: float) -> float:
+        """The share of its weight an endpoint gets now (1.0 once warm)."""
+        joined = self._joined.get(key)
+        if joined is None or now - joined >= self._window:
+            return 1.0
+        ramp: float = (max(now - joined, 0.0) / self._window) ** self._exponent
+        return max(self._floor, ramp)
+
+    def pick(self, available: Sequence[Endpoint], rng: random.Random) -> Endpoint:
+        now = self._clock.monotonic()
+        weights = [endpoint.weight * self.factor(endpoint_key(endpoint), now) for endpoint in available]
+        return rng.choices(available, weights)[0]
 
 
 def picker_for(settings: LoadBalancerSettings | None, endpoints: Sequence[Endpoint], rng: random.Random) -> Picker:

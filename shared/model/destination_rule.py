@@ -167,16 +167,55 @@ def locality_pattern(value: str) -> str:
     return value
 
 
+class WarmupConfiguration(Spec):
+    """Istio's `warmup` (Envoy's slow start): a new endpoint's share of the traffic grows over `duration`."""
+
+    duration: Duration
+    minimum_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    """The share of its full weight a new endpoint starts from."""
+    aggression: Annotated[float, Field(ge=1)] = 1.0
+    """1: the share grows linearly; higher: it grows faster at first."""
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the warmup duration must be above 0s")
+        return value
+
+
+WARMING_LB = frozenset({None, SimpleLB.UNSPECIFIED, SimpleLB.ROUND_ROBIN, SimpleLB.LEAST_REQUEST, SimpleLB.LEAST_CONN})
+"""The balancers warmup applies to, as in Istio (ROUND_ROBIN and LEAST_REQUEST, the default)."""
+
+
 class LoadBalancerSettings(Spec):
     simple: SimpleLB | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    warmup_duration_secs: Duration | None = None
+    """Istio's older form of `warmup` (its duration, with the default minimum and aggression)."""
+    warmup: WarmupConfiguration | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> LoadBalancerSettings:
         if self.simple is not None and self.consistent_hash is not None:
             raise ValueError("set either simple or consistentHash, not both")
+        if self.warmup is not None and self.warmup_duration_secs is not None:
+            raise ValueError("set either warmup or warmupDurationSecs, not both")
+        if self.warmup_duration_secs is not None and self.warmup_duration_secs <= 0:
+            raise ValueError("warmupDurationSecs must be above 0s")
         return self
+
+    def slow_start(self) -> WarmupConfiguration | None:
+        """The warmup that applies: none for RANDOM or consistentHash (Istio applies it to ROUND_ROBIN and
+        LEAST_REQUEST only)."""
+        if self.consistent_hash is not None or self.simple not in WARMING_LB:
+            return None
+        if self.warmup is not None:
+            return self.warmup
+        if self.warmup_duration_secs is not None:
+            return WarmupConfiguration(duration=self.warmup_duration_secs)
+        return None
 
 
 class TCPSettings(Spec):
