@@ -5,6 +5,9 @@ Envoy semantics as Istio configures them, all timers on the injected Clock:
   (unset: not enforced) counts 502/503/504 in a row; a connect failure or a timeout counts as both (Envoy
   without split_external_local_origin_errors maps them to 503/504). Any other answer resets the counters,
   and a non-gateway 5xx resets the gateway counter.
+- `splitExternalLocalOriginErrors` (default false): a connect failure or a timeout counts only towards
+  `consecutiveLocalOriginFailures` (default 5; 0 disables), not as a 5xx or gateway error; any answer from
+  the endpoint (whatever its status) resets that count, as Envoy's split mode does.
 - Reaching a threshold ejects the endpoint at once for `baseEjectionTime` (default 30s) x the number of
   times it was ejected, capped at 300s (Envoy's max_ejection_time). It comes back at the first `interval`
   tick (default 10s, ticks counted from the detector's start) after that time; every further tick it stays
@@ -34,6 +37,8 @@ GATEWAY_ERRORS = frozenset({502, 503, 504})
 class _HostState:
     consecutive_5xx: int = 0
     consecutive_gateway: int = 0
+    consecutive_local: int = 0
+    """Connect failures and timeouts in a row (counted apart only with splitExternalLocalOriginErrors)."""
     ejections: int = 0
     """How many times the host was ejected, as it stood at its last ejection."""
     back_at: float | None = None
@@ -82,20 +87,26 @@ class OutlierDetector:
         key = endpoint_key(endpoint)
         state = self._state(key)
         settings = self._settings
-        if status is None or status in GATEWAY_ERRORS:
-            state.consecutive_5xx += 1
-            state.consecutive_gateway += 1
-        elif status >= 500:
-            state.consecutive_5xx += 1
-            state.consecutive_gateway = 0
+        if status is None and settings.split_external_local_origin_errors:
+            state.consecutive_local += 1
+            tripped = 0 < settings.consecutive_local_origin_failures <= state.consecutive_local
         else:
-            state.consecutive_5xx = 0
-            state.consecutive_gateway = 0
-            return False
-        tripped = (0 < settings.consecutive_5xx_errors <= state.consecutive_5xx) or (
-            settings.consecutive_gateway_errors is not None
-            and 0 < settings.consecutive_gateway_errors <= state.consecutive_gateway
-        )
+            if status is not None:
+                state.consecutive_local = 0  # it answered: the connection works
+            if status is None or status in GATEWAY_ERRORS:
+                state.consecutive_5xx += 1
+                state.consecutive_gateway += 1
+            elif status >= 500:
+                state.consecutive_5xx += 1
+                state.consecutive_gateway = 0
+            else:
+                state.consecutive_5xx = 0
+                state.consecutive_gateway = 0
+                return False
+            tripped = (0 < settings.consecutive_5xx_errors <= state.consecutive_5xx) or (
+                settings.consecutive_gateway_errors is not None
+                and 0 < settings.consecutive_gateway_errors <= state.consecutive_gateway
+            )
         if not tripped:
             return False
         now = self._clock.monotonic()
@@ -124,6 +135,7 @@ class OutlierDetector:
         state.back_at = self._start + ticks * interval
         state.consecutive_5xx = 0
         state.consecutive_gateway = 0
+        state.consecutive_local = 0
 
     def forget_except(self, keys: set[EndpointKey]) -> None:
         """Drop the state of endpoints that left the cluster."""

@@ -256,6 +256,11 @@ class OutlierDetection(Spec):
     base_ejection_time: Duration = 30.0
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 10
     min_health_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    split_external_local_origin_errors: bool = False
+    """Count the proxy's own failures to reach the endpoint (connect failures, timeouts, resets) apart from
+    its answers: they eject by `consecutiveLocalOriginFailures` and no longer count as 5xx."""
+    consecutive_local_origin_failures: Annotated[int, Field(ge=0)] = 5
+    """Used only with `splitExternalLocalOriginErrors` (0: local failures never eject)."""
 
 
 class TLSMode(StrEnum):

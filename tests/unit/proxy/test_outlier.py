@@ -110,3 +110,30 @@ def test_forget_except_drops_departed_hosts() -> None:
     _fail(detector, HOSTS[0], 1)
     detector.forget_except(set(KEYS[1:]))
     assert not detector.is_ejected(KEYS[0])
+
+
+def test_split_local_origin_failures_eject_on_their_own_count() -> None:
+    detector = _detector(FakeClock(), splitExternalLocalOriginErrors=True, consecutiveLocalOriginFailures=3)
+    assert not _fail(detector, HOSTS[0], 2, status=None)
+    assert not _fail(detector, HOSTS[0], 4, status=500)  # answers reset the local count, and 4 < 5 5xx
+    assert not _fail(detector, HOSTS[0], 2, status=None)  # local failures do not add to the 5xx count
+    assert _fail(detector, HOSTS[0], 1, status=None)
+    assert HOSTS[0] not in detector.available(HOSTS)
+
+
+def test_split_mode_keeps_5xx_ejection_to_answers() -> None:
+    detector = _detector(FakeClock(), splitExternalLocalOriginErrors=True)
+    assert not _fail(detector, HOSTS[0], 4, status=None)
+    assert not _fail(detector, HOSTS[0], 4, status=503)
+    assert _fail(detector, HOSTS[0], 1, status=503)
+
+
+def test_without_split_a_connect_failure_counts_as_a_gateway_error() -> None:
+    detector = _detector(FakeClock(), consecutive5xxErrors=0, consecutiveGatewayErrors=3)
+    assert not _fail(detector, HOSTS[0], 2, status=None)
+    assert _fail(detector, HOSTS[0], 1, status=502)
+
+
+def test_zero_local_origin_failures_never_ejects() -> None:
+    detector = _detector(FakeClock(), splitExternalLocalOriginErrors=True, consecutiveLocalOriginFailures=0)
+    assert not _fail(detector, HOSTS[0], 50, status=None)
