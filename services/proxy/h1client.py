@@ -29,6 +29,7 @@ from aiohttp.http_parser import HttpResponseParser
 from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from services.proxy.keepalive import Keepalive, apply_to_transport
 from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
 
 if TYPE_CHECKING:
@@ -204,8 +205,11 @@ class LeanPool:
         connect_timeout: float,
         idle_timeout: float,
         origination: Origination | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
-        """`origination`: the cluster's TLS origination for an endpoint without identity (None: mesh or plain)."""
+        """`origination`: the cluster's TLS origination for an endpoint without identity (None: mesh or plain);
+        `keepalive`: TCP keepalive for its connections (None: the system's defaults)."""
+        self._keepalive = keepalive
         self._host = host
         self._port = port
         self._identity = expected_identity
@@ -330,6 +334,7 @@ class LeanPool:
         except (OSError, ssl.SSLError) as err:
             raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
         connection.context = context
+        apply_to_transport(connection.transport, self._keepalive)
         if self._origination is not None:
             self._origination.verify_transport(connection.transport)
         elif self._identity is not None:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
+from services.proxy.keepalive import apply_to_transport
 from services.proxy.origination import Origination, OriginationRefused, OriginationUnavailable
 from services.proxy.snapshot import ProxyState
 from services.proxy.tcp_peer_exchange import as_caller, negotiated
@@ -168,6 +169,7 @@ class TcpOutbound:
         try:
             async with asyncio.timeout(runtime.pool.connect_timeout):
                 reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
+            apply_to_transport(writer.transport, runtime.pool.keepalive)
         except (OSError, TimeoutError) as err:
             runtime.report(endpoint, None)
             raise UpstreamConnectFailure(f"connect to {_host(endpoint)} failed: {err or 'timeout'}") from err

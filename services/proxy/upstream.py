@@ -36,6 +36,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from services.proxy.h1client import LeanPool
+from services.proxy.keepalive import Keepalive
 from services.proxy.origination import Origination
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -65,6 +66,8 @@ class PoolSettings:
     """0: unlimited."""
     origination: Origination | None = None
     """TLS to endpoints without identity (DestinationRule tls SIMPLE / MUTUAL); None: plain text to them."""
+    keepalive: Keepalive | None = None
+    """connectionPool.tcp.tcpKeepalive; None: the system's defaults (keepalive off)."""
 
     @property
     def usable(self) -> bool:
@@ -85,13 +88,14 @@ class PoolSettings:
             max_requests_per_connection=(http.max_requests_per_connection or 0) if http is not None else 0,
             max_connection_duration=(tcp.max_connection_duration or 0.0) if tcp is not None else 0.0,
             origination=origination,
+            keepalive=Keepalive.of(tcp.tcp_keepalive) if tcp is not None else None,
         )
 
 
 DEFAULT_POOL = PoolSettings()
 
-_LeanSettings = tuple[float, float, Origination | None]
-"""What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination."""
+_LeanSettings = tuple[float, float, Origination | None, Keepalive | None]
+"""What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination, keepalive."""
 
 
 class _ConnectionLimits:
@@ -172,6 +176,8 @@ def _connector(settings: PoolSettings, identity: str | None, clock: Clock) -> ai
     options: dict[str, object] = {"limit": settings.max_connections, "force_close": uses == 1}
     if uses != 1:
         options["keepalive_timeout"] = settings.idle_timeout
+    if settings.keepalive is not None:
+        options["socket_factory"] = settings.keepalive.socket_factory()
     limited = uses > 1 or (uses != 1 and settings.max_connection_duration > 0)
     if identity is None and settings.origination is not None:
         limits = _ConnectionLimits(uses, settings.max_connection_duration, clock) if limited else None
@@ -247,7 +253,7 @@ class UpstreamPools:
             return None
         origination = settings.origination if endpoint.identity is None else None
         key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
-        wanted = (settings.connect_timeout, settings.idle_timeout, origination)
+        wanted = (settings.connect_timeout, settings.idle_timeout, origination, settings.keepalive)
         found = self._lean.get(key)
         if found is not None:
             if found[0] == wanted:
@@ -265,6 +271,7 @@ class UpstreamPools:
             settings.connect_timeout,
             settings.idle_timeout,
             origination,
+            settings.keepalive,
         )
         self._lean[key] = (wanted, pool)
         return pool

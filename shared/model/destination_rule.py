@@ -218,10 +218,33 @@ class LoadBalancerSettings(Spec):
         return None
 
 
+MAX_KEEPALIVE_SECONDS = 32767
+"""The longest keepalive idle time and interval Linux accepts."""
+
+
+class TcpKeepalive(Spec):
+    """TCP keepalive on the connections to the destination; an unset field keeps the system's value."""
+
+    probes: Annotated[int, Field(ge=1, le=127)] | None = None
+    """Unanswered probes before the connection is dropped (Linux takes 1 to 127)."""
+    time: Duration | None = None
+    """Idle time before the first probe."""
+    interval: Duration | None = None
+    """Time between probes."""
+
+    @field_validator("time", "interval")
+    @classmethod
+    def _seconds_linux_takes(cls, value: float | None) -> float | None:
+        if value is not None and not 1 <= value <= MAX_KEEPALIVE_SECONDS:
+            raise ValueError(f"keepalive times are whole seconds from 1s to {MAX_KEEPALIVE_SECONDS}s")
+        return value
+
+
 class TCPSettings(Spec):
     max_connections: Annotated[int, Field(ge=1)] | None = None
     connect_timeout: Duration = 10.0
     max_connection_duration: Duration | None = None
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 class H2UpgradePolicy(StrEnum):

@@ -290,3 +290,33 @@ async def test_max_connections_overflow_closes_at_once(mesh: Mesh) -> None:
     assert await read_all(first_reader) == b"bye 1"
     first.close()
     assert metric(mesh.caller, "istio_tcp_connections_closed_total", response_flags="UO") == 1
+
+
+def _keepalive_timers(remote_port: int) -> list[tuple[int, int]]:
+    """(timer kind, clock ticks left) of this machine's established IPv4 connections to `remote_port` on
+    loopback, from /proc/net/tcp (kind 2: the keepalive timer runs)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, timer = fields[2], fields[3], fields[5]
+        if state == "01" and remote == f"0100007F:{remote_port:04X}":
+            kind, left = timer.split(":")
+            found.append((int(kind, 16), int(left, 16)))
+    return found
+
+
+async def test_tcp_keepalive_is_set_on_the_upstream_connection(mesh: Mesh) -> None:
+    snapshot = mesh.caller.state.snapshot
+    assert snapshot is not None
+    raw = snapshot.config.model_dump(by_alias=True)
+    raw["clusters"][0]["trafficPolicy"] = {"connectionPool": {"tcp": {"tcpKeepalive": {"time": "20s", "probes": 3}}}}
+    mesh.caller.state.swap(ConfigSnapshot.build(ProxyConfig.model_validate(raw).versioned(), random.Random(1)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+    writer.write(b"a")
+    async with asyncio.timeout(10):
+        assert await reader.readexactly(1) == b"a"
+    timers = _keepalive_timers(mesh.callee.listeners["inbound"].port)
+    assert len(timers) == 1 and timers[0][0] == 2 and 0 < timers[0][1] <= 20 * 100, timers
+    writer.write_eof()
+    assert await read_all(reader) == b"bye 1"
+    writer.close()
