@@ -146,7 +146,8 @@ class TcpOutbound:
                 return
             meter.opened(source_labels(self._telemetry, cluster, lease.endpoint, "-", callee))
             try:
-                await relay(downstream, stream, meter.received, meter.sent)
+                idle = runtime.pool.tcp_idle_timeout or None
+                await relay(downstream, stream, meter.received, meter.sent, idle, self._clock)
             finally:
                 meter.closed(_host(lease.endpoint), cluster.name)
         finally:

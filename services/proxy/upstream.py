@@ -45,6 +45,8 @@ from shared.model.proxy_config import Endpoint
 
 CONNECT_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0
+TCP_IDLE_TIMEOUT = 3600.0
+"""A TCP connection idle this long is closed unless its DestinationRule says otherwise (Istio's default)."""
 RETIRED_KEPT = 16
 LEAN_POOLS_KEPT = 4096
 # The caller's headers are forwarded as sent; the client must not add its own defaults.
@@ -68,6 +70,8 @@ class PoolSettings:
     """TLS to endpoints without identity (DestinationRule tls SIMPLE / MUTUAL); None: plain text to them."""
     keepalive: Keepalive | None = None
     """connectionPool.tcp.tcpKeepalive; None: the system's defaults (keepalive off)."""
+    tcp_idle_timeout: float = TCP_IDLE_TIMEOUT
+    """connectionPool.tcp.idleTimeout for TCP connections; 0: none."""
 
     @property
     def usable(self) -> bool:
@@ -89,6 +93,9 @@ class PoolSettings:
             max_connection_duration=(tcp.max_connection_duration or 0.0) if tcp is not None else 0.0,
             origination=origination,
             keepalive=Keepalive.of(tcp.tcp_keepalive) if tcp is not None else None,
+            tcp_idle_timeout=(
+                tcp.idle_timeout if tcp is not None and tcp.idle_timeout is not None else TCP_IDLE_TIMEOUT
+            ),
         )
 
 

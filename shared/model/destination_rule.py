@@ -245,6 +245,8 @@ class TCPSettings(Spec):
     connect_timeout: Duration = 10.0
     max_connection_duration: Duration | None = None
     tcp_keepalive: TcpKeepalive | None = None
+    idle_timeout: Duration | None = None
+    """A TCP connection with no byte either way for this long is closed (unset: 1h, Istio's default; 0s: never)."""
 
 
 class H2UpgradePolicy(StrEnum):

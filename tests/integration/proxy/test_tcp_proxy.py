@@ -320,3 +320,17 @@ async def test_tcp_keepalive_is_set_on_the_upstream_connection(mesh: Mesh) -> No
     writer.write_eof()
     assert await read_all(reader) == b"bye 1"
     writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(mesh: Mesh) -> None:
+    snapshot = mesh.caller.state.snapshot
+    assert snapshot is not None
+    raw = snapshot.config.model_dump(by_alias=True)
+    raw["clusters"][0]["trafficPolicy"] = {"connectionPool": {"tcp": {"idleTimeout": "0.3s"}}}
+    mesh.caller.state.swap(ConfigSnapshot.build(ProxyConfig.model_validate(raw).versioned(), random.Random(1)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+    writer.write(b"a")
+    async with asyncio.timeout(10):
+        assert await reader.readexactly(1) == b"a"
+        assert await reader.read() == b""  # then nothing moves: the caller's sidecar closes the connection
+    writer.close()
