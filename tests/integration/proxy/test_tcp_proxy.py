@@ -106,6 +106,14 @@ class Mesh:
             config = ProxyConfig.model_validate(raw).versioned()
             sidecar.state.swap(ConfigSnapshot.build(config, random.Random(1)))
 
+    def with_caller_policy(self, policy: dict[str, Any]) -> None:
+        """The caller's config as it is, with `policy` as its cluster's trafficPolicy."""
+        snapshot = self.caller.state.snapshot
+        assert snapshot is not None
+        raw = snapshot.config.model_dump(by_alias=True)
+        raw["clusters"][0]["trafficPolicy"] = policy
+        self.caller.state.swap(ConfigSnapshot.build(ProxyConfig.model_validate(raw).versioned(), random.Random(1)))
+
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
@@ -273,12 +281,7 @@ async def test_strict_refuses_plain_text_on_a_tcp_port(mesh: Mesh) -> None:
 
 async def test_max_connections_overflow_closes_at_once(mesh: Mesh) -> None:
     mesh.configure()
-    snapshot = mesh.caller.state.snapshot
-    assert snapshot is not None
-    limited = snapshot.config.model_dump(by_alias=True)
-    limited["clusters"][0]["trafficPolicy"] = {"connectionPool": {"tcp": {"maxConnections": 1}}}
-    config = ProxyConfig.model_validate(limited).versioned()
-    mesh.caller.state.swap(ConfigSnapshot.build(config, random.Random(1)))
+    mesh.with_caller_policy({"connectionPool": {"tcp": {"maxConnections": 1}}})
     first_reader, first = await asyncio.open_connection("127.0.0.1", mesh.local_port)
     first.write(b"a")
     async with asyncio.timeout(10):
@@ -306,11 +309,7 @@ def _keepalive_timers(remote_port: int) -> list[tuple[int, int]]:
 
 
 async def test_tcp_keepalive_is_set_on_the_upstream_connection(mesh: Mesh) -> None:
-    snapshot = mesh.caller.state.snapshot
-    assert snapshot is not None
-    raw = snapshot.config.model_dump(by_alias=True)
-    raw["clusters"][0]["trafficPolicy"] = {"connectionPool": {"tcp": {"tcpKeepalive": {"time": "20s", "probes": 3}}}}
-    mesh.caller.state.swap(ConfigSnapshot.build(ProxyConfig.model_validate(raw).versioned(), random.Random(1)))
+    mesh.with_caller_policy({"connectionPool": {"tcp": {"tcpKeepalive": {"time": "20s", "probes": 3}}}})
     reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
     writer.write(b"a")
     async with asyncio.timeout(10):
@@ -323,11 +322,7 @@ async def test_tcp_keepalive_is_set_on_the_upstream_connection(mesh: Mesh) -> No
 
 
 async def test_an_idle_connection_is_closed_after_the_idle_timeout(mesh: Mesh) -> None:
-    snapshot = mesh.caller.state.snapshot
-    assert snapshot is not None
-    raw = snapshot.config.model_dump(by_alias=True)
-    raw["clusters"][0]["trafficPolicy"] = {"connectionPool": {"tcp": {"idleTimeout": "0.3s"}}}
-    mesh.caller.state.swap(ConfigSnapshot.build(ProxyConfig.model_validate(raw).versioned(), random.Random(1)))
+    mesh.with_caller_policy({"connectionPool": {"tcp": {"idleTimeout": "0.3s"}}})
     reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
     writer.write(b"a")
     async with asyncio.timeout(10):
