@@ -6,6 +6,7 @@ then measures every target at each load point in turn (open loop at 500 and 1,00
 loop for max throughput; 16 keep-alive connections; bench/loadgen.py):
 
   direct   client -> upstream
+  bare     client -> bare pass-through (bench/bare_proxy.py: the sidecar's parsers, no mesh feature) -> upstream
   sidecar  client -> client sidecar outbound -> upstream (plain text)
   mesh     client -> client sidecar outbound -> mTLS -> server sidecar inbound -> upstream
 
@@ -153,6 +154,7 @@ async def targets(workdir: Path, skip_baselines: bool) -> AsyncIterator[list[Tar
         upstream_port = free_port()
         await processes.start([sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)], wait_line=True)
         found: list[Target] = [Target("direct", upstream_port, f"127.0.0.1:{upstream_port}")]
+        found.append(await _bare(processes, upstream_port))
         ca_dir = workdir / "ca"
         CertificateAuthority.load_or_create(ca_dir, "cluster.local")
         empty = ProxyConfig(proxy_id=SERVER, service=SERVER, namespace="bench")
@@ -167,6 +169,13 @@ async def targets(workdir: Path, skip_baselines: bool) -> AsyncIterator[list[Tar
         yield found
     finally:
         await processes.stop_all()
+
+
+async def _bare(processes: Processes, upstream_port: int) -> Target:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port), "--upstream-port", str(upstream_port)]
+    process, _ = await processes.start(argv, wait_line=True)
+    return Target("bare", port, f"127.0.0.1:{port}", {"bare": process.pid})
 
 
 async def _baselines(processes: Processes, workdir: Path, upstream_port: int) -> list[Target]:
@@ -271,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=8.0, help="recorded seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before each point")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--targets", nargs="*", default=[], help="only these (direct sidecar mesh nginx haproxy)")
+    parser.add_argument("--targets", nargs="*", default=[], help="only these (direct bare sidecar mesh nginx haproxy)")
     parser.add_argument("--no-baselines", action="store_true", help="skip nginx and haproxy")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per point (about a minute)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON and Markdown")
