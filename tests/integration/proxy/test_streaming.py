@@ -17,10 +17,10 @@ from shared.model.proxy_config import ProxyConfig, cluster_name
 pytestmark = pytest.mark.integration
 
 CLUSTER = cluster_name("bulk.default.svc.cluster.local", 80)
-SIZE = 200 * 1024 * 1024
+SIZE = 1024 * 1024 * 1024
 CHUNK = 256 * 1024
 MEMORY_SLACK = 64 * 1024 * 1024
-"""Peak RSS may grow by this much while 200 MB pass; buffering a body whole would exceed it."""
+"""Peak RSS may grow by this much while 1 GiB passes each way; buffering a body whole would exceed it."""
 
 
 def peak_rss() -> int:
@@ -104,7 +104,7 @@ async def ready_sidecar(make_sidecar: Any, bus: Any, port: int) -> Sidecar:
     return sidecar
 
 
-async def test_200_mb_each_way_with_bounded_memory(bulk_app: int, make_sidecar: Any, bus: Any) -> None:
+async def test_1_gib_each_way_with_bounded_memory(bulk_app: int, make_sidecar: Any, bus: Any) -> None:
     sidecar = await ready_sidecar(make_sidecar, bus, bulk_app)
     base = f"http://127.0.0.1:{sidecar.listeners['outbound'].port}"
     timeout = aiohttp.ClientTimeout(total=300)
@@ -122,7 +122,7 @@ async def test_200_mb_each_way_with_bounded_memory(bulk_app: int, make_sidecar: 
                 received += len(chunk)
         assert received == SIZE
     growth = peak_rss() - before
-    assert growth < MEMORY_SLACK, f"peak RSS grew by {growth / 2**20:.0f} MiB while 2 x 200 MiB passed"
+    assert growth < MEMORY_SLACK, f"peak RSS grew by {growth / 2**20:.0f} MiB while 2 x 1 GiB passed"
 
 
 async def test_websocket_upgrade_passes_through(bulk_app: int, make_sidecar: Any, bus: Any) -> None:
