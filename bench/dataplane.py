@@ -35,7 +35,7 @@ import uvloop
 
 from bench import reverse_proxies
 from bench.loadgen import request_bytes, run_load
-from bench.report import Point, ProcessSample, markdown_table, throughput_ratios, write
+from bench.report import Point, ProcessSample, markdown_table, medians, share_line, write
 from bench.sidecar_process import settings_for
 from bench.stats import added, cpu_per_thousand, cpu_seconds, rss_mb
 from services.citadel.ca import CertificateAuthority
@@ -239,10 +239,10 @@ async def measure(target: Target, load: str, rate: float | None, args: argparse.
 
 def with_added(points: list[Point]) -> list[Point]:
     """Fill in the latency each target adds over the direct call at the same load."""
-    direct = {point.load: point for point in points if point.target == "direct"}
+    direct = {(point.round, point.load): point for point in points if point.target == "direct"}
     done = []
     for point in points:
-        base = direct.get(point.load)
+        base = direct.get((point.round, point.load))
         if base is not None and point.target != "direct":
             point = replace(
                 point,
@@ -260,17 +260,18 @@ async def run(args: argparse.Namespace) -> list[Point]:
     with tempfile.TemporaryDirectory(prefix="isthmus-bench-") as tmp:
         async with targets(Path(tmp), args.no_baselines) as found:
             chosen = [t for t in found if not args.targets or t.name in args.targets]
-            for load, rate in loads:
-                for target in chosen:
-                    point = await measure(target, load, rate, args)
-                    points.append(point)
-                    lag = f", generator timer lag p99 {point.timer_lag_p99_ms:.1f} ms" if rate else ""
-                    behind = " BEHIND the offered rate" if point.behind else ""
-                    print(
-                        f"{target.name:>8} {load:>9}: {point.achieved_rps:8,.0f} req/s{behind}, "
-                        f"p50 {point.latency.p50_ms:.2f} p99 {point.latency.p99_ms:.2f} ms{lag}",
-                        flush=True,
-                    )
+            for round_index in range(args.rounds):
+                for load, rate in loads:
+                    for target in chosen:
+                        point = replace(await measure(target, load, rate, args), round=round_index)
+                        points.append(point)
+                        lag = f", generator timer lag p99 {point.timer_lag_p99_ms:.1f} ms" if rate else ""
+                        behind = " BEHIND the offered rate" if point.behind else ""
+                        print(
+                            f"{target.name:>8} {load:>9}: {point.achieved_rps:8,.0f} req/s{behind}, "
+                            f"p50 {point.latency.p50_ms:.2f} p99 {point.latency.p99_ms:.2f} ms{lag}",
+                            flush=True,
+                        )
     return with_added(points)
 
 
@@ -280,6 +281,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=8.0, help="recorded seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before each point")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="passes over every target and load, interleaved; the table shows the median round of each",
+    )
     parser.add_argument("--targets", nargs="*", default=[], help="only these (direct bare sidecar mesh nginx haproxy)")
     parser.add_argument("--no-baselines", action="store_true", help="skip nginx and haproxy")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per point (about a minute)")
@@ -302,14 +309,15 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
+        "rounds": args.rounds,
         "wall_s": round(time.monotonic() - started, 1),
     }
     json_path, md_path = write(points, meta, args.out)
     print()
-    print(markdown_table(points))
-    ratios = throughput_ratios(points)
-    if ratios:
-        print("max throughput vs nginx: " + ", ".join(f"{name} {share:.0%}" for name, share in ratios.items()))
+    print(markdown_table(medians(points)))
+    shares = share_line(points)
+    if shares:
+        print(shares)
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -6,7 +6,7 @@ import math
 import os
 
 from bench.loadgen import _complete
-from bench.report import Point, markdown_table, throughput_ratios
+from bench.report import Point, markdown_table, medians, round_shares, share_line, throughput_ratios
 from bench.stats import LatencySummary, added, cpu_per_thousand, cpu_seconds, percentile, rss_mb
 
 
@@ -58,3 +58,32 @@ def test_table_and_throughput_share() -> None:
     assert throughput_ratios(points) == {"nginx": 1.0, "sidecar": 0.6}
     table = markdown_table(points)
     assert "| sidecar | max | 600 |" in table
+
+
+def _max(target: str, rps: float, round_index: int) -> Point:
+    summary = LatencySummary.of([0.001])
+    return Point(target, "max", None, rps, summary, 0.1, 0.2, 0, 0, 0.0, False, 1.0, round=round_index)
+
+
+def test_rounds_share_is_the_median_of_shares_taken_within_each_round() -> None:
+    # The machine slows down in round 1: both targets drop, the share holds; a cross-round median of
+    # each target's own req/s would say 600 / 1000 in round 0 vs the 300 / 1000 mix.
+    points = [
+        _max("nginx", 1000.0, 0),
+        _max("sidecar", 400.0, 0),
+        _max("nginx", 500.0, 1),
+        _max("sidecar", 250.0, 1),
+        _max("nginx", 800.0, 2),
+        _max("sidecar", 360.0, 2),
+    ]
+    assert round_shares(points, "sidecar") == [0.4, 0.5, 0.45]
+    assert throughput_ratios(points)["sidecar"] == 0.45
+    assert "sidecar 45% (rounds: 40%, 50%, 45%)" in share_line(points)
+    table = medians(points)
+    assert [(point.target, point.achieved_rps) for point in table] == [("nginx", 800.0), ("sidecar", 360.0)]
+
+
+def test_one_round_reports_its_points_as_they_are() -> None:
+    points = [_max("nginx", 1000.0, 0), _max("sidecar", 600.0, 0)]
+    assert medians(points) == points
+    assert "(rounds:" not in share_line(points) and "sidecar 60%" in share_line(points)
