@@ -19,10 +19,13 @@ import json
 import struct
 from dataclasses import dataclass
 
-PEER_METADATA = "x-envoy-peer-metadata"
-PEER_METADATA_ID = "x-envoy-peer-metadata-id"
+from multidict import istr
+
+PEER_METADATA = istr("x-envoy-peer-metadata")
+PEER_METADATA_ID = istr("x-envoy-peer-metadata-id")
 PEER_METADATA_HEADERS = frozenset({PEER_METADATA, PEER_METADATA_ID})
-"""Lower-case names; proxies strip both from everything they forward."""
+"""Lower-case names (case-insensitive header keys, equal to the plain strings); proxies strip both from
+everything they forward."""
 MAX_ENCODED = 4096
 """A longer value is not decoded (it cannot be one of ours)."""
 ALPN_PEER_EXCHANGE = "istio-peer-exchange"

@@ -8,7 +8,7 @@ from typing import Protocol, cast
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from services.proxy.errors import ProxyError
 from services.proxy.h1server import FastRequest
@@ -16,12 +16,14 @@ from services.proxy.request_view import Reply, RequestView
 from shared.model.virtual_service import HeaderOperations
 from shared.peer_metadata import PEER_METADATA_HEADERS
 
-REQUEST_ID = "x-request-id"
-FORWARDED_FOR = "x-forwarded-for"
-FORWARDED_CLIENT_CERT = "x-forwarded-client-cert"
-ATTEMPT_COUNT = "x-envoy-attempt-count"
+REQUEST_ID = istr("x-request-id")
+"""Header names are case-insensitive multidict keys (`istr`): a lookup does not lower-case them again."""
+FORWARDED_FOR = istr("x-forwarded-for")
+FORWARDED_CLIENT_CERT = istr("x-forwarded-client-cert")
+FORWARDED_PROTO = istr("x-forwarded-proto")
+ATTEMPT_COUNT = istr("x-envoy-attempt-count")
 """Set on every upstream attempt (1, 2, ...), as Istio configures Envoy (include_request_attempt_count)."""
-RESPONSE_FLAGS = "x-isthmus-response-flags"
+RESPONSE_FLAGS = istr("x-isthmus-response-flags")
 """Set only on replies the proxy generates itself, carrying the Envoy-style flag (NR, UH, UF, UT, ...)."""
 
 HOP_BY_HOP = frozenset(
@@ -39,6 +41,9 @@ HOP_BY_HOP = frozenset(
 )
 HOP_SCOPED = HOP_BY_HOP | PEER_METADATA_HEADERS
 """Never passed on: hop-by-hop headers, and peer metadata (each proxy sends its own, apps never see it)."""
+_HOP_SCOPED_KEYS = tuple(istr(name) for name in sorted(HOP_SCOPED))
+"""The same names as multidict keys that carry their case-folded form (no lowering per lookup)."""
+_CONNECTION = istr("Connection")
 CHUNK = 64 * 1024
 
 
@@ -47,12 +52,12 @@ def end_to_end_headers(
 ) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers (any the Connection header names too) or peer metadata."""
     copy = CIMultiDict(headers)
-    for value in headers.getall("Connection", ()):
+    for value in headers.getall(_CONNECTION, ()):
         for token in value.split(","):
             token = token.strip()
             if token:
                 copy.popall(token, None)
-    for name in HOP_SCOPED:
+    for name in _HOP_SCOPED_KEYS:
         if name in copy:
             del copy[name]
     return copy

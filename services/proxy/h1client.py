@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp import hdrs
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpResponseParser
 from aiohttp.http_writer import _serialize_headers
@@ -389,14 +390,14 @@ def _result_of(task: asyncio.Task[LeanResponse]) -> LeanResponse | BaseException
 def serialize(method: str, target: str, headers: CIMultiDict[str], body: bytes | None, host: str) -> bytes:
     """The request head (and body) as sent: headers as given (`host` when they name none), Content-Length for
     the body we hold. aiohttp's (C) head writer refuses a CR or LF anywhere in the head with ValueError."""
-    if body is not None or "Host" not in headers or (method in _BODY_METHODS and "Content-Length" not in headers):
-        if "Host" in headers:
+    if body is not None or hdrs.HOST not in headers or (method in _BODY_METHODS and hdrs.CONTENT_LENGTH not in headers):
+        if hdrs.HOST in headers:
             headers = headers.copy()
         else:  # Host first, as RFC 9110 asks of user agents
             headers = CIMultiDict([("Host", host), *headers.items()])
         if body is not None:
-            headers["Content-Length"] = str(len(body))
+            headers[hdrs.CONTENT_LENGTH] = str(len(body))
         elif method in _BODY_METHODS:
-            headers.setdefault("Content-Length", "0")
+            headers.setdefault(hdrs.CONTENT_LENGTH, "0")
     head: bytes = _serialize_headers(f"{method} {target} HTTP/1.1", headers)
     return head + body if body else head

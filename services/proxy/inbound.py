@@ -25,6 +25,7 @@ from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamCo
 from services.proxy.ext_authz import CheckRequest, ExtAuthzClient, ExtAuthzDenied
 from services.proxy.forward import (
     FORWARDED_CLIENT_CERT,
+    FORWARDED_PROTO,
     UpstreamResponse,
     append_forwarded_for,
     body_in_memory,
@@ -223,7 +224,7 @@ class InboundHandler:
             identity = self._tls.identity
             assert identity is not None, "a TLS connection exists only with a certificate"
             headers[FORWARDED_CLIENT_CERT] = forwarded_client_cert(identity.spiffe_id, peer)
-        headers["x-forwarded-proto"] = "https" if peer is not None else "http"
+        headers[FORWARDED_PROTO] = "https" if peer is not None else "http"
         append_forwarded_for(headers, request.remote)
         return request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
 

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -73,7 +73,7 @@ def request_target(request: RequestView) -> tuple[str, str, int | None]:
         url = URL(raw, encoded=True)
         authority = url.raw_authority or ""
         return authority, url.raw_path_qs or "/", url.explicit_port or url.port
-    authority = request.headers.get("Host", "")
+    authority = request.headers.get(hdrs.HOST, "")
     port_text = authority.rpartition(":")[2] if ":" in authority and not authority.endswith("]") else ""
     return authority, raw, int(port_text) if port_text.isdigit() else None
 
@@ -202,7 +202,7 @@ class OutboundHandler:
             return answer(route.direct_response.status, body_text, content_type + cors_headers, routed.response_ops)
         destination = decision.destination
         assert destination is not None, "a route that does not answer itself has a destination"
-        headers["Host"] = decision.authority
+        headers[hdrs.HOST] = decision.authority
         append_forwarded_for(headers, request.remote)
         if route.headers is not None or destination.headers is not None:
             apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))

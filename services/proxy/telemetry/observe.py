@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
@@ -97,7 +97,7 @@ def _received(request: RequestView) -> int:
 
 
 def _protocol(request: RequestView) -> str:
-    return "grpc" if request.headers.get("Content-Type", "").startswith("application/grpc") else "http"
+    return "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/grpc") else "http"
 
 
 def _address(request: RequestView, which: str) -> str:
