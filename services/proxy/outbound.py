@@ -44,7 +44,7 @@ from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
 from services.proxy.redirect import direct_body, location
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
-from services.proxy.retry import RetryPolicy, policy_for
+from services.proxy.retry import RetryPolicy
 from services.proxy.router import Decision
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import (
@@ -145,8 +145,7 @@ class OutboundHandler:
         forward = self._prepare(request, routed, facts)
         if not isinstance(forward, _Forward):
             return forward
-        route = routed.decision.route
-        if route.mirrors or forward.policy.per_try_timeout:
+        if routed.decision.plan.mirrors or forward.policy.per_try_timeout:
             return self._forward(request, forward)
         try:
             return self._first_try(request, forward, facts, done)
@@ -163,15 +162,16 @@ class OutboundHandler:
                 raise NotReady("no configuration received yet")
             authority, path, port = request_target(request)
             decision = snapshot.routes.decide(request.method, authority, path, headers, port)
+            plan = decision.plan
             if facts is not None:
                 facts.cluster = decision.cluster
-                facts.route_name = decision.route.name
-            route_response_ops = _response_ops(decision.route.headers)
+                facts.route_name = plan.name
+            route_response_ops = plan.response_ops
             if decision.cors is not None:
                 preflight = decision.cors.preflight(request.method, headers)
                 if preflight is not None:
                     return answer(200, b"", preflight, route_response_ops)
-            fault = decide_fault(decision.route.fault, self._rng)
+            fault = decide_fault(plan.fault, self._rng)
         except ProxyError as err:
             return self._local(request, err, request_id)
         return _Routed(headers, request_id, snapshot, decision, authority, path, route_response_ops, fault)
@@ -192,23 +192,24 @@ class OutboundHandler:
         decision = routed.decision
         headers = routed.headers
         cors_headers = decision.cors.actual(headers.get(ORIGIN)) if decision.cors is not None else []
-        route = decision.route
-        if route.redirect is not None:
-            target = location(route.redirect, routed.authority, routed.path, decision.port)
-            return answer(route.redirect.redirect_code, b"", [("Location", target), *cors_headers], routed.response_ops)
-        if route.direct_response is not None:
-            body_text = direct_body(route.direct_response)
+        plan = decision.plan
+        if plan.redirect is not None:
+            target = location(plan.redirect, routed.authority, routed.path, decision.port)
+            return answer(plan.redirect.redirect_code, b"", [("Location", target), *cors_headers], routed.response_ops)
+        if plan.direct_response is not None:
+            body_text = direct_body(plan.direct_response)
             content_type = [("Content-Type", "text/plain")] if body_text else []
-            return answer(route.direct_response.status, body_text, content_type + cors_headers, routed.response_ops)
+            return answer(plan.direct_response.status, body_text, content_type + cors_headers, routed.response_ops)
         destination = decision.destination
         assert destination is not None, "a route that does not answer itself has a destination"
         headers[hdrs.HOST] = decision.authority
         append_forwarded_for(headers, request.remote)
-        if route.headers is not None or destination.headers is not None:
-            apply_header_operations(headers, (_request_ops(route.headers), _request_ops(destination.headers)))
+        destination_headers = destination.headers
+        if plan.request_ops is not None or destination_headers is not None:
+            apply_header_operations(headers, (plan.request_ops, _request_ops(destination_headers)))
         runtime = self._runtime(routed.snapshot, destination.cluster)
-        response_ops = (routed.response_ops, _response_ops(destination.headers))
-        return _Forward(routed, runtime, policy_for(route.retries), cors_headers, response_ops)
+        response_ops = (routed.response_ops, _response_ops(destination_headers))
+        return _Forward(routed, runtime, plan.retry, cors_headers, response_ops)
 
     def _first_try(
         self, request: FastRequest, forward: _Forward, facts: RequestFacts | None, done: Done
@@ -235,7 +236,7 @@ class OutboundHandler:
         lean = self._pools.lean_for(endpoint, runtime.pool)
         body = request.body()
         headers[ATTEMPT_COUNT] = "1"
-        timeout = routed.decision.route.timeout or None  # Istio: 0s disables the route timeout
+        timeout = routed.decision.plan.timeout
         loop = request.loop
         deadline = loop.time() + timeout if timeout is not None else None
         exchange = _Exchange(self, request, forward, lease, hash_key, set_cookie, body, facts, done, deadline)
@@ -270,19 +271,19 @@ class OutboundHandler:
         routed = forward.routed
         decision = routed.decision
         headers = routed.headers
-        route = decision.route
+        plan = decision.plan
         runtime = forward.runtime
         if type(request) is not FastRequest and isinstance(request, web.BaseRequest) and is_upgrade(request):
             return await self._websocket(request, runtime, decision, headers, routed.request_id)
         policy = forward.policy
-        mirrors = chosen(route.mirrors, self._rng) if route.mirrors else []
+        mirrors = chosen(plan.mirrors, self._rng) if plan.mirrors else []
         if body is not None or first is not None:
             tries = policy.tries
         elif request.body_exists:
             body, tries = await self._body(request, policy, bool(mirrors))
         else:
             body, tries = None, policy.tries
-        timeout = route.timeout or None  # Istio: 0s disables the route timeout
+        timeout = plan.timeout
         deadline = first.deadline if first is not None else None
         if first is not None:
             hash_key, set_cookie = first.hash_key, first.set_cookie
@@ -345,9 +346,7 @@ class OutboundHandler:
             try:
                 sent = for_endpoint(headers, endpoint, own_metadata())
                 server_name = self._pools.server_name(endpoint, runtime.pool)
-                socket = await relay_websocket(
-                    request, session, ssl_arg, url, sent, decision.route.timeout or None, server_name
-                )
+                socket = await relay_websocket(request, session, ssl_arg, url, sent, decision.plan.timeout, server_name)
             except HandshakeRefused as err:
                 runtime.report(endpoint, err.status)
                 raise
@@ -665,7 +664,7 @@ class _Exchange:
             abandon()
             self._lease.release()
             routed = self._forward.routed
-            timeout = routed.decision.route.timeout
+            timeout = routed.decision.plan.timeout
             reply = self._handler._local(
                 self._request, UpstreamTimeout(f"upstream timed out after {timeout}s"), routed.request_id
             )

@@ -11,12 +11,51 @@ from urllib.parse import parse_qsl
 
 from services.proxy.cors import CompiledCors
 from services.proxy.errors import NoRoute
-from shared.model.proxy_config import Cluster, ProxyConfig, Route, VirtualHost, WeightedCluster
+from services.proxy.retry import RetryPolicy, policy_for
+from shared.model.proxy_config import Cluster, MirrorCluster, ProxyConfig, Route, VirtualHost, WeightedCluster
 from shared.model.string_match import StringMatch
-from shared.model.virtual_service import HTTPMatchRequest
+from shared.model.virtual_service import (
+    HeaderOperations,
+    HTTPDirectResponse,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRedirect,
+)
 
 DEFAULT_PORT = 80
 """The port of a request whose Host names none, for `port` matches."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What the request path reads of a route, copied out of its config model once per config version (a
+    config model's attribute costs several times a plain slot's to read), its retries parsed."""
+
+    name: str | None
+    timeout: float | None
+    """None: no route timeout (Istio's 0s disables it too)."""
+    retry: RetryPolicy
+    fault: HTTPFaultInjection | None
+    request_ops: HeaderOperations | None
+    response_ops: HeaderOperations | None
+    redirect: HTTPRedirect | None
+    direct_response: HTTPDirectResponse | None
+    mirrors: tuple[MirrorCluster, ...]
+
+    @classmethod
+    def of(cls, route: Route) -> RoutePlan:
+        headers = route.headers
+        return cls(
+            route.name,
+            route.timeout or None,
+            policy_for(route.retries),
+            route.fault,
+            headers.request if headers is not None else None,
+            headers.response if headers is not None else None,
+            route.redirect,
+            route.direct_response,
+            tuple(route.mirrors),
+        )
 
 
 @dataclass(slots=True)
@@ -25,6 +64,7 @@ class Decision:
 
     virtual_host: str
     route: Route
+    plan: RoutePlan
     destination: WeightedCluster | None
     """None when the route answers itself (redirect, directResponse)."""
     path: str
@@ -123,6 +163,10 @@ class _CompiledMatch:
 @dataclass(frozen=True, slots=True)
 class _CompiledRoute:
     route: Route
+    plan: RoutePlan
+    destinations: tuple[WeightedCluster, ...]
+    answers_itself: bool
+    """No destination: the route answers with its redirect or direct response."""
     matches: tuple[_CompiledMatch, ...]
     cumulative: tuple[int, ...]
     """Running totals of the destinations' weights, for a bisect pick."""
@@ -140,7 +184,17 @@ class _CompiledRoute:
         matches = tuple(_CompiledMatch.of(m) for m in route.match)
         regex = route.rewrite.uri_regex_rewrite if route.rewrite is not None else None
         compiled_regex = (re.compile(regex.match), regex.rewrite) if regex is not None else None
-        return cls(route, matches, tuple(totals), CompiledCors.of(route.cors_policy), compiled_regex)
+        answers_itself = not route.route and (route.redirect is not None or route.direct_response is not None)
+        return cls(
+            route,
+            RoutePlan.of(route),
+            tuple(route.route),
+            answers_itself,
+            matches,
+            tuple(totals),
+            CompiledCors.of(route.cors_policy),
+            compiled_regex,
+        )
 
     def first_match(self, request: RequestView, query: Mapping[str, str]) -> tuple[bool, HTTPMatchRequest | None]:
         """Whether the route matches, and which match block did (None for a route without blocks)."""
@@ -152,15 +206,15 @@ class _CompiledRoute:
         return False, None
 
     def pick(self, rng: random.Random) -> WeightedCluster | None:
-        if not self.route.route and (self.route.redirect is not None or self.route.direct_response is not None):
+        if self.answers_itself:
             return None
         total = self.cumulative[-1] if self.cumulative else 0
         if len(self.cumulative) == 1 and total > 0:
-            return self.route.route[0]  # one destination: nothing to draw
+            return self.destinations[0]  # one destination: nothing to draw
         if total <= 0:
             raise NoRoute(f"route {self.route.name or '(unnamed)'} has no destination with a weight above 0")
         index = bisect.bisect_right(self.cumulative, rng.randrange(total))
-        return self.route.route[index]
+        return self.destinations[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +320,8 @@ class RouteTable:
             uri_path, _, raw_query = path.partition("?")
             uri_path = uri_path or "/"
             full_path = f"{uri_path}?{raw_query}" if raw_query else uri_path
-            return Decision(vhost.name, chosen.route, chosen.pick(self._rng), full_path, authority, chosen.cors, port)
+            destination = chosen.pick(self._rng)
+            return Decision(vhost.name, chosen.route, chosen.plan, destination, full_path, authority, chosen.cors, port)
         request = RequestView.of(method, host, path, headers if self._reads_headers else _NO_HEADERS, port)
         if vhost is None:
             raise NoRoute(f"no virtual host for {request.host!r}")
@@ -277,7 +332,8 @@ class RouteTable:
                 continue
             destination = compiled.pick(self._rng)
             full_path, authority = _rewrite(compiled.route, block, request, compiled.regex_rewrite)
-            return Decision(vhost.name, compiled.route, destination, full_path, authority, compiled.cors, request.port)
+            plan, cors = compiled.plan, compiled.cors
+            return Decision(vhost.name, compiled.route, plan, destination, full_path, authority, cors, request.port)
         raise NoRoute(f"no route of virtual host {vhost.name!r} matches {request.method} {request.path}")
 
 
