@@ -158,12 +158,13 @@ class ClusterRuntime:
             return self.slow_start.pick(available, self.rng)
         return self.picker.pick(available, hash_key, self.active)
 
-    def started(self, endpoint: Endpoint) -> None:
-        key = (endpoint.address, endpoint.port)  # lb.endpoint_key, inline: counted twice per request
+    def started(self, endpoint: Endpoint) -> EndpointKey:
+        """Count a request on `endpoint`; returns its key, for `finished`."""
+        key = (endpoint.address, endpoint.port)  # lb.endpoint_key, inline
         self.active[key] = self.active.get(key, 0) + 1
+        return key
 
-    def finished(self, endpoint: Endpoint) -> None:
-        key = (endpoint.address, endpoint.port)
+    def finished(self, key: EndpointKey) -> None:
         left = self.active.get(key, 0) - 1
         if left > 0:
             self.active[key] = left
@@ -191,6 +192,7 @@ class Lease:
 
     runtime: ClusterRuntime
     endpoint: Endpoint
+    key: EndpointKey
     released: bool = False
 
     @classmethod
@@ -202,13 +204,12 @@ class Lease:
         except BaseException:
             runtime.breaker.release()
             raise
-        runtime.started(endpoint)
-        return cls(runtime, endpoint)
+        return cls(runtime, endpoint, runtime.started(endpoint))
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.runtime.finished(self.endpoint)
+            self.runtime.finished(self.key)
             self.runtime.breaker.release()
 
 

@@ -108,7 +108,8 @@ class OutboundHandler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._runtimes = ClusterRuntimes(clock, self._rng, locality, labels)
-        self._runtimes_version: str | None = None
+        self._runtimes_of: ConfigSnapshot | None = None
+        """The snapshot whose clusters the runtimes were last trimmed to."""
         self._mirrors = Mirrors(pools)
 
     @property
@@ -360,9 +361,9 @@ class OutboundHandler:
             lease.release()
 
     def _runtime(self, snapshot: ConfigSnapshot, cluster: str) -> ClusterRuntime:
-        if snapshot.version != self._runtimes_version:
+        if snapshot is not self._runtimes_of:
             self._runtimes.retain(snapshot.routes.clusters)
-            self._runtimes_version = snapshot.version
+            self._runtimes_of = snapshot
         return self._runtimes.get(snapshot.routes.clusters[cluster])
 
     @staticmethod
