@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -22,6 +21,8 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_parser import HttpRequestParser, HttpResponseParser, RawRequestMessage, RawResponseMessage
 from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from bench.upstream import until_signalled
 
 HOP_BY_HOP = ("Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade")
 LIMIT = 2**16
@@ -145,14 +146,7 @@ async def start(host: str, port: int, upstream_host: str, upstream_port: int) ->
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = await start(args.host, args.port, args.upstream_host, args.upstream_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    print("ready", flush=True)
-    await stop.wait()
-    server.close()
+    await until_signalled(await start(args.host, args.port, args.upstream_host, args.upstream_port))
 
 
 def main() -> None:

@@ -61,8 +61,13 @@ class _Serve(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Serve, host, port, backlog=1024)
+    await until_signalled(await loop.create_server(_Serve, host, port, backlog=1024))
+
+
+async def until_signalled(server: asyncio.Server) -> None:
+    """Say "ready" on stdout (the benchmark waits for that line), serve until SIGTERM or SIGINT, then close."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print("ready", flush=True)
