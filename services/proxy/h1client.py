@@ -32,6 +32,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.keepalive import Keepalive, apply_to_transport
 from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
+from services.proxy.whole_body import WholeBody
 
 if TYPE_CHECKING:
     from services.proxy.origination import Origination
@@ -51,6 +52,10 @@ class _Connection(BaseProtocol):
         """The parser of the request in flight (None between requests: bytes then are unexpected)."""
         self._kept_parser: Any = None
         self._kept_for_head = False
+        self._heads: Any = None
+        """A parser that reads response heads only, for `_whole`; None while it must not be used (a HEAD
+        request's response, or one the full parser has started on)."""
+        self._kept_heads: Any = None
         self._waiter: asyncio.Future[tuple[Any, aiohttp.StreamReader]] | None = None
         self._callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None] | None = None
         """Instead of the waiter: called once with the response head and body reader, or with the failure."""
@@ -81,6 +86,15 @@ class _Connection(BaseProtocol):
             )
             self._kept_for_head = head_request
         self._parser = parser
+        if head_request:
+            self._heads = None
+            return
+        heads = self._kept_heads
+        if heads is None:
+            heads = self._kept_heads = HttpResponseParser(
+                self, self._loop, READ_LIMIT, response_with_body=False, auto_decompress=False
+            )
+        self._heads = heads
 
     def start_calling(
         self, head_request: bool, callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None]
@@ -97,6 +111,12 @@ class _Connection(BaseProtocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        heads = self._heads
+        if heads is not None:
+            self._heads = None  # whatever this read holds, the rest of the response is the full parser's
+            end = data.find(b"\r\n\r\n")
+            if end > 0 and self._whole(heads, data, end + 4):
+                return
         try:
             messages, upgraded, tail = parser.feed_data(data)
         except Exception as err:
@@ -110,19 +130,46 @@ class _Connection(BaseProtocol):
         for message, payload in messages:
             if 100 <= message.code < 200 and message.code != 101:
                 continue  # interim (100 Continue): the final response follows
-            if message.should_close:
-                self.reusable = False
             if message.code in _EMPTY_BODY_STATUS and not payload.is_eof():
                 payload.feed_eof()
-            self._payload = payload
-            callback = self._callback
-            if callback is not None:
-                self._callback = None
-                callback(message, payload, None)
-                continue
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result((message, payload))
+            self._deliver(message, payload)
+
+    def _whole(self, heads: Any, data: bytes, head_length: int) -> bool:
+        """Deliver a response that is this one read exactly, a head and the Content-Length body after it (the
+        common case), without a body reader fed chunk by chunk. False, with nothing delivered, for anything
+        else: the full parser then reads `data` from its start."""
+        try:
+            messages, upgraded, _ = heads.feed_data(data if head_length == len(data) else data[:head_length])
+        except Exception:  # malformed: the full parser says how; this one is made anew
+            self._kept_heads = None
+            return False
+        if upgraded or len(messages) != 1:
+            return False
+        message = messages[0][0]
+        code = message.code
+        if code < 200 or code in _EMPTY_BODY_STATUS or message.chunked or message.upgrade:
+            return False
+        headers = message.headers
+        length = headers.get(hdrs.CONTENT_LENGTH)
+        if length is None or not length.isdigit() or hdrs.TRANSFER_ENCODING in headers:
+            return False
+        if head_length + int(length) != len(data):
+            return False
+        self._deliver(message, WholeBody(data[head_length:]))
+        return True
+
+    def _deliver(self, message: Any, payload: aiohttp.StreamReader) -> None:
+        if message.should_close:
+            self.reusable = False
+        self._payload = payload
+        callback = self._callback
+        if callback is not None:
+            self._callback = None
+            callback(message, payload, None)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((message, payload))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.reusable = False
@@ -159,6 +206,7 @@ class _Connection(BaseProtocol):
 
     def finish(self) -> None:
         self._parser = None
+        self._heads = None
         self._waiter = None
         self._callback = None
         self._payload = None
