@@ -297,15 +297,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def interpreter() -> str:
+    """The CPython binary everything Python in the run uses (the load generator, upstream, bare proxy and
+    sidecars all run on `sys.executable`): per-request costs depend on how it was built."""
+    return os.path.realpath(sys.executable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
+    print(f"python {platform.python_version()} ({interpreter()})", flush=True)
     points = uvloop.run(run(args))
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench.dataplane " + " ".join(argv if argv is not None else sys.argv[1:]),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "interpreter": interpreter(),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": args.connections,
