@@ -102,16 +102,15 @@ class _RequestIds:
         return ready.pop()
 
     def _batch(self) -> list[str]:
-        digits = os.urandom(16 * self.BATCH).hex()
+        raw = bytearray(os.urandom(16 * self.BATCH))
+        raw[6::16] = bytes(byte & 0x0F | 0x40 for byte in raw[6::16])  # version 4
+        raw[8::16] = bytes(byte & 0x3F | 0x80 for byte in raw[8::16])  # RFC 9562 variant (10xx)
+        digits = raw.hex()
         return [
-            f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-4{digits[i + 13 : i + 16]}-"
-            f"{_VARIANT[digits[i + 16]]}{digits[i + 17 : i + 20]}-{digits[i + 20 : i + 32]}"
+            f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-{digits[i + 12 : i + 16]}-"
+            f"{digits[i + 16 : i + 20]}-{digits[i + 20 : i + 32]}"
             for i in range(0, len(digits), 32)
         ]
-
-
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-"""RFC 9562 variant bits (10xx) in the first digit of the fourth group."""
 new_request_id = _RequestIds().take
 """A random (version 4) UUID in its text form, as str(uuid.uuid4()) gives, without building a UUID object."""
 
