@@ -41,9 +41,6 @@ HOP_BY_HOP = frozenset(
 )
 HOP_SCOPED = HOP_BY_HOP | PEER_METADATA_HEADERS
 """Never passed on: hop-by-hop headers, and peer metadata (each proxy sends its own, apps never see it)."""
-_HOP_SCOPED_KEYS = tuple(istr(name) for name in sorted(HOP_SCOPED))
-"""The same names as multidict keys that carry their case-folded form (no lowering per lookup)."""
-_CONNECTION = istr("Connection")
 CHUNK = 64 * 1024
 
 
@@ -52,14 +49,15 @@ def end_to_end_headers(
 ) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers (any the Connection header names too) or peer metadata."""
     copy = CIMultiDict(headers)
-    for value in headers.getall(_CONNECTION, ()):
-        for token in value.split(","):
-            token = token.strip()
-            if token:
-                copy.popall(token, None)
-    for name in _HOP_SCOPED_KEYS:
-        if name in copy:
-            del copy[name]
+    for name, value in headers.items():  # one pass over the few headers a request has, not one per scoped name
+        lowered = name.lower()
+        if lowered in HOP_SCOPED:
+            copy.popall(name, None)
+            if lowered == "connection":
+                for token in value.split(","):
+                    token = token.strip()
+                    if token:
+                        copy.popall(token, None)
     return copy
 
 
@@ -103,14 +101,20 @@ class _RequestIds:
 
     def _batch(self) -> list[str]:
         raw = bytearray(os.urandom(16 * self.BATCH))
-        raw[6::16] = bytes(byte & 0x0F | 0x40 for byte in raw[6::16])  # version 4
-        raw[8::16] = bytes(byte & 0x3F | 0x80 for byte in raw[8::16])  # RFC 9562 variant (10xx)
+        raw[6::16] = raw[6::16].translate(_VERSION_4)
+        raw[8::16] = raw[8::16].translate(_VARIANT)
         digits = raw.hex()
         return [
             f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-{digits[i + 12 : i + 16]}-"
             f"{digits[i + 16 : i + 20]}-{digits[i + 20 : i + 32]}"
             for i in range(0, len(digits), 32)
         ]
+
+
+_VERSION_4 = bytes(byte & 0x0F | 0x40 for byte in range(256))
+"""Byte translation table: the UUID version (4) in the high nibble of the seventh byte."""
+_VARIANT = bytes(byte & 0x3F | 0x80 for byte in range(256))
+"""Byte translation table: the RFC 9562 variant bits (10xx) at the top of the ninth byte."""
 new_request_id = _RequestIds().take
 """A random (version 4) UUID in its text form, as str(uuid.uuid4()) gives, without building a UUID object."""
 

@@ -56,6 +56,8 @@ WorkloadLabels = tuple[str, str, str, str, str]
 ServiceLabels = tuple[str, str, str]
 """(service, service_name, service_namespace) of the destination."""
 
+Labels = tuple[str, ...]
+"""Label values in LABEL_NAMES order, or the first of them."""
 UNKNOWN_WORKLOAD: WorkloadLabels = (UNKNOWN,) * 5
 UNKNOWN_SERVICE: ServiceLabels = (UNKNOWN,) * 3
 
@@ -118,14 +120,19 @@ def peer_labels(spiffe_uri: str | None) -> WorkloadLabels:
 class LabelBook:
     """Destination labels of one config version: by cluster name and by (cluster, address, port)."""
 
-    def __init__(self, config: ProxyConfig | None) -> None:
+    def __init__(self, config: ProxyConfig | None, own: WorkloadLabels = UNKNOWN_WORKLOAD) -> None:
+        """`own`: this proxy's workload labels, the source side of the series it reports as the source."""
         self.version = config.version if config is not None else None
+        self._own = own
         self._services: dict[str, ServiceLabels] = {}
         self._endpoints: dict[tuple[str, str, int], WorkloadLabels] = {}
+        self._sources: dict[tuple[str, str, int], tuple[WorkloadLabels, Labels]] = {}
         for cluster in config.clusters if config is not None else ():
-            self._services[cluster.name] = cluster_service_labels(cluster)
+            service = self._services[cluster.name] = cluster_service_labels(cluster)
             for endpoint in cluster.endpoints:
-                self._endpoints[(cluster.name, endpoint.address, endpoint.port)] = endpoint_labels(endpoint)
+                key = (cluster.name, endpoint.address, endpoint.port)
+                labels = self._endpoints[key] = endpoint_labels(endpoint)
+                self._sources[key] = (labels, (REPORTER_SOURCE, *own, *labels, *service))
 
     def service(self, cluster: str | None) -> ServiceLabels:
         if cluster is None:
@@ -137,3 +144,13 @@ class LabelBook:
             return UNKNOWN_WORKLOAD
         found = self._endpoints.get((cluster, endpoint.address, endpoint.port))
         return found if found is not None else endpoint_labels(endpoint)
+
+    def source(self, cluster: str | None, endpoint: Endpoint | None) -> tuple[WorkloadLabels, Labels]:
+        """The destination's workload labels, and the label values a source reporter's series start with
+        (reporter, source workload, destination workload, destination service), made once per version."""
+        if cluster is not None and endpoint is not None:
+            found = self._sources.get((cluster, endpoint.address, endpoint.port))
+            if found is not None:
+                return found
+        destination = self.endpoint(cluster, endpoint)
+        return destination, (REPORTER_SOURCE, *self._own, *destination, *self.service(cluster))

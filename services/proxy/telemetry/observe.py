@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import hdrs, web
@@ -35,6 +34,7 @@ from services.proxy.telemetry.labels import (
     REPORTER_SOURCE,
     UNKNOWN,
     LabelBook,
+    Labels,
     Workload,
     WorkloadLabels,
 )
@@ -53,11 +53,10 @@ _Record = Callable[[RequestView, Reply | None, RequestFacts, str, float, float],
 """Records a request: (request, reply, facts, request id, monotonic start, wall-clock start)."""
 
 
-@dataclass(slots=True)
-class _Outcome:
-    code: int
-    flags: str
-    sent: int
+_GRPC = "application/grpc"
+"""Content types starting so are counted as request_protocol "grpc"."""
+_Outcome = tuple[int, str, int]
+"""(response code, response flags, body bytes sent) of a request."""
 
 
 def _add_reply_metadata(response: web.StreamResponse, request: RequestView, facts: RequestFacts | None) -> None:
@@ -84,20 +83,14 @@ async def _recorded(rest: Awaitable[Reply], finish: Done) -> Reply:
 
 
 def _outcome(response: Reply | None) -> _Outcome:
+    if type(response) is Relayed:  # the common case, tested first (web's types are ABCs)
+        length = response.content_length
+        return response.status, "-", length if length is not None else response.body_length
     if response is None:
-        return _Outcome(0, "DC", 0)
-    local = type(response) is not Relayed and isinstance(response, web.Response)  # ABC check only if needed
-    flags = response.headers.get(RESPONSE_FLAGS, "-") if local else "-"
+        return 0, "DC", 0
+    flags = response.headers.get(RESPONSE_FLAGS, "-") if isinstance(response, web.Response) else "-"
     sent = response.content_length if response.content_length is not None else response.body_length
-    return _Outcome(response.status, flags, sent)
-
-
-def _received(request: RequestView) -> int:
-    return request.content.total_bytes if request.body_exists else 0
-
-
-def _protocol(request: RequestView) -> str:
-    return "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/grpc") else "http"
+    return response.status, flags, sent
 
 
 def _address(request: RequestView, which: str) -> str:
@@ -141,7 +134,10 @@ class _InFlight:
             self.telemetry._failed(err)
 
     def finished(self, reply: Reply | None) -> None:
-        self.finish(reply)
+        try:  # `finish`, inlined: this is every immediate request's last step
+            self.record(self.request, reply, self.facts, self.request_id, self.start, self.wall)
+        except Exception as err:
+            self.telemetry._failed(err)
         self.done(reply)
 
 
@@ -165,9 +161,9 @@ class Telemetry:
         self._state = state
         self._proxy_id = proxy_id
         self._clock = clock
-        self._book = LabelBook(None)
-        self._book_config: object = None
         self._own = workload.labels
+        self._book = LabelBook(None, self._own)
+        self._book_config: object = None
         self._own_service = workload.service_labels
         self._own_headers = own_headers(workload, proxy_id)
         self._peers = PeerBook()
@@ -179,7 +175,7 @@ class Telemetry:
         snapshot = self._state.snapshot
         config = snapshot.config if snapshot is not None else None
         if config is not self._book_config:
-            self._book = LabelBook(config)
+            self._book = LabelBook(config, self._own)
             self._book_config = config
         return self._book
 
@@ -216,7 +212,7 @@ class Telemetry:
             finally:
                 CURRENT.reset(token)
                 try:
-                    self._finish_outbound(request, response, facts, span, request_id, start, wall)
+                    self._finish_outbound(request, response, facts, request_id, start, wall, span)
                 except Exception as err:
                     self._failed(err)
 
@@ -226,12 +222,7 @@ class Telemetry:
         """The outbound handler for requests the pass-through front answers from its callbacks, recorded as
         `outbound` records them; None with tracing on (its spans follow the request through tasks)."""
 
-        def record(
-            request: RequestView, reply: Reply | None, facts: RequestFacts, request_id: str, start: float, wall: float
-        ) -> None:
-            self._finish_outbound(request, reply, facts, None, request_id, start, wall)
-
-        return self._immediate(handler, SpanKind.CLIENT, record)
+        return self._immediate(handler, SpanKind.CLIENT, self._finish_outbound)
 
     def inbound_immediate(
         self, handler: ImmediateWithFacts, inbound_port: int, app_port: int
@@ -324,30 +315,26 @@ class Telemetry:
         request: RequestView,
         response: Reply | None,
         facts: RequestFacts,
-        span: Span | None,
         request_id: str,
         start: float,
         wall: float,
+        span: Span | None = None,
     ) -> None:
         elapsed_ms = (self._clock.monotonic() - start) * 1000.0
-        outcome = _outcome(response)
-        received = _received(request)
+        outcome = code, flags, sent = _outcome(response)
+        received = request.content.total_bytes if request.body_exists else 0
         book = self._labels()
-        destination = book.endpoint(facts.cluster, facts.endpoint)
-        if facts.peer_metadata and facts.endpoint is not None:
-            destination = self._peers.callee(facts.peer_metadata, facts.endpoint.identity, destination)
+        endpoint = facts.endpoint
+        if facts.peer_metadata and endpoint is not None:
+            destination = book.endpoint(facts.cluster, endpoint)
+            destination = self._peers.callee(facts.peer_metadata, endpoint.identity, destination)
+            source_labels: Labels = (REPORTER_SOURCE, *self._own, *destination, *book.service(facts.cluster))
+        else:
+            destination, source_labels = book.source(facts.cluster, endpoint)
         if self.metrics is not None:
-            labels = (
-                REPORTER_SOURCE,
-                *self._own,
-                *destination,
-                *book.service(facts.cluster),
-                _protocol(request),
-                str(outcome.code),
-                outcome.flags,
-                UNKNOWN,
-            )
-            self.metrics.record_http(labels, elapsed_ms, received, outcome.sent)
+            protocol = "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC) else "http"
+            labels = (*source_labels, protocol, str(code), flags, UNKNOWN)
+            self.metrics.record_http(labels, elapsed_ms, received, sent)
         if span is None and self.access_log is None:
             return
         upstream = f"{facts.endpoint.address}:{facts.endpoint.port}" if facts.endpoint else "-"
@@ -356,12 +343,12 @@ class Telemetry:
                 "http.method": request.method,
                 "http.url": f"http://{request.headers.get('Host', '')}{request.raw_path}",
                 "upstream_cluster": facts.cluster or "-",
-                "response_flags": outcome.flags,
+                "response_flags": flags,
                 "guid:x-request-id": request_id,
                 "peer.address": upstream,
                 **peer_attributes(UPSTREAM, destination),
             }
-            self.tracing.finish(span, outcome.code, attributes)
+            self.tracing.finish(span, code, attributes)
         if self.access_log is not None:
             self.access_log.log(
                 self._record(
@@ -390,8 +377,8 @@ class Telemetry:
         app: str,
     ) -> None:
         elapsed_ms = (self._clock.monotonic() - start) * 1000.0
-        outcome = _outcome(response)
-        received = _received(request)
+        outcome = code, flags, sent = _outcome(response)
+        received = request.content.total_bytes if request.body_exists else 0
         caller = self._peers.caller(request.headers.get(PEER_METADATA), peer_spiffe_id(request.transport))
         if self.metrics is not None:
             tls = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
@@ -400,23 +387,23 @@ class Telemetry:
                 *caller,
                 *self._own,
                 *self._own_service,
-                _protocol(request),
-                str(outcome.code),
-                outcome.flags,
+                "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC) else "http",
+                str(code),
+                flags,
                 MUTUAL_TLS if tls else NO_TLS,
             )
-            self.metrics.record_http(labels, elapsed_ms, received, outcome.sent)
+            self.metrics.record_http(labels, elapsed_ms, received, sent)
         if span is not None and self.tracing is not None:
             attributes: dict[str, str | int] = {
                 "http.method": request.method,
                 "http.url": f"https://{request.headers.get('Host', '')}{request.raw_path}",
                 "upstream_cluster": cluster,
-                "response_flags": outcome.flags,
+                "response_flags": flags,
                 "guid:x-request-id": request_id,
                 "peer.address": request.remote or "-",
                 **peer_attributes(DOWNSTREAM, caller),
             }
-            self.tracing.finish(span, outcome.code, attributes)
+            self.tracing.finish(span, code, attributes)
         if self.access_log is not None:
             self.access_log.log(
                 self._record(
@@ -448,15 +435,16 @@ class Telemetry:
         upstream_peer: WorkloadLabels | None = None,
     ) -> AccessRecord:
         headers = request.headers
+        code, flags, sent = outcome
         return AccessRecord(
             start_time=wall,
             method=request.method,
             path=request.raw_path,
             protocol=f"HTTP/{request.version.major}.{request.version.minor}",
-            response_code=outcome.code,
-            response_flags=outcome.flags,
+            response_code=code,
+            response_flags=flags,
             bytes_received=received,
-            bytes_sent=outcome.sent,
+            bytes_sent=sent,
             duration_ms=int(elapsed_ms),
             x_forwarded_for=headers.get("X-Forwarded-For", ""),
             user_agent=headers.get("User-Agent", ""),

@@ -34,6 +34,13 @@ def test_hop_by_hop_and_connection_named_headers_are_removed() -> None:
     assert list(kept.items()) == [("Accept", "text/html"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
 
 
+def test_every_connection_header_names_headers_to_drop_in_any_case() -> None:
+    headers = CIMultiDict(
+        [("x-one", "1"), ("CONNECTION", "X-ONE"), ("connection", " x-Two ,"), ("X-Two", "2"), ("X-Three", "3")]
+    )
+    assert list(end_to_end_headers(headers).items()) == [("X-Three", "3")]
+
+
 def test_peer_metadata_is_never_passed_on() -> None:
     headers = CIMultiDict([("X-Envoy-Peer-Metadata", "e30="), ("x-envoy-peer-metadata-id", "x"), ("Accept", "*/*")])
     assert list(end_to_end_headers(headers).items()) == [("Accept", "*/*")]

@@ -50,6 +50,20 @@ def test_endpoint_and_cluster_labels() -> None:
     assert book.endpoint("outbound|80||reviews", other)[4] == "v3"
 
 
+def test_source_series_start_with_reporter_own_destination_and_service_labels() -> None:
+    own = Workload("productpage", "shop", "v1", "spiffe://cluster.local/ns/shop/sa/pp").labels
+    book = LabelBook(CONFIG, own)
+    meshed = CONFIG.clusters[0].endpoints[0]
+    destination, start = book.source("outbound|80||reviews", meshed)
+    assert destination == book.endpoint("outbound|80||reviews", meshed)
+    assert start == ("source", *own, *destination, "reviews", "reviews", "unknown")
+    # Endpoints outside this version, or no route at all, are labelled as `endpoint` and `service` say.
+    other = Endpoint(address="10.0.0.2", port=1, labels={"app": "reviews", "version": "v3"})
+    destination, start = book.source("outbound|80||reviews", other)
+    assert destination[4] == "v3" and start == ("source", *own, *destination, "reviews", "reviews", "unknown")
+    assert book.source(None, None) == (UNKNOWN_WORKLOAD, ("source", *own, *UNKNOWN_WORKLOAD, *UNKNOWN_SERVICE))
+
+
 def test_own_and_peer_labels() -> None:
     own = Workload("productpage", "shop", "v1", "spiffe://cluster.local/ns/shop/sa/pp")
     assert own.labels == ("productpage-v1", "shop", "spiffe://cluster.local/ns/shop/sa/pp", "productpage", "v1")
