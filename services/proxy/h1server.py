@@ -229,7 +229,7 @@ class PassThroughProtocol(BaseProtocol):
                 self._hand_over()
                 return
             message, payload = messages[0]
-            length = _content_length(message) if _takes(message) else None
+            length = _body_length(message)
             if length is None:
                 self._hand_over()
                 return
@@ -491,17 +491,15 @@ class PassThroughFront:
             connection._close()
 
 
-def _takes(message: Any) -> bool:
-    """Whether the pass-through front serves this request itself (else aiohttp's server does)."""
+def _body_length(message: Any) -> int | None:
+    """The body's length (0 without one) when the pass-through front serves this request itself; None when
+    aiohttp's server does (HTTP/1.0, upgrades, chunked or larger bodies, Expect, CONNECT)."""
     if message.version != HttpVersion11 or message.upgrade or message.chunked or message.method == hdrs.METH_CONNECT:
-        return False
+        return None
     headers = message.headers
-    return hdrs.EXPECT not in headers and hdrs.UPGRADE not in headers and hdrs.TRANSFER_ENCODING not in headers
-
-
-def _content_length(message: Any) -> int | None:
-    """The body's length (0 without one); None when the body is too large for this front."""
-    value = message.headers.get(hdrs.CONTENT_LENGTH)
+    if hdrs.EXPECT in headers or hdrs.UPGRADE in headers or hdrs.TRANSFER_ENCODING in headers:
+        return None
+    value = headers.get(hdrs.CONTENT_LENGTH)
     if value is None:
         return 0
     length = int(value)  # the parser accepted the head: a valid length
