@@ -41,6 +41,9 @@ HOP_BY_HOP = frozenset(
 )
 HOP_SCOPED = HOP_BY_HOP | PEER_METADATA_HEADERS
 """Never passed on: hop-by-hop headers, and peer metadata (each proxy sends its own, apps never see it)."""
+_HOP_SCOPED_KEYS = tuple(istr(name) for name in sorted(HOP_SCOPED))
+"""The same names as multidict keys that carry their case-folded form (no lowering per lookup)."""
+_CONNECTION = istr("Connection")
 CHUNK = 64 * 1024
 
 
@@ -49,15 +52,14 @@ def end_to_end_headers(
 ) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers (any the Connection header names too) or peer metadata."""
     copy = CIMultiDict(headers)
-    for name, value in headers.items():  # one pass over the few headers a request has, not one per scoped name
-        lowered = name.lower()
-        if lowered in HOP_SCOPED:
-            copy.popall(name, None)
-            if lowered == "connection":
-                for token in value.split(","):
-                    token = token.strip()
-                    if token:
-                        copy.popall(token, None)
+    for value in headers.getall(_CONNECTION, ()):
+        for token in value.split(","):
+            token = token.strip()
+            if token:
+                copy.popall(token, None)
+    for name in _HOP_SCOPED_KEYS:  # one hashed lookup each: cheaper than lower-casing every header's name
+        if name in copy:
+            del copy[name]
     return copy
 
 
