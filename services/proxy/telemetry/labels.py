@@ -58,6 +58,8 @@ ServiceLabels = tuple[str, str, str]
 
 Labels = tuple[str, ...]
 """Label values in LABEL_NAMES order, or the first of them."""
+MAX_SOURCES = 1024
+"""Label prefixes kept per config version for destinations named by callees' metadata."""
 UNKNOWN_WORKLOAD: WorkloadLabels = (UNKNOWN,) * 5
 UNKNOWN_SERVICE: ServiceLabels = (UNKNOWN,) * 3
 
@@ -127,6 +129,7 @@ class LabelBook:
         self._services: dict[str, ServiceLabels] = {}
         self._endpoints: dict[tuple[str, str, int], WorkloadLabels] = {}
         self._sources: dict[tuple[str, str, int], tuple[WorkloadLabels, Labels]] = {}
+        self._answered_as: dict[tuple[str | None, WorkloadLabels], Labels] = {}
         for cluster in config.clusters if config is not None else ():
             service = self._services[cluster.name] = cluster_service_labels(cluster)
             for endpoint in cluster.endpoints:
@@ -154,3 +157,14 @@ class LabelBook:
                 return found
         destination = self.endpoint(cluster, endpoint)
         return destination, (REPORTER_SOURCE, *self._own, *destination, *self.service(cluster))
+
+    def source_as(self, cluster: str | None, destination: WorkloadLabels) -> Labels:
+        """As `source`, for a destination known from the callee's own metadata (kept for up to
+        `MAX_SOURCES` pairs of cluster and destination per version)."""
+        key = (cluster, destination)
+        found = self._answered_as.get(key)
+        if found is None:
+            if len(self._answered_as) >= MAX_SOURCES:
+                self._answered_as.clear()
+            found = self._answered_as[key] = (REPORTER_SOURCE, *self._own, *destination, *self.service(cluster))
+        return found

@@ -31,10 +31,8 @@ from services.proxy.telemetry.labels import (
     MUTUAL_TLS,
     NO_TLS,
     REPORTER_DESTINATION,
-    REPORTER_SOURCE,
     UNKNOWN,
     LabelBook,
-    Labels,
     Workload,
     WorkloadLabels,
 )
@@ -328,7 +326,7 @@ class Telemetry:
         if facts.peer_metadata and endpoint is not None:
             destination = book.endpoint(facts.cluster, endpoint)
             destination = self._peers.callee(facts.peer_metadata, endpoint.identity, destination)
-            source_labels: Labels = (REPORTER_SOURCE, *self._own, *destination, *book.service(facts.cluster))
+            source_labels = book.source_as(facts.cluster, destination)
         else:
             destination, source_labels = book.source(facts.cluster, endpoint)
         if self.metrics is not None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from services.proxy.telemetry.labels import UNKNOWN_SERVICE, UNKNOWN_WORKLOAD, LabelBook, Workload, peer_labels
+from services.proxy.telemetry.labels import (
+    MAX_SOURCES,
+    UNKNOWN_SERVICE,
+    UNKNOWN_WORKLOAD,
+    LabelBook,
+    Workload,
+    peer_labels,
+)
 from shared.model.proxy_config import Endpoint, ProxyConfig
 
 CONFIG = ProxyConfig.model_validate(
@@ -62,6 +69,19 @@ def test_source_series_start_with_reporter_own_destination_and_service_labels() 
     destination, start = book.source("outbound|80||reviews", other)
     assert destination[4] == "v3" and start == ("source", *own, *destination, "reviews", "reviews", "unknown")
     assert book.source(None, None) == (UNKNOWN_WORKLOAD, ("source", *own, *UNKNOWN_WORKLOAD, *UNKNOWN_SERVICE))
+
+
+def test_source_labels_for_a_destination_named_by_its_own_metadata() -> None:
+    own = Workload("productpage", "shop", "v1", "spiffe://cluster.local/ns/shop/sa/pp").labels
+    book = LabelBook(CONFIG, own)
+    claimed = ("reviews-v3", "shop", "spiffe://cluster.local/ns/shop/sa/reviews", "reviews", "v3")
+    start = book.source_as("outbound|80||reviews", claimed)
+    assert start == ("source", *own, *claimed, "reviews", "reviews", "unknown")
+    assert book.source_as("outbound|80||reviews", claimed) is start  # made once
+    for index in range(MAX_SOURCES + 1):  # bounded: callees may claim anything
+        book.source_as("outbound|80||reviews", (f"w{index}", "shop", "p", "a", "v"))
+    assert len(book._answered_as) <= MAX_SOURCES
+    assert book.source_as("outbound|80||reviews", claimed) == start
 
 
 def test_own_and_peer_labels() -> None:
