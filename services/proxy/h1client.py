@@ -100,7 +100,12 @@ class _Connection(BaseProtocol):
         self, head_request: bool, callback: Callable[[Any, aiohttp.StreamReader | None, BaseException | None], None]
     ) -> None:
         """As `start`, but the response (or the failure) goes to `callback`, from the protocol's own callbacks."""
-        self._expect(head_request)
+        heads = self._kept_heads
+        if head_request or heads is None or self._kept_for_head:
+            self._expect(head_request)
+        else:  # the usual case, a GET after a GET: both parsers are kept for it
+            self._parser = self._kept_parser
+            self._heads = heads
         self._waiter = None
         self._callback = callback
 
