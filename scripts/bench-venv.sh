@@ -2,7 +2,7 @@
 # Makes the benchmark's virtualenv (BENCH_VENV) on the distribution's CPython, the interpreter a sidecar runs
 # on in production: Debian's python3 and the python:3.11 images are built with profile-guided optimisation
 # and link-time optimisation, which a default source build (pyenv, plain ./configure) is not, and the
-# per-request cost of the proxies differs by 10-15 % between the two. The project is installed into it by
+# per-request cost of the proxies differs by 15-20 % between the two (bench/README.md). The project is installed into it by
 # the main venv's pip (`pip --python`), so the interpreter needs neither ensurepip nor python3-venv's pip.
 # Without a usable distribution interpreter the benchmark venv is made from the main venv's interpreter.
 # Usage: scripts/bench-venv.sh MAIN_VENV BENCH_VENV [BENCH_PYTHON]

@@ -135,7 +135,7 @@ class LabelBook:
             for endpoint in cluster.endpoints:
                 key = (cluster.name, endpoint.address, endpoint.port)
                 labels = self._endpoints[key] = endpoint_labels(endpoint)
-                self._sources[key] = (labels, (REPORTER_SOURCE, *own, *labels, *service))
+                self._sources[key] = (labels, self._source_start(labels, service))
 
     def service(self, cluster: str | None) -> ServiceLabels:
         if cluster is None:
@@ -156,7 +156,7 @@ class LabelBook:
             if found is not None:
                 return found
         destination = self.endpoint(cluster, endpoint)
-        return destination, (REPORTER_SOURCE, *self._own, *destination, *self.service(cluster))
+        return destination, self._source_start(destination, self.service(cluster))
 
     def source_as(self, cluster: str | None, destination: WorkloadLabels) -> Labels:
         """As `source`, for a destination known from the callee's own metadata (kept for up to
@@ -166,5 +166,8 @@ class LabelBook:
         if found is None:
             if len(self._answered_as) >= MAX_SOURCES:
                 self._answered_as.clear()
-            found = self._answered_as[key] = (REPORTER_SOURCE, *self._own, *destination, *self.service(cluster))
+            found = self._answered_as[key] = self._source_start(destination, self.service(cluster))
         return found
+
+    def _source_start(self, destination: WorkloadLabels, service: ServiceLabels) -> Labels:
+        return (REPORTER_SOURCE, *self._own, *destination, *service)
