@@ -120,21 +120,21 @@ def peer_labels(spiffe_uri: str | None) -> WorkloadLabels:
 
 
 class LabelBook:
-    """Destination labels of one config version: by cluster name and by (cluster, address, port)."""
+    """Destination labels of one config version: by cluster name and by (cluster, address, port), the latter
+    with the leading label values of the source reporter's series to that endpoint."""
 
     def __init__(self, config: ProxyConfig | None, own: WorkloadLabels = UNKNOWN_WORKLOAD) -> None:
         """`own`: this proxy's workload labels, the source side of the series it reports as the source."""
         self.version = config.version if config is not None else None
         self._own = own
         self._services: dict[str, ServiceLabels] = {}
-        self._endpoints: dict[tuple[str, str, int], WorkloadLabels] = {}
         self._sources: dict[tuple[str, str, int], tuple[WorkloadLabels, Labels]] = {}
         self._answered_as: dict[tuple[str | None, WorkloadLabels], Labels] = {}
         for cluster in config.clusters if config is not None else ():
             service = self._services[cluster.name] = cluster_service_labels(cluster)
             for endpoint in cluster.endpoints:
                 key = (cluster.name, endpoint.address, endpoint.port)
-                labels = self._endpoints[key] = endpoint_labels(endpoint)
+                labels = endpoint_labels(endpoint)
                 self._sources[key] = (labels, self._source_start(labels, service))
 
     def service(self, cluster: str | None) -> ServiceLabels:
@@ -145,8 +145,8 @@ class LabelBook:
     def endpoint(self, cluster: str | None, endpoint: Endpoint | None) -> WorkloadLabels:
         if cluster is None or endpoint is None:
             return UNKNOWN_WORKLOAD
-        found = self._endpoints.get((cluster, endpoint.address, endpoint.port))
-        return found if found is not None else endpoint_labels(endpoint)
+        found = self._sources.get((cluster, endpoint.address, endpoint.port))
+        return found[0] if found is not None else endpoint_labels(endpoint)
 
     def source(self, cluster: str | None, endpoint: Endpoint | None) -> tuple[WorkloadLabels, Labels]:
         """The destination's workload labels, and the label values a source reporter's series start with
