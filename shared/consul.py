@@ -23,6 +23,7 @@ META_APP_PORT = "isthmus-app-port"  # the app port the sidecar fronts (PeerAuthe
 META_PROTOCOL = "isthmus-protocol"  # what the service's port carries: "http" (default) or "tcp" (bytes, no parsing)
 META_EXTRA_PORTS = "isthmus-extra-ports"  # the further app ports one sidecar fronts (`--extra-port`), see WorkloadPort
 # ... comma-separated `protocol:app-port:inbound-port`; absent on a sidecar that fronts one port
+META_GATEWAY = "isthmus-gateway"  # "true" for a gateway proxy (`--gateway`): no app; Gateway servers configure it
 MESH_TAG = "isthmus"
 
 PROTOCOL_HTTP = "http"
@@ -54,6 +55,7 @@ _BOOKKEEPING = frozenset(
         META_PROMETHEUS_PORT,
         META_PROTOCOL,
         META_EXTRA_PORTS,
+        META_GATEWAY,
     }
 )
 

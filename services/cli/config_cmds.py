@@ -147,6 +147,11 @@ def _summary(resource: dict[str, Any]) -> str:
         return str(spec.get("mtls", {}).get("mode", "UNSET"))
     if kind == "AuthorizationPolicy":
         return str(spec.get("action", "ALLOW"))
+    if kind == "Gateway":
+        return ",".join(
+            f"{server.get('port', {}).get('protocol', '')}/{server.get('port', {}).get('number', '')}"
+            for server in spec.get("servers", [])
+        )
     if kind == "Sidecar":
         return ",".join(host for listener in spec.get("egress", []) for host in listener.get("hosts", []))
     return ""
@@ -159,6 +164,7 @@ _SUMMARY_TITLE = {
     "PeerAuthentication": "MODE",
     "AuthorizationPolicy": "ACTION",
     "Sidecar": "EGRESS",
+    "Gateway": "SERVERS",
 }
 
 

@@ -18,8 +18,8 @@ ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a servi
 (analyze_entries.py), whose hosts count as known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService
 delegation (analyze_routes.py), ISM0014-ISM0015 about Sidecars competing for the same workloads
 (analyze_sidecars.py), ISM0016 about locality failover without outlier detection (analyze_locality.py), ISM0017
-about VirtualServices bound to gateways only (analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only
-resources some caller namespace sees together (`exportTo`): others never compete.
+about VirtualServices naming a gateway that no Gateway defines (analyze_gateways.py). ISM0006, ISM0007 and
+ISM0009 count only resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
@@ -57,6 +57,7 @@ from services.galley.analyze_tcp import tcp_messages
 from shared.model import (
     AuthorizationPolicy,
     DestinationRule,
+    Gateway,
     PeerAuthentication,
     Resource,
     ServiceEntry,
@@ -96,7 +97,7 @@ def analyze_messages(
     messages += tcp_messages(services, rules, catalog, known)
     messages += entry_messages(entries, rules, catalog, [r for r in resources if isinstance(r, WorkloadEntry)])
     messages += sidecar_messages([r for r in resources if isinstance(r, Sidecar)])
-    messages += failover_messages(rules) + gateway_messages(services)
+    messages += failover_messages(rules) + gateway_messages(services, [r for r in resources if isinstance(r, Gateway)])
     if not focus:
         return messages
     labels = {label(resource) for resource in focus}

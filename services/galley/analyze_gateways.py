@@ -1,22 +1,34 @@
-"""ISM0017: a VirtualService whose `gateways` name no `mesh`: it is bound to gateways, which Isthmus does not run,
-so no sidecar follows it (pilot leaves it out of every sidecar's config)."""
+"""ISM0017: a VirtualService whose `gateways` (or a match block's) name a Gateway that no Gateway resource defines
+(Istio's "referenced gateway not found"): no proxy follows that binding."""
 
 from __future__ import annotations
 
-from services.galley.analyze_base import GATEWAYS_ONLY, Message, label
-from shared.model import VirtualService
+from services.galley.analyze_base import UNKNOWN_GATEWAY, Message, label
+from shared.model import Gateway, VirtualService
 
 MESH_GATEWAY = "mesh"
 
 
-def gateway_messages(services: list[VirtualService]) -> list[Message]:
+def _full(name: str, namespace: str) -> str:
+    return name if "/" in name else f"{namespace}/{name}"
+
+
+def gateway_messages(services: list[VirtualService], gateways: list[Gateway]) -> list[Message]:
+    defined = {f"{gateway.metadata.namespace}/{gateway.metadata.name}" for gateway in gateways}
     messages: list[Message] = []
     for service in services:
-        gateways = service.spec.gateways
-        if gateways and MESH_GATEWAY not in gateways:
+        namespace = service.metadata.namespace
+        named = [
+            *service.spec.gateways,
+            *(name for http in service.spec.http for m in http.match for name in m.gateways),
+        ]
+        missing = sorted(
+            {name for name in named if name != MESH_GATEWAY and _full(name, namespace) not in defined},
+        )
+        for name in missing:
             text = (
-                f"{label(service)}: spec.gateways: {gateways} names no 'mesh': it binds the VirtualService to "
-                "gateways only, and Isthmus runs no gateways, so no sidecar follows it (add 'mesh' to the list)"
+                f"{label(service)}: gateway {name!r} ({_full(name, namespace)}) is not defined: no Gateway resource "
+                "has that namespace and name, so no gateway proxy serves the VirtualService's hosts for it"
             )
-            messages.append(Message(GATEWAYS_ONLY, text, frozenset({label(service)})))
+            messages.append(Message(UNKNOWN_GATEWAY, text, frozenset({label(service)})))
     return messages

@@ -9,6 +9,7 @@ _SHORT_FORMS: dict[str, str] = {
     "dr": "DestinationRule",
     "se": "ServiceEntry",
     "we": "WorkloadEntry",
+    "gw": "Gateway",
     "pa": "PeerAuthentication",
     "ap": "AuthorizationPolicy",
 }
@@ -19,7 +20,8 @@ def _aliases() -> dict[str, str]:
     for kind in KINDS:
         lower = kind.lower()
         table[lower] = kind
-        table[lower[:-1] + "ies" if lower.endswith("y") else lower + "s"] = kind
+        consonant_y = lower.endswith("y") and lower[-2] not in "aeiou"
+        table[lower[:-1] + "ies" if consonant_y else lower + "s"] = kind
     return table
 
 

@@ -24,6 +24,7 @@ from shared.consul import (
     DEFAULT_NAMESPACE,
     META_APP_PORT,
     META_EXTRA_PORTS,
+    META_GATEWAY,
     META_MESH,
     META_NAMESPACE,
     META_PROXY_ID,
@@ -70,6 +71,11 @@ class Instance:
     @property
     def meshed(self) -> bool:
         return self.meta.get(META_MESH, "").lower() == "true"
+
+    @property
+    def gateway(self) -> bool:
+        """A gateway proxy (`--gateway`): Gateways select it by its labels; it fronts no app."""
+        return self.meshed and self.meta.get(META_GATEWAY, "").lower() == "true"
 
     @property
     def namespace(self) -> str:
@@ -138,6 +144,8 @@ class Proxy:
     labels: Mapping[str, str]
     upstreams: tuple[str, ...] = ()
     """Services this proxy calls (names or any of their domains); empty: every service."""
+    gateway: bool = False
+    """A gateway proxy: it gets the servers of the Gateways that select it, and no sidecar part."""
 
     @classmethod
     def of(cls, instance: Instance) -> Proxy:
@@ -150,6 +158,7 @@ class Proxy:
             service_account=instance.service_account,
             labels=instance.labels,
             upstreams=instance.upstreams,
+            gateway=instance.gateway,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from services.pilot.snapshot import Instance, Proxy, Snapshot
-from shared.consul import META_APP_PORT, META_MESH, META_NAMESPACE, META_PROXY_ID, META_SERVICE_ACCOUNT
+from shared.consul import META_APP_PORT, META_GATEWAY, META_MESH, META_NAMESPACE, META_PROXY_ID, META_SERVICE_ACCOUNT
 from shared.model import Resource, parse_resource
 
 
@@ -17,6 +17,7 @@ def meshed(
     account: str | None = None,
     healthy: bool = True,
     app_port: int | None = None,
+    gateway: bool = False,
     **labels: str,
 ) -> Instance:
     proxy_id = f"{service}-{address}"
@@ -29,6 +30,8 @@ def meshed(
     }
     if app_port is not None:
         meta[META_APP_PORT] = str(app_port)
+    if gateway:
+        meta[META_GATEWAY] = "true"
     return Instance(
         service=service, service_id=proxy_id, node="n1", address=address, port=port, meta=meta, healthy=healthy
     )

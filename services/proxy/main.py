@@ -124,6 +124,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Weights.Passing; default 1): a VM twice the size of the others takes --weight 2",
     )
 
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="run as an ingress gateway: no app (--app-port is not needed), no inbound or outbound listener; it "
+        "listens on the ports of the Gateways whose selector its labels meet and routes by the VirtualServices "
+        "bound to them, calling the mesh over mTLS. Without --label it has the label istio=ingressgateway",
+    )
+    parser.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=argument_type(workload_label),
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further workload label (repeatable), registered as Consul Meta: subsets and Gateway selectors match it",
+    )
+
+
+GATEWAY_LABEL = ("istio", "ingressgateway")
+"""The label of a gateway without --label: what Istio's default ingress gateway carries."""
+_OWN_LABELS = ("app", "version", "namespace", "service-account", "locality")
+
+
+def workload_label(value: str) -> tuple[str, str]:
+    """`KEY=VALUE` -> (key, value); ValueError names what is wrong."""
+    key, sep, label = value.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{value!r} is not KEY=VALUE")
+    if key in _OWN_LABELS or key.startswith("isthmus-"):
+        raise ValueError(f"{key!r} is set by the proxy itself (--service, --version, --namespace, ...)")
+    return key, label.strip()
+
 
 _BUNDLE_FLAGS = {
     "nats_url": ports.NATS_URL_ENV,
@@ -190,10 +223,13 @@ def apply_bundle(args: argparse.Namespace) -> None:
 def settings_from(args: argparse.Namespace) -> SidecarSettings:
     if args.service is None:
         raise ValueError("--service is required (or --bundle DIR)")
-    if args.app_port is None:
-        raise ValueError("--app-port is required (or --bundle DIR)")
+    gateway = bool(getattr(args, "gateway", False))
+    if args.app_port is None and not gateway:
+        raise ValueError("--app-port is required (or --bundle DIR, or --gateway)")
     for flag in ("app_port", "inbound_port", "outbound_port", "admin_port", "health_port"):
         value = getattr(args, flag)
+        if value is None and flag == "app_port":
+            continue
         if not 1 <= value <= 65535:
             raise ValueError(f"--{flag.replace('_', '-')} {value} is not a port (1-65535)")
     extra_ports = tuple(getattr(args, "extra_ports", None) or [])
@@ -203,7 +239,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         namespace=args.namespace,
         service_account=args.service_account,
         version=args.version,
-        app_port=args.app_port,
+        app_port=args.app_port or 0,
         address=args.address,
         inbound_port=args.inbound_port,
         outbound_port=args.outbound_port,
@@ -218,6 +254,8 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         extra_ports=extra_ports,
         locality=getattr(args, "locality", None),
         weight=getattr(args, "weight", None) or 1,
+        gateway=gateway,
+        labels=tuple(getattr(args, "labels", None) or ([GATEWAY_LABEL] if gateway else [])),
     )
 
 

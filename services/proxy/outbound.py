@@ -46,7 +46,7 @@ from services.proxy.redirect import direct_body, location
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.retry import RetryPolicy
 from services.proxy.router import Decision
-from services.proxy.snapshot import ConfigSnapshot, ProxyState
+from services.proxy.snapshot import ConfigSnapshot, SnapshotSource
 from services.proxy.telemetry.context import (
     CURRENT,
     RequestFacts,
@@ -94,7 +94,7 @@ class OutboundHandler:
 
     def __init__(
         self,
-        state: ProxyState,
+        state: SnapshotSource,
         pools: UpstreamPools,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,

@@ -14,6 +14,7 @@ from shared.consul import (
     META_APP,
     META_APP_PORT,
     META_EXTRA_PORTS,
+    META_GATEWAY,
     META_LOCALITY,
     META_MESH,
     META_NAMESPACE,
@@ -62,9 +63,14 @@ class Registration:
     """`region/zone/subzone` (Meta `locality`, a label: callers balance by it, subsets may select on it)."""
     weight: int = 1
     """Consul's Weights.Passing: the instance's share of its service's traffic."""
+    gateway: bool = False
+    """A gateway proxy: Meta `isthmus-gateway`, and no app port to check."""
+    labels_extra: tuple[tuple[str, str], ...] = ()
+    """Further workload labels (`--label`), as Meta entries; the mesh's own keys win over them."""
 
     def meta(self) -> dict[str, str]:
-        meta = {
+        meta = dict(self.labels_extra)
+        meta |= {
             META_MESH: "true",
             META_PROXY_ID: self.proxy_id,
             META_APP: self.service,
@@ -73,6 +79,9 @@ class Registration:
             META_SERVICE_ACCOUNT: self.service_account,
             META_APP_PORT: str(self.app_port),
         }
+        if self.gateway:
+            meta[META_GATEWAY] = "true"
+            del meta[META_APP_PORT]
         if self.protocol != PROTOCOL_HTTP:
             meta[META_PROTOCOL] = self.protocol
         if self.extra_ports:
@@ -111,7 +120,7 @@ class Registration:
                     "Timeout": CHECK_TIMEOUT,
                     "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
                 },
-                _app_check("app port", self.app_port),
+                *([] if self.gateway else [_app_check("app port", self.app_port)]),
                 *(_app_check(f"app port {port.app_port}", port.app_port) for port in self.extra_ports),
             ],
         }

@@ -279,10 +279,14 @@ class RouteTable:
     @classmethod
     def build(cls, config: ProxyConfig, rng: random.Random) -> RouteTable:
         """Index the config; raises ValueError naming the problem when a route points at no cluster."""
-        clusters = {cluster.name: cluster for cluster in config.clusters}
+        return cls.of(config.virtual_hosts, {cluster.name: cluster for cluster in config.clusters}, rng)
+
+    @classmethod
+    def of(cls, virtual_hosts: list[VirtualHost], clusters: dict[str, Cluster], rng: random.Random) -> RouteTable:
+        """Index virtual hosts whose routes name `clusters` (a sidecar's outbound ones, or a gateway server's)."""
         hosts: dict[str, _CompiledHost] = {}
         wildcards: list[tuple[str, _CompiledHost]] = []
-        for vhost in config.virtual_hosts:
+        for vhost in virtual_hosts:
             compiled = _compile_host(vhost, clusters)
             for domain in vhost.domains:
                 domain = domain.lower()

@@ -17,6 +17,7 @@ from services.proxy.certs import CertificateManager, Enroller
 from services.proxy.config_watch import ConfigWatcher
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.extra_ports import ExtraInbound, ExtraPortServices, start_extra_inbound
+from services.proxy.gateway import GatewayListeners
 from services.proxy.inbound import InboundHandler, InboundStats
 from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
@@ -72,6 +73,11 @@ class SidecarSettings:
     """`region/zone/subzone` where the workload runs (`--locality`): Consul Meta and locality-aware balancing."""
     weight: int = 1
     """This instance's share of its service's traffic (`--weight`: Consul's Weights.Passing)."""
+    gateway: bool = False
+    """A gateway proxy (`--gateway`): no app, no inbound or outbound listener; it listens on the ports of the
+    Gateways whose selector its labels meet."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """Further workload labels (`--label KEY=VALUE`), registered as Consul Meta."""
 
     @property
     def account(self) -> str:
@@ -128,6 +134,13 @@ class Sidecar:
         self.extra_inbound: list[ExtraInbound] = []
         self.labels = self.registration().labels()
         """This workload's own labels, as its endpoints show them (failoverPriority compares them)."""
+        self.gateway = (
+            GatewayListeners(
+                self.state, self._pools, self.telemetry, settings.address, clock, rng, settings.locality, self.labels
+            )
+            if settings.gateway
+            else None
+        )
         self.tcp_outbound = TcpOutbound(
             self.state,
             self.tls,
@@ -191,6 +204,8 @@ class Sidecar:
             extra_ports=tuple(extra.port for extra in self.extra_inbound),
             locality=s.locality,
             weight=s.weight,
+            gateway=s.gateway,
+            labels_extra=s.labels,
         )
 
     def _telemetry(self) -> telemetry_setup.Telemetry:
@@ -199,11 +214,19 @@ class Sidecar:
             self.proxy_id,
             lambda: self.state.snapshot.version if self.state.snapshot is not None else None,
             lambda: self.tls.identity.not_after if self.tls.identity is not None else None,
-            lambda: {name: telemetry_setup.open_connections(listener) for name, listener in self.listeners.items()},
+            lambda: {
+                name: telemetry_setup.open_connections(listener) for name, listener in self.every_listener().items()
+            },
             self.cluster_states,
         )
         workload = Workload(s.service, s.namespace, s.version, s.spiffe_id)
         return telemetry_setup.build(s.telemetry, workload, self.state, self.proxy_id, health, self._clock)
+
+    def every_listener(self) -> dict[str, Listener]:
+        """The fixed listeners and a gateway's server listeners."""
+        if self.gateway is None:
+            return self.listeners
+        return {**self.listeners, **self.gateway.listeners}
 
     def cluster_states(self) -> dict[str, dict[str, object]]:
         """The outbound clusters' live state (requests in flight, pending, retries, ejected endpoints), as the
@@ -294,6 +317,28 @@ class Sidecar:
             "127.0.0.1",
             s.admin_port,
         )
+        if self.gateway is not None:
+            await self._start_gateway()
+        else:
+            await self._start_sidecar_listeners()
+        await self._start_prometheus()
+        if self._registrar is not None:
+            await self._registrar.register(self.registration())
+            self._registered = True
+        self._spawn(self.certs.run(), "certificate renewal")
+        if self._nats is not None:
+            self._follow_bus(self._nats)
+        if self.gateway is None:
+            log.info("proxy %s listening (inbound %s)", self.proxy_id, self.listeners["inbound"].port)
+        else:
+            log.info("gateway %s started: it listens on the ports of the Gateways that select it", self.proxy_id)
+
+    async def _start_gateway(self) -> None:
+        assert self.gateway is not None, "a gateway proxy has its gateway listeners"
+        self.gateway.start()
+
+    async def _start_sidecar_listeners(self) -> None:
+        s = self.settings
         outbound = self._outbound_handler()
         self.listeners["outbound"] = await start_listener(
             "outbound",
@@ -315,14 +360,6 @@ class Sidecar:
         )
         await self._start_extra_inbound()
         await self.tcp_outbound.start()
-        await self._start_prometheus()
-        if self._registrar is not None:
-            await self._registrar.register(self.registration())
-            self._registered = True
-        self._spawn(self.certs.run(), "certificate renewal")
-        if self._nats is not None:
-            self._follow_bus(self._nats)
-        log.info("proxy %s listening (inbound %s)", self.proxy_id, self.listeners["inbound"].port)
 
     @property
     def bus(self) -> NatsClient | None:
@@ -361,6 +398,8 @@ class Sidecar:
             self._registered = False
         await cancel_until_done(self._tasks)
         self._tasks.clear()
+        if self.gateway is not None:
+            await self.gateway.close()
         for listener in self.listeners.values():
             await listener.close()
         self.listeners.clear()

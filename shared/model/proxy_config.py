@@ -15,6 +15,7 @@ from shared.consul import MAX_WEIGHT
 from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Duration, Percent, Spec
 from shared.model.destination_rule import TrafficPolicy
+from shared.model.gateway import ServerProtocol, ServerTlsMode, TlsVersion
 from shared.model.peer_authentication import MtlsMode
 from shared.model.request_authentication import JWTRule
 from shared.model.virtual_service import (
@@ -112,6 +113,30 @@ class TcpListener(Spec):
     """In order; the first whose match applies (or has none) takes the connection."""
 
 
+class GatewayTls(Spec):
+    """TLS a gateway server terminates: its certificate and key files, and for MUTUAL the client CAs' file."""
+
+    mode: ServerTlsMode
+    server_certificate: str
+    private_key: str
+    ca_certificates: str | None = None
+    min_protocol_version: TlsVersion = TlsVersion.TLS_AUTO
+    max_protocol_version: TlsVersion = TlsVersion.TLS_AUTO
+
+
+class GatewayServer(Spec):
+    """One port of a gateway proxy: every Gateway server on it merged, with the virtual hosts bound to them."""
+
+    name: str
+    """`<protocol>-<port>`, lower case (`http-8080`)."""
+    port: Annotated[int, Field(ge=1, le=65535)]
+    protocol: ServerProtocol
+    tls: GatewayTls | None = None
+    """Set exactly when the protocol is HTTPS."""
+    virtual_hosts: list[VirtualHost] = Field(default_factory=list)
+    """Host header values to routes, as for a sidecar's outbound listener; clusters are the config's."""
+
+
 class NamedAuthorizationPolicy(Spec):
     name: str
     namespace: str
@@ -149,6 +174,8 @@ class ProxyConfig(Spec):
     tcp_listeners: list[TcpListener] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
+    gateway_servers: list[GatewayServer] = Field(default_factory=list)
+    """Only a gateway proxy's: the ports it listens on for traffic from outside the mesh."""
 
     def stamped(self) -> tuple[str, bytes]:
         """(version, JSON) in one serialization: the version is the SHA-256 of the JSON form with an empty

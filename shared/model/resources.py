@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Metadata, Spec
 from shared.model.destination_rule import DestinationRuleSpec
+from shared.model.gateway import GatewaySpec
 from shared.model.peer_authentication import PeerAuthenticationSpec
 from shared.model.request_authentication import RequestAuthenticationSpec
 from shared.model.service_entry import ServiceEntrySpec
@@ -76,6 +77,13 @@ class WorkloadEntry(Spec):
     spec: WorkloadEntrySpec
 
 
+class Gateway(Spec):
+    api_version: NetworkingVersion
+    kind: Literal["Gateway"]
+    metadata: Metadata
+    spec: GatewaySpec
+
+
 class Sidecar(Spec):
     api_version: NetworkingVersion
     kind: Literal["Sidecar"]
@@ -109,6 +117,7 @@ Resource = (
     | DestinationRule
     | ServiceEntry
     | WorkloadEntry
+    | Gateway
     | Sidecar
     | PeerAuthentication
     | AuthorizationPolicy
@@ -120,6 +129,7 @@ KINDS: dict[str, type[Resource]] = {
     "DestinationRule": DestinationRule,
     "ServiceEntry": ServiceEntry,
     "WorkloadEntry": WorkloadEntry,
+    "Gateway": Gateway,
     "Sidecar": Sidecar,
     "PeerAuthentication": PeerAuthentication,
     "AuthorizationPolicy": AuthorizationPolicy,

@@ -99,6 +99,9 @@ class HTTPMatchRequest(Spec):
     ignore_uri_case: bool = False
     source_labels: dict[str, str] = Field(default_factory=dict)
     source_namespace: Annotated[str, Field(min_length=1)] | None = None
+    gateways: list[str] = Field(default_factory=list)
+    """Istio's match-level `gateways`: when set, the block applies only to these (`mesh`: the sidecars) instead of
+    the VirtualService's `gateways`."""
 
     @field_validator("headers", "without_headers")
     @classmethod

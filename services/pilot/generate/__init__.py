@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 from services.pilot.generate.clusters import MeshSecurity, clusters
+from services.pilot.generate.gateway import gateway_servers
 from services.pilot.generate.hosts import HostIndex, MeshService, view, visibility_class
 from services.pilot.generate.inbound import inbound
 from services.pilot.generate.routes import ClusterRef, default_ref, virtual_host
@@ -242,6 +243,16 @@ def for_source(hosts: tuple[VirtualHost, ...], labels: Mapping[str, str], namesp
 
 def generate(snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str) -> ProxyConfig:
     """The proxy's config (unversioned; call .versioned() before publishing it)."""
+    if proxy.gateway:
+        servers, used = gateway_servers(snapshot, proxy, trust_domain, root_namespace)
+        return ProxyConfig(
+            proxy_id=proxy.proxy_id,
+            service=proxy.service,
+            namespace=proxy.namespace,
+            clusters=used,
+            inbound=inbound(snapshot, proxy, root_namespace),
+            gateway_servers=servers,
+        )
     visibility = visibility_class(snapshot, proxy.namespace, root_namespace)
     scope = sidecar_scope(snapshot, proxy, root_namespace)
     shared = scoped_outbound(snapshot, trust_domain, root_namespace, proxy.upstreams, visibility, scope)

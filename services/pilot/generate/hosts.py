@@ -348,12 +348,12 @@ def _seen(snapshot: Snapshot, kind: type[R], visibility: str | None) -> list[R]:
 
 
 MESH_GATEWAY = "mesh"
-"""Istio's reserved gateway name: every sidecar (galley's analyze_gateways.py reports lists without it)."""
+"""Istio's reserved gateway name: every sidecar."""
 
 
 def applies_to_sidecars(virtual_service: VirtualService) -> bool:
     """Istio's `gateways`: empty means the mesh; otherwise the VirtualService shapes sidecars' traffic only when
-    the list names `mesh` (gateway names alone bind it to gateways, which Isthmus does not run)."""
+    the list names `mesh` (gateway names alone bind it to those gateways only: generate/gateway.py)."""
     gateways = virtual_service.spec.gateways
     return not gateways or MESH_GATEWAY in gateways
 
@@ -366,12 +366,33 @@ def _for_sidecars(virtual_services: list[VirtualService]) -> list[VirtualService
 
 def view(snapshot: Snapshot, visibility: str | None) -> View:
     """What callers of the visibility class see (memoized per snapshot and class); VirtualServices bound to
-    gateways only (`gateways` without `mesh`) are left out."""
+    gateways only (`gateways` without `mesh`) are left out (gateway proxies see them: `gateway_view`)."""
     return snapshot.memoized(
         ("view", visibility),
         lambda: View(
             virtual_services=_for_sidecars(_seen(snapshot, VirtualService, visibility)),
             rules=_seen(snapshot, DestinationRule, visibility),
             entries=_seen(snapshot, ServiceEntry, visibility),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GatewayView(View):
+    """What a gateway proxy in a namespace sees: its class's resources, VirtualServices bound to gateways only
+    included."""
+
+    visibility: str | None = None
+
+
+def gateway_view(snapshot: Snapshot, namespace: str, root_namespace: str) -> GatewayView:
+    visibility = visibility_class(snapshot, namespace, root_namespace)
+    return snapshot.memoized(
+        ("gateway-view", visibility),
+        lambda: GatewayView(
+            virtual_services=_seen(snapshot, VirtualService, visibility),
+            rules=_seen(snapshot, DestinationRule, visibility),
+            entries=_seen(snapshot, ServiceEntry, visibility),
+            visibility=visibility,
         ),
     )

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.pilot.generate import delegate
-from services.pilot.generate.hosts import DEFAULT_PORT, HostIndex, MeshService
+from services.pilot.generate.hosts import DEFAULT_PORT, MESH_GATEWAY, HostIndex, MeshService
 from services.pilot.reuse import Reuse
 from shared.model import VirtualService
 from shared.model.proxy_config import MirrorCluster, Route, VirtualHost, WeightedCluster, cluster_name
@@ -71,7 +71,29 @@ def _ref(target: Destination, namespace: str, hosts: HostIndex, refs: set[Cluste
     return ref
 
 
-def _route(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> Route:
+def bound_to(gateway: str, names: list[str], namespace: str) -> bool:
+    """Whether a `gateways` list written in `namespace` names `gateway` (`mesh`, or `<namespace>/<name>`): an
+    entry without a namespace is a Gateway of the resource's own namespace."""
+    return any((name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}") == gateway for name in names)
+
+
+def for_gateway(http: HTTPRoute, gateway: str, namespace: str) -> HTTPRoute | None:
+    """Istio's match-level `gateways`: a block naming gateways applies only to those (the others to the
+    VirtualService's). The route keeps the blocks that apply to `gateway` (`mesh` for sidecars) and is
+    left out when it had blocks and none apply."""
+    if not any(block.gateways for block in http.match):
+        return http
+    kept = [
+        block.model_copy(update={"gateways": []})
+        for block in http.match
+        if not block.gateways or bound_to(gateway, block.gateways, namespace)
+    ]
+    return http.model_copy(update={"match": kept}) if kept else None
+
+
+def route_of(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> Route:
+    """One VirtualService http route (of a VirtualService in `namespace`) with its destinations resolved to
+    clusters, each added to `refs`."""
     weighted: list[WeightedCluster] = []
     if http.route:
         for destination, weight in zip(http.route, _weights(http.route), strict=True):
@@ -137,7 +159,10 @@ def _virtual_host(
     refs: set[ClusterRef],
 ) -> VirtualHost:
     routes = [
-        _route(http, vs.metadata.namespace, hosts, refs) for vs in applying for http in delegate.expand(vs, delegates)
+        route_of(kept, vs.metadata.namespace, hosts, refs)
+        for vs in applying
+        for http in delegate.expand(vs, delegates)
+        if (kept := for_gateway(http, MESH_GATEWAY, vs.metadata.namespace)) is not None
     ]
     if not routes:
         ref = default_ref(service, port)

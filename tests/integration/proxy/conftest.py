@@ -208,10 +208,13 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         host: str | None = None,
         state_dir: Path | None = None,
         locality: str | None = None,
+        gateway: bool = False,
     ) -> Sidecar:
         settings = loopback_settings(
             service, app_port, state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}", locality=locality
         )
+        if gateway:
+            settings = replace(settings, gateway=True, labels=(("istio", "ingressgateway"),))
         if host is not None:
             settings = replace(settings, host=host)
         sidecar = Sidecar(

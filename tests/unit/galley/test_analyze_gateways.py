@@ -1,4 +1,4 @@
-"""ISM0017: a VirtualService bound to gateways only (its `gateways` name no `mesh`)."""
+"""ISM0017: a VirtualService naming a gateway that no Gateway resource defines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ from typing import Any
 from services.galley.analyze import analyze
 from shared.model import parse_resource
 
+INGRESS = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "Gateway",
+    "metadata": {"name": "ingress", "namespace": "shop"},
+    "spec": {"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]},
+}
 
-def virtual_service(gateways: list[str]) -> Any:
+
+def virtual_service(gateways: list[str], block_gateways: list[str] | None = None) -> Any:
+    match = [{"uri": {"prefix": "/"}, "gateways": block_gateways}] if block_gateways else []
     return parse_resource(
         {
             "apiVersion": "networking.istio.io/v1",
@@ -17,20 +25,26 @@ def virtual_service(gateways: list[str]) -> Any:
             "spec": {
                 "hosts": ["reviews"],
                 "gateways": gateways,
-                "http": [{"route": [{"destination": {"host": "reviews"}}]}],
+                "http": [{"match": match, "route": [{"destination": {"host": "reviews"}}]}],
             },
         }
     )
 
 
-def test_gateway_names_alone_are_reported() -> None:
-    assert analyze([virtual_service(["shop/ingress"])]) == [
-        "[ISM0017] VirtualService shop/reviews: spec.gateways: ['shop/ingress'] names no 'mesh': it binds the "
-        "VirtualService to gateways only, and Isthmus runs no gateways, so no sidecar follows it (add 'mesh' to "
-        "the list)"
+def test_a_gateway_no_resource_defines_is_reported() -> None:
+    assert analyze([virtual_service(["mesh", "ingres"])]) == [
+        "[ISM0017] VirtualService shop/reviews: gateway 'ingres' (shop/ingres) is not defined: no Gateway resource "
+        "has that namespace and name, so no gateway proxy serves the VirtualService's hosts for it"
     ]
 
 
-def test_mesh_or_no_gateways_are_quiet() -> None:
-    assert analyze([virtual_service(["mesh", "shop/ingress"])]) == []
+def test_names_in_match_blocks_count_too() -> None:
+    found = analyze([parse_resource(INGRESS), virtual_service(["shop/ingress"], ["other/edge"])])
+    assert [message.split(":")[1].strip() for message in found] == ["gateway 'other/edge' (other/edge) is not defined"]
+
+
+def test_defined_gateways_mesh_and_no_gateways_are_quiet() -> None:
+    gateway = parse_resource(INGRESS)
+    assert analyze([gateway, virtual_service(["mesh", "shop/ingress"])]) == []
+    assert analyze([gateway, virtual_service(["ingress"], ["ingress", "mesh"])]) == []
     assert analyze([virtual_service([])]) == []

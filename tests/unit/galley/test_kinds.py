@@ -20,6 +20,8 @@ from shared.model import KINDS, UnknownKind
         ("PeerAuthentications", "PeerAuthentication"),
         ("ap", "AuthorizationPolicy"),
         ("authorizationpolicies", "AuthorizationPolicy"),
+        ("gw", "Gateway"),
+        ("gateways", "Gateway"),
     ],
 )
 def test_resolve(text: str, kind: str) -> None:
@@ -27,8 +29,8 @@ def test_resolve(text: str, kind: str) -> None:
 
 
 def test_unknown_kind_lists_choices() -> None:
-    with pytest.raises(UnknownKind, match="'gateway' is not supported; use one of AuthorizationPolicy"):
-        resolve_kind("gateway")
+    with pytest.raises(UnknownKind, match="'envoyfilter' is not supported; use one of AuthorizationPolicy"):
+        resolve_kind("envoyfilter")
 
 
 def test_the_command_line_help_names_every_kind_and_resolves_each_name() -> None:

@@ -44,8 +44,8 @@ metadata: {name: Bad_Name, namespace: shop}
 spec:
   action: ALLOW
 ---
-apiVersion: networking.istio.io/v1
-kind: Gateway
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
 metadata: {name: gw}
 spec: {}
 """
@@ -77,7 +77,8 @@ def test_every_issue_names_source_document_resource_path_and_reason() -> None:
         e.startswith("canary.yaml: document 3 (AuthorizationPolicy shop/Bad_Name): metadata.name: 'Bad_Name'")
         for e in errors
     )
-    assert any(e.startswith("canary.yaml: document 4 (Gateway default/gw): kind: kind 'Gateway'") for e in errors)
+    unknown = "canary.yaml: document 4 (EnvoyFilter default/gw): kind: kind 'EnvoyFilter'"
+    assert any(e.startswith(unknown) for e in errors)
     assert len(errors) == 6
     assert result.accepted == ()
 

@@ -71,7 +71,7 @@ def test_bad_duration_and_string_match_are_explained() -> None:
 
 def test_unknown_kind_lists_supported_kinds() -> None:
     with pytest.raises(UnknownKind, match="VirtualService"):
-        parse_resource({"kind": "Gateway", "apiVersion": "networking.istio.io/v1"})
+        parse_resource({"kind": "EnvoyFilter", "apiVersion": "networking.istio.io/v1alpha3"})
 
 
 def test_destination_rule_rejects_duplicate_subsets() -> None:

@@ -1,0 +1,223 @@
+"""A gateway proxy's listeners: one per Gateway server port in the config, opened, changed and closed as the
+config changes, each running the outbound filter chain on its server's routes.
+
+An HTTPS server terminates TLS with its `serverCertificate` and `privateKey` files (MUTUAL: the client's
+certificate must chain to `caCertificates`). The files are checked every RELOAD_INTERVAL seconds (mtime, size,
+inode); a rotated certificate is loaded into the listener's context, and new handshakes use it. Files that do
+not load keep the listener off (a new server) or on its last good certificate (a rotation), logged once per
+change. A port that cannot be bound is logged and retried on the next config; the other servers serve on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.proxy.listeners import Listener, start_listener
+from services.proxy.outbound import OutboundHandler
+from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
+from services.proxy.telemetry.context import ObservedPools
+from services.proxy.telemetry.setup import Telemetry
+from shared.clock import Clock
+from shared.model.gateway import ServerTlsMode, TlsVersion
+from shared.model.proxy_config import GatewayServer, GatewayTls
+from shared.tasks import cancel_until_done
+
+log = logging.getLogger(__name__)
+
+RELOAD_INTERVAL = 5.0
+_VERSIONS = {TlsVersion.TLSV1_2: ssl.TLSVersion.TLSv1_2, TlsVersion.TLSV1_3: ssl.TLSVersion.TLSv1_3}
+
+FileStamp = tuple[tuple[int, int, int] | None, ...]
+
+
+def _stamp(tls: GatewayTls) -> FileStamp:
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in (tls.server_certificate, tls.private_key, tls.ca_certificates):
+        if path is None:
+            continue
+        try:
+            info = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
+    return tuple(stamps)
+
+
+class CertificateFilesError(ValueError):
+    """A server's certificate, key or CA file does not load; the message names the file and why."""
+
+
+def server_context(tls: GatewayTls) -> ssl.SSLContext:
+    """The server's TLS context; raises CertificateFilesError naming the file that does not load."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if tls.min_protocol_version in _VERSIONS:
+        context.minimum_version = _VERSIONS[tls.min_protocol_version]
+    if tls.max_protocol_version in _VERSIONS:
+        context.maximum_version = _VERSIONS[tls.max_protocol_version]
+    load_files(context, tls)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def load_files(context: ssl.SSLContext, tls: GatewayTls) -> None:
+    try:
+        context.load_cert_chain(tls.server_certificate, tls.private_key)
+    except (OSError, ssl.SSLError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise CertificateFilesError(
+            f"serverCertificate {tls.server_certificate} / privateKey {tls.private_key}: {reason}"
+        ) from err
+    if tls.mode == ServerTlsMode.MUTUAL and tls.ca_certificates is not None:
+        try:
+            context.load_verify_locations(cafile=tls.ca_certificates)
+        except (OSError, ssl.SSLError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise CertificateFilesError(f"caCertificates {tls.ca_certificates}: {reason}") from err
+        context.verify_mode = ssl.CERT_REQUIRED
+
+
+@dataclass
+class _Served:
+    server: GatewayServer
+    listener: Listener
+    handler: OutboundHandler
+    context: ssl.SSLContext | None
+    stamp: FileStamp
+
+
+class GatewayListeners:
+    """Keeps one listener per server port of the current config."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        pools: ObservedPools,
+        telemetry: Telemetry,
+        address: str,
+        clock: Clock,
+        rng: random.Random,
+        locality: str | None,
+        labels: Mapping[str, str],
+    ) -> None:
+        self._state = state
+        self._pools = pools
+        self._telemetry = telemetry
+        self._address = address
+        self._clock = clock
+        self._rng = rng
+        self._locality = locality
+        self._labels = labels
+        self.served: dict[int, _Served] = {}
+        self._wanted: ConfigSnapshot | None = None
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._logged: dict[int, str] = {}
+
+    def start(self) -> None:
+        """Follow the config from now on (the reconciling and the certificate checks run as tasks)."""
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="gateway listeners"))
+        self._tasks.append(asyncio.create_task(self._reload_loop(), name="gateway certificates"))
+        self._state.follow(self._follow)
+
+    def _follow(self, snapshot: ConfigSnapshot) -> None:
+        self._wanted = snapshot
+        self._changed.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._wanted is not None:
+                await self.reconcile(self._wanted)
+
+    async def reconcile(self, snapshot: ConfigSnapshot) -> None:
+        """Close the listeners of ports gone or changed in protocol or TLS, then open the missing ones."""
+        wanted = {server.port: server for server in snapshot.config.gateway_servers}
+        for port, served in list(self.served.items()):
+            server = wanted.get(port)
+            if server is None or (server.protocol, server.tls) != (served.server.protocol, served.server.tls):
+                del self.served[port]
+                await served.listener.close()
+                log.info("gateway server %s closed", served.server.name)
+            else:
+                served.server = server
+        for port, server in wanted.items():
+            if port not in self.served:
+                await self._open(server)
+
+    async def _open(self, server: GatewayServer) -> None:
+        try:
+            context = server_context(server.tls) if server.tls is not None else None
+            handler = OutboundHandler(
+                ServerState(self._state, server.port),
+                self._pools,
+                self._clock,
+                self._rng,
+                self._locality,
+                self._labels,
+            )
+            listener = await start_listener(
+                f"gateway-{server.name}",
+                self._telemetry.outbound(handler),
+                self._address,
+                server.port,
+                ssl_context=context,
+                pass_through=True,
+                immediate=self._telemetry.outbound_immediate(handler.immediate),
+            )
+        except (OSError, CertificateFilesError) as err:
+            self._log_once(server.port, f"gateway server {server.name} not serving: {err}")
+            return
+        stamp = _stamp(server.tls) if server.tls is not None else ()
+        self.served[server.port] = _Served(server, listener, handler, context, stamp)
+        self._logged.pop(server.port, None)
+        log.info("gateway server %s listening on %s:%s", server.name, self._address, listener.port)
+
+    def _log_once(self, port: int, message: str) -> None:
+        if self._logged.get(port) != message:
+            self._logged[port] = message
+            log.error("%s", message)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._clock.sleep(RELOAD_INTERVAL)
+            self.reload_changed()
+            if self._wanted is not None and any(
+                server.port not in self.served for server in self._wanted.config.gateway_servers
+            ):
+                self._changed.set()  # a server that could not open (files, port) is tried again
+
+    def reload_changed(self) -> None:
+        """Load the certificate files of every HTTPS server whose files changed since they were loaded."""
+        for served in self.served.values():
+            tls = served.server.tls
+            if tls is None or served.context is None:
+                continue
+            stamp = _stamp(tls)
+            if stamp == served.stamp:
+                continue
+            served.stamp = stamp
+            try:
+                load_files(served.context, tls)
+            except CertificateFilesError as err:
+                self._log_once(served.server.port, f"gateway server {served.server.name} keeps its certificate: {err}")
+                continue
+            log.info("gateway server %s: certificate reloaded", served.server.name)
+
+    @property
+    def listeners(self) -> dict[str, Listener]:
+        return {f"gateway-{served.server.name}": served.listener for served in self.served.values()}
+
+    async def close(self) -> None:
+        await cancel_until_done(self._tasks)
+        self._tasks.clear()
+        for served in self.served.values():
+            await served.listener.close()
+        self.served.clear()
