@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from services.cli.proxy_status import collect, format_table
-from services.local import demo, legacy, partner
+from services.local import demo, ingress, legacy, partner
 from services.local.infra import forget_earlier_proxies, start_consul, start_nats
 from services.local.mesh import LocalMesh
 from services.local.processes import Supervisor
@@ -114,10 +114,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         external = partner.start_partner(mesh)
         print("starting two inventory VMs outside the catalog (no sidecar, not in Consul)...", flush=True)
         vms = legacy.start_legacy(mesh)
+        print("starting the ingress gateway (a gateway proxy, no app)...", flush=True)
+        gateway = ingress.start_gateway(mesh)
         config = [
             *demo.demo_config(),
             ("partner-api.yaml", partner.partner_config(external.port, external.ca)),
             ("inventory.yaml", legacy.legacy_config(vms)),
+            ("ingress.yaml", ingress.gateway_config(gateway, demo.NAMESPACE)),
         ]
         for name, content in config:
             try:
@@ -132,12 +135,14 @@ def _run_demo(args: argparse.Namespace) -> int:
         report = demo.run_traffic(order, args.requests)
         external_call = partner.run_partner_call(order)
         inventory = legacy.run_legacy_calls(order)
+        entering = ingress.run_gateway_calls(gateway)
         total = sum(report.versions.values())
         print(f"order-service -> product-service, {total} requests: " + json.dumps(dict(report.versions)))
         print("  with header end-user: jason: " + json.dumps(dict(report.jason_versions)))
         print(f"order-service -> payment-service: payment saw caller {report.payment_caller}")
         print(external_call.report_line())
         print(inventory.report_line())
+        print(entering.report_line())
         print("\nproxy-status:\n" + format_table(asyncio.run(collect(mesh.nats_url))), flush=True)
         print(f"\nDashboard (live service graph, sync state, config changes): {dashboard_url}", flush=True)
         print(
@@ -148,6 +153,7 @@ Try it yourself:
   curl -s {order.app_url}/call/payment-service/pay       # payment sees order's SPIFFE identity
   curl -s {order.app_url}/call/{partner.PARTNER_HOST}/{partner.PARTNER_PATH}  # outside the mesh, TLS by the sidecar
   curl -s {order.app_url}/call/{legacy.LEGACY_HOST}/stock  # VMs as WorkloadEntries: vm-a 3 of 4
+  curl -s -H 'Host: {ingress.GATEWAY_HOST}' {gateway.url}/products/  # from outside, through the ingress gateway
   curl -s {order.admin_url}/config_dump                  # what order-service's sidecar runs
 """,
             flush=True,
@@ -155,7 +161,8 @@ Try it yourself:
         if not args.no_wait:
             _wait_forever(supervisor)
         inventory_ok = set(inventory.versions) <= {"vm-a", "vm-b"}
-        return 0 if report.failures == 0 and external_call.status == 200 and inventory_ok else 1
+        calls_ok = report.failures == 0 and external_call.status == 200 and inventory_ok and entering.ok
+        return 0 if calls_ok else 1
     except KeyboardInterrupt:
         return 0
     except (RuntimeError, TimeoutError) as err:
@@ -194,7 +201,8 @@ def register(subparsers: Any) -> None:
         description="Runs the whole mesh with order-service -> payment-service and product-service v1/v2, "
         "applies a 90/10 canary (end-user: jason always gets v2), drives traffic and reports the split; "
         "it also calls a partner API outside the mesh through a ServiceEntry, with TLS originated by the sidecar, "
-        "and two inventory VMs outside the catalog as weighted WorkloadEntries.",
+        "two inventory VMs outside the catalog as weighted WorkloadEntries, and product-service from outside the "
+        "mesh through an ingress gateway (a Gateway and a VirtualService bound to it).",
     )
     _add_common(demo_parser)
     demo_parser.add_argument("--requests", type=int, default=200, help="requests to drive (default 200)")

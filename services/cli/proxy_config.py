@@ -25,7 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
 from shared.consul import META_ADMIN_PORT
-from shared.model.proxy_config import ProxyConfig
+from shared.model.proxy_config import ProxyConfig, Route
 from shared.ports import CONSUL_ADDR_ENV, DEFAULT_CONSUL_ADDR, DEFAULT_NATS_URL, NATS_URL_ENV
 
 SECTIONS = ("routes", "clusters", "endpoints", "certificate")
@@ -100,6 +100,15 @@ def _match(route: Any) -> str:
     return " OR ".join(parts)
 
 
+def _answer(route: Route) -> str:
+    """What a route without destinations answers itself."""
+    if route.redirect is not None:
+        return f"redirect {route.redirect.redirect_code} {route.redirect.scheme or ''}".rstrip()
+    if route.direct_response is not None:
+        return f"direct response {route.direct_response.status}"
+    return "-"
+
+
 def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
     config = dump.config
     lines = [f"proxy {config.proxy_id} ({config.service}.{config.namespace}) version {config.version}",
@@ -108,11 +117,22 @@ def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
         state = "ACK" if dump.ack.accepted else f"NACK ({dump.ack.error})"
         lines.append(f"last answer: {state} for {dump.ack.version}, running {dump.ack.applied_version or '-'}")
     if "routes" in sections:
+        if config.gateway_servers:
+            servers: list[tuple[str, ...]] = [("GATEWAY SERVER", "PORT", "PROTOCOL", "TLS", "HOSTS")]
+            for server in config.gateway_servers:
+                tls = f"{server.tls.mode} {server.tls.server_certificate}" if server.tls is not None else "-"
+                hosts = ",".join(domain for host in server.virtual_hosts for domain in host.domains) or "(none bound)"
+                servers.append((server.name, str(server.port), server.protocol, tls, hosts))
+            lines += ["", "GATEWAY SERVERS", *_table(servers)]
         rows: list[tuple[str, ...]] = [("VIRTUAL HOST", "ROUTE", "MATCH", "DESTINATIONS")]
-        for host in config.virtual_hosts:
+        named = [(host.name, host) for host in config.virtual_hosts]
+        named += [
+            (f"{server.name}/{host.name}", host) for server in config.gateway_servers for host in server.virtual_hosts
+        ]
+        for name, host in named:
             for index, route in enumerate(host.routes):
-                destinations = ", ".join(f"{w.cluster} {w.weight}" for w in route.route)
-                rows.append((host.name, route.name or f"#{index}", _match(route), destinations))
+                destinations = ", ".join(f"{w.cluster} {w.weight}" for w in route.route) or _answer(route)
+                rows.append((name, route.name or f"#{index}", _match(route), destinations))
         lines += ["", "ROUTES", *_table(rows)]
     if "clusters" in sections:
         rows = [("CLUSTER", "ENDPOINTS", "HEALTHY", "MTLS")]

@@ -143,8 +143,8 @@ async def test_bad_requests_get_clear_4xx(galley_url: str) -> None:
     assert status == 400 and "aliases" in body["errors"][0]
     status, body = await call("POST", url, data=b"\xff\xfe", headers={"Content-Type": "application/yaml"})
     assert (status, body) == (400, {"errors": ["request body is not valid UTF-8 (offset 0)"]})
-    status, body = await call("GET", f"{galley_url}/v1/resources/gateway/shop/x")
-    assert status == 400 and "'gateway' is not supported" in body["errors"][0]
+    status, body = await call("GET", f"{galley_url}/v1/resources/envoyfilter/shop/x")
+    assert status == 400 and "'envoyfilter' is not supported" in body["errors"][0]
     status, body = await call("POST", url, data=io.BytesIO(b"a" * (MAX_REQUEST_BYTES + 1)))
     assert status == 413 and "byte limit" in body["errors"][0]
 

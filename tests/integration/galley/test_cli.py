@@ -120,8 +120,8 @@ async def test_dry_run_and_local_file_errors(
     capsys.readouterr()
     assert await run("apply", "-f", str(config_dir / "missing.yaml"), "--galley", galley_url) == 1
     assert "missing.yaml: no such file or directory" in capsys.readouterr().err
-    assert await run("get", "gateway", "--galley", galley_url) == 1
-    assert "'gateway' is not supported" in capsys.readouterr().err
+    assert await run("get", "envoyfilter", "--galley", galley_url) == 1
+    assert "'envoyfilter' is not supported" in capsys.readouterr().err
     assert await run("delete", "vs", "--galley", galley_url) == 1
     assert "delete needs KIND and NAME, or -f FILE" in capsys.readouterr().err
 

@@ -21,8 +21,8 @@ spec:
   colour: blue
 """
 UNKNOWN_KIND = """
-apiVersion: networking.istio.io/v1
-kind: Gateway
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
 metadata: {name: gw, namespace: shop}
 spec: {}
 """

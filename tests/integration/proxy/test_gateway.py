@@ -134,3 +134,64 @@ async def _refused(port: int) -> bool:
     except aiohttp.ClientConnectionError:
         return True
     return False
+
+
+async def test_a_rotated_certificate_is_served_and_a_broken_rewrite_keeps_the_last_good_one(
+    make_app: Any, make_sidecar: Any, bus: ProxyBus, tmp_path: Path
+) -> None:
+    app: RecordingApp = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    assert gateway.gateway is not None
+    first = write_pki(tmp_path / "first", server_names=(HOST,))
+    second = write_pki(tmp_path / "second", server_names=(HOST,))
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    cert.write_bytes(first.server_cert.read_bytes())
+    key.write_bytes(first.server_key.read_bytes())
+    files = PkiFiles(first.ca, cert, key, first.client_cert, first.client_key)
+    https_port = free_port()
+    catalog = [instance(server), instance(gateway)]
+    await push_generated(
+        bus, Snapshot.build(resources(gateway_yaml(free_port(), https_port, files)), catalog), server, gateway
+    )
+    await bus.eventually(lambda: serving(gateway, https_port), 10.0, "the HTTPS server listening")
+    url = f"https://127.0.0.1:{https_port}/api/"
+    trusts_first = ssl.create_default_context(cafile=str(first.ca))
+    trusts_second = ssl.create_default_context(cafile=str(second.ca))
+    assert (await get(url, HOST, trusts_first))[0] == 200
+
+    cert.write_bytes(second.server_cert.read_bytes())
+    key.write_bytes(second.server_key.read_bytes())
+    gateway.gateway.reload_changed()
+    assert (await get(url, HOST, trusts_second))[0] == 200
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(url, HOST, trusts_first)
+
+    cert.write_text("not a certificate")
+    gateway.gateway.reload_changed()
+    assert (await get(url, HOST, trusts_second))[0] == 200  # the last good certificate stays
+
+
+async def test_mutual_tls_requires_a_client_certificate_from_the_given_cas(
+    make_app: Any, make_sidecar: Any, bus: ProxyBus, tmp_path: Path
+) -> None:
+    app: RecordingApp = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    pki = write_pki(tmp_path / "pki", server_names=(HOST,))
+    https_port = free_port()
+    mutual = gateway_yaml(free_port(), https_port, pki).replace(
+        "{mode: SIMPLE,", f"{{mode: MUTUAL, caCertificates: {pki.ca},"
+    )
+    catalog = [instance(server), instance(gateway)]
+    await push_generated(bus, Snapshot.build(resources(mutual), catalog), server, gateway)
+    await bus.eventually(lambda: serving(gateway, https_port), 10.0, "the MUTUAL server listening")
+    url = f"https://127.0.0.1:{https_port}/api/"
+    anonymous = ssl.create_default_context(cafile=str(pki.ca))
+    with pytest.raises(aiohttp.ClientError):
+        await get(url, HOST, anonymous)
+    client = ssl.create_default_context(cafile=str(pki.ca))
+    client.load_cert_chain(pki.client_cert, pki.client_key)
+    assert (await get(url, HOST, client))[0] == 200

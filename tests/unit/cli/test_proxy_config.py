@@ -36,3 +36,37 @@ def test_sections_can_be_picked_and_certificate_shown() -> None:
 
 def test_unreachable_admin_is_no_answer() -> None:
     assert from_admin("http://127.0.0.1:9", "a") is None
+
+
+def test_a_gateway_proxy_shows_its_servers_and_their_routes() -> None:
+    gateway = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+    tls: {httpsRedirect: true}
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [shop.example.test]
+    tls: {mode: SIMPLE, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop.example.test]
+  gateways: [public]
+  http: [{route: [{destination: {host: a}}]}]
+"""
+    catalog = [meshed("a", "10.0.0.1"), meshed("gw", "10.0.9.1", gateway=True, istio="ingressgateway")]
+    snap = snapshot(catalog, gateway)
+    text = render(Dump("test", generate(snap, proxy_of(snap, "gw-10.0.9.1"), "cluster.local", "isthmus-system")))
+    servers = text.split("GATEWAY SERVERS\n")[1].split("\n\n")[0].splitlines()
+    assert servers[1].split() == ["http-8080", "8080", "HTTP", "-", "*"]
+    assert servers[2].split() == ["https-8443", "8443", "HTTPS", "SIMPLE", "/etc/gw/cert.pem", "shop.example.test"]
+    routes = [line.split() for line in text.split("ROUTES\n")[1].split("\n\n")[0].splitlines()]
+    assert ["http-8080/*", "https-redirect", "*", "redirect", "301", "https"] in routes
+    assert ["https-8443/shop.example.test", "#0", "*", "outbound|80||a", "100"] in routes
