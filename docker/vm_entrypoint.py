@@ -21,6 +21,7 @@ Configuration is by environment (compose sets it); every value has the default s
   ISTHMUS_TRACE_ENDPOINT=<unset: no tracing; else the sidecar's --trace-endpoint, e.g. http://jaeger:4318/v1/traces>
   ISTHMUS_LOCALITY=<unset; else the sidecar's --locality, e.g. eu-west/zone-a>
   ISTHMUS_WEIGHT=<unset; else the sidecar's --weight, e.g. 2>
+  ISTHMUS_GATEWAY=<unset; "true": an ingress gateway: no app, the proxy runs with --gateway>
 Arguments, if any, are extra flags for `isthmus proxy run`.
 
 `isthmus-vm health` is the container's health check: the Consul agent knows a leader, the app's port is
@@ -178,6 +179,10 @@ def consul_binary() -> str:
     return shutil.which("consul") or "/opt/consul/bin/consul"
 
 
+def gateway() -> bool:
+    return env("ISTHMUS_GATEWAY", "").lower() == "true"
+
+
 def health() -> int:
     """0 when the agent knows a leader, the app listens and the sidecar is ready; prints why not otherwise."""
     consul_addr = env("ISTHMUS_CONSUL_ADDR", "127.0.0.1:8500")
@@ -196,7 +201,8 @@ def health() -> int:
         return 1
     app_port = int(env("ISTHMUS_APP_PORT", "8080"))
     try:
-        socket.create_connection(("127.0.0.1", app_port), timeout=2).close()
+        if not gateway():
+            socket.create_connection(("127.0.0.1", app_port), timeout=2).close()
     except OSError as error:
         print(f"app port {app_port}: {error}")
         return 1
@@ -280,13 +286,17 @@ def main() -> int:
     with open(ADDRESS_FILE, "w") as handle:
         handle.write(address)
 
-    children.spawn("app", app_command)
+    if gateway():
+        workload = ["--gateway"]
+    else:
+        children.spawn("app", app_command)
+        workload = ["--app-port", app_port]
     children.spawn(
         "sidecar",
         [
             "isthmus", "proxy", "run",
             "--service", service, "--namespace", namespace, "--service-account", account, "--version", version,
-            "--app-port", app_port, "--address", address,
+            *workload, "--address", address,
             "--inbound-port", str(INBOUND_PORT), "--outbound-port", str(OUTBOUND_PORT),
             "--admin-port", str(ADMIN_PORT), "--health-port", str(HEALTH_PORT),
             "--nats-url", nats_url, "--consul-addr", consul_addr, "--citadel-addr", citadel_addr,

@@ -18,6 +18,9 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.proxy.ext_authz import ExtAuthzClient
+from services.proxy.gateway_authz import GatewayGuard
+from services.proxy.jwt_authn import JwksCache
 from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
 from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
@@ -87,7 +90,7 @@ def load_files(context: ssl.SSLContext, tls: GatewayTls) -> None:
 class _Served:
     server: GatewayServer
     listener: Listener
-    handler: OutboundHandler
+    guard: GatewayGuard
     context: ssl.SSLContext | None
     stamp: FileStamp
 
@@ -105,8 +108,12 @@ class GatewayListeners:
         rng: random.Random,
         locality: str | None,
         labels: Mapping[str, str],
+        ext_authz: ExtAuthzClient | None = None,
     ) -> None:
+        """`ext_authz`: the providers CUSTOM AuthorizationPolicies selecting the gateway may name."""
         self._state = state
+        self._jwks = JwksCache(clock)
+        self._ext_authz = ext_authz or ExtAuthzClient({})
         self._pools = pools
         self._telemetry = telemetry
         self._address = address
@@ -155,28 +162,23 @@ class GatewayListeners:
     async def _open(self, server: GatewayServer) -> None:
         try:
             context = server_context(server.tls) if server.tls is not None else None
-            handler = OutboundHandler(
-                ServerState(self._state, server.port),
-                self._pools,
-                self._clock,
-                self._rng,
-                self._locality,
-                self._labels,
-            )
+            state = ServerState(self._state, server.port)
+            handler = OutboundHandler(state, self._pools, self._clock, self._rng, self._locality, self._labels)
+            guard = GatewayGuard(state, server.port, handler, self._jwks, self._ext_authz, self._clock)
             listener = await start_listener(
                 f"gateway-{server.name}",
-                self._telemetry.outbound(handler),
+                self._telemetry.outbound(guard),
                 self._address,
                 server.port,
                 ssl_context=context,
                 pass_through=True,
-                immediate=self._telemetry.outbound_immediate(handler.immediate),
+                immediate=self._telemetry.outbound_immediate(guard.immediate),
             )
         except (OSError, CertificateFilesError) as err:
             self._log_once(server.port, f"gateway server {server.name} not serving: {err}")
             return
         stamp = _stamp(server.tls) if server.tls is not None else ()
-        self.served[server.port] = _Served(server, listener, handler, context, stamp)
+        self.served[server.port] = _Served(server, listener, guard, context, stamp)
         self._logged.pop(server.port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, listener.port)
 
@@ -221,3 +223,5 @@ class GatewayListeners:
         for served in self.served.values():
             await served.listener.close()
         self.served.clear()
+        await self._jwks.close()
+        await self._ext_authz.close()

@@ -136,7 +136,15 @@ class Sidecar:
         """This workload's own labels, as its endpoints show them (failoverPriority compares them)."""
         self.gateway = (
             GatewayListeners(
-                self.state, self._pools, self.telemetry, settings.address, clock, rng, settings.locality, self.labels
+                self.state,
+                self._pools,
+                self.telemetry,
+                settings.address,
+                clock,
+                rng,
+                settings.locality,
+                self.labels,
+                ExtAuthzClient(dict(settings.ext_authz)),
             )
             if settings.gateway
             else None

@@ -32,7 +32,15 @@ TRUST_DOMAIN = "cluster.local"
 ONE_SHOT = ("tokens", "consul-bin", "apply")
 VMS = ("order-service-v1", "payment-service-v1", "product-service-v1", "product-service-v2", "product-service-v1-b")
 # Host ports compose.yaml publishes; 0 lets Docker pick free ones (other meshes may hold the defaults).
-PORT_VARIABLES = ("NATS_PORT", "CONSUL_PORT", "PROMETHEUS_PORT", "GALLEY_PORT", "PILOT_PORT", "JAEGER_UI_PORT")
+PORT_VARIABLES = (
+    "NATS_PORT",
+    "CONSUL_PORT",
+    "PROMETHEUS_PORT",
+    "GALLEY_PORT",
+    "PILOT_PORT",
+    "JAEGER_UI_PORT",
+    "INGRESS_PORT",
+)
 
 T = TypeVar("T")
 Record = tuple[float, int, str | None, str | None]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import urllib.error
+import urllib.request
+from typing import Any
 
-from tests.containers.mesh import ComposeMesh, outcomes
+import pytest
+
+from tests.containers.mesh import ComposeMesh, eventually, outcomes
 
 CANARY_REQUESTS = 500
 CANARY_V2_SHARE = 0.10
@@ -26,3 +32,26 @@ def test_end_user_jason_always_gets_v2(mesh: ComposeMesh) -> None:
         "order-service-v1", "/call/product-service/", count=60, concurrency=6, headers=["end-user: jason"]
     )
     assert outcomes(records) == {"200 v2": 60}
+
+
+def test_the_ingress_gateway_takes_outside_traffic_into_the_mesh(mesh: ComposeMesh) -> None:
+    """From the host, through the published port of the gateway container, to product-service's VMs over mTLS."""
+    url = f"http://127.0.0.1:{mesh.host_port('ingressgateway', 8080)}/products/items"
+
+    def answer() -> dict[str, Any] | None:
+        request = urllib.request.Request(url, headers={"Host": "shop.example.test"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            body = json.loads(reply.read())
+        return body if isinstance(body, dict) else None
+
+    first = eventually(answer, 60, "product-service answering through the ingress gateway")
+    bodies = [first, *(answer() for _ in range(20))]
+    assert {body["service"] if body else None for body in bodies} == {"product-service"}
+    assert {body["path"] if body else None for body in bodies} == {"/items"}
+    assert {body["caller"] if body else None for body in bodies} == {
+        "spiffe://cluster.local/ns/istio-system/sa/ingressgateway"
+    }
+    request = urllib.request.Request(url, headers={"Host": "elsewhere.example.test"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 404

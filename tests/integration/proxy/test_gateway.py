@@ -4,12 +4,16 @@ the app's sidecar over mTLS with the gateway's SPIFFE ID."""
 
 from __future__ import annotations
 
+import json
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.local.processes import free_port
 from services.pilot.snapshot import Snapshot
@@ -195,3 +199,82 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_given_cas(
     client = ssl.create_default_context(cafile=str(pki.ca))
     client.load_cert_chain(pki.client_cert, pki.client_key)
     assert (await get(url, HOST, client))[0] == 200
+
+
+def gateway_policies(jwks: str) -> str:
+    """A JWT rule and policies selecting the gateway workload: /api/public is open, the rest needs a valid token
+    from alice, and nobody may call /api/admin."""
+    return f"""
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: edge-jwt}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules:
+  - issuer: https://idp.example.test
+    jwks: '{jwks}'
+    outputPayloadToHeader: x-jwt-payload
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-allow}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: ALLOW
+  rules:
+  - to: [{{operation: {{paths: ["/api/public*"]}}}}]
+  - from: [{{source: {{requestPrincipals: ["https://idp.example.test/alice"]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-deny}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: DENY
+  rules:
+  - to: [{{operation: {{paths: ["/api/admin*"], ports: ["{{port}}"]}}}}]
+"""
+
+
+async def test_request_authentication_and_authorization_policies_apply_at_the_gateway(
+    make_app: Any, make_sidecar: Any, bus: ProxyBus, tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "alg": "ES256", "use": "sig"})
+    keys = json.dumps({"keys": [jwk]})
+    alice = jwt.encode(
+        {"iss": "https://idp.example.test", "sub": "alice", "exp": time.time() + 600}, key, "ES256", {"kid": "k1"}
+    )
+    app: RecordingApp = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    pki = write_pki(tmp_path / "pki", server_names=(HOST,))
+    http_port = free_port()
+    config = gateway_yaml(http_port, free_port(), pki) + gateway_policies(keys).replace("{port}", str(http_port))
+    catalog = [instance(server), instance(gateway)]
+    await push_generated(bus, Snapshot.build(resources(config), catalog), server, gateway)
+    await bus.eventually(lambda: serving(gateway, http_port), 10.0, "the gateway listening")
+    base = f"http://127.0.0.1:{http_port}"
+
+    assert (await get(f"{base}/api/public/items", HOST))[0] == 200
+    status, _, body = await get(f"{base}/api/orders", HOST)
+    assert (status, body) == (403, "RBAC: access denied")
+    status, headers, _ = await get_with(f"{base}/api/orders", {"Authorization": "Bearer not-a-token"})
+    assert status == 401 and "invalid_token" in headers["www-authenticate"]
+    seen = len(app.seen)
+    status, _, _ = await get_with(f"{base}/api/orders", {"Authorization": f"Bearer {alice}"})
+    assert status == 200 and len(app.seen) == seen + 1
+    forwarded = app.seen[-1]["headers"]
+    assert "authorization" not in forwarded  # the verified token is not sent on (forwardOriginalToken unset)
+    assert "x-jwt-payload" in forwarded
+    status, _, _ = await get_with(f"{base}/api/admin/users", {"Authorization": f"Bearer {alice}"})
+    assert status == 403  # DENY wins over ALLOW
+    assert len(app.seen) == seen + 1  # no denied request reached the app
+
+
+async def get_with(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Host": HOST, **headers}, allow_redirects=False) as reply:
+            return reply.status, {name.lower(): value for name, value in reply.headers.items()}, await reply.text()
