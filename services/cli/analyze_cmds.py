@@ -36,10 +36,12 @@ from services.galley.validate import validate_sources
 from shared.consul import (
     DEFAULT_NAMESPACE,
     META_EXTRA_PORTS,
+    META_GATEWAY,
     META_MESH,
     META_NAMESPACE,
     META_SERVICE_ACCOUNT,
     PROTOCOL_TCP,
+    labels_from_meta,
     parse_extra_ports,
     protocol_of,
 )
@@ -56,11 +58,13 @@ def _consul_get(addr: str, path: str) -> Any:
 
 
 def read_catalog(addr: str) -> Catalog:
-    """Service name -> namespace (Meta `namespace`, default "default"), meshed identities and TCP services
-    (Meta `isthmus-protocol=tcp`, or a tcp entry in `isthmus-extra-ports`, on any instance), from Consul."""
+    """Service name -> namespace (Meta `namespace`, default "default"), meshed identities, TCP services
+    (Meta `isthmus-protocol=tcp`, or a tcp entry in `isthmus-extra-ports`, on any instance) and the labels of
+    gateway proxies, from Consul."""
     services: dict[str, str] = {}
     identities: set[tuple[str, str]] = set()
     tcp: set[str] = set()
+    gateways: list[dict[str, str]] = []
     for name in sorted(set(_consul_get(addr, "/v1/catalog/services")) - SKIPPED_SERVICES):
         namespace = DEFAULT_NAMESPACE
         for entry in _consul_get(addr, f"/v1/catalog/service/{urllib.parse.quote(name, safe='')}"):
@@ -71,8 +75,15 @@ def read_catalog(addr: str) -> Catalog:
                 tcp.add(name)
             if str(meta.get(META_MESH, "")).lower() == "true":
                 identities.add((meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE, meta.get(META_SERVICE_ACCOUNT) or name))
+                if str(meta.get(META_GATEWAY, "")).lower() == "true":
+                    gateways.append(labels_from_meta(meta))
         services[name] = namespace
-    return Catalog(services=services, identities=frozenset(identities), tcp_services=frozenset(tcp))
+    return Catalog(
+        services=services,
+        identities=frozenset(identities),
+        tcp_services=frozenset(tcp),
+        gateway_labels=tuple(gateways),
+    )
 
 
 def _stored(args: argparse.Namespace) -> list[Resource]:

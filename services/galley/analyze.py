@@ -18,7 +18,8 @@ ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a servi
 (analyze_entries.py), whose hosts count as known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService
 delegation (analyze_routes.py), ISM0014-ISM0015 about Sidecars competing for the same workloads
 (analyze_sidecars.py), ISM0016 about locality failover without outlier detection (analyze_locality.py), ISM0017
-about VirtualServices naming a gateway that no Gateway defines (analyze_gateways.py). ISM0006, ISM0007 and
+about VirtualServices naming a gateway that no Gateway defines and ISM0020 about Gateways no gateway proxy serves
+(analyze_gateways.py). ISM0006, ISM0007 and
 ISM0009 count only resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
@@ -49,7 +50,7 @@ from services.galley.analyze_base import (
     seen_together,
 )
 from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
-from services.galley.analyze_gateways import gateway_messages
+from services.galley.analyze_gateways import gateway_messages, unserved_gateways
 from services.galley.analyze_locality import failover_messages
 from services.galley.analyze_routes import HTTP, delegate_messages, missing_subsets, zero_weights
 from services.galley.analyze_sidecars import sidecar_messages
@@ -97,7 +98,10 @@ def analyze_messages(
     messages += tcp_messages(services, rules, catalog, known)
     messages += entry_messages(entries, rules, catalog, [r for r in resources if isinstance(r, WorkloadEntry)])
     messages += sidecar_messages([r for r in resources if isinstance(r, Sidecar)])
-    messages += failover_messages(rules) + gateway_messages(services, [r for r in resources if isinstance(r, Gateway)])
+    gateways = [r for r in resources if isinstance(r, Gateway)]
+    messages += failover_messages(rules) + gateway_messages(services, gateways)
+    if catalog is not None:
+        messages += unserved_gateways(gateways, catalog)
     if not focus:
         return messages
     labels = {label(resource) for resource in focus}

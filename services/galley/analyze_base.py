@@ -25,6 +25,7 @@ SEVERAL_NAMESPACE_SIDECARS = "ISM0014"
 SEVERAL_SELECTING_SIDECARS = "ISM0015"
 FAILOVER_WITHOUT_OUTLIER_DETECTION = "ISM0016"
 UNKNOWN_GATEWAY = "ISM0017"
+GATEWAY_WITHOUT_PROXY = "ISM0020"
 NO_WORKLOAD_ENTRY_SELECTED = "ISM0018"
 UNUSED_WORKLOAD_ENTRY = "ISM0019"
 
@@ -53,6 +54,8 @@ class Catalog:
     """(namespace, service account) of every meshed workload."""
     tcp_services: frozenset[str] = frozenset()
     """Services whose Meta `isthmus-protocol` is tcp."""
+    gateway_labels: tuple[Mapping[str, str], ...] = ()
+    """The labels of every gateway proxy (Meta `isthmus-gateway`)."""
 
     def service_of(self, host: str) -> str | None:
         """The catalog service a canonical host names, or None when the catalog has no such service."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.galley.analyze import analyze
+from services.galley.analyze import Catalog, analyze, analyze_messages
 from shared.model import parse_resource
 
 INGRESS = {
@@ -48,3 +48,20 @@ def test_defined_gateways_mesh_and_no_gateways_are_quiet() -> None:
     assert analyze([gateway, virtual_service(["mesh", "shop/ingress"])]) == []
     assert analyze([gateway, virtual_service(["ingress"], ["ingress", "mesh"])]) == []
     assert analyze([virtual_service([])]) == []
+
+
+def test_a_gateway_no_gateway_proxy_serves_is_reported_with_the_catalog() -> None:
+    gateway = parse_resource(INGRESS)
+    selecting = parse_resource({**INGRESS, "spec": {**INGRESS["spec"], "selector": {"istio": "ingressgateway"}}})
+    proxies = Catalog(gateway_labels=({"istio": "ingressgateway", "app": "ingressgateway"},))
+    assert found([selecting], proxies) == []
+    assert found([selecting], Catalog()) == [
+        "[ISM0020] Gateway shop/ingress: spec.selector {'istio': 'ingressgateway'} meets no gateway proxy in the "
+        "catalog: its servers are not served (run `isthmus proxy run --gateway` with those labels, see `--label`)"
+    ]
+    assert found([gateway], proxies) == []  # an empty selector: every gateway proxy
+    assert analyze([selecting]) == []  # no catalog, no check
+
+
+def found(resources: list[Any], catalog: Catalog) -> list[str]:
+    return [str(message) for message in analyze_messages(resources, catalog=catalog)]
