@@ -7,7 +7,7 @@ from typing import Any
 from services.galley.analyze import Catalog, analyze, analyze_messages
 from shared.model import parse_resource
 
-INGRESS = {
+INGRESS: dict[str, Any] = {
     "apiVersion": "networking.istio.io/v1",
     "kind": "Gateway",
     "metadata": {"name": "ingress", "namespace": "shop"},
