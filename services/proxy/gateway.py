@@ -163,7 +163,10 @@ class GatewayListeners:
         try:
             context = server_context(server.tls) if server.tls is not None else None
             state = ServerState(self._state, server.port)
-            handler = OutboundHandler(state, self._pools, self._clock, self._rng, self._locality, self._labels)
+            scheme = "https" if server.tls is not None else "http"
+            handler = OutboundHandler(
+                state, self._pools, self._clock, self._rng, self._locality, self._labels, edge_scheme=scheme
+            )
             guard = GatewayGuard(state, server.port, handler, self._jwks, self._ext_authz, self._clock)
             listener = await start_listener(
                 f"gateway-{server.name}",

@@ -25,6 +25,7 @@ from services.proxy.errors import (
 from services.proxy.faults import NO_FAULT, FaultDecision, decide_fault
 from services.proxy.forward import (
     ATTEMPT_COUNT,
+    FORWARDED_PROTO,
     UpstreamResponse,
     answer,
     append_forwarded_for,
@@ -42,7 +43,7 @@ from services.proxy.h1server import FastRequest
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
-from services.proxy.redirect import direct_body, location
+from services.proxy.redirect import DEFAULT_SCHEME, direct_body, location
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
 from services.proxy.retry import RetryPolicy
 from services.proxy.router import Decision
@@ -100,9 +101,11 @@ class OutboundHandler:
         rng: random.Random | None = None,
         locality: str | None = None,
         labels: Mapping[str, str] | None = None,
+        edge_scheme: str | None = None,
     ) -> None:
         """`locality` and `labels`: this sidecar's `region/zone/subzone` and its own labels, for
-        locality-aware balancing (locality.py)."""
+        locality-aware balancing (locality.py). `edge_scheme`: on a gateway server, the scheme clients used
+        (`http` or `https`): `x-forwarded-proto` is set to it and redirects without a scheme keep it."""
         self._state = state
         self._pools = pools
         self._clock = clock
@@ -111,6 +114,7 @@ class OutboundHandler:
         self._runtimes_of: ConfigSnapshot | None = None
         """The snapshot whose clusters the runtimes were last trimmed to."""
         self._mirrors = Mirrors(pools)
+        self._edge_scheme = edge_scheme
 
     @property
     def clusters(self) -> ClusterRuntimes:
@@ -195,7 +199,8 @@ class OutboundHandler:
         cors_headers = decision.cors.actual(headers.get(ORIGIN)) if decision.cors is not None else []
         plan = decision.plan
         if plan.redirect is not None:
-            target = location(plan.redirect, routed.authority, routed.path, decision.port)
+            scheme = self._edge_scheme or DEFAULT_SCHEME
+            target = location(plan.redirect, routed.authority, routed.path, decision.port, scheme)
             return answer(plan.redirect.redirect_code, b"", [("Location", target), *cors_headers], routed.response_ops)
         if plan.direct_response is not None:
             body_text = direct_body(plan.direct_response)
@@ -205,6 +210,8 @@ class OutboundHandler:
         assert destination is not None, "a route that does not answer itself has a destination"
         headers[hdrs.HOST] = decision.authority
         append_forwarded_for(headers, request.remote)
+        if self._edge_scheme is not None:
+            headers[FORWARDED_PROTO] = self._edge_scheme
         destination_headers = destination.headers
         if plan.request_ops is not None or destination_headers is not None:
             apply_header_operations(headers, (plan.request_ops, _request_ops(destination_headers)))

@@ -1,13 +1,13 @@
 """Routes that answer themselves, after routing: VirtualService `redirect` and `directResponse`.
 
-A redirect answers `redirectCode` (default 301) with a Location built from the request: `scheme`
-replaces the scheme (default http, the outbound listener's), `authority` the host (its port, if it
-names one, the port), `uri` the whole path (Istio: whatever the match was) while the query is kept unless
-`uri` brings its own; `port` replaces the port, `derivePort: FROM_PROTOCOL_DEFAULT` drops it,
-`FROM_REQUEST_PORT` takes the request's; otherwise the Host header's port stays, as in Envoy. A port
-equal to the scheme's default is left out. A direct
-response answers `status` with `body` (text/plain when a body is given). Neither carries a response flag
-(Envoy logs them as normal responses); the route's response header operations apply to both.
+A redirect answers `redirectCode` (default 301) with a Location built from the request: `scheme` replaces the
+scheme (default the request's: http on the outbound listener, a gateway server's own), `authority` the host (its
+port, if it names one, the port), `uri` the whole path (Istio: whatever the match was) while the query is kept
+unless `uri` brings its own; `port` replaces the port, `derivePort: FROM_PROTOCOL_DEFAULT` drops it,
+`FROM_REQUEST_PORT` takes the request's; otherwise the Host header's port stays, as in Envoy. A port equal to
+the scheme's default is left out. A direct response answers `status` with `body` (text/plain when a body is
+given). Neither carries a response flag (Envoy logs them as normal responses); the route's response header
+operations apply to both.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def split_authority(authority: str) -> tuple[str, int | None]:
     return (name, int(port)) if sep and port.isdigit() else (authority, None)
 
 
-def location(redirect: HTTPRedirect, authority: str, path_qs: str, request_port: int | None) -> str:
-    scheme = redirect.scheme or DEFAULT_SCHEME
+def location(
+    redirect: HTTPRedirect, authority: str, path_qs: str, request_port: int | None, scheme: str = DEFAULT_SCHEME
+) -> str:
+    """`scheme`: the request's, which the redirect keeps unless it names one."""
+    scheme = redirect.scheme or scheme
     host, port = split_authority(authority)
     if redirect.authority is not None:
         host, new_port = split_authority(redirect.authority)

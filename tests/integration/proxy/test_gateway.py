@@ -89,10 +89,12 @@ async def test_gateway_serves_http_and_https_into_the_mesh_over_mtls(
     seen = app.seen[-1]
     assert seen["path"] == "/items?x=1"
     assert seen["headers"]["x-forwarded-client-cert"].endswith(f"URI={gateway.settings.spiffe_id}")
+    assert seen["headers"]["x-forwarded-proto"] == "http"  # what the client used, not the gateway's mTLS hop
 
     client = ssl.create_default_context(cafile=str(pki.ca))
     status, _, _ = await get(f"https://127.0.0.1:{https_port}/api/secure", HOST, client)
     assert status == 200 and app.seen[-1]["path"] == "/secure"
+    assert app.seen[-1]["headers"]["x-forwarded-proto"] == "https"
 
     status, headers, _ = await get(f"http://127.0.0.1:{http_port}/api", "other.example.test")
     assert status == 404 and headers.get("x-envoy-response-flags", "NR") == "NR"

@@ -40,3 +40,9 @@ def test_direct_body_from_string_or_base64() -> None:
     assert direct_body(HTTPDirectResponse.model_validate({"status": 503, "body": {"string": "down"}})) == b"down"
     assert direct_body(HTTPDirectResponse.model_validate({"status": 200, "body": {"bytes": "aGk="}})) == b"hi"
     assert direct_body(HTTPDirectResponse.model_validate({"status": 204})) == b""
+
+
+def test_a_redirect_without_scheme_keeps_the_requests() -> None:
+    """On a gateway's HTTPS server the request came in over https: a redirect that names no scheme stays there."""
+    assert location(_redirect({"uri": "/b"}), "shop", "/a", None, "https") == "https://shop/b"
+    assert location(_redirect({"uri": "/b", "scheme": "http"}), "shop", "/a", None, "https") == "http://shop/b"
