@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.gateway_authz import GatewayGuard
+from services.proxy.inbound import InboundStats
 from services.proxy.jwt_authn import JwksCache
 from services.proxy.listeners import Listener, start_listener
 from services.proxy.outbound import OutboundHandler
@@ -113,6 +114,8 @@ class GatewayListeners:
         """`ext_authz`: the providers CUSTOM AuthorizationPolicies selecting the gateway may name."""
         self._state = state
         self._jwks = JwksCache(clock)
+        self.stats = InboundStats()
+        """Requests every server refused, by stage (isthmus_proxy_inbound_denied_total reads it)."""
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._pools = pools
         self._telemetry = telemetry
@@ -167,7 +170,7 @@ class GatewayListeners:
             handler = OutboundHandler(
                 state, self._pools, self._clock, self._rng, self._locality, self._labels, edge_scheme=scheme
             )
-            guard = GatewayGuard(state, server.port, handler, self._jwks, self._ext_authz, self._clock)
+            guard = GatewayGuard(state, server.port, handler, self._jwks, self._ext_authz, self._clock, self.stats)
             listener = await start_listener(
                 f"gateway-{server.name}",
                 self._telemetry.outbound(guard),

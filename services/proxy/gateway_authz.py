@@ -24,6 +24,7 @@ from services.proxy.errors import AccessDenied, NotReady, ProxyError
 from services.proxy.ext_authz import CheckRequest, ExtAuthzClient, ExtAuthzDenied
 from services.proxy.forward import REQUEST_ID, local_reply
 from services.proxy.h1server import FastRequest
+from services.proxy.inbound import InboundStats
 from services.proxy.jwt_authn import NOBODY, Authenticated, JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.outbound import OutboundHandler
 from services.proxy.request_view import Done, Reply, RequestView
@@ -56,7 +57,9 @@ class GatewayGuard:
         jwks: JwksCache,
         ext_authz: ExtAuthzClient,
         clock: Clock,
+        stats: InboundStats,
     ) -> None:
+        """`stats`: where refusals are counted (one tally for every server of the gateway)."""
         self._state = state
         self._port = port
         self._handler = handler
@@ -64,7 +67,7 @@ class GatewayGuard:
         self._ext_authz = ext_authz
         self._clock = clock
         self._policy: _Policy | None = None
-        self.denied = 0
+        self.stats = stats
 
     def _current(self) -> _Policy | None:
         snapshot = self._state.snapshot
@@ -155,7 +158,12 @@ class GatewayGuard:
             raise AccessDenied(reason)
 
     def _refused(self, err: ProxyError, request: RequestView) -> web.Response:
-        self.denied += 1
+        if isinstance(err, ExtAuthzDenied):
+            self.stats.custom_denied += 1
+        elif isinstance(err, Unauthenticated):
+            self.stats.jwt_rejected += 1
+        elif isinstance(err, AccessDenied):
+            self.stats.rbac_denied += 1
         log.info("gateway denied %s %s from %s: %s", request.method, request.raw_path, request.remote, err.message)
         request_id = request.headers.get(REQUEST_ID)
         if isinstance(err, ExtAuthzDenied) and (err.status != 403 or err.body):

@@ -172,7 +172,9 @@ class Sidecar:
 
     def _denials(self) -> InboundStats:
         """Requests (HTTP) and connections (TCP) refused on every inbound listener, the primary's and the extra
-        ports'."""
+        ports'; a gateway's, those its servers refused."""
+        if self.gateway is not None:
+            return self.gateway.stats
         handlers = [self._inbound, *(extra.http for extra in self.extra_inbound if extra.http is not None)]
         tcp = [self._tcp_inbound] if self._tcp_inbound is not None else []
         tcp += [extra.tcp for extra in self.extra_inbound if extra.tcp is not None]

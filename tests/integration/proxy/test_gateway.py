@@ -274,6 +274,9 @@ async def test_request_authentication_and_authorization_policies_apply_at_the_ga
     status, _, _ = await get_with(f"{base}/api/admin/users", {"Authorization": f"Bearer {alice}"})
     assert status == 403  # DENY wins over ALLOW
     assert len(app.seen) == seen + 1  # no denied request reached the app
+    assert gateway.gateway is not None
+    stats = gateway.gateway.stats  # what isthmus_proxy_inbound_denied_total reports
+    assert (stats.rbac_denied, stats.jwt_rejected) == (2, 1)
 
 
 async def get_with(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
