@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bound to them, calling the mesh over mTLS. Without --label it has the label istio=ingressgateway",
     )
     parser.add_argument(
+        "--gateway-bind",
+        default=None,
+        metavar="ADDRESS",
+        help="with --gateway: the address its servers listen on (0.0.0.0: every IPv4 interface, :: every one); "
+        "default --address",
+    )
+    parser.add_argument(
         "--label",
         dest="labels",
         action="append",
@@ -224,6 +231,8 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
     if args.service is None:
         raise ValueError("--service is required (or --bundle DIR)")
     gateway = bool(getattr(args, "gateway", False))
+    if getattr(args, "gateway_bind", None) and not gateway:
+        raise ValueError("--gateway-bind needs --gateway")
     if args.app_port is None and not gateway:
         raise ValueError("--app-port is required (or --bundle DIR, or --gateway)")
     for flag in ("app_port", "inbound_port", "outbound_port", "admin_port", "health_port"):
@@ -255,6 +264,7 @@ def settings_from(args: argparse.Namespace) -> SidecarSettings:
         locality=getattr(args, "locality", None),
         weight=getattr(args, "weight", None) or 1,
         gateway=gateway,
+        gateway_bind=getattr(args, "gateway_bind", None),
         labels=tuple(getattr(args, "labels", None) or ([GATEWAY_LABEL] if gateway else [])),
     )
 

@@ -78,6 +78,8 @@ class SidecarSettings:
     Gateways whose selector its labels meet."""
     labels: tuple[tuple[str, str], ...] = ()
     """Further workload labels (`--label KEY=VALUE`), registered as Consul Meta."""
+    gateway_bind: str | None = None
+    """Where a gateway's servers listen (`--gateway-bind`, e.g. 0.0.0.0); None: `address`."""
 
     @property
     def account(self) -> str:
@@ -139,7 +141,7 @@ class Sidecar:
                 self.state,
                 self._pools,
                 self.telemetry,
-                settings.address,
+                settings.gateway_bind or settings.address,
                 clock,
                 rng,
                 settings.locality,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.proxy.main import add_arguments, read_token, settings_from
+from services.proxy.registration import Registration
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -118,3 +119,41 @@ def test_a_bad_weight_is_refused_naming_the_flag(value: str, capsys: pytest.Capt
     with pytest.raises(SystemExit):
         _parse("--service", "order", "--app-port", "9080", "--weight", value)
     assert "--weight" in capsys.readouterr().err
+
+
+def test_a_gateway_needs_no_app_port_and_has_the_ingress_label_by_default() -> None:
+    settings = settings_from(_parse("--service", "ingressgateway", "--namespace", "istio-system", "--gateway"))
+    assert settings.gateway and settings.app_port == 0 and settings.gateway_bind is None
+    assert settings.labels == (("istio", "ingressgateway"),)
+    custom = _parse("--service", "edge", "--gateway", "--label", "tier=edge", "--gateway-bind", "0.0.0.0")
+    assert settings_from(custom).labels == (("tier", "edge"),)
+    assert settings_from(custom).gateway_bind == "0.0.0.0"
+
+
+def test_gateway_flags_are_checked_by_name() -> None:
+    with pytest.raises(ValueError, match="--app-port is required"):
+        settings_from(_parse("--service", "reviews"))
+    with pytest.raises(ValueError, match="--gateway-bind needs --gateway"):
+        settings_from(_parse("--service", "reviews", "--app-port", "9080", "--gateway-bind", "0.0.0.0"))
+    with pytest.raises(SystemExit):
+        _parse("--service", "reviews", "--app-port", "9080", "--label", "version=v9")  # set by --version
+
+
+def test_labels_are_registered_as_meta_and_the_meshs_own_keys_win() -> None:
+    registration = Registration(
+        proxy_id="gw-1",
+        service="ingressgateway",
+        namespace="istio-system",
+        service_account="ingressgateway",
+        version="v1",
+        address="10.0.0.9",
+        inbound_port=15006,
+        health_port=15021,
+        app_port=0,
+        gateway=True,
+        labels_extra=(("istio", "ingressgateway"),),
+    )
+    meta = registration.meta()
+    assert meta["istio"] == "ingressgateway" and meta["isthmus-gateway"] == "true"
+    assert "isthmus-app-port" not in meta
+    assert [check["Name"] for check in registration.definition()["Checks"]] == ["sidecar ready"]
