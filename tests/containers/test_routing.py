@@ -40,8 +40,12 @@ def test_the_ingress_gateway_takes_outside_traffic_into_the_mesh(mesh: ComposeMe
 
     def answer() -> dict[str, Any] | None:
         request = urllib.request.Request(url, headers={"Host": "shop.example.test"})
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            body = json.loads(reply.read())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                body = json.loads(reply.read())
+        except urllib.error.HTTPError as error:  # not routed yet: close the answer's connection
+            error.close()
+            return None
         return body if isinstance(body, dict) else None
 
     first = eventually(answer, 60, "product-service answering through the ingress gateway")
@@ -54,4 +58,5 @@ def test_the_ingress_gateway_takes_outside_traffic_into_the_mesh(mesh: ComposeMe
     request = urllib.request.Request(url, headers={"Host": "elsewhere.example.test"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
     assert refused.value.code == 404
