@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from services.proxy.gateway_authz import GatewayGuard
 from services.proxy.inbound import InboundStats
 from services.proxy.jwt_authn import JwksCache
 from services.proxy.listeners import Listener, start_listener
+from services.proxy.origination import FileStamp, file_stamps
 from services.proxy.outbound import OutboundHandler
 from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
 from services.proxy.telemetry.context import ObservedPools
@@ -37,21 +37,10 @@ log = logging.getLogger(__name__)
 RELOAD_INTERVAL = 5.0
 _VERSIONS = {TlsVersion.TLSV1_2: ssl.TLSVersion.TLSv1_2, TlsVersion.TLSV1_3: ssl.TLSVersion.TLSv1_3}
 
-FileStamp = tuple[tuple[int, int, int] | None, ...]
 
-
-def _stamp(tls: GatewayTls) -> FileStamp:
-    stamps: list[tuple[int, int, int] | None] = []
-    for path in (tls.server_certificate, tls.private_key, tls.ca_certificates):
-        if path is None:
-            continue
-        try:
-            info = os.stat(path)
-        except OSError:
-            stamps.append(None)
-        else:
-            stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
-    return tuple(stamps)
+def _stamp(tls: GatewayTls) -> tuple[FileStamp, ...]:
+    files = (tls.server_certificate, tls.private_key, tls.ca_certificates)
+    return file_stamps(tuple(path for path in files if path is not None))
 
 
 class CertificateFilesError(ValueError):
@@ -93,7 +82,7 @@ class _Served:
     listener: Listener
     guard: GatewayGuard
     context: ssl.SSLContext | None
-    stamp: FileStamp
+    stamp: tuple[FileStamp, ...]
 
 
 class GatewayListeners:

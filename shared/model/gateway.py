@@ -19,25 +19,16 @@ bound to them into a gateway proxy's servers (services/pilot/generate/gateway.py
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.model.base import Spec
+from shared.model.sidecar import check_dns_name, is_namespace_name
 
 ANY_NAMESPACE = "*"
 OWN_NAMESPACE = "."
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def _check_dns_name(name: str, whole: str) -> None:
-    if len(name) > 253 or not all(len(label) <= 63 and _DNS_LABEL.match(label) for label in name.split(".")):
-        raise ValueError(
-            f"{whole!r}: {name!r} is not a DNS name (lower-case labels of letters, digits and '-', separated by dots)"
-        )
 
 
 def check_server_host(value: str) -> str:
@@ -47,18 +38,18 @@ def check_server_host(value: str) -> str:
         namespace, dns_name = ANY_NAMESPACE, value
     if not namespace or not dns_name:
         raise ValueError(f"{value!r}: the namespace and the dnsName of a host entry cannot be empty")
-    if namespace not in (ANY_NAMESPACE, OWN_NAMESPACE) and not (len(namespace) <= 63 and _DNS_LABEL.match(namespace)):
+    if namespace not in (ANY_NAMESPACE, OWN_NAMESPACE) and not is_namespace_name(namespace):
         raise ValueError(
             f"{value!r}: invalid namespace {namespace!r}: use '*' (any), '.' (the Gateway's own) or a namespace name"
         )
     dns_name = dns_name.lower()
     if dns_name != "*":
         if dns_name.startswith("*."):
-            _check_dns_name(dns_name[2:], value)
+            check_dns_name(dns_name[2:], value)
         elif "*" in dns_name:
             raise ValueError(f"{value!r}: a wildcard is only '*' or a leading '*.' (like *.example.com)")
         else:
-            _check_dns_name(dns_name, value)
+            check_dns_name(dns_name, value)
     return f"{namespace}/{dns_name}"
 
 

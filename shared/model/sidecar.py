@@ -30,11 +30,16 @@ NO_NAMESPACE = "~"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def _check_dns_name(name: str, whole: str) -> None:
+def check_dns_name(name: str, whole: str) -> None:
+    """Raises ValueError (naming the entry `whole`) unless `name` is a lower-case DNS name."""
     if len(name) > 253 or not all(len(label) <= 63 and _DNS_LABEL.match(label) for label in name.split(".")):
         raise ValueError(
             f"{whole!r}: {name!r} is not a DNS name (lower-case labels of letters, digits and '-', separated by dots)"
         )
+
+
+def is_namespace_name(namespace: str) -> bool:
+    return len(namespace) <= 63 and _DNS_LABEL.match(namespace) is not None
 
 
 def check_egress_host(value: str) -> str:
@@ -44,9 +49,7 @@ def check_egress_host(value: str) -> str:
         raise ValueError(f"{value!r}: host must be of form namespace/dnsName, like ./* or shop/reviews.shop")
     if not namespace or not dns_name:
         raise ValueError(f"{value!r}: the namespace and the dnsName of a host entry cannot be empty")
-    if namespace not in (ANY_NAMESPACE, OWN_NAMESPACE, NO_NAMESPACE) and not (
-        len(namespace) <= 63 and _DNS_LABEL.match(namespace)
-    ):
+    if namespace not in (ANY_NAMESPACE, OWN_NAMESPACE, NO_NAMESPACE) and not is_namespace_name(namespace):
         raise ValueError(
             f"{value!r}: invalid namespace {namespace!r}: use '*' (any), '.' (the Sidecar's own), '~' (none) "
             "or a namespace name (a lower-case DNS label)"
@@ -60,11 +63,11 @@ def check_egress_host(value: str) -> str:
             "service's fully qualified domains"
         )
     if dns_name.startswith("*."):
-        _check_dns_name(dns_name[2:], value)
+        check_dns_name(dns_name[2:], value)
     elif "*" in dns_name:
         raise ValueError(f"{value!r}: a wildcard is only '*' or a leading '*.' (like */*.example.com)")
     else:
-        _check_dns_name(dns_name, value)
+        check_dns_name(dns_name, value)
     return f"{namespace}/{dns_name}"
 
 
