@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.proxy.errors import NoRoute
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.gateway_authz import GatewayGuard
 from services.proxy.inbound import InboundStats
@@ -25,22 +26,46 @@ from services.proxy.listeners import Listener, start_listener
 from services.proxy.origination import FileStamp, file_stamps
 from services.proxy.outbound import OutboundHandler
 from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
+from services.proxy.sni import NotClientHello, covers, read_client_hello, server_name
+from services.proxy.tcp_outbound import TcpOutbound
+from services.proxy.tcp_routes import pick_weighted
+from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream
 from services.proxy.telemetry.context import ObservedPools
 from services.proxy.telemetry.setup import Telemetry
 from shared.clock import Clock
-from shared.model.gateway import ServerTlsMode, TlsVersion
-from shared.model.proxy_config import GatewayServer, GatewayTls
+from shared.model.gateway import ServerProtocol, ServerTlsMode, TlsVersion
+from shared.model.proxy_config import GatewayServer, GatewayTls, ProxyConfig
 from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 5.0
+HELLO_TIMEOUT = 10.0
+"""How long a TLS server waits for a client's ClientHello before closing the connection."""
 _VERSIONS = {TlsVersion.TLSV1_2: ssl.TLSVersion.TLSv1_2, TlsVersion.TLSV1_3: ssl.TLSVersion.TLSv1_3}
 
 
 def _stamp(tls: GatewayTls) -> tuple[FileStamp, ...]:
     files = (tls.server_certificate, tls.private_key, tls.ca_certificates)
     return file_stamps(tuple(path for path in files if path is not None))
+
+
+def pick_cluster(config: ProxyConfig, port: int, sni: str | None, rng: random.Random) -> str:
+    """The cluster a TCP server's first route (or a TLS server's first route covering `sni`) picks by weight;
+    raises NoRoute when none applies."""
+    server = next((s for s in config.gateway_servers if s.port == port), None)
+    if server is None:
+        raise NoRoute(f"gateway port {port} is not in the config")
+    if server.protocol == ServerProtocol.TCP:
+        if not server.tcp_routes:
+            raise NoRoute(f"no TCP route on gateway port {port}")
+        return pick_weighted(server.tcp_routes[0], rng)
+    if sni is None:
+        raise NoRoute(f"the client named no server (SNI) on gateway port {port}")
+    for route in server.sni_routes:
+        if any(covers(pattern, sni) for pattern in route.sni_hosts):
+            return pick_weighted(route, rng)
+    raise NoRoute(f"no TLS route on gateway port {port} covers SNI {sni}")
 
 
 class CertificateFilesError(ValueError):
@@ -79,10 +104,26 @@ def load_files(context: ssl.SSLContext, tls: GatewayTls) -> None:
 @dataclass
 class _Served:
     server: GatewayServer
-    listener: Listener
-    guard: GatewayGuard
+    listener: Listener | None
+    """An HTTP or HTTPS server's; None for TCP and TLS servers (`tcp_server`)."""
+    guard: GatewayGuard | None
     context: ssl.SSLContext | None
     stamp: tuple[FileStamp, ...]
+    tcp_server: asyncio.Server | None = None
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+            await self.tcp_server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        if self.listener is not None:
+            return self.listener.port
+        assert self.tcp_server is not None, "a server has a listener or a TCP server"
+        return int(self.tcp_server.sockets[0].getsockname()[1])
 
 
 class GatewayListeners:
@@ -99,9 +140,12 @@ class GatewayListeners:
         locality: str | None,
         labels: Mapping[str, str],
         ext_authz: ExtAuthzClient | None = None,
+        tcp: TcpOutbound | None = None,
     ) -> None:
-        """`ext_authz`: the providers CUSTOM AuthorizationPolicies selecting the gateway may name."""
+        """`ext_authz`: the providers CUSTOM AuthorizationPolicies selecting the gateway may name. `tcp`: what
+        relays the connections of TCP and TLS servers (the proxy's TCP side: its mTLS, pools and meters)."""
         self._state = state
+        self._tcp = tcp
         self._jwks = JwksCache(clock)
         self.stats = InboundStats()
         """Requests every server refused, by stage (isthmus_proxy_inbound_denied_total reads it)."""
@@ -143,7 +187,7 @@ class GatewayListeners:
             server = wanted.get(port)
             if server is None or (server.protocol, server.tls) != (served.server.protocol, served.server.tls):
                 del self.served[port]
-                await served.listener.close()
+                await served.close()
                 log.info("gateway server %s closed", served.server.name)
             else:
                 served.server = server
@@ -152,6 +196,9 @@ class GatewayListeners:
                 await self._open(server)
 
     async def _open(self, server: GatewayServer) -> None:
+        if server.protocol in (ServerProtocol.TCP, ServerProtocol.TLS):
+            await self._open_tcp(server)
+            return
         try:
             context = server_context(server.tls) if server.tls is not None else None
             state = ServerState(self._state, server.port)
@@ -176,6 +223,45 @@ class GatewayListeners:
         self.served[server.port] = _Served(server, listener, guard, context, stamp)
         self._logged.pop(server.port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, listener.port)
+
+    async def _open_tcp(self, server: GatewayServer) -> None:
+        port = server.port
+        sni = server.protocol == ServerProtocol.TLS
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._relay(port, sni, reader, writer)
+
+        try:
+            tcp_server = await asyncio.start_server(accepted, self._address, port)
+        except OSError as err:
+            self._log_once(port, f"gateway server {server.name} not serving: {err}")
+            return
+        self.served[port] = _Served(server, None, None, None, (), tcp_server)
+        self._logged.pop(port, None)
+        log.info("gateway server %s listening on %s:%s", server.name, self._address, port)
+
+    async def _relay(self, port: int, sni: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection of a TCP or TLS server: its SNI read (TLS), then relayed by the route it picks."""
+        downstream: ByteStream = PlainStream(reader, writer)
+        name: str | None = None
+        if sni:
+            try:
+                async with asyncio.timeout(HELLO_TIMEOUT):
+                    hello = await read_client_hello(reader)
+                name = server_name(hello)
+            except (NotClientHello, TimeoutError, asyncio.IncompleteReadError, OSError) as err:
+                log.info("gateway TLS server on %s: no ClientHello, closing: %s", port, err or "timeout")
+                writer.close()
+                return
+            downstream = PrefixedStream(hello, downstream)
+        if self._tcp is None:
+            writer.close()
+            return
+
+        def pick(config: ProxyConfig) -> str:
+            return pick_cluster(config, port, name, self._rng)
+
+        await self._tcp.serve_stream(downstream, writer, pick, f"gateway port {port}" + (f" SNI {name}" if sni else ""))
 
     def _log_once(self, port: int, message: str) -> None:
         if self._logged.get(port) != message:
@@ -210,13 +296,18 @@ class GatewayListeners:
 
     @property
     def listeners(self) -> dict[str, Listener]:
-        return {f"gateway-{served.server.name}": served.listener for served in self.served.values()}
+        """The HTTP and HTTPS servers' listeners (TCP servers' connections are the TCP side's)."""
+        return {
+            f"gateway-{served.server.name}": served.listener
+            for served in self.served.values()
+            if served.listener is not None
+        }
 
     async def close(self) -> None:
         await cancel_until_done(self._tasks)
         self._tasks.clear()
         for served in self.served.values():
-            await served.listener.close()
+            await served.close()
         self.served.clear()
         await self._jwks.close()
         await self._ext_authz.close()

@@ -136,6 +136,16 @@ class Sidecar:
         self.extra_inbound: list[ExtraInbound] = []
         self.labels = self.registration().labels()
         """This workload's own labels, as its endpoints show them (failoverPriority compares them)."""
+        self.tcp_outbound = TcpOutbound(
+            self.state,
+            self.tls,
+            self.telemetry,
+            parse_tcp_upstreams(",".join(settings.upstreams)),
+            clock,
+            rng,
+            settings.locality,
+            self.labels,
+        )
         self.gateway = (
             GatewayListeners(
                 self.state,
@@ -147,19 +157,10 @@ class Sidecar:
                 settings.locality,
                 self.labels,
                 ExtAuthzClient(dict(settings.ext_authz)),
+                self.tcp_outbound,
             )
             if settings.gateway
             else None
-        )
-        self.tcp_outbound = TcpOutbound(
-            self.state,
-            self.tls,
-            self.telemetry,
-            parse_tcp_upstreams(",".join(settings.upstreams)),
-            clock,
-            rng,
-            settings.locality,
-            self.labels,
         )
         self._tcp_inbound = (
             TcpInbound(self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock)

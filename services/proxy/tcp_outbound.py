@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
@@ -118,10 +118,19 @@ class TcpOutbound:
         return found
 
     async def _serve(self, upstream: TcpUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        name = f"{upstream.name}:{upstream.port}"
+        await self.serve_stream(
+            PlainStream(reader, writer), writer, lambda config: decide(config, upstream, self._rng).cluster, name
+        )
+
+    async def serve_stream(
+        self, downstream: ByteStream, writer: asyncio.StreamWriter, pick: Callable[[ProxyConfig], str], name: str
+    ) -> None:
+        """One accepted connection (`downstream`, on `writer`'s transport): `pick` names the cluster from the
+        current config (or raises NoRoute), then it is relayed to an endpoint of it, as described above."""
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        downstream = PlainStream(reader, writer)
         remote = writer.get_extra_info("peername")
         meter = TcpMeter(self._telemetry, self._clock, address(remote), address(writer.get_extra_info("sockname")))
         cluster: Cluster | None = None
@@ -131,14 +140,13 @@ class TcpOutbound:
                 snapshot = self._state.snapshot
                 if snapshot is None:
                     raise NotReady("no configuration received yet")
-                decision = decide(snapshot.config, upstream, self._rng)
-                cluster = self._cluster(snapshot.config, decision.cluster)
+                cluster = self._cluster(snapshot.config, pick(snapshot.config))
                 runtime = self._runtimes.get(cluster)
                 lease = self._admit(runtime, remote)
                 stream = await self._connect(runtime, lease.endpoint)
                 stream, callee = await self._exchange(stream, lease.endpoint)
             except ProxyError as err:
-                log.info("TCP %s:%s refused (%s): %s", upstream.name, upstream.port, err.flag, err.message)
+                log.info("TCP %s refused (%s): %s", name, err.flag, err.message)
                 meter.opened(source_labels(self._telemetry, cluster, lease.endpoint if lease else None, err.flag))
                 downstream.close()
                 await downstream.wait_closed()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from services.proxy.errors import NoRoute
 from shared.consul import TcpUpstream
-from shared.model.proxy_config import ProxyConfig, TcpListener, TcpRoute
+from shared.model.proxy_config import ProxyConfig, SniRoute, TcpListener, TcpRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ def _matches(route: TcpRoute, port: int) -> bool:
     return not route.match or any(block.port is None or block.port == port for block in route.match)
 
 
-def pick_weighted(route: TcpRoute, rng: random.Random) -> str:
+def pick_weighted(route: TcpRoute | SniRoute, rng: random.Random) -> str:
     """One cluster by relative weight; all weights 0: the first one (Envoy's total-weight-0 case never routes
     here: pilot gives a lone destination 100)."""
     total = sum(w.weight for w in route.route)

@@ -158,3 +158,29 @@ class TlsStream(PlainStream):
             self._ssl.unwrap()
         await self._flush()
         await super().write_eof()
+
+
+class PrefixedStream:
+    """A stream whose first read gives back bytes already taken from it (a gateway's peeked ClientHello)."""
+
+    def __init__(self, prefix: bytes, inner: ByteStream) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    async def read(self) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        return await self._inner.read()
+
+    async def write(self, data: bytes) -> None:
+        await self._inner.write(data)
+
+    async def write_eof(self) -> None:
+        await self._inner.write_eof()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def wait_closed(self) -> None:
+        await self._inner.wait_closed()

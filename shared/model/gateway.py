@@ -59,9 +59,11 @@ ServerHost = Annotated[str, AfterValidator(check_server_host)]
 class ServerProtocol(StrEnum):
     HTTP = "HTTP"
     HTTPS = "HTTPS"
+    TCP = "TCP"
+    TLS = "TLS"
 
 
-_OTHER_PROTOCOLS = ("TCP", "TLS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS")
+_OTHER_PROTOCOLS = ("GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS")
 
 
 class GatewayPort(Spec):
@@ -75,7 +77,8 @@ class GatewayPort(Spec):
     def _protocol(cls, value: Any) -> Any:
         if isinstance(value, str) and value.upper() in _OTHER_PROTOCOLS:
             raise ValueError(
-                f"{value} is not supported: the gateway serves HTTP/1.1, in plain text (HTTP) or behind TLS (HTTPS)"
+                f"{value} is not supported: the gateway serves HTTP/1.1 (HTTP, HTTPS), TCP as bytes (TCP) and TLS "
+                "passed through by SNI (TLS)"
             )
         return value.upper() if isinstance(value, str) else value
 
@@ -90,11 +93,14 @@ class GatewayPort(Spec):
 class ServerTlsMode(StrEnum):
     SIMPLE = "SIMPLE"
     MUTUAL = "MUTUAL"
+    PASSTHROUGH = "PASSTHROUGH"
 
+
+TERMINATING = (ServerTlsMode.SIMPLE, ServerTlsMode.MUTUAL)
 
 _UNSUPPORTED_MODES = {
-    "PASSTHROUGH": "the gateway terminates TLS and routes HTTP; it does not forward TLS by SNI",
-    "AUTO_PASSTHROUGH": "the gateway terminates TLS and routes HTTP; it does not forward TLS by SNI",
+    "AUTO_PASSTHROUGH": "it routes by SNI names of Istio's multi-network form; use PASSTHROUGH with VirtualService "
+    "tls routes",
     "ISTIO_MUTUAL": "callers outside the mesh have no mesh certificate; use MUTUAL with caCertificates",
     "OPTIONAL_MUTUAL": "use SIMPLE, or MUTUAL to require a client certificate",
 }
@@ -159,6 +165,15 @@ class ServerTls(Spec):
                 if given is not None:
                     raise ValueError(f"{name} needs a TLS mode: set mode SIMPLE or MUTUAL")
             return self
+        if self.mode == ServerTlsMode.PASSTHROUGH:
+            for name, given in (
+                ("serverCertificate", self.server_certificate),
+                ("privateKey", self.private_key),
+                ("caCertificates", self.ca_certificates),
+            ):
+                if given is not None:
+                    raise ValueError(f"mode PASSTHROUGH: {name} is not used (the destination terminates TLS)")
+            return self
         if not self.server_certificate or not self.private_key:
             raise ValueError(f"mode {self.mode}: serverCertificate and privateKey (file paths) are required")
         if self.mode == ServerTlsMode.MUTUAL and not self.ca_certificates:
@@ -186,13 +201,21 @@ class Server(Spec):
     @model_validator(mode="after")
     def _tls_fits_protocol(self) -> Server:
         tls = self.tls
-        if self.port.protocol == ServerProtocol.HTTPS:
-            if tls is None or tls.mode is None:
+        protocol = self.port.protocol
+        if tls is not None and tls.https_redirect and protocol != ServerProtocol.HTTP:
+            raise ValueError("tls.httpsRedirect belongs on an HTTP server (it redirects plain requests to https)")
+        mode = tls.mode if tls is not None else None
+        if protocol == ServerProtocol.HTTPS:
+            if mode not in TERMINATING:
                 raise ValueError("an HTTPS server needs tls with mode SIMPLE or MUTUAL and its certificate files")
-            if tls.https_redirect:
-                raise ValueError("tls.httpsRedirect belongs on an HTTP server (it redirects plain requests to https)")
-        elif tls is not None and tls.mode is not None:
-            raise ValueError("an HTTP server terminates no TLS: use port.protocol HTTPS for tls.mode")
+        elif protocol == ServerProtocol.TLS:
+            if mode != ServerTlsMode.PASSTHROUGH:
+                raise ValueError(
+                    "a TLS server needs tls.mode PASSTHROUGH (routed by SNI with VirtualService tls routes); "
+                    "terminating TLS for TCP routes is not supported yet"
+                )
+        elif mode is not None:
+            raise ValueError(f"a {protocol} server terminates no TLS: use port.protocol HTTPS (or TLS for PASSTHROUGH)")
         return self
 
 

@@ -124,8 +124,17 @@ class GatewayTls(Spec):
     max_protocol_version: TlsVersion = TlsVersion.TLS_AUTO
 
 
+class SniRoute(Spec):
+    """A TLS route of a gateway's PASSTHROUGH server: a client whose SNI one of `sni_hosts` covers goes to one
+    of `route` (by weight), its TLS untouched."""
+
+    sni_hosts: Annotated[list[str], Field(min_length=1)]
+    """Lower case: a name, `*.suffix` (one or more labels before the suffix) or `*`."""
+    route: Annotated[list[WeightedCluster], Field(min_length=1)]
+
+
 class GatewayServer(Spec):
-    """One port of a gateway proxy: every Gateway server on it merged, with the virtual hosts bound to them."""
+    """One port of a gateway proxy: every Gateway server on it merged, with the routes bound to them."""
 
     name: str
     """`<protocol>-<port>`, lower case (`http-8080`)."""
@@ -134,7 +143,12 @@ class GatewayServer(Spec):
     tls: GatewayTls | None = None
     """Set exactly when the protocol is HTTPS."""
     virtual_hosts: list[VirtualHost] = Field(default_factory=list)
-    """Host header values to routes, as for a sidecar's outbound listener; clusters are the config's."""
+    """HTTP and HTTPS: Host header values to routes, as for a sidecar's outbound listener; clusters are the
+    config's."""
+    tcp_routes: list[TcpRoute] = Field(default_factory=list)
+    """TCP: in order; the first applies to every connection (pilot keeps only blocks for this port)."""
+    sni_routes: list[SniRoute] = Field(default_factory=list)
+    """TLS (PASSTHROUGH): in order; the first whose SNI names cover the client's takes the connection."""
 
 
 class NamedAuthorizationPolicy(Spec):

@@ -324,9 +324,38 @@ class L4MatchAttributes(Spec):
     """One match block of a TCP route: conditions ANDed; a route's blocks are ORed."""
 
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    """The service port the caller connected to (the port of its declared upstream)."""
+    """The service port the caller connected to (the port of its declared upstream; a gateway server's port)."""
     source_labels: dict[str, str] = Field(default_factory=dict)
     source_namespace: Annotated[str, Field(min_length=1)] | None = None
+    gateways: list[str] = Field(default_factory=list)
+    """As on an http match block: when set, the block applies only to these gateways (`mesh`: the sidecars)."""
+
+
+class TLSMatchAttributes(Spec):
+    """One match block of a TLS route (Istio's TLSMatchAttributes): the client's SNI is one of `sniHosts`
+    (`*.example.com` covers one or more labels), on `port` when given."""
+
+    sni_hosts: Annotated[list[str], Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    gateways: list[str] = Field(default_factory=list)
+    destination_subnets: Any = None
+    source_labels: Any = None
+    source_namespace: Any = None
+
+    @field_validator("sni_hosts")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not host or host != host.strip() or ("*" in host and host != "*" and not host.startswith("*.")):
+                raise ValueError(f"sniHost {host!r} must be a name, '*' or a leading '*.' wildcard")
+        return [host.lower() for host in value]
+
+    @field_validator("destination_subnets", "source_labels", "source_namespace")
+    @classmethod
+    def _refused(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("not supported: TLS routes apply on gateway servers, matched by SNI and port")
+        return value
 
 
 def names_source(block: HTTPMatchRequest | L4MatchAttributes) -> bool:
@@ -354,12 +383,21 @@ class TCPRoute(Spec):
     route: Annotated[list[RouteDestination], Field(min_length=1)]
 
 
+class TLSRoute(Spec):
+    """Istio's TLSRoute: on a gateway's TLS PASSTHROUGH server, the first route whose match applies to the
+    client's SNI takes the connection; weights pick per connection."""
+
+    match: Annotated[list[TLSMatchAttributes], Field(min_length=1)]
+    route: Annotated[list[RouteDestination], Field(min_length=1)]
+
+
 class VirtualServiceSpec(Spec):
     hosts: list[str] = Field(default_factory=list)
     """Empty only for a delegate VirtualService."""
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
+    tls: list[TLSRoute] = Field(default_factory=list)
     export_to: ExportTo = Field(default_factory=list)
 
     @field_validator("hosts")
@@ -389,6 +427,10 @@ class VirtualServiceSpec(Spec):
         if self.tcp:
             errors.append(
                 (("tcp",), "a delegate VirtualService (no hosts) holds http routes only, tcp routes need hosts", [])
+            )
+        if self.tls:
+            errors.append(
+                (("tls",), "a delegate VirtualService (no hosts) holds http routes only, tls routes need hosts", [])
             )
         for i, route in enumerate(self.http):
             if route.delegate is not None:

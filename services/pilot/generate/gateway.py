@@ -15,6 +15,11 @@ as for sidecars; destinations resolve as for sidecars (short names in the Virtua
 clusters they use (mTLS to meshed endpoints, DestinationRules applied) come with the servers. A host that no
 VirtualService serves answers 404 NR. An HTTP server with `tls.httpsRedirect` answers every request on its hosts
 with a 301 to `https://` on the default port, Envoy's `require_tls`.
+
+A TCP server takes the `tcp` routes of the VirtualServices bound to it (hosts as above), in order, keeping the
+match blocks for its port; a TLS (PASSTHROUGH) server their `tls` routes, each with the SNI names its blocks
+for this port give that a server host covers (the more specific name, as for hosts). A destination without a
+port goes to the server's port. The proxy relays the connection as bytes (mTLS to a meshed endpoint).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from services.pilot.generate import delegate
 from services.pilot.generate.clusters import MeshSecurity, clusters
 from services.pilot.generate.hosts import HostIndex, gateway_view
 from services.pilot.generate.routes import ClusterRef, bound_to, for_gateway, route_of
+from services.pilot.generate.tcp import tcp_route_of, weighted_clusters
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import Gateway, PeerAuthentication, VirtualService
 from shared.model.gateway import ANY_NAMESPACE, OWN_NAMESPACE, Server, ServerProtocol, ServerTls
-from shared.model.proxy_config import Cluster, GatewayServer, GatewayTls, Route, VirtualHost
+from shared.model.proxy_config import Cluster, GatewayServer, GatewayTls, Route, SniRoute, TcpRoute, VirtualHost
 from shared.model.virtual_service import HTTPRedirect, RedirectPortSelection
 
 HTTPS_REDIRECT = Route(
@@ -70,6 +76,10 @@ def _full_name(gateway: Gateway) -> str:
     return f"{gateway.metadata.namespace}/{gateway.metadata.name}"
 
 
+_MERGING = (ServerProtocol.HTTP, ServerProtocol.TCP, ServerProtocol.TLS)
+"""Protocols whose servers of several Gateways share a port (HTTPS would need a certificate per SNI name)."""
+
+
 def _ports(gateways: list[Gateway]) -> dict[int, _Port]:
     ports: dict[int, _Port] = {}
     for gateway in gateways:
@@ -78,7 +88,7 @@ def _ports(gateways: list[Gateway]) -> dict[int, _Port]:
             taken = ports.get(number)
             if taken is None:
                 ports[number] = _Port(protocol, server.tls, [(gateway, server)])
-            elif taken.protocol == protocol == ServerProtocol.HTTP:
+            elif taken.protocol == protocol and protocol in _MERGING:
                 taken.servers.append((gateway, server))
     return ports
 
@@ -107,6 +117,56 @@ class _Generator:
         self._security = MeshSecurity(trust_domain, root_namespace, tuple(snapshot.of_kind(PeerAuthentication)))
         self._visibility = seen.visibility
         self.refs: set[ClusterRef] = set()
+
+    def _bound(self, gateway: Gateway, server: Server) -> list[VirtualService]:
+        """The VirtualServices bound to the Gateway with a host the server serves, in (namespace, name) order."""
+        name = _full_name(gateway)
+        found = []
+        for virtual_service in self._virtual_services:
+            namespace = virtual_service.metadata.namespace
+            if not bound_to(name, virtual_service.spec.gateways, namespace):
+                continue
+            if any(
+                covered(host, dns_name) is not None and _admits(server_namespace, gateway, virtual_service)
+                for host in virtual_service.spec.hosts
+                for server_namespace, _, dns_name in (entry.partition("/") for entry in server.hosts)
+            ):
+                found.append(virtual_service)
+        return found
+
+    def tcp_routes(self, gateway: Gateway, server: Server) -> list[TcpRoute]:
+        name, port = _full_name(gateway), server.port.number
+        return [
+            route
+            for vs in self._bound(gateway, server)
+            for tcp in vs.spec.tcp
+            if (route := tcp_route_of(tcp, port, vs.metadata.namespace, self._hosts, self.refs, name)) is not None
+        ]
+
+    def sni_routes(self, gateway: Gateway, server: Server) -> list[SniRoute]:
+        name, port = _full_name(gateway), server.port.number
+        routes = []
+        for vs in self._bound(gateway, server):
+            namespace = vs.metadata.namespace
+            for tls in vs.spec.tls:
+                applying = for_gateway(tls, name, namespace)
+                if applying is None:
+                    continue
+                names = sorted(
+                    {
+                        domain
+                        for block in applying.match
+                        if block.port is None or block.port == port
+                        for sni in block.sni_hosts
+                        for entry in server.hosts
+                        if _admits(entry.partition("/")[0], gateway, vs)
+                        and (domain := covered(sni, entry.partition("/")[2])) is not None
+                    }
+                )
+                if names:
+                    clusters = weighted_clusters(tls.route, port, namespace, self._hosts, self.refs)
+                    routes.append(SniRoute(sni_hosts=names, route=clusters))
+        return routes
 
     def server_hosts(self, gateway: Gateway, server: Server, into: _Hosts) -> None:
         tls = server.tls
@@ -168,8 +228,15 @@ def gateway_servers(
     servers = []
     for number, port in sorted(_ports(gateways).items()):
         gathered = _Hosts()
+        tcp: list[TcpRoute] = []
+        sni: list[SniRoute] = []
         for gateway, server in port.servers:
-            generator.server_hosts(gateway, server, gathered)
+            if port.protocol == ServerProtocol.TCP:
+                tcp += generator.tcp_routes(gateway, server)
+            elif port.protocol == ServerProtocol.TLS:
+                sni += generator.sni_routes(gateway, server)
+            else:
+                generator.server_hosts(gateway, server, gathered)
         servers.append(
             GatewayServer(
                 name=f"{port.protocol.lower()}-{number}",
@@ -177,6 +244,8 @@ def gateway_servers(
                 protocol=port.protocol,
                 tls=_tls(port.tls) if port.protocol == ServerProtocol.HTTPS else None,
                 virtual_hosts=gathered.virtual_hosts(),
+                tcp_routes=tcp,
+                sni_routes=sni,
             )
         )
     return servers, generator.clusters()

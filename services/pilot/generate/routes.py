@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from services.pilot.generate import delegate
 from services.pilot.generate.hosts import DEFAULT_PORT, MESH_GATEWAY, HostIndex, MeshService
 from services.pilot.reuse import Reuse
 from shared.model import VirtualService
 from shared.model.proxy_config import MirrorCluster, Route, VirtualHost, WeightedCluster, cluster_name
-from shared.model.virtual_service import Destination, HTTPRoute, HTTPRouteDestination
+from shared.model.virtual_service import Destination, HTTPRoute, HTTPRouteDestination, TCPRoute, TLSRoute
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,22 @@ def bound_to(gateway: str, names: list[str], namespace: str) -> bool:
     return any((name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}") == gateway for name in names)
 
 
-def for_gateway(http: HTTPRoute, gateway: str, namespace: str) -> HTTPRoute | None:
-    """Istio's match-level `gateways`: a block naming gateways applies only to those (the others to the
-    VirtualService's). The route keeps the blocks that apply to `gateway` (`mesh` for sidecars) and is
-    left out when it had blocks and none apply."""
-    if not any(block.gateways for block in http.match):
-        return http
+AnyRoute = TypeVar("AnyRoute", HTTPRoute, TCPRoute, TLSRoute)
+
+
+def for_gateway(route: AnyRoute, gateway: str, namespace: str) -> AnyRoute | None:
+    """Istio's match-level `gateways` (on http, tcp and tls routes alike): a block naming gateways applies only
+    to those (the others to the VirtualService's). The route keeps the blocks that apply to `gateway` (`mesh`
+    for sidecars) and is left out when it had blocks and none apply."""
+    blocks: list[Any] = list(route.match)
+    if not any(block.gateways for block in blocks):
+        return route
     kept = [
         block.model_copy(update={"gateways": []})
-        for block in http.match
+        for block in blocks
         if not block.gateways or bound_to(gateway, block.gateways, namespace)
     ]
-    return http.model_copy(update={"match": kept}) if kept else None
+    return route.model_copy(update={"match": kept}) if kept else None
 
 
 def route_of(http: HTTPRoute, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> Route:

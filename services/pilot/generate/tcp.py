@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from services.pilot.generate.hosts import HostIndex, MeshService
-from services.pilot.generate.routes import ClusterRef, virtual_services_for
+from services.pilot.generate.hosts import MESH_GATEWAY, HostIndex, MeshService
+from services.pilot.generate.routes import ClusterRef, for_gateway, virtual_services_for
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams
 from shared.model import VirtualService
@@ -76,12 +76,13 @@ def _weights(destinations: Sequence[RouteDestination]) -> list[int]:
     return [d.weight or 0 for d in destinations]
 
 
-def _route(tcp: TCPRoute, port: int, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> TcpRoute | None:
-    kept = [block for block in tcp.match if block.port is None or block.port == port]
-    if tcp.match and not kept:
-        return None
+def weighted_clusters(
+    destinations: Sequence[RouteDestination], port: int, namespace: str, hosts: HostIndex, refs: set[ClusterRef]
+) -> list[WeightedCluster]:
+    """Route destinations (written in `namespace`) as weighted clusters; a destination without port goes to
+    `port`. Every cluster is added to `refs`."""
     weighted = []
-    for item, weight in zip(tcp.route, _weights(tcp.route), strict=True):
+    for item, weight in zip(destinations, _weights(destinations), strict=True):
         target = item.destination
         ref = ClusterRef(
             host=hosts.cluster_host(target.host, namespace),
@@ -90,7 +91,22 @@ def _route(tcp: TCPRoute, port: int, namespace: str, hosts: HostIndex, refs: set
         )
         refs.add(ref)
         weighted.append(WeightedCluster(cluster=ref.name, weight=weight))
-    return TcpRoute(match=kept, route=weighted)
+    return weighted
+
+
+def tcp_route_of(
+    tcp: TCPRoute, port: int, namespace: str, hosts: HostIndex, refs: set[ClusterRef], gateway: str = MESH_GATEWAY
+) -> TcpRoute | None:
+    """The route for connections to `port` through `gateway` (`mesh`: a sidecar's declared upstream); None when
+    none of its match blocks applies there."""
+    applying = for_gateway(tcp, gateway, namespace)
+    if applying is None:
+        return None
+    tcp = applying
+    kept = [block for block in tcp.match if block.port is None or block.port == port]
+    if tcp.match and not kept:
+        return None
+    return TcpRoute(match=kept, route=weighted_clusters(tcp.route, port, namespace, hosts, refs))
 
 
 def _listener(
@@ -105,7 +121,7 @@ def _listener(
         route
         for vs in virtual_services_for(service, virtual_services, hosts)
         for tcp in vs.spec.tcp
-        if (route := _route(tcp, port, vs.metadata.namespace, hosts, refs)) is not None
+        if (route := tcp_route_of(tcp, port, vs.metadata.namespace, hosts, refs)) is not None
     ]
     if not routes:
         ref = ClusterRef(host=service.name, port=port, subset=None)

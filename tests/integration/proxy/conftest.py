@@ -27,6 +27,7 @@ from services.proxy.kv import ensure_bucket
 from services.proxy.sidecar import Sidecar
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
+from shared.consul import PROTOCOL_HTTP
 from shared.identity.svid import IssuedCertificate
 from shared.model.proxy_config import ProxyConfig
 from tests.integration.sidecar_settings import loopback_settings
@@ -209,12 +210,15 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         state_dir: Path | None = None,
         locality: str | None = None,
         gateway: bool = False,
+        protocol: str = PROTOCOL_HTTP,
     ) -> Sidecar:
         settings = loopback_settings(
             service, app_port, state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}", locality=locality
         )
         if gateway:
             settings = replace(settings, gateway=True, labels=(("istio", "ingressgateway"),))
+        if protocol != PROTOCOL_HTTP:
+            settings = replace(settings, protocol=protocol)
         if host is not None:
             settings = replace(settings, host=host)
         sidecar = Sidecar(

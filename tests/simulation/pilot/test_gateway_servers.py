@@ -190,3 +190,64 @@ spec:
     tls = server(config, 8443).tls
     assert tls is not None and tls.server_certificate == "/etc/gw/cert.pem"
     assert [host.name for host in server(config, 8443).virtual_hosts] == ["shop.example.com"]
+
+
+EDGE = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 5432, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: shop}
+spec:
+  hosts: ["*.example.com", "db.internal"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [shop.example.com, "*.example.org"], port: 9443}]
+    route: [{destination: {host: frontend, port: {number: 8443}}}]
+  - match: [{sniHosts: ["*"]}]
+    route:
+    - {destination: {host: reviews, subset: v2}, weight: 80}
+    - {destination: {host: reviews}, weight: 20}
+  - match: [{sniHosts: [other.example.com], port: 443}]
+    route: [{destination: {host: frontend}}]
+  tcp:
+  - match: [{port: 5432}]
+    route: [{destination: {host: reviews, port: {number: 5432}}}]
+  - match: [{port: 15432}]
+    route: [{destination: {host: frontend}}]
+"""
+
+
+def test_tls_passthrough_servers_route_by_sni_and_tcp_servers_by_port() -> None:
+    config = gateway_config(EDGE + "---" + SHOP)
+    tls = server(config, 9443)
+    assert tls.protocol == "TLS" and tls.tls is None and tls.virtual_hosts == []
+    assert [(route.sni_hosts, [(w.cluster, w.weight) for w in route.route]) for route in tls.sni_routes] == [
+        (["shop.example.com"], [("outbound|8443||frontend", 100)]),  # *.example.org is not a server host
+        (["*.example.com"], [("outbound|9443|v2|reviews", 80), ("outbound|9443||reviews", 20)]),
+    ]  # the third route's block is for port 443 only
+    tcp = server(config, 5432)
+    assert [[(w.cluster, w.weight) for w in route.route] for route in tcp.tcp_routes] == [
+        [("outbound|5432||reviews", 100)]
+    ]
+    names = {cluster.name for cluster in config.clusters}
+    assert {"outbound|8443||frontend", "outbound|9443|v2|reviews", "outbound|5432||reviews"} <= names
+
+
+def test_tcp_and_tls_servers_of_two_gateways_on_one_port_merge() -> None:
+    other = EDGE.replace("name: edge, namespace: shop", "name: edge2, namespace: shop").replace(
+        "gateways: [edge]", "gateways: [edge2]"
+    )
+    config = gateway_config(EDGE + "---" + other + "---" + SHOP)
+    assert len(server(config, 9443).sni_routes) == 4
+    assert len(server(config, 5432).tcp_routes) == 2

@@ -54,9 +54,10 @@ def test_mutual_needs_the_client_cas() -> None:
 @pytest.mark.parametrize(
     ("change", "path", "words"),
     [
-        ({"tls": {"mode": "PASSTHROUGH"}}, "spec.servers.0.tls.mode", "does not forward TLS by SNI"),
+        ({"tls": {"mode": "PASSTHROUGH"}}, "spec.servers.0", "an HTTPS server needs tls with mode SIMPLE or MUTUAL"),
+        ({"tls": {"mode": "AUTO_PASSTHROUGH"}}, "spec.servers.0.tls.mode", "use PASSTHROUGH with VirtualService"),
         ({"tls": {"mode": "SIMPLE", "credentialName": "shop-cert"}}, "credentialName", "no secret store"),
-        ({"port": {"number": 443, "name": "tls", "protocol": "TLS"}}, "spec.servers.0.port.protocol", "HTTP/1.1"),
+        ({"port": {"number": 443, "name": "db", "protocol": "MONGO"}}, "spec.servers.0.port.protocol", "TCP as bytes"),
         ({"hosts": []}, "spec.servers.0.hosts", "at least 1"),
         ({"hosts": ["shop/a*.example.com"]}, "spec.servers.0.hosts.0", "a wildcard is only"),
         ({"bind": "0.0.0.0"}, "spec.servers.0.bind", "not supported"),
@@ -78,3 +79,14 @@ def test_two_https_servers_on_one_port_are_refused_two_http_ones_accepted() -> N
     parse_resource(gateway(HTTP, {**HTTP, "hosts": ["api.example.com"]}))
     mixed = {**HTTPS, "port": {"number": 80, "name": "https", "protocol": "HTTPS"}}
     assert "one port speaks one protocol" in refused(gateway(HTTP, mixed))
+
+
+def test_tls_servers_pass_through_and_tcp_servers_terminate_nothing() -> None:
+    tls_port = {"number": 9443, "name": "tls", "protocol": "TLS"}
+    parse_resource(gateway({"port": tls_port, "hosts": ["*.example.com"], "tls": {"mode": "PASSTHROUGH"}}))
+    assert "needs tls.mode PASSTHROUGH" in refused(gateway({**HTTPS, "port": tls_port}))
+    with_files = {"mode": "PASSTHROUGH", "serverCertificate": "/etc/gw/cert.pem"}
+    assert "serverCertificate is not used" in refused(gateway({"port": tls_port, "hosts": ["*"], "tls": with_files}))
+    tcp_port = {"number": 5432, "name": "tcp", "protocol": "TCP"}
+    parse_resource(gateway({"port": tcp_port, "hosts": ["*"]}))
+    assert "terminates no TLS" in refused(gateway({**HTTPS, "port": tcp_port}))

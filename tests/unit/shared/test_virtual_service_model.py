@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.model.virtual_service import HTTPRoute, L4MatchAttributes, PresentOrStringMatch, names_source, source_meets
+from shared.model.virtual_service import (
+    HTTPRoute,
+    L4MatchAttributes,
+    PresentOrStringMatch,
+    TLSRoute,
+    names_source,
+    source_meets,
+)
 
 DEST = [{"destination": {"host": "reviews"}}]
 
@@ -120,3 +127,18 @@ def test_a_block_without_source_conditions_meets_every_caller() -> None:
     assert source_meets(scoped, {"app": "web", "version": "v2"}, "shop")
     assert not source_meets(scoped, {"app": "web"}, "staging")
     assert not source_meets(scoped, {"app": "api"}, "shop")
+
+
+def test_tls_routes_match_sni_names_and_refuse_what_gateways_cannot_see() -> None:
+    route = TLSRoute.model_validate(
+        {"match": [{"sniHosts": ["Shop.Example.com", "*.example.org"]}], "route": [{"destination": {"host": "a"}}]}
+    )
+    assert route.match[0].sni_hosts == ["shop.example.com", "*.example.org"]
+    for block, words in (
+        ({"sniHosts": []}, "at least 1"),
+        ({"sniHosts": ["a*.example.com"]}, "leading '*.' wildcard"),
+        ({"sniHosts": ["a.example.com"], "destinationSubnets": ["10.0.0.0/8"]}, "matched by SNI and port"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            TLSRoute.model_validate({"match": [block], "route": [{"destination": {"host": "a"}}]})
+        assert words in str(refused.value)
