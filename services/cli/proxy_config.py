@@ -121,7 +121,10 @@ def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
             servers: list[tuple[str, ...]] = [("GATEWAY SERVER", "PORT", "PROTOCOL", "TLS", "HOSTS")]
             for server in config.gateway_servers:
                 tls = f"{server.tls.mode} {server.tls.server_certificate}" if server.tls is not None else "-"
-                hosts = ",".join(domain for host in server.virtual_hosts for domain in host.domains) or "(none bound)"
+                names = [domain for host in server.virtual_hosts for domain in host.domains]
+                names += [f"sni:{name}" for route in server.sni_routes for name in route.sni_hosts]
+                names += [f"tcp->{w.cluster}" for route in server.tcp_routes[:1] for w in route.route]
+                hosts = ",".join(names) or "(none bound)"
                 servers.append((server.name, str(server.port), server.protocol, tls, hosts))
             lines += ["", "GATEWAY SERVERS", *_table(servers)]
         rows: list[tuple[str, ...]] = [("VIRTUAL HOST", "ROUTE", "MATCH", "DESTINATIONS")]
