@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.proxy.authz import Authorizer, RequestFacts
 from services.proxy.errors import NoRoute
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.gateway_authz import GatewayGuard
@@ -27,6 +28,7 @@ from services.proxy.origination import FileStamp, file_stamps
 from services.proxy.outbound import OutboundHandler
 from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
 from services.proxy.sni import NotClientHello, covers, read_client_hello, server_name
+from services.proxy.tcp_authz import tcp_authorizer
 from services.proxy.tcp_outbound import TcpOutbound
 from services.proxy.tcp_routes import pick_weighted
 from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream
@@ -146,6 +148,7 @@ class GatewayListeners:
         relays the connections of TCP and TLS servers (the proxy's TCP side: its mTLS, pools and meters)."""
         self._state = state
         self._tcp = tcp
+        self._tcp_authorizer: tuple[ConfigSnapshot | None, Authorizer | None] = (None, None)
         self._jwks = JwksCache(clock)
         self.stats = InboundStats()
         """Requests every server refused, by stage (isthmus_proxy_inbound_denied_total reads it)."""
@@ -254,7 +257,7 @@ class GatewayListeners:
                 writer.close()
                 return
             downstream = PrefixedStream(hello, downstream)
-        if self._tcp is None:
+        if self._tcp is None or not self._admitted(port, name, writer):
             writer.close()
             return
 
@@ -262,6 +265,37 @@ class GatewayListeners:
             return pick_cluster(config, port, name, self._rng)
 
         await self._tcp.serve_stream(downstream, writer, pick, f"gateway port {port}" + (f" SNI {name}" if sni else ""))
+
+    def _admitted(self, port: int, sni: str | None, writer: asyncio.StreamWriter) -> bool:
+        """AuthorizationPolicy selecting the gateway, rewritten for connections as on a sidecar's TCP port
+        (tcp_authz.py: HTTP-only rules never allow, CUSTOM acts as DENY); no config or an error denies."""
+        snapshot = self._state.snapshot
+        remote, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        if snapshot is None:
+            return False
+        known, authorizer = self._tcp_authorizer
+        if known is not snapshot or authorizer is None:
+            authorizer = tcp_authorizer(snapshot.config.inbound.authorization)
+            self._tcp_authorizer = (snapshot, authorizer)
+        facts = RequestFacts(
+            peer_spiffe_id=None,
+            source_ip=str(remote[0]) if isinstance(remote, tuple) else "",
+            method="",
+            path="",
+            host="",
+            port=port,
+            headers={},
+            sni=sni or "",
+            destination_ip=str(local[0]) if isinstance(local, tuple) else "",
+        )
+        try:
+            allowed, reason = authorizer.allowed(facts)
+        except Exception as err:  # any surprise in policy evaluation denies
+            allowed, reason = False, f"authorization error: {err}"
+        if not allowed:
+            self.stats.rbac_denied += 1
+            log.info("gateway port %s: connection from %s denied: %s", port, facts.source_ip, reason)
+        return allowed
 
     def _log_once(self, port: int, message: str) -> None:
         if self._logged.get(port) != message:

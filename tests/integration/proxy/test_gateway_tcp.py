@@ -113,3 +113,45 @@ async def test_tls_passthrough_by_sni_and_tcp_by_port_reach_tcp_services_over_mt
 
     with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
         await exchange(tls_port, b"nobody\n", client, "other.example.test")  # no route covers this SNI: closed
+
+
+async def test_authorization_policies_apply_to_the_gateways_connections(
+    make_sidecar: Any, bus: ProxyBus, echo_server: Server, tmp_path: Path
+) -> None:
+    """An ALLOW policy on the gateway naming one SNI lets only that TLS name in; on TCP servers a rule with an
+    HTTP-only field never allows (as on a sidecar's TCP port), so the TCP server is closed to everyone."""
+    pki: PkiFiles = write_pki(tmp_path / "pki", server_names=(SECURE, "blocked.example.test"))
+    secure_app = await echo_server(pki.server_context(), "secure")
+    db_app = await echo_server(None, "db")
+    secure = await make_sidecar("secure", secure_app, protocol="tcp")
+    db = await make_sidecar("db", db_app, protocol="tcp")
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    tls_port, tcp_port = free_port(), free_port()
+    policy = f"""
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-sni}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: ALLOW
+  rules:
+  - when: [{{key: connection.sni, values: [{SECURE}]}}]
+  - to: [{{operation: {{paths: ["/*"], ports: ["{tcp_port}"]}}}}]
+"""
+    config = edge_config(tls_port, tcp_port).replace(f"sniHosts: [{SECURE}]", '"sniHosts": ["*.example.test"]')
+    catalog = [instance(secure), instance(db), instance(gateway)]
+    await push_generated(bus, Snapshot.build(resources(config + policy), catalog), secure, db, gateway)
+    await bus.eventually(lambda: serving(gateway, tls_port), 10.0, "the TLS server listening")
+    await bus.eventually(lambda: serving(gateway, tcp_port), 10.0, "the TCP server listening")
+    assert gateway.gateway is not None
+    client = ssl.create_default_context(cafile=str(pki.ca))
+    assert await exchange(tls_port, b"allowed\n", client, SECURE) == b"secure: allowed\n"
+    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+        await exchange(tls_port, b"denied\n", client, "blocked.example.test")
+    try:
+        answer = await exchange(tcp_port, b"denied\n")
+    except ConnectionError:  # closed with our line unread: a reset
+        answer = b""
+    assert answer == b""  # closed before a byte is relayed
+    assert gateway.gateway.stats.rbac_denied == 2
