@@ -1,11 +1,12 @@
 """A gateway proxy's listeners: one per Gateway server port in the config, opened, changed and closed as the
-config changes, each running the outbound filter chain on its server's routes.
+config changes. HTTP and HTTPS servers run the outbound filter chain on their server's routes (after
+gateway_authz.py); TCP and TLS (PASSTHROUGH) servers relay each admitted connection by their TCP or SNI routes.
 
-An HTTPS server terminates TLS with its `serverCertificate` and `privateKey` files (MUTUAL: the client's
-certificate must chain to `caCertificates`). The files are checked every RELOAD_INTERVAL seconds (mtime, size,
-inode); a rotated certificate is loaded into the listener's context, and new handshakes use it. Files that do
-not load keep the listener off (a new server) or on its last good certificate (a rotation), logged once per
-change. A port that cannot be bound is logged and retried on the next config; the other servers serve on.
+An HTTPS server terminates TLS with its certificate files, one per merged server chosen by SNI
+(gateway_tls.py). The files are checked every RELOAD_INTERVAL seconds; a rotated certificate is loaded into its
+context, and new handshakes use it. Files that do not load keep the listener off (a new server) or on its last
+good certificate (a rotation), logged once per change. A port that cannot be bound is logged and retried; the
+other servers serve on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,10 +21,10 @@ from services.proxy.authz import Authorizer, RequestFacts
 from services.proxy.errors import NoRoute
 from services.proxy.ext_authz import ExtAuthzClient
 from services.proxy.gateway_authz import GatewayGuard
+from services.proxy.gateway_tls import CertificateFilesError, ServerCertificates
 from services.proxy.inbound import InboundStats
 from services.proxy.jwt_authn import JwksCache
 from services.proxy.listeners import Listener, start_listener
-from services.proxy.origination import FileStamp, file_stamps
 from services.proxy.outbound import OutboundHandler
 from services.proxy.snapshot import ConfigSnapshot, ProxyState, ServerState
 from services.proxy.sni import NotClientHello, covers, read_client_hello, server_name
@@ -35,8 +35,8 @@ from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream
 from services.proxy.telemetry.context import ObservedPools
 from services.proxy.telemetry.setup import Telemetry
 from shared.clock import Clock
-from shared.model.gateway import ServerProtocol, ServerTlsMode, TlsVersion
-from shared.model.proxy_config import GatewayServer, GatewayTls, ProxyConfig
+from shared.model.gateway import ServerProtocol
+from shared.model.proxy_config import GatewayServer, ProxyConfig
 from shared.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 RELOAD_INTERVAL = 5.0
 HELLO_TIMEOUT = 10.0
 """How long a TLS server waits for a client's ClientHello before closing the connection."""
-_VERSIONS = {TlsVersion.TLSV1_2: ssl.TLSVersion.TLSv1_2, TlsVersion.TLSV1_3: ssl.TLSVersion.TLSv1_3}
-
-
-def _stamp(tls: GatewayTls) -> tuple[FileStamp, ...]:
-    files = (tls.server_certificate, tls.private_key, tls.ca_certificates)
-    return file_stamps(tuple(path for path in files if path is not None))
 
 
 def pick_cluster(config: ProxyConfig, port: int, sni: str | None, rng: random.Random) -> str:
@@ -70,37 +64,9 @@ def pick_cluster(config: ProxyConfig, port: int, sni: str | None, rng: random.Ra
     raise NoRoute(f"no TLS route on gateway port {port} covers SNI {sni}")
 
 
-class CertificateFilesError(ValueError):
-    """A server's certificate, key or CA file does not load; the message names the file and why."""
-
-
-def server_context(tls: GatewayTls) -> ssl.SSLContext:
-    """The server's TLS context; raises CertificateFilesError naming the file that does not load."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    if tls.min_protocol_version in _VERSIONS:
-        context.minimum_version = _VERSIONS[tls.min_protocol_version]
-    if tls.max_protocol_version in _VERSIONS:
-        context.maximum_version = _VERSIONS[tls.max_protocol_version]
-    load_files(context, tls)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
-def load_files(context: ssl.SSLContext, tls: GatewayTls) -> None:
-    try:
-        context.load_cert_chain(tls.server_certificate, tls.private_key)
-    except (OSError, ssl.SSLError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise CertificateFilesError(
-            f"serverCertificate {tls.server_certificate} / privateKey {tls.private_key}: {reason}"
-        ) from err
-    if tls.mode == ServerTlsMode.MUTUAL and tls.ca_certificates is not None:
-        try:
-            context.load_verify_locations(cafile=tls.ca_certificates)
-        except (OSError, ssl.SSLError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise CertificateFilesError(f"caCertificates {tls.ca_certificates}: {reason}") from err
-        context.verify_mode = ssl.CERT_REQUIRED
+def _tls_of(server: GatewayServer) -> tuple[object, ...]:
+    """What a server's listener is built from: a change reopens it."""
+    return (server.protocol, server.tls, tuple(server.sni_tls))
 
 
 @dataclass
@@ -109,8 +75,7 @@ class _Served:
     listener: Listener | None
     """An HTTP or HTTPS server's; None for TCP and TLS servers (`tcp_server`)."""
     guard: GatewayGuard | None
-    context: ssl.SSLContext | None
-    stamp: tuple[FileStamp, ...]
+    certificates: ServerCertificates | None
     tcp_server: asyncio.Server | None = None
 
     async def close(self) -> None:
@@ -188,7 +153,7 @@ class GatewayListeners:
         wanted = {server.port: server for server in snapshot.config.gateway_servers}
         for port, served in list(self.served.items()):
             server = wanted.get(port)
-            if server is None or (server.protocol, server.tls) != (served.server.protocol, served.server.tls):
+            if server is None or _tls_of(server) != _tls_of(served.server):
                 del self.served[port]
                 await served.close()
                 log.info("gateway server %s closed", served.server.name)
@@ -203,7 +168,7 @@ class GatewayListeners:
             await self._open_tcp(server)
             return
         try:
-            context = server_context(server.tls) if server.tls is not None else None
+            certificates = ServerCertificates(server.tls, server.sni_tls) if server.tls is not None else None
             state = ServerState(self._state, server.port)
             scheme = "https" if server.tls is not None else "http"
             handler = OutboundHandler(
@@ -215,15 +180,14 @@ class GatewayListeners:
                 self._telemetry.outbound(guard),
                 self._address,
                 server.port,
-                ssl_context=context,
+                ssl_context=certificates.context if certificates is not None else None,
                 pass_through=True,
                 immediate=self._telemetry.outbound_immediate(guard.immediate),
             )
         except (OSError, CertificateFilesError) as err:
             self._log_once(server.port, f"gateway server {server.name} not serving: {err}")
             return
-        stamp = _stamp(server.tls) if server.tls is not None else ()
-        self.served[server.port] = _Served(server, listener, guard, context, stamp)
+        self.served[server.port] = _Served(server, listener, guard, certificates)
         self._logged.pop(server.port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, listener.port)
 
@@ -239,7 +203,7 @@ class GatewayListeners:
         except OSError as err:
             self._log_once(port, f"gateway server {server.name} not serving: {err}")
             return
-        self.served[port] = _Served(server, None, None, None, (), tcp_server)
+        self.served[port] = _Served(server, None, None, None, tcp_server)
         self._logged.pop(port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, port)
 
@@ -314,19 +278,12 @@ class GatewayListeners:
     def reload_changed(self) -> None:
         """Load the certificate files of every HTTPS server whose files changed since they were loaded."""
         for served in self.served.values():
-            tls = served.server.tls
-            if tls is None or served.context is None:
+            if served.certificates is None:
                 continue
-            stamp = _stamp(tls)
-            if stamp == served.stamp:
-                continue
-            served.stamp = stamp
-            try:
-                load_files(served.context, tls)
-            except CertificateFilesError as err:
-                self._log_once(served.server.port, f"gateway server {served.server.name} keeps its certificate: {err}")
-                continue
-            log.info("gateway server %s: certificate reloaded", served.server.name)
+            for failure in served.certificates.reload_changed():
+                self._log_once(
+                    served.server.port, f"gateway server {served.server.name} keeps its certificate: {failure}"
+                )
 
     @property
     def listeners(self) -> dict[str, Listener]:

@@ -1,20 +1,20 @@
 """Gateway (networking.istio.io/v1): the ports an ingress gateway listens on and the hosts it serves there.
 
 The Isthmus subset of Istio's Gateway: `selector` (the labels of the gateway workloads it configures, in any
-namespace, as in Istio; empty: every gateway), `servers` with `port` (`number`, `name`, `protocol` HTTP or
-HTTPS), `hosts` (`[namespace/]dnsName`: the namespace is `*` (any, the default), `.` (the Gateway's own) or a
-namespace name, and limits which namespaces' VirtualServices may bind; the dnsName is `*`, `*.suffix` or a
-name), `name`, and `tls`: `httpsRedirect` on an HTTP server (every request is answered 301 to https), or on an
+namespace, as in Istio; empty: every gateway), `servers` with `port` (`number`, `name`, `protocol` HTTP, HTTPS,
+TCP or TLS), `hosts` (`[namespace/]dnsName`: the namespace is `*` (any, the default), `.` (the Gateway's own)
+or a namespace name, and limits which namespaces' VirtualServices may bind; the dnsName is `*`, `*.suffix` or
+a name), `name`, and `tls`: `httpsRedirect` on an HTTP server (every request is answered 301 to https); on an
 HTTPS server `mode` SIMPLE (`serverCertificate` + `privateKey`, files on the gateway's machine) or MUTUAL (also
 `caCertificates`: the client's certificate must chain to them), with `minProtocolVersion` /
-`maxProtocolVersion` (TLSV1_2, TLSV1_3).
+`maxProtocolVersion` (TLSV1_2, TLSV1_3); on a TLS server `mode` PASSTHROUGH (routed by SNI). Several HTTPS
+servers on one port each bring their certificate, chosen by the client's SNI among their hosts.
 
-Refused, with the field's path: other protocols (TCP, TLS, GRPC, HTTP2, MONGO: the gateway speaks HTTP/1.1),
-`tls.mode` PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL and OPTIONAL_MUTUAL, `credentialName`(s) (there is no
-secret store: give files), `subjectAltNames`, `verifyCertificateSpki`/`Hash`, `caCrl`, `cipherSuites`,
-`bind`, `defaultEndpoint`, `port.targetPort`, two HTTPS servers on one port (that needs SNI certificate
-selection) and servers of different protocols on one port. Pilot turns Gateways and the VirtualServices
-bound to them into a gateway proxy's servers (services/pilot/generate/gateway.py).
+Refused, with the field's path: other protocols (GRPC, HTTP2, MONGO, ...), `tls.mode` AUTO_PASSTHROUGH,
+ISTIO_MUTUAL and OPTIONAL_MUTUAL, SIMPLE or MUTUAL on a TLS server, `credentialName`(s) (there is no secret
+store: give files), `subjectAltNames`, `verifyCertificateSpki`/`Hash`, `caCrl`, `cipherSuites`, `bind`,
+`defaultEndpoint`, `port.targetPort` and servers of different protocols on one port. Pilot turns Gateways and
+the VirtualServices bound to them into a gateway proxy's servers (services/pilot/generate/gateway.py).
 """
 
 from __future__ import annotations
@@ -232,11 +232,6 @@ class GatewaySpec(Spec):
             seen = protocols.get(number)
             if seen is not None and seen != server.port.protocol:
                 raise ValueError(f"servers[{index}]: port {number} is already {seen}; one port speaks one protocol")
-            if seen == ServerProtocol.HTTPS:
-                raise ValueError(
-                    f"servers[{index}]: a second HTTPS server on port {number}: choosing a certificate by SNI is not "
-                    "supported; list every host in one server"
-                )
             protocols[number] = server.port.protocol
             if server.name is not None:
                 if server.name in names:

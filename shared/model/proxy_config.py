@@ -124,6 +124,14 @@ class GatewayTls(Spec):
     max_protocol_version: TlsVersion = TlsVersion.TLS_AUTO
 
 
+class SniTls(Spec):
+    """The certificate an HTTPS gateway server presents to clients whose SNI one of `hosts` covers."""
+
+    hosts: Annotated[list[str], Field(min_length=1)]
+    """Lower-case names, `*.suffix` or `*`, as the Gateway server's hosts (without namespace)."""
+    tls: GatewayTls
+
+
 class SniRoute(Spec):
     """A TLS route of a gateway's PASSTHROUGH server: a client whose SNI one of `sni_hosts` covers goes to one
     of `route` (by weight), its TLS untouched."""
@@ -141,7 +149,10 @@ class GatewayServer(Spec):
     port: Annotated[int, Field(ge=1, le=65535)]
     protocol: ServerProtocol
     tls: GatewayTls | None = None
-    """Set exactly when the protocol is HTTPS."""
+    """Set exactly when the protocol is HTTPS: the first server's, presented when no `sni_tls` entry covers the
+    client's SNI (or it sent none)."""
+    sni_tls: list[SniTls] = Field(default_factory=list)
+    """HTTPS: each merged server's certificate with its hosts, in order; the first covering the SNI is used."""
     virtual_hosts: list[VirtualHost] = Field(default_factory=list)
     """HTTP and HTTPS: Host header values to routes, as for a sidecar's outbound listener; clusters are the
     config's."""

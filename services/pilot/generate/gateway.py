@@ -2,8 +2,9 @@
 
 A gateway proxy (`isthmus-proxy --gateway`) takes every Gateway, in any namespace, whose `selector` its labels
 meet (Istio's default scope). Each server port becomes one GatewayServer; servers of later Gateways (in
-(namespace, name) order) on a port already taken join it when they speak plain HTTP, and are left out when
-either speaks HTTPS (one certificate per port; galley refuses the same within one Gateway).
+(namespace, name) order) on a port already taken join it when they speak the same protocol, and are left out
+otherwise. HTTPS servers that share a port each bring their certificate for their hosts (`sni_tls`); the
+first server's is the default.
 
 A VirtualService is bound to a Gateway when its `gateways` name it (`<namespace>/<name>`, or `<name>` for one of
 the VirtualService's own namespace). On a server, each of its hosts that a server host covers becomes a
@@ -34,7 +35,16 @@ from services.pilot.generate.tcp import tcp_route_of, weighted_clusters
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import Gateway, PeerAuthentication, VirtualService
 from shared.model.gateway import ANY_NAMESPACE, OWN_NAMESPACE, Server, ServerProtocol, ServerTls
-from shared.model.proxy_config import Cluster, GatewayServer, GatewayTls, Route, SniRoute, TcpRoute, VirtualHost
+from shared.model.proxy_config import (
+    Cluster,
+    GatewayServer,
+    GatewayTls,
+    Route,
+    SniRoute,
+    SniTls,
+    TcpRoute,
+    VirtualHost,
+)
 from shared.model.virtual_service import HTTPRedirect, RedirectPortSelection
 
 HTTPS_REDIRECT = Route(
@@ -76,8 +86,8 @@ def _full_name(gateway: Gateway) -> str:
     return f"{gateway.metadata.namespace}/{gateway.metadata.name}"
 
 
-_MERGING = (ServerProtocol.HTTP, ServerProtocol.TCP, ServerProtocol.TLS)
-"""Protocols whose servers of several Gateways share a port (HTTPS would need a certificate per SNI name)."""
+_MERGING = (ServerProtocol.HTTP, ServerProtocol.HTTPS, ServerProtocol.TCP, ServerProtocol.TLS)
+"""Protocols whose servers (of one or several Gateways) share a port: every one of them, as Istio merges them."""
 
 
 def _ports(gateways: list[Gateway]) -> dict[int, _Port]:
@@ -218,6 +228,16 @@ def _tls(tls: ServerTls | None) -> GatewayTls | None:
     )
 
 
+def _sni_tls(port: _Port) -> list[SniTls]:
+    """Each HTTPS server's certificate with the names it serves, when the port's servers bring more than one."""
+    entries = [
+        SniTls(hosts=sorted({entry.partition("/")[2] for entry in server.hosts}), tls=tls)
+        for _, server in port.servers
+        if (tls := _tls(server.tls)) is not None
+    ]
+    return entries if len({entry.tls for entry in entries}) > 1 else []
+
+
 def gateway_servers(
     snapshot: Snapshot, proxy: Proxy, trust_domain: str, root_namespace: str
 ) -> tuple[list[GatewayServer], list[Cluster]]:
@@ -243,6 +263,7 @@ def gateway_servers(
                 port=number,
                 protocol=port.protocol,
                 tls=_tls(port.tls) if port.protocol == ServerProtocol.HTTPS else None,
+                sni_tls=_sni_tls(port) if port.protocol == ServerProtocol.HTTPS else [],
                 virtual_hosts=gathered.virtual_hosts(),
                 tcp_routes=tcp,
                 sni_routes=sni,

@@ -283,3 +283,47 @@ async def get_with(url: str, headers: dict[str, str]) -> tuple[int, dict[str, st
     async with aiohttp.ClientSession() as session:
         async with session.get(url, headers={"Host": HOST, **headers}, allow_redirects=False) as reply:
             return reply.status, {name.lower(): value for name, value in reply.headers.items()}, await reply.text()
+
+
+async def test_https_servers_sharing_a_port_present_their_own_certificate_by_sni(
+    make_app: Any, make_sidecar: Any, bus: ProxyBus, tmp_path: Path
+) -> None:
+    app: RecordingApp = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    shop = write_pki(tmp_path / "shop", server_names=(HOST,))
+    api = write_pki(tmp_path / "api", server_names=("api.example.test",))
+    https_port = free_port()
+    config = (
+        gateway_yaml(free_port(), https_port, shop)
+        + f"""
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: api}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {https_port}, name: https, protocol: HTTPS}}
+    hosts: [api.example.test]
+    tls: {{mode: SIMPLE, serverCertificate: {api.server_cert}, privateKey: {api.server_key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api}}
+spec:
+  hosts: [api.example.test]
+  gateways: [api]
+  http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+"""
+    )
+    catalog = [instance(server), instance(gateway)]
+    await push_generated(bus, Snapshot.build(resources(config), catalog), server, gateway)
+    await bus.eventually(lambda: serving(gateway, https_port), 10.0, "the HTTPS server listening")
+    trusts_shop = ssl.create_default_context(cafile=str(shop.ca))
+    trusts_api = ssl.create_default_context(cafile=str(api.ca))
+    assert (await get(f"https://127.0.0.1:{https_port}/api/x", HOST, trusts_shop))[0] == 200
+    assert (await get(f"https://127.0.0.1:{https_port}/y", "api.example.test", trusts_api))[0] == 200
+    assert app.seen[-1]["path"] == "/y"
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):  # the shop's certificate, not the api's
+        await get(f"https://127.0.0.1:{https_port}/y", "api.example.test", trusts_shop)

@@ -162,7 +162,7 @@ def test_https_redirect_answers_every_host_of_its_server() -> None:
     assert server(config, 8443).virtual_hosts[0].domains == ["shop.example.com"]
 
 
-def test_servers_of_two_gateways_on_one_http_port_merge_and_https_keeps_the_first() -> None:
+def test_servers_of_two_gateways_on_one_port_merge_and_https_picks_certificates_by_sni() -> None:
     second = """
 ---
 apiVersion: networking.istio.io/v1
@@ -187,9 +187,13 @@ spec:
 """
     config = gateway_config(GATEWAY + "---" + SHOP + second)
     assert sorted(host.name for host in server(config, 8080).virtual_hosts) == ["api.example.net", "shop.example.com"]
-    tls = server(config, 8443).tls
-    assert tls is not None and tls.server_certificate == "/etc/gw/cert.pem"
-    assert [host.name for host in server(config, 8443).virtual_hosts] == ["shop.example.com"]
+    https = server(config, 8443)
+    assert https.tls is not None and https.tls.server_certificate == "/etc/gw/cert.pem"  # the default
+    assert sorted(host.name for host in https.virtual_hosts) == ["api.example.net", "shop.example.com"]
+    assert [(entry.hosts, entry.tls.server_certificate) for entry in https.sni_tls] == [
+        (["shop.example.com"], "/etc/gw/cert.pem"),
+        (["api.example.net"], "/etc/other/cert.pem"),
+    ]
 
 
 EDGE = """
