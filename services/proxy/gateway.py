@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from services.proxy.sni import NotClientHello, covers, read_client_hello, server
 from services.proxy.tcp_authz import tcp_authorizer
 from services.proxy.tcp_outbound import TcpOutbound
 from services.proxy.tcp_routes import pick_weighted
-from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream
+from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream, TlsStream
 from services.proxy.telemetry.context import ObservedPools
 from services.proxy.telemetry.setup import Telemetry
 from shared.clock import Clock
@@ -52,7 +53,7 @@ def pick_cluster(config: ProxyConfig, port: int, sni: str | None, rng: random.Ra
     server = next((s for s in config.gateway_servers if s.port == port), None)
     if server is None:
         raise NoRoute(f"gateway port {port} is not in the config")
-    if server.protocol == ServerProtocol.TCP:
+    if server.protocol == ServerProtocol.TCP or server.tls is not None:  # TCP, or TLS terminated here
         if not server.tcp_routes:
             raise NoRoute(f"no TCP route on gateway port {port}")
         return pick_weighted(server.tcp_routes[0], rng)
@@ -193,24 +194,52 @@ class GatewayListeners:
 
     async def _open_tcp(self, server: GatewayServer) -> None:
         port = server.port
-        sni = server.protocol == ServerProtocol.TLS
+        try:
+            certificates = ServerCertificates(server.tls, server.sni_tls) if server.tls is not None else None
+        except CertificateFilesError as err:
+            self._log_once(port, f"gateway server {server.name} not serving: {err}")
+            return
+        passthrough = server.protocol == ServerProtocol.TLS and certificates is None
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._relay(port, sni, reader, writer)
+            if certificates is not None:
+                await self._terminated(port, certificates, reader, writer)
+            else:
+                await self._relay(port, passthrough, reader, writer)
 
         try:
             tcp_server = await asyncio.start_server(accepted, self._address, port)
         except OSError as err:
             self._log_once(port, f"gateway server {server.name} not serving: {err}")
             return
-        self.served[port] = _Served(server, None, None, None, tcp_server)
+        self.served[port] = _Served(server, None, None, certificates, tcp_server)
         self._logged.pop(port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, port)
 
-    async def _relay(self, port: int, sni: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection of a TCP or TLS server: its SNI read (TLS), then relayed by the route it picks."""
-        downstream: ByteStream = PlainStream(reader, writer)
-        name: str | None = None
+    async def _terminated(
+        self, port: int, certificates: ServerCertificates, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One connection of a TLS server that terminates TLS: the handshake, then relayed by its TCP route."""
+        try:
+            stream = await TlsStream.wrap(reader, writer, certificates.context, server_side=True)
+        except (OSError, TimeoutError, ssl.SSLError, RuntimeError) as err:
+            log.info("gateway TLS server on %s: handshake failed: %s", port, err or "timeout")
+            writer.close()
+            return
+        await self._relay(port, False, reader, writer, stream, stream.ssl_object.server_hostname)
+
+    async def _relay(
+        self,
+        port: int,
+        sni: bool,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        terminated: ByteStream | None = None,
+        name: str | None = None,
+    ) -> None:
+        """One connection of a TCP or TLS server: its SNI read (PASSTHROUGH), then relayed by the route it picks.
+        `terminated`: the decrypted stream of a server that terminated TLS, `name` the SNI its client sent."""
+        downstream: ByteStream = terminated or PlainStream(reader, writer)
         if sni:
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT):

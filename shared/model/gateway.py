@@ -7,11 +7,12 @@ or a namespace name, and limits which namespaces' VirtualServices may bind; the 
 a name), `name`, and `tls`: `httpsRedirect` on an HTTP server (every request is answered 301 to https); on an
 HTTPS server `mode` SIMPLE (`serverCertificate` + `privateKey`, files on the gateway's machine) or MUTUAL (also
 `caCertificates`: the client's certificate must chain to them), with `minProtocolVersion` /
-`maxProtocolVersion` (TLSV1_2, TLSV1_3); on a TLS server `mode` PASSTHROUGH (routed by SNI). Several HTTPS
-servers on one port each bring their certificate, chosen by the client's SNI among their hosts.
+`maxProtocolVersion` (TLSV1_2, TLSV1_3); on a TLS server `mode` PASSTHROUGH (routed by SNI) or SIMPLE / MUTUAL
+(TLS terminated, then routed as TCP). Several HTTPS (or terminating TLS) servers on one port each bring their
+certificate, chosen by the client's SNI among their hosts.
 
 Refused, with the field's path: other protocols (GRPC, HTTP2, MONGO, ...), `tls.mode` AUTO_PASSTHROUGH,
-ISTIO_MUTUAL and OPTIONAL_MUTUAL, SIMPLE or MUTUAL on a TLS server, `credentialName`(s) (there is no secret
+ISTIO_MUTUAL and OPTIONAL_MUTUAL, `credentialName`(s) (there is no secret
 store: give files), `subjectAltNames`, `verifyCertificateSpki`/`Hash`, `caCrl`, `cipherSuites`, `bind`,
 `defaultEndpoint`, `port.targetPort` and servers of different protocols on one port. Pilot turns Gateways and
 the VirtualServices bound to them into a gateway proxy's servers (services/pilot/generate/gateway.py).
@@ -209,10 +210,10 @@ class Server(Spec):
             if mode not in TERMINATING:
                 raise ValueError("an HTTPS server needs tls with mode SIMPLE or MUTUAL and its certificate files")
         elif protocol == ServerProtocol.TLS:
-            if mode != ServerTlsMode.PASSTHROUGH:
+            if mode is None:
                 raise ValueError(
-                    "a TLS server needs tls.mode PASSTHROUGH (routed by SNI with VirtualService tls routes); "
-                    "terminating TLS for TCP routes is not supported yet"
+                    "a TLS server needs tls.mode: PASSTHROUGH (routed by SNI with VirtualService tls routes), or "
+                    "SIMPLE or MUTUAL with certificate files (TLS terminated, then VirtualService tcp routes)"
                 )
         elif mode is not None:
             raise ValueError(f"a {protocol} server terminates no TLS: use port.protocol HTTPS (or TLS for PASSTHROUGH)")

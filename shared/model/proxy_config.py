@@ -149,15 +149,16 @@ class GatewayServer(Spec):
     port: Annotated[int, Field(ge=1, le=65535)]
     protocol: ServerProtocol
     tls: GatewayTls | None = None
-    """Set exactly when the protocol is HTTPS: the first server's, presented when no `sni_tls` entry covers the
-    client's SNI (or it sent none)."""
+    """Set exactly when the server terminates TLS (HTTPS; TLS with SIMPLE or MUTUAL): the first server's,
+    presented when no `sni_tls` entry covers the client's SNI (or it sent none)."""
     sni_tls: list[SniTls] = Field(default_factory=list)
     """HTTPS: each merged server's certificate with its hosts, in order; the first covering the SNI is used."""
     virtual_hosts: list[VirtualHost] = Field(default_factory=list)
     """HTTP and HTTPS: Host header values to routes, as for a sidecar's outbound listener; clusters are the
     config's."""
     tcp_routes: list[TcpRoute] = Field(default_factory=list)
-    """TCP: in order; the first applies to every connection (pilot keeps only blocks for this port)."""
+    """TCP, and TLS terminated here: in order; the first applies to every connection (pilot keeps only blocks
+    for this port)."""
     sni_routes: list[SniRoute] = Field(default_factory=list)
     """TLS (PASSTHROUGH): in order; the first whose SNI names cover the client's takes the connection."""
 

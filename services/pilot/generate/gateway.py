@@ -18,7 +18,8 @@ VirtualService serves answers 404 NR. An HTTP server with `tls.httpsRedirect` an
 with a 301 to `https://` on the default port, Envoy's `require_tls`.
 
 A TCP server takes the `tcp` routes of the VirtualServices bound to it (hosts as above), in order, keeping the
-match blocks for its port; a TLS (PASSTHROUGH) server their `tls` routes, each with the SNI names its blocks
+match blocks for its port (so does a TLS server that terminates TLS: SIMPLE or MUTUAL, with its certificates as
+an HTTPS server's); a TLS (PASSTHROUGH) server their `tls` routes, each with the SNI names its blocks
 for this port give that a server host covers (the more specific name, as for hosts). A destination without a
 port goes to the server's port. The proxy relays the connection as bytes (mTLS to a meshed endpoint).
 """
@@ -34,7 +35,7 @@ from services.pilot.generate.routes import ClusterRef, bound_to, for_gateway, ro
 from services.pilot.generate.tcp import tcp_route_of, weighted_clusters
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import Gateway, PeerAuthentication, VirtualService
-from shared.model.gateway import ANY_NAMESPACE, OWN_NAMESPACE, Server, ServerProtocol, ServerTls
+from shared.model.gateway import ANY_NAMESPACE, OWN_NAMESPACE, Server, ServerProtocol, ServerTls, ServerTlsMode
 from shared.model.proxy_config import (
     Cluster,
     GatewayServer,
@@ -90,6 +91,10 @@ _MERGING = (ServerProtocol.HTTP, ServerProtocol.HTTPS, ServerProtocol.TCP, Serve
 """Protocols whose servers (of one or several Gateways) share a port: every one of them, as Istio merges them."""
 
 
+def _passes(tls: ServerTls | None) -> bool:
+    return tls is not None and tls.mode == ServerTlsMode.PASSTHROUGH
+
+
 def _ports(gateways: list[Gateway]) -> dict[int, _Port]:
     ports: dict[int, _Port] = {}
     for gateway in gateways:
@@ -98,7 +103,7 @@ def _ports(gateways: list[Gateway]) -> dict[int, _Port]:
             taken = ports.get(number)
             if taken is None:
                 ports[number] = _Port(protocol, server.tls, [(gateway, server)])
-            elif taken.protocol == protocol and protocol in _MERGING:
+            elif taken.protocol == protocol and protocol in _MERGING and _passes(taken.tls) == _passes(server.tls):
                 taken.servers.append((gateway, server))
     return ports
 
@@ -248,10 +253,12 @@ def gateway_servers(
     servers = []
     for number, port in sorted(_ports(gateways).items()):
         gathered = _Hosts()
+        passthrough = _passes(port.tls)
+        terminates = port.protocol == ServerProtocol.HTTPS or (port.protocol == ServerProtocol.TLS and not passthrough)
         tcp: list[TcpRoute] = []
         sni: list[SniRoute] = []
         for gateway, server in port.servers:
-            if port.protocol == ServerProtocol.TCP:
+            if port.protocol == ServerProtocol.TCP or (port.protocol == ServerProtocol.TLS and not passthrough):
                 tcp += generator.tcp_routes(gateway, server)
             elif port.protocol == ServerProtocol.TLS:
                 sni += generator.sni_routes(gateway, server)
@@ -262,8 +269,8 @@ def gateway_servers(
                 name=f"{port.protocol.lower()}-{number}",
                 port=number,
                 protocol=port.protocol,
-                tls=_tls(port.tls) if port.protocol == ServerProtocol.HTTPS else None,
-                sni_tls=_sni_tls(port) if port.protocol == ServerProtocol.HTTPS else [],
+                tls=_tls(port.tls) if terminates else None,
+                sni_tls=_sni_tls(port) if terminates else [],
                 virtual_hosts=gathered.virtual_hosts(),
                 tcp_routes=tcp,
                 sni_routes=sni,

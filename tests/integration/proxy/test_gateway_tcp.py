@@ -155,3 +155,37 @@ spec:
         answer = b""
     assert answer == b""  # closed before a byte is relayed
     assert gateway.gateway.stats.rbac_denied == 2
+
+
+async def test_a_tls_server_that_terminates_routes_the_decrypted_bytes_by_tcp_route(
+    make_sidecar: Any, bus: ProxyBus, echo_server: Server, tmp_path: Path
+) -> None:
+    pki: PkiFiles = write_pki(tmp_path / "pki", server_names=("db.example.test",))
+    db_app = await echo_server(None, "db")
+    db = await make_sidecar("db", db_app, protocol="tcp")
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    tls_port = free_port()
+    config = f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {tls_port}, name: tls, protocol: TLS}}
+    hosts: ["*"]
+    tls: {{mode: SIMPLE, serverCertificate: {pki.server_cert}, privateKey: {pki.server_key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: edge}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp: [{{route: [{{destination: {{host: db}}}}]}}]
+"""
+    catalog = [instance(db), instance(gateway)]
+    await push_generated(bus, Snapshot.build(resources(config), catalog), db, gateway)
+    await bus.eventually(lambda: serving(gateway, tls_port), 10.0, "the TLS server listening")
+    client = ssl.create_default_context(cafile=str(pki.ca))  # the gateway's certificate, from its files
+    assert await exchange(tls_port, b"decrypted\n", client, "db.example.test") == b"db: decrypted\n"

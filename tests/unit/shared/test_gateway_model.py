@@ -84,7 +84,8 @@ def test_servers_of_one_protocol_share_a_port_and_of_two_do_not() -> None:
 def test_tls_servers_pass_through_and_tcp_servers_terminate_nothing() -> None:
     tls_port = {"number": 9443, "name": "tls", "protocol": "TLS"}
     parse_resource(gateway({"port": tls_port, "hosts": ["*.example.com"], "tls": {"mode": "PASSTHROUGH"}}))
-    assert "needs tls.mode PASSTHROUGH" in refused(gateway({**HTTPS, "port": tls_port}))
+    parse_resource(gateway({**HTTPS, "port": tls_port}))  # TLS terminated here, then tcp routes
+    assert "a TLS server needs tls.mode" in refused(gateway({"port": tls_port, "hosts": ["*"]}))
     with_files = {"mode": "PASSTHROUGH", "serverCertificate": "/etc/gw/cert.pem"}
     assert "serverCertificate is not used" in refused(gateway({"port": tls_port, "hosts": ["*"], "tls": with_files}))
     tcp_port = {"number": 5432, "name": "tcp", "protocol": "TCP"}
