@@ -29,7 +29,7 @@ from shared.model import DestinationRule, VirtualService
 @dataclass(frozen=True)
 class RouteKind:
     field: str
-    """The spec field holding the routes: "http" or "tcp"."""
+    """The spec field holding the routes: "http", "tcp" or "tls"."""
     traffic: str
     failure: str
     """What happens to traffic routed to an undefined subset."""
@@ -40,6 +40,7 @@ class RouteKind:
 
 HTTP = RouteKind("http", "requests", "fail")
 TCP = RouteKind("tcp", "connections", "are closed")
+TLS = RouteKind("tls", "connections", "are closed")
 
 
 def _short_name(host: str) -> str:

@@ -3,6 +3,7 @@
 - ISM0001 a `tcp` route sends connections to a subset no DestinationRule defines (they are closed, UH).
 - ISM0002 a `tcp` route's destination host is not in the Consul catalog (only with a catalog).
 - ISM0005 a `tcp` route's destinations all have weight 0.
+ISM0001 and ISM0005 cover gateways' `tls` routes the same way.
 - ISM0008 a `tcp` route names a service (as destination or as a host of its VirtualService) that the
   catalog does not declare TCP (Meta `isthmus-protocol=tcp`): pilot builds TCP listeners only for TCP
   services, so the route is never used, or its connections would reach an HTTP port as raw bytes.
@@ -20,7 +21,7 @@ from services.galley.analyze_base import (
     canonical_host,
     label,
 )
-from services.galley.analyze_routes import TCP, missing_subsets, zero_weights
+from services.galley.analyze_routes import TCP, TLS, missing_subsets, zero_weights
 from shared.model import DestinationRule, VirtualService
 
 
@@ -34,6 +35,8 @@ def tcp_messages(
     that is one of `entry_hosts` (ServiceEntry hosts) is known."""
     with_tcp = [service for service in services if service.spec.tcp]
     messages = missing_subsets(with_tcp, rules, TCP) + zero_weights(with_tcp, TCP)
+    with_tls = [service for service in services if service.spec.tls]
+    messages += missing_subsets(with_tls, rules, TLS) + zero_weights(with_tls, TLS)
     if catalog is not None:
         messages += _catalog_checks(with_tcp, catalog, entry_hosts)
     return messages

@@ -65,3 +65,28 @@ def test_a_gateway_no_gateway_proxy_serves_is_reported_with_the_catalog() -> Non
 
 def found(resources: list[Any], catalog: Catalog) -> list[str]:
     return [str(message) for message in analyze_messages(resources, catalog=catalog)]
+
+
+def test_tls_routes_get_the_subset_and_weight_checks() -> None:
+    edge = parse_resource(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "edge", "namespace": "shop"},
+            "spec": {
+                "hosts": ["*.example.com"],
+                "gateways": ["ingress"],
+                "tls": [
+                    {
+                        "match": [{"sniHosts": ["a.example.com"]}],
+                        "route": [
+                            {"destination": {"host": "reviews", "subset": "v9"}, "weight": 0},
+                            {"destination": {"host": "reviews"}, "weight": 0},
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    codes = sorted(message.split("]")[0] + "]" for message in analyze([parse_resource(INGRESS), edge]))
+    assert codes == ["[ISM0001]", "[ISM0005]"]
