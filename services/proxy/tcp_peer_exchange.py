@@ -14,7 +14,7 @@ import asyncio
 import logging
 import ssl
 
-from services.proxy.tcp_stream import TlsStream
+from services.proxy.tcp_stream import TlsStream, WrappedStream
 from shared.peer_metadata import ALPN_PEER_EXCHANGE, BLOCK_HEADER, BLOCK_MAGIC, MAX_ENCODED
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,11 @@ class BlockParser:
         return rest
 
 
-class PeerBlockStream:
+class PeerBlockStream(WrappedStream):
     """A TLS stream whose peer's first bytes are its metadata block, kept out of `read`."""
 
     def __init__(self, inner: TlsStream) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._parser = BlockParser()
         self._ready = b""
         self.peer_spiffe_id = inner.peer_spiffe_id
@@ -103,18 +103,6 @@ class PeerBlockStream:
             data = self._parser.feed(data)
             if data:
                 return data
-
-    async def write(self, data: bytes) -> None:
-        await self._inner.write(data)
-
-    async def write_eof(self) -> None:
-        await self._inner.write_eof()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    async def wait_closed(self) -> None:
-        await self._inner.wait_closed()
 
 
 def negotiated(stream: TlsStream) -> bool:

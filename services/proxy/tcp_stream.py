@@ -160,17 +160,13 @@ class TlsStream(PlainStream):
         await super().write_eof()
 
 
-class PrefixedStream:
-    """A stream whose first read gives back bytes already taken from it (a gateway's peeked ClientHello)."""
+class WrappedStream:
+    """A stream over another one: writes, half-close and close go straight to it; subclasses change `read`."""
 
-    def __init__(self, prefix: bytes, inner: ByteStream) -> None:
-        self._prefix = prefix
+    def __init__(self, inner: ByteStream) -> None:
         self._inner = inner
 
     async def read(self) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            return data
         return await self._inner.read()
 
     async def write(self, data: bytes) -> None:
@@ -184,3 +180,17 @@ class PrefixedStream:
 
     async def wait_closed(self) -> None:
         await self._inner.wait_closed()
+
+
+class PrefixedStream(WrappedStream):
+    """A stream whose first read gives back bytes already taken from it (a gateway's peeked ClientHello)."""
+
+    def __init__(self, prefix: bytes, inner: ByteStream) -> None:
+        super().__init__(inner)
+        self._prefix = prefix
+
+    async def read(self) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        return await self._inner.read()
