@@ -224,8 +224,8 @@ class InboundHandler:
             identity = self._tls.identity
             assert identity is not None, "a TLS connection exists only with a certificate"
             headers[FORWARDED_CLIENT_CERT] = forwarded_client_cert(identity.spiffe_id, peer)
-        if FORWARDED_PROTO not in headers:  # a caller's own (a gateway's: what its client used) is kept, as Envoy does
-            headers[FORWARDED_PROTO] = "https" if peer is not None else "http"
+        # A caller's own (a gateway's: what its client used) is kept, as Envoy does.
+        headers.setdefault(FORWARDED_PROTO, "https" if peer is not None else "http")
         append_forwarded_for(headers, request.remote)
         return request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
 
