@@ -18,8 +18,8 @@ ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a servi
 (analyze_entries.py), whose hosts count as known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService
 delegation (analyze_routes.py), ISM0014-ISM0015 about Sidecars competing for the same workloads
 (analyze_sidecars.py), ISM0016 about locality failover without outlier detection (analyze_locality.py), ISM0017
-about VirtualServices naming a gateway that no Gateway defines and ISM0020 about Gateways no gateway proxy serves
-(analyze_gateways.py). ISM0006, ISM0007 and
+about VirtualServices naming a gateway that no Gateway defines, ISM0020 about Gateways no gateway proxy serves
+and ISM0021 about bindings whose hosts no server of the Gateway covers (analyze_gateways.py). ISM0006, ISM0007 and
 ISM0009 count only resources some caller namespace sees together (`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,

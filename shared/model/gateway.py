@@ -57,6 +57,21 @@ def check_server_host(value: str) -> str:
 ServerHost = Annotated[str, AfterValidator(check_server_host)]
 
 
+def covered(host: str, server_host: str) -> str | None:
+    """The domain a VirtualService host is served under on a server host (its dnsName): the more specific of
+    the two when one covers the other, else None."""
+    host = host.lower()
+    if server_host == "*" or host == server_host:
+        return host
+    if host == "*":
+        return server_host
+    if server_host.startswith("*.") and host.endswith(server_host[1:]):
+        return host
+    if host.startswith("*.") and server_host.endswith(host[1:]):
+        return server_host
+    return None
+
+
 class ServerProtocol(StrEnum):
     HTTP = "HTTP"
     HTTPS = "HTTPS"

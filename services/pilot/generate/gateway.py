@@ -35,7 +35,15 @@ from services.pilot.generate.routes import ClusterRef, bound_to, for_gateway, ro
 from services.pilot.generate.tcp import tcp_route_of, weighted_clusters
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.model import Gateway, PeerAuthentication, VirtualService
-from shared.model.gateway import ANY_NAMESPACE, OWN_NAMESPACE, Server, ServerProtocol, ServerTls, ServerTlsMode
+from shared.model.gateway import (
+    ANY_NAMESPACE,
+    OWN_NAMESPACE,
+    Server,
+    ServerProtocol,
+    ServerTls,
+    ServerTlsMode,
+    covered,
+)
 from shared.model.proxy_config import (
     Cluster,
     GatewayServer,
@@ -59,21 +67,6 @@ class _Port:
     protocol: ServerProtocol
     tls: ServerTls | None
     servers: list[tuple[Gateway, Server]] = field(default_factory=list)
-
-
-def covered(host: str, server_host: str) -> str | None:
-    """The domain a VirtualService host is served under on a server host (its dnsName): the more specific of
-    the two when one covers the other, else None."""
-    host = host.lower()
-    if server_host == "*" or host == server_host:
-        return host
-    if host == "*":
-        return server_host
-    if server_host.startswith("*.") and host.endswith(server_host[1:]):
-        return host
-    if host.startswith("*.") and server_host.endswith(host[1:]):
-        return server_host
-    return None
 
 
 def _admits(server_namespace: str, gateway: Gateway, virtual_service: VirtualService) -> bool:

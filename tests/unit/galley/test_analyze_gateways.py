@@ -90,3 +90,15 @@ def test_tls_routes_get_the_subset_and_weight_checks() -> None:
     )
     codes = sorted(message.split("]")[0] + "]" for message in analyze([parse_resource(INGRESS), edge]))
     assert codes == ["[ISM0001]", "[ISM0005]"]
+
+
+def test_a_binding_whose_hosts_no_server_covers_is_reported() -> None:
+    narrow = parse_resource(
+        {**INGRESS, "spec": {"servers": [{**INGRESS["spec"]["servers"][0], "hosts": ["shop/*.example.com"]}]}}
+    )
+    found = analyze([narrow, virtual_service(["ingress"])])
+    assert found == [
+        "[ISM0021] VirtualService shop/reviews: no server of gateway shop/ingress covers its hosts ['reviews'] (or "
+        "admits namespace shop): the binding serves nothing; add the hosts to a server"
+    ]
+    assert analyze([parse_resource(INGRESS), virtual_service(["ingress"])]) == []  # "*" covers every host
