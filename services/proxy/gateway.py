@@ -146,8 +146,12 @@ class GatewayListeners:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if self._wanted is not None:
+            if self._wanted is None:
+                continue
+            try:
                 await self.reconcile(self._wanted)
+            except Exception:  # the servers already open serve on; the next change or retry tries again
+                log.exception("gateway servers not reconciled with config %s", self._wanted.version)
 
     async def reconcile(self, snapshot: ConfigSnapshot) -> None:
         """Close the listeners of ports gone or changed in protocol or TLS, then open the missing ones."""
