@@ -327,3 +327,24 @@ spec:
     assert app.seen[-1]["path"] == "/y"
     with pytest.raises(aiohttp.ClientConnectorCertificateError):  # the shop's certificate, not the api's
         await get(f"https://127.0.0.1:{https_port}/y", "api.example.test", trusts_shop)
+
+
+async def test_a_restarted_gateway_serves_its_last_config_without_the_bus(
+    make_app: Any, make_sidecar: Any, bus: ProxyBus, tmp_path: Path
+) -> None:
+    app: RecordingApp = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    state_dir = tmp_path / "gateway-state"
+    first = await make_sidecar("ingressgateway", 0, gateway=True, state_dir=state_dir, host="gw")
+    pki = write_pki(tmp_path / "pki", server_names=(HOST,))
+    http_port = free_port()
+    catalog = [instance(server), instance(first)]
+    await push_generated(
+        bus, Snapshot.build(resources(gateway_yaml(http_port, free_port(), pki)), catalog), server, first
+    )
+    await bus.eventually(lambda: serving(first, http_port), 10.0, "the gateway listening")
+    await first.stop()
+
+    again = await make_sidecar("ingressgateway", 0, gateway=True, state_dir=state_dir, host="gw", use_nats=False)
+    await bus.eventually(lambda: serving(again, http_port), 10.0, "the restarted gateway listening from its files")
+    assert (await get(f"http://127.0.0.1:{http_port}/api/again", HOST))[0] == 200
