@@ -75,7 +75,6 @@ class _Served:
     server: GatewayServer
     listener: Listener | None
     """An HTTP or HTTPS server's; None for TCP and TLS servers (`tcp_server`)."""
-    guard: GatewayGuard | None
     certificates: ServerCertificates | None
     tcp_server: asyncio.Server | None = None
 
@@ -85,13 +84,6 @@ class _Served:
         if self.tcp_server is not None:
             self.tcp_server.close()
             await self.tcp_server.wait_closed()
-
-    @property
-    def port(self) -> int:
-        if self.listener is not None:
-            return self.listener.port
-        assert self.tcp_server is not None, "a server has a listener or a TCP server"
-        return int(self.tcp_server.sockets[0].getsockname()[1])
 
 
 class GatewayListeners:
@@ -192,7 +184,7 @@ class GatewayListeners:
         except (OSError, CertificateFilesError) as err:
             self._log_once(server.port, f"gateway server {server.name} not serving: {err}")
             return
-        self.served[server.port] = _Served(server, listener, guard, certificates)
+        self.served[server.port] = _Served(server, listener, certificates)
         self._logged.pop(server.port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, listener.port)
 
@@ -216,7 +208,7 @@ class GatewayListeners:
         except OSError as err:
             self._log_once(port, f"gateway server {server.name} not serving: {err}")
             return
-        self.served[port] = _Served(server, None, None, certificates, tcp_server)
+        self.served[port] = _Served(server, None, certificates, tcp_server)
         self._logged.pop(port, None)
         log.info("gateway server %s listening on %s:%s", server.name, self._address, port)
 
