@@ -20,15 +20,20 @@ META_UPSTREAMS = "isthmus-upstreams"  # comma-separated services the workload ca
 # ... each `name` (HTTP, through the outbound listener) or `name:port[:localport]` (TCP, see TcpUpstream)
 META_ADMIN_PORT = "isthmus-admin-port"  # the sidecar's loopback admin port (for `isthmus proxy-config` on the host)
 META_APP_PORT = "isthmus-app-port"  # the app port the sidecar fronts (PeerAuthentication portLevelMtls keys)
-META_PROTOCOL = "isthmus-protocol"  # what the service's port carries: "http" (default) or "tcp" (bytes, no parsing)
+META_PROTOCOL = "isthmus-protocol"  # what the service's port carries: "http" (default), "http2", "grpc" or "tcp"
 META_EXTRA_PORTS = "isthmus-extra-ports"  # the further app ports one sidecar fronts (`--extra-port`), see WorkloadPort
 # ... comma-separated `protocol:app-port:inbound-port`; absent on a sidecar that fronts one port
 META_GATEWAY = "isthmus-gateway"  # "true" for a gateway proxy (`--gateway`): no app; Gateway servers configure it
 MESH_TAG = "isthmus"
 
 PROTOCOL_HTTP = "http"
+PROTOCOL_HTTP2 = "http2"
+PROTOCOL_GRPC = "grpc"
 PROTOCOL_TCP = "tcp"
-PROTOCOLS = (PROTOCOL_HTTP, PROTOCOL_TCP)
+PROTOCOLS = (PROTOCOL_HTTP, PROTOCOL_HTTP2, PROTOCOL_GRPC, PROTOCOL_TCP)
+HTTP2_PROTOCOLS = frozenset({PROTOCOL_HTTP2, PROTOCOL_GRPC})
+"""Ports that speak HTTP/2 (with prior knowledge): callers' sidecars reach them over HTTP/2, and the sidecar in
+front of one calls its app over HTTP/2."""
 
 DEFAULT_NAMESPACE = "default"
 
@@ -85,8 +90,10 @@ def endpoint_weight(text: str) -> int:
 
 
 def protocol_of(meta: dict[str, str]) -> str:
-    """Meta `isthmus-protocol` -> "tcp" or "http" (absent or anything else: http, Istio's default for a mesh port)."""
-    return PROTOCOL_TCP if meta.get(META_PROTOCOL, "").strip().lower() == PROTOCOL_TCP else PROTOCOL_HTTP
+    """Meta `isthmus-protocol` -> one of PROTOCOLS (absent or anything else: http, Istio's default for a mesh
+    port)."""
+    value = meta.get(META_PROTOCOL, "").strip().lower()
+    return value if value in PROTOCOLS else PROTOCOL_HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,7 @@ def extra_port(value: str) -> WorkloadPort:
         raise ValueError(f"{value!r}: write APP_PORT, APP_PORT:PROTOCOL or APP_PORT:PROTOCOL:INBOUND_PORT")
     protocol = rest[0] if rest else PROTOCOL_HTTP
     if protocol not in PROTOCOLS:
-        raise ValueError(f"{value!r}: the protocol must be {' or '.join(PROTOCOLS)}, not {protocol!r}")
+        raise ValueError(f"{value!r}: the protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
     inbound = _port_number(rest[1], 0, "the inbound port", value) if len(rest) == 2 else 0
     return WorkloadPort(protocol, _port_number(app, 1, "the app port", value), inbound)
 

@@ -151,7 +151,8 @@ def register(subparsers: Any) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default=PROTOCOL_HTTP,
-        help="what the app's port speaks: http (default) or tcp (passed through as bytes)",
+        help="what the app's port speaks: http (default: HTTP/1.1), http2 or grpc (HTTP/2 without TLS) or tcp "
+        "(passed through as bytes)",
     )
     bundle.add_argument(
         "--extra-port",

@@ -30,7 +30,7 @@ from shared.consul import (
     META_PROXY_ID,
     META_SERVICE_ACCOUNT,
     META_UPSTREAMS,
-    PROTOCOL_HTTP,
+    PROTOCOL_TCP,
     labels_from_meta,
     parse_extra_ports,
     parse_upstreams,
@@ -127,7 +127,7 @@ class Instance:
         for served in ports:
             if served.app_port == service_port:
                 return served
-        return next((served for served in ports if served.protocol == PROTOCOL_HTTP), ports[0])
+        return next((served for served in ports if served.protocol != PROTOCOL_TCP), ports[0])
 
     def sort_key(self) -> tuple[str, str, str, str, int]:
         return (self.service, self.node, self.service_id, self.address, self.port)

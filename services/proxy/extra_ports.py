@@ -25,7 +25,7 @@ from services.proxy.tcp_inbound import TcpInbound
 from services.proxy.telemetry.observe import Telemetry
 from services.proxy.tls import TlsContexts
 from shared.clock import Clock
-from shared.consul import PROTOCOL_TCP, WorkloadPort
+from shared.consul import HTTP2_PROTOCOLS, PROTOCOL_TCP, WorkloadPort
 from shared.model.peer_authentication import MtlsMode
 
 
@@ -110,6 +110,7 @@ async def start_extra_inbound(port: WorkloadPort, address: str, services: ExtraP
         listener.port,
         services.clock,
         ExtAuthzClient(dict(services.ext_authz)),
+        port.protocol in HTTP2_PROTOCOLS,
     )
     bound.http = services.telemetry.inbound(http, listener.port, port.app_port)
     bound.mode = http.mtls_mode

@@ -12,6 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from services.proxy.errors import ProxyError
 from services.proxy.h1server import FastRequest
+from services.proxy.h2server import H2Request
 from services.proxy.request_view import Reply, RequestView
 from shared.model.virtual_service import HeaderOperations
 from shared.peer_metadata import PEER_METADATA_HEADERS
@@ -222,6 +223,9 @@ async def relay_response(
     headers = response_headers(upstream.headers, response_operations, extra_headers, added_headers)
     if isinstance(request, FastRequest):
         return await request.send(upstream.status, upstream.reason, headers, content)
+    if isinstance(request, H2Request):
+        trailers = getattr(upstream, "trailers", None)  # an HTTP/2 upstream's (h2client.H2Response)
+        return await request.send(upstream.status, upstream.reason, headers, content, trailers)
     whole = content.is_eof()
     response_class = _WholeBodyResponse if whole else web.StreamResponse
     response = response_class(status=upstream.status, reason=upstream.reason)

@@ -27,6 +27,8 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from services.proxy.h2base import PREFACE
+from services.proxy.h2server import H2ServerProtocol
 from services.proxy.request_view import Done, Relayed, Reply, ViewHandler
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ KEEPALIVE_TIMEOUT = 75.0
 CHUNK = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
 _BARE_LF_END = b"\n\n"
+_PREFACE_START = PREFACE[:4]
 
 
 class FastRequest:
@@ -164,6 +167,8 @@ class PassThroughProtocol(BaseProtocol):
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._response_started = False
+        self._fresh = True
+        """Nothing received yet but what may be the start of the HTTP/2 preface."""
         self.remote: str | None = None
         self.transport: asyncio.Transport | None = None
 
@@ -213,6 +218,13 @@ class PassThroughProtocol(BaseProtocol):
     def _next(self) -> None:
         """Frame, parse and start the next request in the buffer, or hand the connection over."""
         buffer = self._buffer
+        if self._fresh and buffer.startswith(_PREFACE_START):
+            if buffer.startswith(PREFACE):
+                self._hand_over(http2=True)
+                return
+            if PREFACE.startswith(buffer):  # the rest of the preface is still on its way
+                return
+        self._fresh = False
         if self._pending is None:
             end = buffer.find(_HEAD_END)
             if end < 0:
@@ -410,8 +422,9 @@ class PassThroughProtocol(BaseProtocol):
             self.transport.write(head)
         return head
 
-    def _hand_over(self) -> None:
-        """aiohttp's server protocol takes the connection, starting with the bytes not answered yet."""
+    def _hand_over(self, http2: bool = False) -> None:
+        """aiohttp's server protocol (the HTTP/2 front's with `http2`) takes the connection, starting with the
+        bytes not answered yet."""
         transport = self.transport
         if transport is None or self._handed_over:
             return
@@ -421,7 +434,7 @@ class PassThroughProtocol(BaseProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        protocol = self._front.fallback()
+        protocol = H2ServerProtocol(self._loop, self._front, self.remote) if http2 else self._front.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._reading_paused:
@@ -475,7 +488,7 @@ class PassThroughFront:
         self.handler = handler
         self.fallback = fallback
         self.immediate = immediate
-        self.connections: set[PassThroughProtocol] = set()
+        self.connections: set[PassThroughProtocol | H2ServerProtocol] = set()
 
     def protocol(self) -> PassThroughProtocol:
         return PassThroughProtocol(asyncio.get_running_loop(), self)

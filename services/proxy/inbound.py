@@ -38,6 +38,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanPool, LeanResponse
 from services.proxy.h1server import FastRequest
+from services.proxy.h2client import H2Pool
 from services.proxy.jwt_authn import NOBODY, Authenticated, JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
@@ -96,7 +97,9 @@ class InboundHandler:
         inbound_port: int,
         clock: Clock = SYSTEM_CLOCK,
         ext_authz: ExtAuthzClient | None = None,
+        app_http2: bool = False,
     ) -> None:
+        """`app_http2`: the app's port speaks HTTP/2 (a grpc or http2 port): it is called over HTTP/2."""
         self._state = state
         self._tls = tls
         self._app_port = app_port
@@ -106,6 +109,7 @@ class InboundHandler:
         self._session: aiohttp.ClientSession | None = None
         self._app_pool = LeanPool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, IDLE_TIMEOUT)
         """Requests without a body go to the app through the lean client; streamed bodies through aiohttp's."""
+        self._app_h2 = H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT) if app_http2 else None
         self._jwks = JwksCache(clock)
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._version: _VersionPolicy | None = None
@@ -124,6 +128,8 @@ class InboundHandler:
 
     async def close(self) -> None:
         self._app_pool.close()
+        if self._app_h2 is not None:
+            self._app_h2.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -171,6 +177,8 @@ class InboundHandler:
         here) and an idle keep-alive connection to the app, the request is written to the app now and the
         whole response is relayed from the app connection's callback, then `done` is called; anything else
         goes on in the general path from where it stands."""
+        if self._app_h2 is not None:  # an HTTP/2 app: no lean client to it
+            return self(request)
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
         try:
@@ -243,7 +251,11 @@ class InboundHandler:
         body = request_body(request) if held is None else None
         try:
             upstream: UpstreamResponse
-            if body is None:
+            if self._app_h2 is not None:
+                upstream = await self._app_h2.request(
+                    request.method, path, headers, held if body is None else body, None
+                )
+            elif body is None:
                 upstream = await self._app_pool.request(request.method, path, headers, held, None)
             else:
                 url = URL(f"{self._app}{path}", encoded=True)

@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default=_Default(PROTOCOL_HTTP),
-        help="what the app's port speaks: http (default) or tcp (passed through as bytes, never parsed)",
+        help="what the app's port speaks: http (default: HTTP/1.1), http2 or grpc (HTTP/2 without TLS: the sidecar "
+        "calls the app, and callers' sidecars call this one, over HTTP/2) or tcp (passed through as bytes, never "
+        "parsed)",
     )
     parser.add_argument(
         "--extra-port",
@@ -103,9 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=argument_type(extra_port),
         default=[],
         metavar="APP_PORT[:PROTOCOL[:INBOUND_PORT]]",
-        help="a further app port on 127.0.0.1 this sidecar fronts (repeatable): PROTOCOL http (default) or tcp, "
-        "served on its own mTLS inbound port INBOUND_PORT (default 0: any free port), announced in Consul Meta "
-        "isthmus-extra-ports; callers reach a tcp one as --upstream SERVICE:APP_PORT",
+        help="a further app port on 127.0.0.1 this sidecar fronts (repeatable): PROTOCOL http (default), http2, "
+        "grpc or tcp, served on its own mTLS inbound port INBOUND_PORT (default 0: any free port), announced in "
+        "Consul Meta isthmus-extra-ports; callers reach a tcp one as --upstream SERVICE:APP_PORT",
     )
     parser.add_argument(
         "--locality",
@@ -190,7 +192,9 @@ def apply_bundle(args: argparse.Namespace) -> None:
         if key in values and (current is None or isinstance(current, _Default)):
             setattr(args, flag, values[key])
     if values.get(vm_bundle.PROTOCOL_ENV, PROTOCOL_HTTP) not in PROTOCOLS:
-        raise vm_bundle.BundleError(f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.PROTOCOL_ENV} is not http or tcp")
+        raise vm_bundle.BundleError(
+            f"{bundle / vm_bundle.MESH_ENV}: {vm_bundle.PROTOCOL_ENV} is not one of {', '.join(PROTOCOLS)}"
+        )
     if values.get(vm_bundle.LOCALITY_ENV):
         try:
             workload_locality(values[vm_bundle.LOCALITY_ENV])

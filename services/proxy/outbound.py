@@ -40,6 +40,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
+from services.proxy.h2client import StreamRefused
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
@@ -463,13 +464,15 @@ class OutboundHandler:
                     lease.release()
                     runtime.report(endpoint, None)
                     failure = UpstreamConnectFailure(f"upstream {_described(endpoint, runtime)} connect error: {err}")
-                    retriable = policy.retry_connect_failure()
+                    refused = isinstance(err, StreamRefused)
+                    retriable = policy.retry_refused_stream() if refused else policy.retry_connect_failure()
                 except BaseException:
                     lease.release()
                     raise
                 else:
                     runtime.report(endpoint, upstream.status)
-                    if last or not policy.retry_status(upstream.status) or runtime.breaker.retries_full():
+                    retry = policy.retry_status(upstream.status) or policy.retry_grpc(upstream.headers)
+                    if last or not retry or runtime.breaker.retries_full():
                         return upstream, lease
                     upstream.release()
                     lease.release()
@@ -496,8 +499,12 @@ class OutboundHandler:
         headers: CIMultiDict[str],
         body: Body,
     ) -> Awaitable[UpstreamResponse]:
-        """One try: the lean client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
+        """One try: HTTP/2 to an endpoint that speaks it; else the lean client when the body is in memory (or
+        absent) and the pool allows it, else aiohttp."""
         sent = for_endpoint(headers, endpoint, own_metadata())
+        if endpoint.http2:
+            context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
+            return self._pools.h2_for(endpoint, runtime.pool).request(method, path, sent, body, context)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
         if lean is not None:
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None

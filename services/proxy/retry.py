@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.model.virtual_service import HTTPRetry
@@ -25,6 +26,7 @@ KNOWN_CONDITIONS = frozenset(
         "cancelled",
         "deadline-exceeded",
         "resource-exhausted",
+        "internal",
         "envoy-ratelimited",
         "retriable-headers",
         "reset-before-request",
@@ -32,6 +34,16 @@ KNOWN_CONDITIONS = frozenset(
     }
 )
 DEFAULT_CONDITIONS = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+GRPC_STATUS = "grpc-status"
+_GRPC_CONDITIONS = {
+    "cancelled": "1",
+    "deadline-exceeded": "4",
+    "resource-exhausted": "8",
+    "internal": "13",
+    "unavailable": "14",
+}
+"""Envoy's gRPC retry conditions and the gRPC status each stands for (read from a response's headers, where a
+trailers-only gRPC answer carries it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +54,8 @@ class RetryPolicy:
     per_try_timeout: float | None
     conditions: frozenset[str]
     status_codes: frozenset[int]
+    grpc_codes: frozenset[str] = frozenset()
+    """The gRPC statuses retried (from the gRPC conditions among `conditions`)."""
 
     @classmethod
     def of(cls, retry: HTTPRetry | None) -> RetryPolicy:
@@ -61,7 +75,8 @@ class RetryPolicy:
             else:
                 raise ValueError(f"retries.retryOn: unknown condition {token!r}")
         # 0s means no per-try timeout, as for the route timeout.
-        return cls(retry.attempts, retry.per_try_timeout or None, frozenset(conditions), frozenset(codes))
+        grpc = frozenset(code for name, code in _GRPC_CONDITIONS.items() if name in conditions)
+        return cls(retry.attempts, retry.per_try_timeout or None, frozenset(conditions), frozenset(codes), grpc)
 
     @property
     def tries(self) -> int:
@@ -75,6 +90,13 @@ class RetryPolicy:
         if "retriable-4xx" in self.conditions and status == 409:
             return True
         return status in self.status_codes
+
+    def retry_grpc(self, headers: Mapping[str, str]) -> bool:
+        """A gRPC answer whose status (in its headers: a trailers-only response) is among the retried ones."""
+        return bool(self.grpc_codes) and headers.get(GRPC_STATUS) in self.grpc_codes
+
+    def retry_refused_stream(self) -> bool:
+        return bool(self.conditions & {"refused-stream", "reset", "5xx", "gateway-error"})
 
     def retry_connect_failure(self) -> bool:
         return bool(self.conditions & {"connect-failure", "5xx", "gateway-error", "reset", "reset-before-request"})

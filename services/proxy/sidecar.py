@@ -34,7 +34,7 @@ from services.proxy.telemetry.metrics import ProxyHealthCollector
 from services.proxy.tls import TlsContexts, WorkloadIdentity
 from services.proxy.trust_bundle import follow_trust_bundle, read_trust_bundle
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.consul import PROTOCOL_HTTP, PROTOCOL_TCP, WorkloadPort, parse_tcp_upstreams, proxy_id_for
+from shared.consul import HTTP2_PROTOCOLS, PROTOCOL_HTTP, PROTOCOL_TCP, WorkloadPort, parse_tcp_upstreams, proxy_id_for
 from shared.identity.spiffe import SpiffeId
 from shared.tasks import cancel_until_done
 
@@ -131,6 +131,7 @@ class Sidecar:
             settings.inbound_port,
             clock,
             ExtAuthzClient(dict(settings.ext_authz)),
+            settings.protocol in HTTP2_PROTOCOLS,
         )
         self.listeners: dict[str, Listener] = {}
         self.extra_inbound: list[ExtraInbound] = []

@@ -36,6 +36,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from services.proxy.h1client import LeanPool
+from services.proxy.h2client import H2Pool
 from services.proxy.keepalive import Keepalive
 from services.proxy.origination import Origination
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
@@ -102,6 +103,7 @@ class PoolSettings:
 DEFAULT_POOL = PoolSettings()
 
 _LeanSettings = tuple[float, float, Origination | None, Keepalive | None]
+_H2Settings = tuple[float, Origination | None, Keepalive | None]
 """What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination, keepalive."""
 
 
@@ -220,6 +222,7 @@ class UpstreamPools:
         self._retired: list[aiohttp.ClientSession] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._lean: dict[tuple[str, str | None, str, int], tuple[_LeanSettings, LeanPool]] = {}
+        self._h2: dict[tuple[str, str | None, str, int], tuple[_H2Settings, H2Pool]] = {}
 
     def session_for(
         self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL
@@ -256,7 +259,12 @@ class UpstreamPools:
     def lean_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> LeanPool | None:
         """The lean client's pool (h1client.py) for this endpoint, when the cluster's pool sets no connection
         limits (maxConnections, maxRequestsPerConnection, maxConnectionDuration); None: use `session_for`."""
-        if settings.max_connections or settings.max_requests_per_connection or settings.max_connection_duration:
+        if (
+            settings.max_connections
+            or settings.max_requests_per_connection
+            or settings.max_connection_duration
+            or endpoint.http2
+        ):
             return None
         origination = settings.origination if endpoint.identity is None else None
         key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
@@ -283,6 +291,32 @@ class UpstreamPools:
         self._lean[key] = (wanted, pool)
         return pool
 
+    def h2_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> H2Pool:
+        """The HTTP/2 pool (h2client.py) for an endpoint whose port speaks HTTP/2 (`endpoint.http2`)."""
+        origination = settings.origination if endpoint.identity is None else None
+        key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
+        wanted = (settings.connect_timeout, origination, settings.keepalive)
+        found = self._h2.get(key)
+        if found is not None:
+            if found[0] == wanted:
+                return found[1]
+            found[1].close()
+            del self._h2[key]
+        if len(self._h2) >= LEAN_POOLS_KEPT:
+            for _, old in self._h2.values():
+                old.close()
+            self._h2.clear()
+        pool = H2Pool(
+            endpoint.address,
+            endpoint.port,
+            endpoint.identity,
+            settings.connect_timeout,
+            origination,
+            settings.keepalive,
+        )
+        self._h2[key] = (wanted, pool)
+        return pool
+
     @staticmethod
     def server_name(endpoint: Endpoint, settings: PoolSettings) -> str | None:
         """The SNI to request this endpoint with: the origination's name (None: aiohttp's default, the address)."""
@@ -302,6 +336,9 @@ class UpstreamPools:
         for _, pool in self._lean.values():
             pool.close()
         self._lean.clear()
+        for _, h2_pool in self._h2.values():
+            h2_pool.close()
+        self._h2.clear()
         self._sessions.clear()
         self._retired = []
         for session in sessions:

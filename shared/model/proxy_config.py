@@ -45,6 +45,8 @@ class Endpoint(Spec):
     healthy: bool = True
     weight: Annotated[int, Field(ge=1, le=MAX_WEIGHT)] = 1
     """Its share of the cluster's traffic relative to the other endpoints' (lb.py)."""
+    http2: bool = False
+    """Its port speaks HTTP/2 (a `grpc` or `http2` port): requests reach it over HTTP/2."""
 
 
 class Cluster(Spec):

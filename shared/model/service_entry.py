@@ -41,6 +41,8 @@ class PortProtocol(StrEnum):
 
 
 HTTP_PROTOCOLS = frozenset({PortProtocol.HTTP, PortProtocol.HTTP2, PortProtocol.GRPC, PortProtocol.GRPC_WEB})
+HTTP2_PORT_PROTOCOLS = frozenset({PortProtocol.HTTP2, PortProtocol.GRPC})
+"""Ports called over HTTP/2 (with prior knowledge, or over originated TLS)."""
 """Ports the sidecar routes as HTTP requests (virtual hosts); every other protocol is carried as TCP bytes."""
 
 

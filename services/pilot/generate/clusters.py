@@ -43,6 +43,7 @@ from services.pilot.generate.hosts import HostIndex, restricting
 from services.pilot.generate.inbound import endpoint_mtls_mode, workload_mtls_modes
 from services.pilot.generate.routes import ClusterRef
 from services.pilot.snapshot import Instance, Snapshot
+from shared.consul import HTTP2_PROTOCOLS
 from shared.identity import SpiffeId
 from shared.identity.spiffe import InvalidSpiffeId
 from shared.model import DestinationRule, PeerAuthentication, Resource, ServiceEntry, WorkloadEntry
@@ -111,6 +112,7 @@ def endpoint(
         identity=identity,
         healthy=instance.healthy,
         weight=instance.weight,
+        http2=instance.serving(service_port).protocol in HTTP2_PROTOCOLS,
     )
 
 

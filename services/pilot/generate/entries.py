@@ -24,7 +24,7 @@ from shared.model import ServiceEntry
 from shared.model import WorkloadEntry as WorkloadEntryResource
 from shared.model.destination_rule import TLSMode
 from shared.model.proxy_config import Endpoint
-from shared.model.service_entry import Location, Resolution, WorkloadEntry, is_ip
+from shared.model.service_entry import HTTP2_PORT_PROTOCOLS, Location, Resolution, WorkloadEntry, is_ip
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def entry_endpoints(
                 identity=identity,
                 healthy=True,
                 weight=workload.weight or 1,
+                http2=served.protocol in HTTP2_PORT_PROTOCOLS,
             )
         )
     return sorted(endpoints, key=lambda e: (e.address, e.port, e.identity or ""))

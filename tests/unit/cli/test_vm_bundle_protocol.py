@@ -85,7 +85,8 @@ def test_a_bundle_with_a_malformed_extra_port_is_refused(tmp_path: Path) -> None
     bundle = make_bundle(tmp_path)
     env = bundle / "mesh.env"
     env.write_text(env.read_text() + "ISTHMUS_EXTRA_PORTS=5432:udp\n")
-    with pytest.raises(BundleError, match="ISTHMUS_EXTRA_PORTS: '5432:udp': the protocol must be http or tcp"):
+    expected = "ISTHMUS_EXTRA_PORTS: '5432:udp': the protocol must be one of http, http2, grpc, tcp, not 'udp'"
+    with pytest.raises(BundleError, match=expected):
         apply_bundle(proxy_args("--bundle", str(bundle)))
 
 

@@ -29,7 +29,7 @@ def test_repeatable_with_protocol_and_inbound_port() -> None:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ("5432:udp", "'5432:udp': the protocol must be http or tcp, not 'udp'"),
+        ("5432:udp", "'5432:udp': the protocol must be one of http, http2, grpc, tcp, not 'udp'"),
         ("x", "'x': the app port must be a number from 1 to 65535"),
         ("5432:tcp:99999", "'5432:tcp:99999': the inbound port must be a number from 0 to 65535"),
     ],

@@ -27,7 +27,7 @@ def test_flag_form_defaults_to_http_on_any_free_inbound_port() -> None:
         ("0", "the app port must be a number from 1 to 65535"),
         ("70000:tcp", "the app port must be a number from 1 to 65535"),
         ("db:tcp", "the app port must be a number"),
-        ("5432:udp", "the protocol must be http or tcp, not 'udp'"),
+        ("5432:udp", "the protocol must be one of http, http2, grpc, tcp, not 'udp'"),
         ("5432:tcp:x", "the inbound port must be a number from 0 to 65535"),
         ("5432:tcp:1:2", "write APP_PORT, APP_PORT:PROTOCOL or APP_PORT:PROTOCOL:INBOUND_PORT"),
     ],

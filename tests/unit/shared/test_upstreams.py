@@ -38,5 +38,7 @@ def test_meta_is_read_leniently_and_flags_strictly() -> None:
 def test_protocol_defaults_to_http_and_is_no_label() -> None:
     assert protocol_of({}) == "http"
     assert protocol_of({META_PROTOCOL: "TCP"}) == "tcp"
-    assert protocol_of({META_PROTOCOL: "grpc"}) == "http"
+    assert protocol_of({META_PROTOCOL: "GRPC"}) == "grpc"
+    assert protocol_of({META_PROTOCOL: "http2"}) == "http2"
+    assert protocol_of({META_PROTOCOL: "mongo"}) == "http"
     assert labels_from_meta({META_PROTOCOL: "tcp", "version": "v1"}) == {"version": "v1"}

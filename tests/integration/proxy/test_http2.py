@@ -1,0 +1,244 @@
+"""HTTP/2 through the mesh: grpc client -> outbound sidecar (HTTP/2) -> mTLS HTTP/2 -> inbound sidecar -> gRPC app,
+and an HTTP/1.1 caller of an app declared http2.
+
+Real grpcio on both ends, real sockets, real TLS and real NATS KV; the sidecars speak HTTP/2 because the
+server's port is declared `grpc` or `http2` (its endpoint is `http2`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+import grpc.aio
+import pytest
+from aiohttp import web
+
+from services.proxy.listeners import start_listener
+from services.proxy.request_view import RequestView
+from services.proxy.sidecar import Sidecar
+from shared.consul import PROTOCOL_GRPC, PROTOCOL_HTTP2
+from shared.model.proxy_config import ProxyConfig, cluster_name
+from tests.integration.proxy.test_mesh_path import inbound_config
+
+pytestmark = pytest.mark.integration
+
+HOST = "echo.default.svc.cluster.local"
+CLUSTER = cluster_name(HOST, 50051)
+
+
+@dataclass
+class EchoApp:
+    """A gRPC service with raw-bytes methods: what it saw of each call, and failures to give first."""
+
+    port: int = 0
+    calls: list[str] = field(default_factory=list)
+    seen_peers: list[str] = field(default_factory=list)
+    fail_first: int = 0
+    """How many calls of Flaky answer UNAVAILABLE before one succeeds."""
+    server: grpc.aio.Server | None = None
+
+    async def say(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls.append("Say")
+        metadata = dict(context.invocation_metadata() or ())
+        self.seen_peers.append(str(metadata.get("x-forwarded-client-cert", "")))
+        context.set_trailing_metadata((("x-echo-trailer", "kept"),))
+        return b"echo:" + request
+
+    async def missing(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls.append("Missing")
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        raise AssertionError("abort raises")
+
+    async def flaky(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls.append("Flaky")
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
+        return b"finally"
+
+    async def count(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        self.calls.append("Count")
+        for i in range(int(request)):
+            yield i.to_bytes(4, "big") + b"x" * 16_000
+
+    async def total(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls.append("Total")
+        size = 0
+        async for chunk in requests:
+            size += len(chunk)
+        return str(size).encode()
+
+    async def start(self) -> None:
+        handlers = {
+            "Say": grpc.unary_unary_rpc_method_handler(self.say),
+            "Missing": grpc.unary_unary_rpc_method_handler(self.missing),
+            "Flaky": grpc.unary_unary_rpc_method_handler(self.flaky),
+            "Count": grpc.unary_stream_rpc_method_handler(self.count),
+            "Total": grpc.stream_unary_rpc_method_handler(self.total),
+        }
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+
+
+@pytest.fixture
+async def echo_app() -> AsyncIterator[EchoApp]:
+    app = EchoApp()
+    await app.start()
+    yield app
+    assert app.server is not None
+    await app.server.stop(None)
+
+
+def grpc_config(caller: Sidecar, target: Sidecar, route: dict[str, Any] | None = None) -> ProxyConfig:
+    return ProxyConfig.model_validate(
+        {
+            "proxyId": caller.proxy_id,
+            "service": caller.settings.service,
+            "namespace": "default",
+            "virtualHosts": [
+                {
+                    "name": "echo",
+                    "domains": ["echo", f"echo:{50051}", HOST, f"{HOST}:50051"],
+                    "routes": [{"route": [{"cluster": CLUSTER}], **(route or {})}],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": CLUSTER,
+                    "host": HOST,
+                    "port": 50051,
+                    "endpoints": [
+                        {
+                            "address": "127.0.0.1",
+                            "port": target.listeners["inbound"].port,
+                            "identity": target.settings.spiffe_id,
+                            "http2": True,
+                        }
+                    ],
+                }
+            ],
+        }
+    ).versioned()
+
+
+@dataclass
+class GrpcMesh:
+    app: EchoApp
+    caller: Sidecar
+    server: Sidecar
+    channel: grpc.aio.Channel
+
+    def unary(self, method: str) -> Any:
+        return self.channel.unary_unary(f"/test.Echo/{method}")
+
+
+@pytest.fixture
+async def grpc_mesh(echo_app: EchoApp, make_sidecar: Any, bus: Any) -> AsyncIterator[Any]:
+    async def build(route: dict[str, Any] | None = None, policies: list[dict[str, Any]] | None = None) -> GrpcMesh:
+        server = await make_sidecar("echo", echo_app.port, protocol=PROTOCOL_GRPC)
+        caller = await make_sidecar("client", 1)
+        await bus.push(inbound_config(server, policies))
+        config = grpc_config(caller, server, route)
+        await bus.push(config)
+        await bus.ack(caller.proxy_id, config.version)
+        await server.config.applied.wait()
+        port = caller.listeners["outbound"].port
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "echo:50051")])
+        channels.append(channel)
+        return GrpcMesh(echo_app, caller, server, channel)
+
+    channels: list[grpc.aio.Channel] = []
+    yield build
+    for channel in channels:
+        await channel.close()
+
+
+async def test_unary_call_crosses_the_mesh_with_identity_and_trailers(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh()
+    call = mesh.unary("Say")(b"hello", timeout=10)
+    assert await call == b"echo:hello"
+    assert await call.code() == grpc.StatusCode.OK
+    trailers = dict(await call.trailing_metadata() or ())
+    assert trailers.get("x-echo-trailer") == "kept"
+    assert mesh.caller.settings.spiffe_id in mesh.app.seen_peers[0]
+
+
+async def test_app_status_and_message_reach_the_client(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.unary("Missing")(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "no such thing"
+
+
+async def test_streams_both_ways_pass_with_flow_control(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh()
+    messages = [m async for m in mesh.channel.unary_stream("/test.Echo/Count")(b"300", timeout=30)]
+    assert len(messages) == 300  # 4.8 MB: several times every stream window on the path
+    assert [int.from_bytes(m[:4], "big") for m in messages] == list(range(300))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(200):
+            yield b"y" * 20_000
+
+    total = await mesh.channel.stream_unary("/test.Echo/Total")(chunks(), timeout=30)
+    assert total == b"4000000"
+
+
+async def test_unavailable_is_retried_by_the_route_policy(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh({"retries": {"attempts": 3, "retryOn": "unavailable"}})
+    mesh.app.fail_first = 2
+    assert await mesh.unary("Flaky")(b"", timeout=10) == b"finally"
+    assert mesh.app.calls.count("Flaky") == 3
+
+
+async def test_local_replies_are_grpc_statuses(grpc_mesh: Any) -> None:
+    deny = [{"name": "deny-all", "namespace": "default", "spec": {"action": "DENY", "rules": [{}]}}]
+    mesh = await grpc_mesh(policies=deny)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.unary("Say")(b"x", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert mesh.app.calls == []
+
+    port = mesh.caller.listeners["outbound"].port
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.default_authority", "nowhere:1")]
+    ) as unknown:
+        with pytest.raises(grpc.aio.AioRpcError) as no_route:
+            await unknown.unary_unary("/test.Echo/Say")(b"x", timeout=10)
+    assert no_route.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_an_http1_caller_reaches_an_http2_app_over_http2(make_sidecar: Any, bus: Any) -> None:
+    """HTTP/1.1 from the app, HTTP/2 between the sidecars and to the app behind them (declared http2)."""
+    seen: list[str] = []
+
+    async def handle(request: RequestView) -> web.Response:
+        seen.append(f"HTTP/{request.version.major} {request.method} {request.raw_path}")
+        body = await request.read() if request.body_exists else b""
+        return web.Response(body=b"got " + body, headers={"x-app": "h2"})
+
+    app = await start_listener("app", handle, "127.0.0.1", 0, pass_through=True)
+    try:
+        server = await make_sidecar("echo", app.port, protocol=PROTOCOL_HTTP2)
+        caller = await make_sidecar("client", 1)
+        await bus.push(inbound_config(server))
+        config = grpc_config(caller, server)
+        await bus.push(config)
+        await bus.ack(caller.proxy_id, config.version)
+        await server.config.applied.wait()
+        url = f"http://127.0.0.1:{caller.listeners['outbound'].port}/items?id=7"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=b"x" * 200_000, headers={"Host": "echo"}) as reply:
+                assert reply.status == 200
+                assert reply.headers["x-app"] == "h2"
+                assert await reply.read() == b"got " + b"x" * 200_000
+        assert seen == ["HTTP/2 POST /items?id=7"]
+    finally:
+        await app.close()
