@@ -172,6 +172,29 @@ class H2Endpoint(asyncio.Protocol):
         self.closed = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def idle_after(self, seconds: float) -> None:
+        """Close the connection once it has had no stream for `seconds` (a new stream calls `busy_again`)."""
+        if self._idle_timer is None and not self.closed and seconds > 0:
+            self._idle_timer = self.loop.call_later(seconds, self._idle_expired)
+
+    def busy_again(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if self.streams or self.closed:
+            return
+        try:
+            self.h2.close_connection()
+        except H2Error:
+            pass
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def start(self, transport: asyncio.BaseTransport) -> None:
         """Send our preface and settings, and open the connection's window."""
@@ -285,6 +308,7 @@ class H2Endpoint(asyncio.Protocol):
     def lost(self, error: BaseException) -> None:
         """The connection is gone: every stream fails with `error`, every writer waiting is released."""
         self.closed = True
+        self.busy_again()
         for stream in list(self.streams.values()):
             stream.fail(error)
         self.streams.clear()

@@ -33,7 +33,8 @@ from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
 if TYPE_CHECKING:
     from services.proxy.origination import Origination
 
-GRPC_TE = "trailers"
+IDLE_TIMEOUT = 15.0
+"""A connection without streams for this long is closed (as the HTTP/1.1 pools' idle connections are)."""
 
 
 class StreamRefused(aiohttp.ClientConnectionError):
@@ -70,9 +71,10 @@ class H2Response:
 class _ClientConnection(H2Endpoint):
     """One HTTP/2 connection to an upstream, its streams' responses delivered to waiting requests."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, pool: H2Pool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, pool: H2Pool, idle_timeout: float) -> None:
         super().__init__(loop, client_side=True)
         self._pool = pool
+        self._idle_timeout = idle_timeout
         self._heads: dict[int, asyncio.Future[tuple[int, CIMultiDict[str]]]] = {}
         self.context: ssl.SSLContext | None = None
         self.going_away = False
@@ -103,6 +105,8 @@ class _ClientConnection(H2Endpoint):
         for event in happened:
             self._on(event)
         self.flush()
+        if not self.streams:
+            self.idle_after(self._idle_timeout)
 
     def eof_received(self) -> bool:
         return False
@@ -172,6 +176,7 @@ class _ClientConnection(H2Endpoint):
     async def exchange(
         self, method: str, scheme: str, authority: str, target: str, headers: CIMultiDict[str], body: object
     ) -> H2Response:
+        self.busy_again()
         stream_id = self.h2.get_next_available_stream_id()
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
@@ -220,8 +225,12 @@ class _ClientConnection(H2Endpoint):
     def finished(self, stream: H2Stream) -> None:
         if stream.stream_id in self.streams:
             self.reset(stream)
-        if self.going_away and not self.streams and self.transport is not None:
+        if self.streams:
+            return
+        if self.going_away and self.transport is not None:
             self.transport.close()
+        else:
+            self.idle_after(self._idle_timeout)
 
 
 class H2Pool:
@@ -235,7 +244,10 @@ class H2Pool:
         connect_timeout: float,
         origination: Origination | None = None,
         keepalive: Keepalive | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        """`idle_timeout`: a connection without streams for this long is closed (connectionPool.http.idleTimeout)."""
+        self._idle_timeout = idle_timeout
         self._host = host
         self._port = port
         self._identity = expected_identity
@@ -287,7 +299,7 @@ class H2Pool:
 
     async def _connect(self, context: ssl.SSLContext | None) -> _ClientConnection:
         loop = asyncio.get_running_loop()
-        factory: Callable[[], _ClientConnection] = lambda: _ClientConnection(loop, self)  # noqa: E731
+        factory: Callable[[], _ClientConnection] = lambda: _ClientConnection(loop, self, self._idle_timeout)  # noqa: E731
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(

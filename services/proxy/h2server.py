@@ -32,6 +32,9 @@ from services.proxy.request_view import Relayed, Reply, ViewHandler
 log = logging.getLogger(__name__)
 
 HTTP2 = HttpVersion(2, 0)
+IDLE_TIMEOUT = 3600.0
+"""A downstream connection without streams for this long is closed (Envoy's default idle timeout: long-lived
+gRPC channels stay up)."""
 GRPC_CONTENT_TYPE = "application/grpc"
 _GRPC_STATUS_OF_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 """Envoy's (and gRPC's) mapping of an HTTP status to a gRPC status code; anything else is UNKNOWN (2)."""
@@ -144,6 +147,7 @@ class H2ServerProtocol(H2Endpoint):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.start(transport)
         self._front.connections.add(self)
+        self.idle_after(IDLE_TIMEOUT)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._front.connections.discard(self)
@@ -165,6 +169,8 @@ class H2ServerProtocol(H2Endpoint):
         for event in happened:
             self._on(event, started)
         self.flush()
+        if started:
+            self.busy_again()
         for request in started:
             stream_id = request._stream.stream_id
             if stream_id in self.streams:
@@ -319,6 +325,7 @@ class H2ServerProtocol(H2Endpoint):
         return Relayed(status, headers, int(length) if length and length.isdigit() else None, sent)
 
     def _idle(self) -> None:
+        self.idle_after(IDLE_TIMEOUT)
         drained = self._drained
         if drained is not None and not drained.done():
             drained.set_result(None)

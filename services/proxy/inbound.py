@@ -109,7 +109,9 @@ class InboundHandler:
         self._session: aiohttp.ClientSession | None = None
         self._app_pool = LeanPool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, IDLE_TIMEOUT)
         """Requests without a body go to the app through the lean client; streamed bodies through aiohttp's."""
-        self._app_h2 = H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT) if app_http2 else None
+        self._app_h2 = (
+            H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, idle_timeout=IDLE_TIMEOUT) if app_http2 else None
+        )
         self._jwks = JwksCache(clock)
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._version: _VersionPolicy | None = None

@@ -103,7 +103,7 @@ class PoolSettings:
 DEFAULT_POOL = PoolSettings()
 
 _LeanSettings = tuple[float, float, Origination | None, Keepalive | None]
-_H2Settings = tuple[float, Origination | None, Keepalive | None]
+_H2Settings = _LeanSettings
 """What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination, keepalive."""
 
 
@@ -295,7 +295,7 @@ class UpstreamPools:
         """The HTTP/2 pool (h2client.py) for an endpoint whose port speaks HTTP/2 (`endpoint.http2`)."""
         origination = settings.origination if endpoint.identity is None else None
         key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
-        wanted = (settings.connect_timeout, origination, settings.keepalive)
+        wanted = (settings.connect_timeout, settings.idle_timeout, origination, settings.keepalive)
         found = self._h2.get(key)
         if found is not None:
             if found[0] == wanted:
@@ -313,6 +313,7 @@ class UpstreamPools:
             settings.connect_timeout,
             origination,
             settings.keepalive,
+            settings.idle_timeout,
         )
         self._h2[key] = (wanted, pool)
         return pool
