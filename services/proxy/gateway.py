@@ -43,6 +43,8 @@ from shared.tasks import cancel_until_done
 log = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 5.0
+HTTPS_ALPN = ("h2", "http/1.1")
+"""What HTTPS servers offer: HTTP/2 clients (gRPC among them) negotiate it over TLS."""
 HELLO_TIMEOUT = 10.0
 """How long a TLS server waits for a client's ClientHello before closing the connection."""
 
@@ -165,7 +167,9 @@ class GatewayListeners:
             await self._open_tcp(server)
             return
         try:
-            certificates = ServerCertificates(server.tls, server.sni_tls) if server.tls is not None else None
+            certificates = (
+                ServerCertificates(server.tls, server.sni_tls, HTTPS_ALPN) if server.tls is not None else None
+            )
             state = ServerState(self._state, server.port)
             scheme = "https" if server.tls is not None else "http"
             handler = OutboundHandler(

@@ -45,15 +45,17 @@ def load_files(context: ssl.SSLContext, tls: GatewayTls) -> None:
         context.verify_mode = ssl.CERT_REQUIRED
 
 
-def server_context(tls: GatewayTls) -> ssl.SSLContext:
-    """A context for one certificate; raises CertificateFilesError naming the file that does not load."""
+def server_context(tls: GatewayTls, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A context for one certificate, offering the `alpn` protocols; raises CertificateFilesError naming the file
+    that does not load."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if tls.min_protocol_version in _VERSIONS:
         context.minimum_version = _VERSIONS[tls.min_protocol_version]
     if tls.max_protocol_version in _VERSIONS:
         context.maximum_version = _VERSIONS[tls.max_protocol_version]
     load_files(context, tls)
-    context.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -74,16 +76,17 @@ class ServerCertificates:
     """The contexts of one HTTPS server; `context` is the listener's. Raises CertificateFilesError when a file of
     any certificate does not load (the server then stays closed until they do)."""
 
-    def __init__(self, default: GatewayTls, by_sni: list[SniTls]) -> None:
+    def __init__(self, default: GatewayTls, by_sni: list[SniTls], alpn: tuple[str, ...] = ()) -> None:
+        """`alpn`: the protocols offered to clients (an HTTPS server's; none for TLS terminated into TCP)."""
         entries = by_sni or [SniTls(hosts=["*"], tls=default)]
         built: dict[GatewayTls, ssl.SSLContext] = {}
         self._certificates: list[_Certificate] = []
         for entry in entries:
             stamp = _stamp(entry.tls)
             if entry.tls not in built:
-                built[entry.tls] = server_context(entry.tls)
+                built[entry.tls] = server_context(entry.tls, alpn)
             self._certificates.append(_Certificate(tuple(entry.hosts), entry.tls, built[entry.tls], stamp))
-        self.context = built[default] if default in built else server_context(default)
+        self.context = built[default] if default in built else server_context(default, alpn)
         if len(built) > 1:
             self.context.sni_callback = self._choose
 

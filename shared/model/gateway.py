@@ -74,12 +74,16 @@ def covered(host: str, server_host: str) -> str | None:
 
 class ServerProtocol(StrEnum):
     HTTP = "HTTP"
+    HTTP2 = "HTTP2"
+    GRPC = "GRPC"
     HTTPS = "HTTPS"
     TCP = "TCP"
     TLS = "TLS"
 
 
-_OTHER_PROTOCOLS = ("GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS")
+PLAIN_HTTP = frozenset({ServerProtocol.HTTP, ServerProtocol.HTTP2, ServerProtocol.GRPC})
+"""Servers of plain-text HTTP: HTTP/1.1 and HTTP/2 (with prior knowledge, as gRPC clients speak it) alike."""
+_OTHER_PROTOCOLS = ("GRPC-WEB", "MONGO", "MYSQL", "REDIS")
 
 
 class GatewayPort(Spec):
@@ -93,8 +97,8 @@ class GatewayPort(Spec):
     def _protocol(cls, value: Any) -> Any:
         if isinstance(value, str) and value.upper() in _OTHER_PROTOCOLS:
             raise ValueError(
-                f"{value} is not supported: the gateway serves HTTP/1.1 (HTTP, HTTPS), TCP as bytes (TCP) and TLS "
-                "passed through by SNI (TLS)"
+                f"{value} is not supported: the gateway serves HTTP/1.1 and HTTP/2 (HTTP, HTTP2, GRPC, HTTPS), TCP "
+                "as bytes (TCP) and TLS passed through by SNI (TLS)"
             )
         return value.upper() if isinstance(value, str) else value
 
@@ -218,7 +222,7 @@ class Server(Spec):
     def _tls_fits_protocol(self) -> Server:
         tls = self.tls
         protocol = self.port.protocol
-        if tls is not None and tls.https_redirect and protocol != ServerProtocol.HTTP:
+        if tls is not None and tls.https_redirect and protocol not in PLAIN_HTTP:
             raise ValueError("tls.httpsRedirect belongs on an HTTP server (it redirects plain requests to https)")
         mode = tls.mode if tls is not None else None
         if protocol == ServerProtocol.HTTPS:

@@ -80,7 +80,7 @@ def _full_name(gateway: Gateway) -> str:
     return f"{gateway.metadata.namespace}/{gateway.metadata.name}"
 
 
-_MERGING = (ServerProtocol.HTTP, ServerProtocol.HTTPS, ServerProtocol.TCP, ServerProtocol.TLS)
+_MERGING = tuple(ServerProtocol)
 """Protocols whose servers (of one or several Gateways) share a port: every one of them, as Istio merges them."""
 
 

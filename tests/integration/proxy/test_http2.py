@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,12 +18,17 @@ import grpc.aio
 import pytest
 from aiohttp import web
 
+from services.local.processes import free_port
+from services.pilot.snapshot import Snapshot
+from services.pilot.testing import resources
 from services.proxy.listeners import start_listener
 from services.proxy.request_view import RequestView
 from services.proxy.sidecar import Sidecar
 from shared.consul import PROTOCOL_GRPC, PROTOCOL_HTTP2
 from shared.model.proxy_config import ProxyConfig, cluster_name
 from tests.integration.proxy.test_mesh_path import inbound_config
+from tests.integration.proxy.test_outbound_transport import instance, push_generated
+from tests.origination_pki import PkiFiles, write_pki
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +248,59 @@ async def test_an_http1_caller_reaches_an_http2_app_over_http2(make_sidecar: Any
         assert seen == ["HTTP/2 POST /items?id=7"]
     finally:
         await app.close()
+
+
+def grpc_gateway_yaml(grpc_port: int, https_port: int, pki: PkiFiles) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: public}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {grpc_port}, name: grpc, protocol: GRPC}}
+    hosts: ["*"]
+  - port: {{number: {https_port}, name: https, protocol: HTTPS}}
+    hosts: [echo.example.test]
+    tls: {{mode: SIMPLE, serverCertificate: {pki.server_cert}, privateKey: {pki.server_key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.example.test]
+  gateways: [public]
+  http:
+  - match: [{{uri: {{prefix: /test.Echo/}}}}]
+    route: [{{destination: {{host: echo}}}}]
+"""
+
+
+async def test_grpc_enters_through_the_gateway_in_plain_text_and_over_tls(
+    echo_app: EchoApp, make_sidecar: Any, bus: Any, tmp_path: Path
+) -> None:
+    server = await make_sidecar("echo", echo_app.port, protocol=PROTOCOL_GRPC)
+    gateway = await make_sidecar("ingressgateway", 0, gateway=True)
+    pki = write_pki(tmp_path / "pki", server_names=("echo.example.test",))
+    grpc_port, https_port = free_port(), free_port()
+    catalog = [instance(server), instance(gateway)]
+    await push_generated(
+        bus, Snapshot.build(resources(grpc_gateway_yaml(grpc_port, https_port, pki)), catalog), server, gateway
+    )
+    assert gateway.gateway is not None
+    served = gateway.gateway.served
+    await bus.eventually(lambda: _true(grpc_port in served and https_port in served), 10.0, "the gateway's servers")
+
+    authority = [("grpc.default_authority", "echo.example.test")]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=authority) as plain:
+        assert await plain.unary_unary("/test.Echo/Say")(b"plain", timeout=10) == b"echo:plain"
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+    target = [("grpc.ssl_target_name_override", "echo.example.test"), *authority]
+    async with grpc.aio.secure_channel(f"127.0.0.1:{https_port}", credentials, options=target) as secure:
+        assert await secure.unary_unary("/test.Echo/Say")(b"tls", timeout=10) == b"echo:tls"
+    assert all(gateway.settings.spiffe_id in peer for peer in echo_app.seen_peers)
+    assert len(echo_app.seen_peers) == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
