@@ -108,7 +108,11 @@ class Mirrors:
         self, lease: Lease, method: str, path: str, headers: CIMultiDict[str], body: bytes | None, seconds: float
     ) -> None:
         endpoint = lease.endpoint
+        pool = lease.runtime.pool
         try:
+            if pool.http2(endpoint):
+                await self._one_h2(lease, method, path, headers, body, seconds)
+                return
             session, ssl_arg = self._pools.session_for(endpoint, lease.runtime.pool)
             scheme = "https" if ssl_arg is not False else "http"
             host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
@@ -129,6 +133,21 @@ class Mirrors:
         except (TimeoutError, aiohttp.ClientError, RuntimeError, ProxyError) as err:
             log.debug("mirror to %s failed: %s", lease.runtime.name, err)
             lease.runtime.report(endpoint, None)
+
+    async def _one_h2(
+        self, lease: Lease, method: str, path: str, headers: CIMultiDict[str], body: bytes | None, seconds: float
+    ) -> None:
+        endpoint = lease.endpoint
+        pool = lease.runtime.pool
+        context = self._pools.context_for(endpoint, pool)
+        async with asyncio.timeout(seconds):
+            response = await self._pools.h2_for(endpoint, pool).request(method, path, headers, body, context)
+            try:
+                await response.content.read()
+            finally:
+                response.release()
+        lease.runtime.report(endpoint, response.status)
+        self.sent += 1
 
     async def close(self) -> None:
         for task in list(self._tasks):

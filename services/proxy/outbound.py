@@ -502,7 +502,7 @@ class OutboundHandler:
         """One try: HTTP/2 to an endpoint that speaks it; else the lean client when the body is in memory (or
         absent) and the pool allows it, else aiohttp."""
         sent = for_endpoint(headers, endpoint, own_metadata())
-        if endpoint.http2:
+        if runtime.pool.http2(endpoint):
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
             return self._pools.h2_for(endpoint, runtime.pool).request(method, path, sent, body, context)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)

@@ -41,7 +41,7 @@ from services.proxy.keepalive import Keepalive
 from services.proxy.origination import Origination
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
-from shared.model.destination_rule import ConnectionPoolSettings
+from shared.model.destination_rule import ConnectionPoolSettings, H2UpgradePolicy
 from shared.model.proxy_config import Endpoint
 
 CONNECT_TIMEOUT = 10.0
@@ -73,6 +73,12 @@ class PoolSettings:
     """connectionPool.tcp.tcpKeepalive; None: the system's defaults (keepalive off)."""
     tcp_idle_timeout: float = TCP_IDLE_TIMEOUT
     """connectionPool.tcp.idleTimeout for TCP connections; 0: none."""
+    h2_upgrade: bool = False
+    """connectionPool.http.h2UpgradePolicy UPGRADE: meshed endpoints (sidecars) are called over HTTP/2 too."""
+
+    def http2(self, endpoint: Endpoint) -> bool:
+        """Whether requests reach `endpoint` over HTTP/2: its port speaks it, or the upgrade applies to it."""
+        return endpoint.http2 or (self.h2_upgrade and endpoint.identity is not None)
 
     @property
     def usable(self) -> bool:
@@ -97,6 +103,7 @@ class PoolSettings:
             tcp_idle_timeout=(
                 tcp.idle_timeout if tcp is not None and tcp.idle_timeout is not None else TCP_IDLE_TIMEOUT
             ),
+            h2_upgrade=http is not None and http.h2_upgrade_policy == H2UpgradePolicy.UPGRADE,
         )
 
 
@@ -263,7 +270,7 @@ class UpstreamPools:
             settings.max_connections
             or settings.max_requests_per_connection
             or settings.max_connection_duration
-            or endpoint.http2
+            or settings.http2(endpoint)
         ):
             return None
         origination = settings.origination if endpoint.identity is None else None

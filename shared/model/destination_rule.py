@@ -262,11 +262,13 @@ class HTTPSettings(Spec):
     max_retries: Annotated[int, Field(ge=0)] | None = None
     idle_timeout: Duration | None = None
     h2_upgrade_policy: H2UpgradePolicy | None = None
-    """Accepted for Istio compatibility; upstream connections are HTTP/1.1 here, so it has no effect."""
+    """UPGRADE: the destination's meshed endpoints are called over HTTP/2 (sidecar to sidecar; each sidecar calls
+    its app in the protocol the app's port declares). DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1 for ports not
+    declared http2 or grpc."""
     use_client_protocol: bool | None = None
-    """Accepted for Istio compatibility; no effect (HTTP/1.1 upstream)."""
+    """Accepted for Istio compatibility; no effect (the destination port's protocol decides)."""
     max_concurrent_streams: Annotated[int, Field(ge=1)] | None = None
-    """Accepted for Istio compatibility; no effect (HTTP/1.1 upstream)."""
+    """Accepted for Istio compatibility; no effect (the server's own stream limit applies)."""
 
 
 class ConnectionPoolSettings(Spec):

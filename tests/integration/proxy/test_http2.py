@@ -25,8 +25,9 @@ from services.proxy.listeners import start_listener
 from services.proxy.request_view import RequestView
 from services.proxy.sidecar import Sidecar
 from shared.consul import PROTOCOL_GRPC, PROTOCOL_HTTP2
+from shared.model.destination_rule import TrafficPolicy
 from shared.model.proxy_config import ProxyConfig, cluster_name
-from tests.integration.proxy.test_mesh_path import inbound_config
+from tests.integration.proxy.test_mesh_path import inbound_config, outbound_config, outbound_url
 from tests.integration.proxy.test_outbound_transport import instance, push_generated
 from tests.origination_pki import PkiFiles, write_pki
 
@@ -304,3 +305,38 @@ async def test_grpc_enters_through_the_gateway_in_plain_text_and_over_tls(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_h2_upgrade_policy_carries_http1_calls_between_sidecars_over_http2(
+    make_app: Any, make_sidecar: Any, bus: Any
+) -> None:
+    app = await make_app("reviews")
+    server = await make_sidecar("reviews", app.port)
+    caller = await make_sidecar("productpage", 1)
+    await bus.push(inbound_config(server))
+    config = outbound_config(caller, server)
+    upgraded = config.model_copy(
+        update={
+            "clusters": [
+                cluster.model_copy(
+                    update={
+                        "traffic_policy": TrafficPolicy.model_validate(
+                            {"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}}
+                        )
+                    }
+                )
+                for cluster in config.clusters
+            ]
+        }
+    ).versioned()
+    await bus.push(upgraded)
+    await bus.ack(caller.proxy_id, upgraded.version)
+    await server.config.applied.wait()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.post(outbound_url(caller), data=b"body", headers={"Host": "reviews"}) as reply:
+                assert reply.status == 200
+    front = server.listeners["inbound"].front
+    assert front is not None
+    assert [type(c).__name__ for c in front.connections] == ["H2ServerProtocol"]  # one connection, multiplexed
+    assert [seen["path"] for seen in app.seen] == ["/", "/", "/"]  # the app itself is called as it speaks

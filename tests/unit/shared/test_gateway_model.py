@@ -91,3 +91,15 @@ def test_tls_servers_pass_through_and_tcp_servers_terminate_nothing() -> None:
     tcp_port = {"number": 5432, "name": "tcp", "protocol": "TCP"}
     parse_resource(gateway({"port": tcp_port, "hosts": ["*"]}))
     assert "terminates no TLS" in refused(gateway({**HTTPS, "port": tcp_port}))
+
+
+def test_grpc_and_http2_servers_are_plain_http_servers() -> None:
+    grpc = {"port": {"number": 9090, "name": "grpc", "protocol": "grpc"}, "hosts": ["*"]}
+    http2 = {"port": {"number": 8081, "name": "h2c", "protocol": "HTTP2"}, "hosts": ["*"]}
+    resource = parse_resource(gateway(grpc, http2))
+    assert isinstance(resource, Gateway)
+    assert [str(server.port.protocol) for server in resource.spec.servers] == ["GRPC", "HTTP2"]
+    terminated = {**grpc, "tls": {"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem"}}
+    assert "a GRPC server terminates no TLS: use port.protocol HTTPS" in refused(gateway(terminated))
+    grpc_web = {"port": {"number": 9091, "name": "web", "protocol": "GRPC-WEB"}, "hosts": ["*"]}
+    assert "GRPC-WEB is not supported" in refused(gateway(grpc_web))
