@@ -79,8 +79,16 @@ class EchoApp:
             size += len(chunk)
         return str(size).encode()
 
+    async def chat(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        self.calls.append("Chat")
+        async for message in requests:
+            yield b"re:" + message
+
     async def start(self) -> None:
         handlers = {
+            "Chat": grpc.stream_stream_rpc_method_handler(self.chat),
             "Say": grpc.unary_unary_rpc_method_handler(self.say),
             "Missing": grpc.unary_unary_rpc_method_handler(self.missing),
             "Flaky": grpc.unary_unary_rpc_method_handler(self.flaky),
@@ -196,6 +204,16 @@ async def test_streams_both_ways_pass_with_flow_control(grpc_mesh: Any) -> None:
 
     total = await mesh.channel.stream_unary("/test.Echo/Total")(chunks(), timeout=30)
     assert total == b"4000000"
+
+
+async def test_a_bidirectional_stream_is_relayed_message_by_message(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh()
+    call = mesh.channel.stream_stream("/test.Echo/Chat")(timeout=30)
+    for i in range(5):  # each answer comes back before the next message is sent: nothing waits for the end
+        await call.write(f"m{i}".encode())
+        assert await call.read() == f"re:m{i}".encode()
+    await call.done_writing()
+    assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_unavailable_is_retried_by_the_route_policy(grpc_mesh: Any) -> None:
