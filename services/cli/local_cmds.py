@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from services.cli.proxy_status import collect, format_table
-from services.local import demo, ingress, legacy, partner
+from services.local import demo, ingress, legacy, partner, ratings
 from services.local.infra import forget_earlier_proxies, start_consul, start_nats
 from services.local.mesh import LocalMesh
 from services.local.processes import Supervisor
@@ -114,6 +114,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         external = partner.start_partner(mesh)
         print("starting two inventory VMs outside the catalog (no sidecar, not in Consul)...", flush=True)
         vms = legacy.start_legacy(mesh)
+        print("starting ratings v1 and v2 (gRPC apps, sidecars with --protocol grpc)...", flush=True)
+        ratings.start_ratings(mesh)
         print("starting the ingress gateway (a gateway proxy, no app)...", flush=True)
         gateway = ingress.start_gateway(mesh)
         config = [
@@ -121,6 +123,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             ("partner-api.yaml", partner.partner_config(external.port, external.ca)),
             ("inventory.yaml", legacy.legacy_config(vms)),
             ("ingress.yaml", ingress.gateway_config(gateway, demo.NAMESPACE)),
+            ("ratings.yaml", ratings.ratings_config()),
         ]
         for name, content in config:
             try:
@@ -136,6 +139,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         external_call = partner.run_partner_call(order)
         inventory = legacy.run_legacy_calls(order)
         entering = ingress.run_gateway_calls(gateway)
+        graded = ratings.run_ratings_calls(order)
         total = sum(report.versions.values())
         print(f"order-service -> product-service, {total} requests: " + json.dumps(dict(report.versions)))
         print("  with header end-user: jason: " + json.dumps(dict(report.jason_versions)))
@@ -143,6 +147,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(external_call.report_line())
         print(inventory.report_line())
         print(entering.report_line())
+        print(graded.report_line())
         print("\nproxy-status:\n" + format_table(asyncio.run(collect(mesh.nats_url))), flush=True)
         print(f"\nDashboard (live service graph, sync state, config changes): {dashboard_url}", flush=True)
         print(
@@ -161,7 +166,7 @@ Try it yourself:
         if not args.no_wait:
             _wait_forever(supervisor)
         inventory_ok = set(inventory.versions) <= {"vm-a", "vm-b"}
-        calls_ok = report.failures == 0 and external_call.status == 200 and inventory_ok and entering.ok
+        calls_ok = report.failures == 0 and external_call.status == 200 and inventory_ok and entering.ok and graded.ok
         return 0 if calls_ok else 1
     except KeyboardInterrupt:
         return 0
@@ -202,7 +207,8 @@ def register(subparsers: Any) -> None:
         "applies a 90/10 canary (end-user: jason always gets v2), drives traffic and reports the split; "
         "it also calls a partner API outside the mesh through a ServiceEntry, with TLS originated by the sidecar, "
         "two inventory VMs outside the catalog as weighted WorkloadEntries, and product-service from outside the "
-        "mesh through an ingress gateway (a Gateway and a VirtualService bound to it).",
+        "mesh through an ingress gateway (a Gateway and a VirtualService bound to it), and a gRPC service (ratings "
+        "v1/v2, split 50/50) over HTTP/2.",
     )
     _add_common(demo_parser)
     demo_parser.add_argument("--requests", type=int, default=200, help="requests to drive (default 200)")

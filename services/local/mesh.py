@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.local.processes import Child, Supervisor, free_port, port_open, require_free, wait_until
-from shared.consul import proxy_id_for
+from shared.consul import PROTOCOL_GRPC, proxy_id_for
 
 
 def http_ok(url: str) -> bool:
@@ -181,8 +181,10 @@ class LocalMesh:
         namespace: str = "default",
         service_account: str | None = None,
         timeout: float = 30,
+        grpc: bool = False,
     ) -> Workload:
-        """Starts the demo app for `service` and its sidecar; returns once the sidecar reports ready."""
+        """Starts the demo app for `service` (the gRPC one with `grpc`, its sidecar then `--protocol grpc`) and
+        its sidecar; returns once the sidecar reports ready."""
         cp = self.control_plane
         assert cp is not None, "start_control_plane() first"
         account = service_account or service
@@ -193,13 +195,17 @@ class LocalMesh:
         token_file = state / "token"
         token_file.write_text(self.bootstrap_token(namespace, account))
         token_file.chmod(0o600)
-        app = self.supervisor.start(
-            f"{name}-app",
+        app_command = (
             python_module(
+                "services.demoapp.ratings", "--service", service, "--version", version, "--port", str(ports["app"]),
+            )
+            if grpc
+            else python_module(
                 "services.demoapp", "--service", service, "--version", version, "--port", str(ports["app"]),
                 "--sidecar", f"http://127.0.0.1:{ports['outbound']}",
-            ),
+            )
         )  # fmt: skip
+        app = self.supervisor.start(f"{name}-app", app_command)
         sidecar = self.supervisor.start(
             f"{name}-sidecar",
             python_module(
@@ -210,6 +216,7 @@ class LocalMesh:
                 "--nats-url", cp.nats_url, "--consul-addr", cp.consul_addr, "--citadel-addr", cp.citadel_addr,
                 "--trust-domain", cp.trust_domain, "--token-file", str(token_file), "--state-dir", str(state),
                 "--prometheus-port", "0",  # any free port, published in Consul Meta for Prometheus and the dashboard
+                *(("--protocol", PROTOCOL_GRPC) if grpc else ()),
             ),
         )  # fmt: skip
         workload = Workload(

@@ -68,3 +68,20 @@ def test_config_with_unknown_condition_is_rejected() -> None:
 
 def test_zero_per_try_timeout_means_none() -> None:
     assert RetryPolicy.of(HTTPRetry.model_validate({"attempts": 1, "perTryTimeout": "0s"})).per_try_timeout is None
+
+
+def test_grpc_conditions_retry_their_statuses_only() -> None:
+    default = RetryPolicy.of(HTTPRetry(attempts=2))  # Istio's default: unavailable and cancelled
+    assert default.retry_grpc({"grpc-status": "14"}) and default.retry_grpc({"grpc-status": "1"})
+    assert not default.retry_grpc({"grpc-status": "4"}) and not default.retry_grpc({})
+    chosen = RetryPolicy.of(HTTPRetry(attempts=2, retry_on="deadline-exceeded,internal,resource-exhausted"))
+    assert [chosen.retry_grpc({"grpc-status": code}) for code in ("4", "13", "8", "14", "0")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert not RetryPolicy.of(HTTPRetry(attempts=2, retry_on="5xx")).retry_grpc({"grpc-status": "14"})
+    assert RetryPolicy.of(HTTPRetry(attempts=2, retry_on="refused-stream")).retry_refused_stream()
+    assert not RetryPolicy.of(HTTPRetry(attempts=2, retry_on="retriable-4xx")).retry_refused_stream()
