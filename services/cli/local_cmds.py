@@ -159,6 +159,7 @@ Try it yourself:
   curl -s {order.app_url}/call/{partner.PARTNER_HOST}/{partner.PARTNER_PATH}  # outside the mesh, TLS by the sidecar
   curl -s {order.app_url}/call/{legacy.LEGACY_HOST}/stock  # VMs as WorkloadEntries: vm-a 3 of 4
   curl -s -H 'Host: {ingress.GATEWAY_HOST}' {gateway.url}/products/  # from outside, through the ingress gateway
+  python -m services.demoapp.ratings --call 127.0.0.1:{order.outbound_port} --count 4  # gRPC, 50/50 v1/v2
   curl -s {order.admin_url}/config_dump                  # what order-service's sidecar runs
 """,
             flush=True,

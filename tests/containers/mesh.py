@@ -30,7 +30,14 @@ DRIVER = HERE / "driver.py"
 NAMESPACE = "shop"
 TRUST_DOMAIN = "cluster.local"
 ONE_SHOT = ("tokens", "consul-bin", "apply")
-VMS = ("order-service-v1", "payment-service-v1", "product-service-v1", "product-service-v2", "product-service-v1-b")
+VMS = (
+    "order-service-v1",
+    "payment-service-v1",
+    "product-service-v1",
+    "product-service-v2",
+    "product-service-v1-b",
+    "ratings-v1",
+)
 # Host ports compose.yaml publishes; 0 lets Docker pick free ones (other meshes may hold the defaults).
 PORT_VARIABLES = (
     "NATS_PORT",

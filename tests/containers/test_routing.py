@@ -60,3 +60,17 @@ def test_the_ingress_gateway_takes_outside_traffic_into_the_mesh(mesh: ComposeMe
         urllib.request.urlopen(request, timeout=10)
     refused.value.close()
     assert refused.value.code == 404
+
+
+def test_grpc_calls_reach_the_grpc_service_over_http2(mesh: ComposeMesh) -> None:
+    """order-service's VM calls ratings (a gRPC app behind a sidecar declared --protocol grpc) through its sidecar."""
+    argv = ["python3", "-m", "services.demoapp.ratings", "--call", "127.0.0.1:15001", "--count", "5"]
+
+    def answers() -> list[dict[str, Any]] | None:
+        done = mesh.exec("order-service-v1", argv, check=False)
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return lines if done.returncode == 0 and len(lines) == 5 else None
+
+    calls = eventually(answers, 60, "ratings answering gRPC calls from order-service's VM")
+    assert {call["service"] for call in calls} == {"ratings"}
+    assert {call["caller"] for call in calls} == {"spiffe://cluster.local/ns/shop/sa/order-service"}
