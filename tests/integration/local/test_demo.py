@@ -1,6 +1,6 @@
 """`isthmus demo --no-wait` end to end: the report shows the canary, the caller identity, the call outside the
 mesh (ServiceEntry, TLS originated by the sidecar) answered 200 and the weighted split over two VMs outside the
-catalog (WorkloadEntries), and every process it started is gone after."""
+catalog (WorkloadEntries), the gRPC calls over HTTP/2, and every process it started is gone after."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ def test_the_demo_reports_the_call_outside_the_mesh_and_leaves_nothing_behind(tm
         '{"vm-a": 30, "vm-b": 10}'
     ], output
     assert "applied WorkloadEntry shop/inventory-vm-b" in output, output
+    grpc = [line for line in output.splitlines() if line.startswith("gRPC client -> order-service's sidecar -> ")]
+    assert len(grpc) == 1 and "20 calls" in grpc[0] and "failures 0" in grpc[0], output
+    assert "spiffe://cluster.local/ns/shop/sa/order-service" in grpc[0], output
     key = tmp_path / "partner" / "server-key.pem"
     assert key.stat().st_mode & 0o077 == 0, "the partner's key is readable by its owner only"
     deadline = time.monotonic() + 10

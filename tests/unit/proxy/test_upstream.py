@@ -26,7 +26,11 @@ def test_defaults_and_istio_fields() -> None:
             "http": {"idleTimeout": "5s", "maxRequestsPerConnection": 7, "h2UpgradePolicy": "UPGRADE"},
         }
     )
-    assert settings == PoolSettings("c", 0.25, 3, 5.0, 7, 60.0)
+    assert settings == PoolSettings("c", 0.25, 3, 5.0, 7, 60.0, h2_upgrade=True)
+    meshed = Endpoint(address="10.0.0.1", port=15006, identity="spiffe://cluster.local/ns/a/sa/b")
+    plain = Endpoint(address="10.0.0.2", port=8080)
+    assert settings.http2(meshed) and not settings.http2(plain)  # the upgrade is sidecar to sidecar only
+    assert _settings(None).http2(plain.model_copy(update={"http2": True}))  # a declared HTTP/2 port always is
 
 
 async def test_pools_follow_settings_and_are_closed() -> None:
