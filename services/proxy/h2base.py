@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import cast
 
 from aiohttp import StreamReader
 from h2.config import H2Configuration
@@ -198,8 +199,7 @@ class H2Endpoint(asyncio.Protocol):
 
     def start(self, transport: asyncio.BaseTransport) -> None:
         """Send our preface and settings, and open the connection's window."""
-        assert isinstance(transport, asyncio.Transport), "HTTP/2 runs on stream transports"
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no asyncio subclass)
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - self.h2.inbound_flow_control_window)
         self.flush()
