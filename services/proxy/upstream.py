@@ -270,7 +270,8 @@ class UpstreamPools:
             settings.max_connections
             or settings.max_requests_per_connection
             or settings.max_connection_duration
-            or settings.http2(endpoint)
+            or endpoint.http2
+            or (settings.h2_upgrade and endpoint.identity is not None)  # settings.http2(endpoint), inlined: per request
         ):
             return None
         origination = settings.origination if endpoint.identity is None else None
