@@ -315,6 +315,13 @@ class H2Pool:
         apply_to_transport(connection.transport, self._keepalive)
         if self._origination is not None:
             self._origination.verify_transport(connection.transport)
+            ssl_object = connection.transport.get_extra_info("ssl_object") if connection.transport else None
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+                if connection.transport is not None:
+                    connection.transport.abort()
+                raise aiohttp.ClientConnectionError(
+                    f"upstream {self._host}:{self._port} did not negotiate HTTP/2 over TLS (ALPN h2)"
+                )
         elif self._identity is not None:
             peer = peer_spiffe_id(connection.transport)
             if peer != self._identity:

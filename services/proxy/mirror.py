@@ -139,7 +139,7 @@ class Mirrors:
     ) -> None:
         endpoint = lease.endpoint
         pool = lease.runtime.pool
-        context = self._pools.context_for(endpoint, pool)
+        context = self._pools.h2_context_for(endpoint, pool)
         async with asyncio.timeout(seconds):
             response = await self._pools.h2_for(endpoint, pool).request(method, path, headers, body, context)
             try:

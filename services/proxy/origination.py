@@ -36,6 +36,9 @@ from shared.model.proxy_config import Cluster
 
 log = logging.getLogger(__name__)
 
+HTTP2_ALPN = ("h2",)
+"""What TLS to an HTTP/2 endpoint offers: servers of gRPC and HTTP/2 over TLS speak it only when negotiated."""
+
 _SAN_TYPES = ("DNS", "URI", "IP Address")
 
 _UNAVAILABLE = "TLS origination unavailable: "
@@ -71,6 +74,8 @@ class Origination:
     """The files the context is built from (none: nothing to watch)."""
     stamps: tuple[FileStamp, ...] = ()
     """The files' stamps taken just before they were read, one per file."""
+    h2_context: ssl.SSLContext | None = None
+    """The same TLS offering ALPN `h2`, for the cluster's HTTP/2 endpoints (None when it has none)."""
 
     @classmethod
     def of(cls, cluster: Cluster) -> Origination | None:
@@ -93,15 +98,23 @@ class Origination:
         stamps = file_stamps(files)
         try:
             context = client_context(tls)
+            h2 = client_context(tls, HTTP2_ALPN) if any(e.http2 for e in cluster.endpoints) else None
         except ValueError as err:
             message = f"cluster {cluster.name}: {_UNAVAILABLE}{err}"
             return cls(cluster.name, server_name, names, None, message, files, stamps)
-        return cls(cluster.name, server_name, names, context, None, files, stamps)
+        return cls(cluster.name, server_name, names, context, None, files, stamps, h2)
 
     def context(self) -> ssl.SSLContext:
         if self.ssl_context is None:
             raise OriginationUnavailable(self.error or f"cluster {self.cluster}: TLS origination unavailable")
         return self.ssl_context
+
+    def http2_context(self) -> ssl.SSLContext:
+        """The context for HTTP/2 endpoints (ALPN `h2`); raises as `context` does."""
+        self.context()
+        if self.h2_context is None:
+            raise OriginationUnavailable(f"cluster {self.cluster}: no HTTP/2 endpoint was known when TLS was set up")
+        return self.h2_context
 
     def verify(self, ssl_object: Any) -> None:
         """After the handshake: the certificate carries one of subjectAltNames (none configured: nothing to do).
@@ -206,10 +219,13 @@ def san_matches(kind: str, presented: str, wanted: str) -> bool:
     return bool(label and dot) and rest == presented[2:]
 
 
-def client_context(tls: ClientTLSSettings) -> ssl.SSLContext:
-    """A fresh TLS client context for SIMPLE / MUTUAL; ValueError naming the field and file that failed."""
+def client_context(tls: ClientTLSSettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A fresh TLS client context for SIMPLE / MUTUAL offering the `alpn` protocols (none: no ALPN); ValueError
+    naming the field and file that failed."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -503,7 +503,7 @@ class OutboundHandler:
         absent) and the pool allows it, else aiohttp."""
         sent = for_endpoint(headers, endpoint, own_metadata())
         if runtime.pool.http2(endpoint):
-            context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
+            context = self._pools.h2_context_for(endpoint, runtime.pool)
             return self._pools.h2_for(endpoint, runtime.pool).request(method, path, sent, body, context)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
         if lean is not None:

@@ -299,6 +299,12 @@ class UpstreamPools:
         self._lean[key] = (wanted, pool)
         return pool
 
+    def h2_context_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> ssl.SSLContext | None:
+        """`context_for` of an HTTP/2 endpoint: originated TLS offers ALPN `h2` (mTLS to a sidecar needs none)."""
+        if endpoint.identity is None and settings.origination is not None:
+            return settings.origination.http2_context()
+        return self.context_for(endpoint, settings)
+
     def h2_for(self, endpoint: Endpoint, settings: PoolSettings = DEFAULT_POOL) -> H2Pool:
         """The HTTP/2 pool (h2client.py) for an endpoint whose port speaks HTTP/2 (`endpoint.http2`)."""
         origination = settings.origination if endpoint.identity is None else None

@@ -358,3 +358,48 @@ async def test_h2_upgrade_policy_carries_http1_calls_between_sidecars_over_http2
     assert front is not None
     assert [type(c).__name__ for c in front.connections] == ["H2ServerProtocol"]  # one connection, multiplexed
     assert [seen["path"] for seen in app.seen] == ["/", "/", "/"]  # the app itself is called as it speaks
+
+
+async def test_grpc_to_a_tls_server_outside_the_mesh_with_originated_tls(
+    make_sidecar: Any, bus: Any, tmp_path: Path
+) -> None:
+    """The app speaks plain gRPC to its sidecar; the sidecar originates TLS with ALPN h2 (DestinationRule
+    tls SIMPLE) to a gRPC server that has no sidecar, as to an external gRPC API behind a ServiceEntry."""
+    pki = write_pki(tmp_path / "pki", server_names=("grpc.example.test",))
+    app = EchoApp()
+    app.server = grpc.aio.server()
+    handlers = {"Say": grpc.unary_unary_rpc_method_handler(app.say)}
+    app.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    credentials = grpc.ssl_server_credentials([(pki.server_key.read_bytes(), pki.server_cert.read_bytes())])
+    port = app.server.add_secure_port("127.0.0.1:0", credentials)
+    await app.server.start()
+    try:
+        caller = await make_sidecar("client", 1)
+        cluster = cluster_name("grpc.example.test", 443)
+        config = ProxyConfig.model_validate(
+            {
+                "proxyId": caller.proxy_id,
+                "service": "client",
+                "namespace": "default",
+                "virtualHosts": [
+                    {"name": "grpc", "domains": ["grpc.example.test"], "routes": [{"route": [{"cluster": cluster}]}]}
+                ],
+                "clusters": [
+                    {
+                        "name": cluster,
+                        "host": "grpc.example.test",
+                        "port": 443,
+                        "endpoints": [{"address": "127.0.0.1", "port": port, "http2": True}],
+                        "trafficPolicy": {"tls": {"mode": "SIMPLE", "caCertificates": str(pki.ca)}},
+                    }
+                ],
+            }
+        ).versioned()
+        await bus.push(config)
+        await bus.ack(caller.proxy_id, config.version)
+        outbound = f"127.0.0.1:{caller.listeners['outbound'].port}"
+        async with grpc.aio.insecure_channel(outbound, options=[("grpc.default_authority", "grpc.example.test")]) as ch:
+            assert await ch.unary_unary("/test.Echo/Say")(b"out", timeout=10) == b"echo:out"
+        assert app.seen_peers == [""]  # no mesh identity: an external server sees no XFCC
+    finally:
+        await app.server.stop(None)
