@@ -26,7 +26,16 @@ from h2.exceptions import H2Error, ProtocolError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.proxy.h2base import H2Endpoint, H2Stream, headers_in, headers_out, raw
+from services.proxy.h2base import (
+    GRPC_CONTENT_TYPE,
+    GRPC_MESSAGE,
+    GRPC_STATUS,
+    H2Endpoint,
+    H2Stream,
+    headers_in,
+    headers_out,
+    raw,
+)
 from services.proxy.request_view import Relayed, Reply, ViewHandler
 
 log = logging.getLogger(__name__)
@@ -35,7 +44,6 @@ HTTP2 = HttpVersion(2, 0)
 IDLE_TIMEOUT = 3600.0
 """A downstream connection without streams for this long is closed (Envoy's default idle timeout: long-lived
 gRPC channels stay up)."""
-GRPC_CONTENT_TYPE = "application/grpc"
 _GRPC_STATUS_OF_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 """Envoy's (and gRPC's) mapping of an HTTP status to a gRPC status code; anything else is UNKNOWN (2)."""
 _GRPC_UNKNOWN = 2
@@ -263,8 +271,8 @@ class H2ServerProtocol(H2Endpoint):
         headers.popall(hdrs.CONTENT_TYPE, None)
         headers.popall(hdrs.CONTENT_LENGTH, None)
         headers[hdrs.CONTENT_TYPE] = GRPC_CONTENT_TYPE
-        headers["grpc-status"] = str(grpc_status_of(status))
-        headers["grpc-message"] = _percent_encoded(text.decode("utf-8", "replace") or HTTPStatus(status).phrase)
+        headers[GRPC_STATUS] = str(grpc_status_of(status))
+        headers[GRPC_MESSAGE] = _percent_encoded(text.decode("utf-8", "replace") or HTTPStatus(status).phrase)
         self._send_headers(request, 200, headers, end=True)
 
     async def _write_whole(self, request: H2Request, status: int, headers: CIMultiDict[str], body: bytes) -> int:
@@ -312,7 +320,7 @@ class H2ServerProtocol(H2Endpoint):
         if body.is_eof() and (trailers is None or not trailers()):
             whole = body.read_nowait(-1)
             sent = await self._write_whole(request, status, headers, whole)
-            return Relayed(status, headers, sent, sent)
+            return Relayed(status, headers, sent, sent, headers.get(GRPC_STATUS, ""))
         self._send_headers(request, status, headers, end=False)
         sent = 0
         if empty:
@@ -320,9 +328,11 @@ class H2ServerProtocol(H2Endpoint):
                 pass
         else:
             sent = await self.send_body(stream, body)
-        self.end_stream(stream, trailers() if trailers is not None else None)
+        ending = trailers() if trailers is not None else None
+        self.end_stream(stream, ending)
         length = headers.get(hdrs.CONTENT_LENGTH)
-        return Relayed(status, headers, int(length) if length and length.isdigit() else None, sent)
+        grpc_status = (ending.get(GRPC_STATUS, "") if ending else "") or headers.get(GRPC_STATUS, "")
+        return Relayed(status, headers, int(length) if length and length.isdigit() else None, sent, grpc_status)
 
     def _idle(self) -> None:
         self.idle_after(IDLE_TIMEOUT)

@@ -63,15 +63,24 @@ class RequestView(Protocol):
 class Relayed:
     """An upstream response the pass-through front already wrote: what telemetry reports of it."""
 
-    __slots__ = ("body_length", "content_length", "headers", "status")
+    __slots__ = ("body_length", "content_length", "grpc_status", "headers", "status")
 
     prepared = True
 
-    def __init__(self, status: int, headers: CIMultiDict[str], content_length: int | None, body_length: int) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: CIMultiDict[str],
+        content_length: int | None,
+        body_length: int,
+        grpc_status: str = "",
+    ) -> None:
         self.status = status
         self.headers = headers
         self.content_length = content_length
         self.body_length = body_length
+        self.grpc_status = grpc_status
+        """A gRPC answer's status (from its trailers, or its headers when trailers-only); empty otherwise."""
 
 
 Reply = web.StreamResponse | Relayed

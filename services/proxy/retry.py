@@ -7,6 +7,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.proxy.h2base import GRPC_STATUS
 from shared.model.virtual_service import HTTPRetry
 
 BACKOFF_BASE = 0.025
@@ -34,7 +35,6 @@ KNOWN_CONDITIONS = frozenset(
     }
 )
 DEFAULT_CONDITIONS = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-GRPC_STATUS = "grpc-status"
 _GRPC_CONDITIONS = {
     "cancelled": "1",
     "deadline-exceeded": "4",

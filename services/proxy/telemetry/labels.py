@@ -47,6 +47,7 @@ LABEL_NAMES: tuple[str, ...] = (
     "destination_service_namespace",
     "request_protocol",
     "response_code",
+    "grpc_response_status",
     "response_flags",
     "connection_security_policy",
 )

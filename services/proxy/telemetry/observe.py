@@ -22,6 +22,8 @@ from opentelemetry.trace import Span, SpanKind
 
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
 from services.proxy.h1server import FastRequest, ImmediateHandler
+from services.proxy.h2base import GRPC_CONTENT_TYPE, GRPC_STATUS
+from services.proxy.h2server import grpc_status_of
 from services.proxy.request_view import Done, Relayed, Reply, RequestView, ViewHandler
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord
@@ -51,7 +53,7 @@ _Record = Callable[[RequestView, Reply | None, RequestFacts, str, float, float],
 """Records a request: (request, reply, facts, request id, monotonic start, wall-clock start)."""
 
 
-_GRPC = "application/grpc"
+_GRPC = GRPC_CONTENT_TYPE
 """Content types starting so are counted as request_protocol "grpc"."""
 _Outcome = tuple[int, str, int]
 """(response code, response flags, body bytes sent) of a request."""
@@ -89,6 +91,16 @@ def _outcome(response: Reply | None) -> _Outcome:
     flags = response.headers.get(RESPONSE_FLAGS, "-") if isinstance(response, web.Response) else "-"
     sent = response.content_length if response.content_length is not None else response.body_length
     return response.status, flags, sent
+
+
+def _grpc_status(response: Reply | None) -> str:
+    """A gRPC call's status: the upstream's (trailers, or headers of a trailers-only answer), or the one a local
+    reply stands for (Envoy's mapping of its HTTP status); empty when there is none."""
+    if type(response) is Relayed:
+        return response.grpc_status
+    if isinstance(response, web.Response):
+        return response.headers.get(GRPC_STATUS) or str(grpc_status_of(response.status))
+    return ""
 
 
 def _address(request: RequestView, which: str) -> str:
@@ -330,8 +342,10 @@ class Telemetry:
         else:
             destination, source_labels = book.source(facts.cluster, endpoint)
         if self.metrics is not None:
-            protocol = "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC) else "http"
-            labels = (*source_labels, protocol, str(code), flags, UNKNOWN)
+            if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC):
+                labels = (*source_labels, "grpc", str(code), _grpc_status(response), flags, UNKNOWN)
+            else:
+                labels = (*source_labels, "http", str(code), "", flags, UNKNOWN)
             self.metrics.record_http(labels, elapsed_ms, received, sent)
         if span is None and self.access_log is None:
             return
@@ -385,8 +399,11 @@ class Telemetry:
                 *caller,
                 *self._own,
                 *self._own_service,
-                "grpc" if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC) else "http",
-                str(code),
+                *(
+                    ("grpc", str(code), _grpc_status(response))
+                    if request.headers.get(hdrs.CONTENT_TYPE, "").startswith(_GRPC)
+                    else ("http", str(code), "")
+                ),
                 flags,
                 MUTUAL_TLS if tls else NO_TLS,
             )

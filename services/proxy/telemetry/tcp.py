@@ -54,7 +54,7 @@ def source_labels(
     destination = callee or (endpoint_labels(endpoint) if endpoint is not None else UNKNOWN_WORKLOAD)
     service = cluster_service_labels(cluster) if cluster is not None else UNKNOWN_SERVICE
     workload = telemetry.workload
-    return (REPORTER_SOURCE, *workload.labels, *destination, *service, TCP, NO_CODE, flags, UNKNOWN)
+    return (REPORTER_SOURCE, *workload.labels, *destination, *service, TCP, NO_CODE, "", flags, UNKNOWN)
 
 
 def destination_labels(
@@ -70,6 +70,7 @@ def destination_labels(
         *workload.service_labels,
         TCP,
         NO_CODE,
+        "",
         flags,
         MUTUAL_TLS if tls else NO_TLS,
     )

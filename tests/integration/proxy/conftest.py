@@ -25,6 +25,7 @@ from services.local.processes import Supervisor, free_port
 from services.proxy.enroll_in_process import InProcessEnroller
 from services.proxy.kv import ensure_bucket
 from services.proxy.sidecar import Sidecar
+from services.proxy.telemetry.setup import TelemetrySettings
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
 from shared.consul import PROTOCOL_HTTP
@@ -211,6 +212,7 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
         locality: str | None = None,
         gateway: bool = False,
         protocol: str = PROTOCOL_HTTP,
+        metrics: bool = False,
     ) -> Sidecar:
         settings = loopback_settings(
             service, app_port, state_dir or tmp_path / f"proxy-{service}-{len(sidecars)}", locality=locality
@@ -219,6 +221,8 @@ async def make_sidecar(tmp_path: Path, test_ca: TestCA, nats_client: NatsClient)
             settings = replace(settings, gateway=True, labels=(("istio", "ingressgateway"),))
         if protocol != PROTOCOL_HTTP:
             settings = replace(settings, protocol=protocol)
+        if metrics:  # Istio's metrics, on a Prometheus port of its own (any free one)
+            settings = replace(settings, telemetry=TelemetrySettings(prometheus_port=0))
         if host is not None:
             settings = replace(settings, host=host)
         sidecar = Sidecar(

@@ -29,6 +29,7 @@ from shared.model.destination_rule import TrafficPolicy
 from shared.model.proxy_config import ProxyConfig, cluster_name
 from tests.integration.proxy.test_mesh_path import inbound_config, outbound_config, outbound_url
 from tests.integration.proxy.test_outbound_transport import instance, push_generated
+from tests.integration.sidecar_settings import metric
 from tests.origination_pki import PkiFiles, write_pki
 
 pytestmark = pytest.mark.integration
@@ -156,8 +157,8 @@ class GrpcMesh:
 @pytest.fixture
 async def grpc_mesh(echo_app: EchoApp, make_sidecar: Any, bus: Any) -> AsyncIterator[Any]:
     async def build(route: dict[str, Any] | None = None, policies: list[dict[str, Any]] | None = None) -> GrpcMesh:
-        server = await make_sidecar("echo", echo_app.port, protocol=PROTOCOL_GRPC)
-        caller = await make_sidecar("client", 1)
+        server = await make_sidecar("echo", echo_app.port, protocol=PROTOCOL_GRPC, metrics=True)
+        caller = await make_sidecar("client", 1, metrics=True)
         await bus.push(inbound_config(server, policies))
         config = grpc_config(caller, server, route)
         await bus.push(config)
@@ -190,6 +191,12 @@ async def test_app_status_and_message_reach_the_client(grpc_mesh: Any) -> None:
         await mesh.unary("Missing")(b"", timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "no such thing"
+    assert await mesh.unary("Say")(b"x", timeout=10) == b"echo:x"
+    # Istio's grpc_response_status label: NOT_FOUND (5) and OK (0), from the trailers, on both sides.
+    for sidecar in (mesh.caller, mesh.server):
+        requests = "istio_requests_total"
+        assert metric(sidecar, requests, request_protocol="grpc", response_code="200", grpc_response_status="5") == 1
+        assert metric(sidecar, requests, request_protocol="grpc", response_code="200", grpc_response_status="0") == 1
 
 
 async def test_streams_both_ways_pass_with_flow_control(grpc_mesh: Any) -> None:
@@ -230,6 +237,8 @@ async def test_local_replies_are_grpc_statuses(grpc_mesh: Any) -> None:
         await mesh.unary("Say")(b"x", timeout=10)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert mesh.app.calls == []
+    denied = metric(mesh.server, "istio_requests_total", response_code="403", grpc_response_status="7")
+    assert denied == 1  # the local reply's gRPC status, as the client saw it
 
     port = mesh.caller.listeners["outbound"].port
     async with grpc.aio.insecure_channel(
