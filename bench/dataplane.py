@@ -137,12 +137,19 @@ def client_config(server_inbound: int, server_identity: str, upstream_port: int)
 
 
 async def start_sidecar(
-    processes: Processes, workdir: Path, ca_dir: Path, service: str, app_port: int, config: ProxyConfig
+    processes: Processes,
+    workdir: Path,
+    ca_dir: Path,
+    service: str,
+    app_port: int,
+    config: ProxyConfig,
+    protocol: str = "http",
 ) -> tuple[int, dict[str, int]]:
     config_path = workdir / f"{service}.json"
     config_path.write_bytes(config.to_json())
     argv = [sys.executable, "-m", "bench.sidecar_process", "--ca-dir", str(ca_dir), "--service", service]
     argv += ["--app-port", str(app_port), "--config", str(config_path), "--state-dir", str(workdir / service)]
+    argv += ["--protocol", protocol]
     process, line = await processes.start(argv, wait_line=True)
     return process.pid, dict(json.loads(line)["ports"])
 

@@ -26,6 +26,7 @@ from services.proxy.sidecar import Sidecar, SidecarSettings
 from services.proxy.snapshot import ConfigSnapshot
 from services.proxy.telemetry.setup import TelemetrySettings
 from services.proxy.tls import WorkloadIdentity
+from shared.consul import PROTOCOL_HTTP
 from shared.identity.enrollment import Enrollment
 from shared.model.proxy_config import ProxyConfig
 
@@ -33,8 +34,9 @@ NAMESPACE = "bench"
 TRUST_DOMAIN = "cluster.local"
 
 
-def settings_for(service: str, app_port: int, state_dir: Path) -> SidecarSettings:
+def settings_for(service: str, app_port: int, state_dir: Path, protocol: str = PROTOCOL_HTTP) -> SidecarSettings:
     return SidecarSettings(
+        protocol=protocol,
         service=service,
         namespace=NAMESPACE,
         app_port=app_port,
@@ -61,7 +63,7 @@ class CaDirEnroller:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    settings = settings_for(args.service, args.app_port, args.state_dir)
+    settings = settings_for(args.service, args.app_port, args.state_dir, args.protocol)
     sidecar = Sidecar(settings, CaDirEnroller(args.ca_dir), bus_trust_bundle=False)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--app-port", type=int, required=True)
     parser.add_argument("--config", type=Path, required=True, help="ProxyConfig JSON")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--protocol", default=PROTOCOL_HTTP, help="what the app's port speaks (default http)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvloop.run(serve(args))
