@@ -40,6 +40,8 @@ STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 32 * 1024 * 1024
 """The connection's receive window (larger than the streams', so a stalled stream leaves room to the rest)."""
 READ_LIMIT = 2**16
+SMALL_WRITE = 16 * 1024
+"""DATA frames smaller than this wait for the loop turn's single write; larger ones are written at once."""
 MAX_CONCURRENT_STREAMS = 1000
 MAX_HEADER_LIST = 64 * 1024
 CONNECTION_SPECIFIC = frozenset(
@@ -177,6 +179,7 @@ class H2Endpoint(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._flush_scheduled = False
 
     def idle_after(self, seconds: float) -> None:
         """Close the connection once it has had no stream for `seconds` (a new stream calls `busy_again`)."""
@@ -196,9 +199,7 @@ class H2Endpoint(asyncio.Protocol):
             self.h2.close_connection()
         except H2Error:
             pass
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        self.close_transport()
 
     def start(self, transport: asyncio.BaseTransport) -> None:
         """Send our preface and settings, and open the connection's window."""
@@ -208,6 +209,21 @@ class H2Endpoint(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        """Write what the state machine has queued, once per loop iteration: the frames of every operation made
+        in this turn of the loop (headers, data, window updates, several streams' answers) go out in one write,
+        one TLS record and one system call instead of one each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_now)
+
+    def close_transport(self) -> None:
+        """Close the connection after writing what is queued (a GOAWAY, a last RST_STREAM)."""
+        self._flush_now()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.h2.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
@@ -279,7 +295,10 @@ class H2Endpoint(asyncio.Protocol):
             piece = view[:window]
             self.h2.send_data(stream.stream_id, piece.tobytes())
             view = view[len(piece) :]
-            self.flush()
+            if len(piece) < SMALL_WRITE:
+                self.flush()  # joins the other frames of this loop turn
+            else:
+                self._flush_now()  # a large body is written as it goes, not gathered in memory
             if self._write_paused:
                 await self.drained()
         return len(data)

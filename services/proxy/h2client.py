@@ -98,8 +98,7 @@ class _ClientConnection(H2Endpoint):
             happened = self.h2.receive_data(data)
         except ProtocolError as err:
             self.flush()
-            if self.transport is not None:
-                self.transport.close()
+            self.close_transport()
             self.lost(aiohttp.ClientConnectionError(f"upstream HTTP/2 protocol error: {err}"))
             return
         for event in happened:
@@ -170,8 +169,8 @@ class _ClientConnection(H2Endpoint):
                 stream = self.streams.pop(sid, None)
                 if stream is not None:
                     stream.fail(refused)
-            if not self.streams and self.transport is not None:
-                self.transport.close()
+            if not self.streams:
+                self.close_transport()
 
     async def exchange(
         self, method: str, scheme: str, authority: str, target: str, headers: CIMultiDict[str], body: object
@@ -227,8 +226,8 @@ class _ClientConnection(H2Endpoint):
             self.reset(stream)
         if self.streams:
             return
-        if self.going_away and self.transport is not None:
-            self.transport.close()
+        if self.going_away:
+            self.close_transport()
         else:
             self.idle_after(self._idle_timeout)
 
@@ -331,8 +330,7 @@ class H2Pool:
                     f"upstream {self._host}:{self._port} presented {peer or 'no SPIFFE ID'}, expected {self._identity}"
                 )
         if self.closed:
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.close_transport()
             raise aiohttp.ClientConnectionError("upstream pool closed")
         self._connections.append(connection)
         return connection
@@ -346,6 +344,6 @@ class H2Pool:
         self.closed = True
         for connection in list(self._connections):
             connection.going_away = True
-            if not connection.streams and connection.transport is not None:
-                connection.transport.close()
+            if not connection.streams:
+                connection.close_transport()
         self._connections.clear()

@@ -350,8 +350,7 @@ class H2ServerProtocol(H2Endpoint):
             except H2Error:
                 pass
             self.flush()
-        if self.transport is not None:
-            self.transport.close()
+        self.close_transport()
 
     def shutdown(self) -> asyncio.Future[None] | None:
         """GOAWAY, and close once the streams in flight are answered (their future, for the caller to wait on)."""
