@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per target (default 15)")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight (default 16)")
     parser.add_argument("--payload", type=int, default=1024, help="request message bytes (default 1024)")
-    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where grpc.json goes")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results"), help="where grpc.json goes (default bench/results)"
+    )
     args = parser.parse_args(argv)
     points = asyncio.run(run(args))
     print(table(points))
