@@ -30,10 +30,12 @@ from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, Upstr
 from services.proxy.keepalive import apply_to_transport
 from services.proxy.origination import Origination, OriginationRefused, OriginationUnavailable
 from services.proxy.snapshot import ProxyState
+from services.proxy.sni import NotClientHello, read_client_hello
+from services.proxy.sni import server_name as sni_of
 from services.proxy.tcp_peer_exchange import as_caller, negotiated
 from services.proxy.tcp_relay import relay
-from services.proxy.tcp_routes import decide
-from services.proxy.tcp_stream import ByteStream, PlainStream, TlsStream
+from services.proxy.tcp_routes import cluster_for, reads_sni
+from services.proxy.tcp_stream import ByteStream, PlainStream, PrefixedStream, TlsStream
 from services.proxy.telemetry.exchange import PeerBook, own_metadata
 from services.proxy.telemetry.labels import WorkloadLabels, endpoint_labels
 from services.proxy.telemetry.observe import Telemetry
@@ -47,6 +49,8 @@ from shared.peer_metadata import block_for
 log = logging.getLogger(__name__)
 
 LOCAL_HOST = "127.0.0.1"
+HELLO_TIMEOUT = 10.0
+"""How long a listener with TLS routes waits for the client's ClientHello."""
 
 
 class TcpOutbound:
@@ -119,9 +123,26 @@ class TcpOutbound:
 
     async def _serve(self, upstream: TcpUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         name = f"{upstream.name}:{upstream.port}"
-        await self.serve_stream(
-            PlainStream(reader, writer), writer, lambda config: decide(config, upstream, self._rng).cluster, name
-        )
+        downstream: ByteStream = PlainStream(reader, writer)
+        server_name: str | None = None
+        snapshot = self._state.snapshot
+        if snapshot is not None and reads_sni(snapshot.config, upstream):  # TLS routes: the ClientHello first
+            try:
+                async with asyncio.timeout(HELLO_TIMEOUT):
+                    hello = await read_client_hello(reader)
+            except (NotClientHello, TimeoutError, asyncio.IncompleteReadError, OSError) as err:
+                log.info(
+                    "TCP %s has TLS routes and the client sent no ClientHello, closing: %s", name, err or "timeout"
+                )
+                writer.close()
+                return
+            server_name = sni_of(hello)
+            downstream = PrefixedStream(hello, downstream)
+
+        def pick(config: ProxyConfig) -> str:
+            return cluster_for(config, upstream, self._rng, server_name)
+
+        await self.serve_stream(downstream, writer, pick, name if server_name is None else f"{name} SNI {server_name}")
 
     async def serve_stream(
         self, downstream: ByteStream, writer: asyncio.StreamWriter, pick: Callable[[ProxyConfig], str], name: str

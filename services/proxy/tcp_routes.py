@@ -4,6 +4,8 @@ The listener config of the upstream (`name:port`) comes from the snapshot curren
 accepted; the first route whose match blocks are empty or include one for the listener's port takes the
 connection (pilot already dropped the blocks this caller's labels cannot meet), and its weights pick one
 cluster for the whole connection. No listener or no matching route: the connection is closed (flag NR).
+A listener with TLS routes (VirtualService `tls`) first routes by the SNI of the client's ClientHello; a name
+none of them covers, or a ClientHello without one, follows the TCP routes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import random
 from dataclasses import dataclass
 
 from services.proxy.errors import NoRoute
+from services.proxy.sni import covers
 from shared.consul import TcpUpstream
 from shared.model.proxy_config import ProxyConfig, SniRoute, TcpListener, TcpRoute
 
@@ -46,6 +49,24 @@ def pick_weighted(route: TcpRoute | SniRoute, rng: random.Random) -> str:
             return weighted.cluster
         point -= weighted.weight
     raise AssertionError("weighted pick fell off the end")  # pragma: no cover - sums guarantee a pick
+
+
+def cluster_for(config: ProxyConfig, upstream: TcpUpstream, rng: random.Random, server_name: str | None) -> str:
+    """The cluster for one connection: by the first TLS route covering `server_name` (the client's SNI), else
+    as `decide` picks; raises NoRoute when the upstream has no listener or nothing applies."""
+    if server_name is not None:
+        for sni_route in listener_for(config, upstream).sni_routes:
+            if any(covers(pattern, server_name) for pattern in sni_route.sni_hosts):
+                return pick_weighted(sni_route, rng)
+    return decide(config, upstream, rng).cluster
+
+
+def reads_sni(config: ProxyConfig, upstream: TcpUpstream) -> bool:
+    """Whether connections to the upstream are routed by SNI first (its listener has TLS routes)."""
+    try:
+        return bool(listener_for(config, upstream).sni_routes)
+    except NoRoute:
+        return False
 
 
 def decide(config: ProxyConfig, upstream: TcpUpstream, rng: random.Random) -> TcpDecision:

@@ -100,6 +100,15 @@ class TcpRoute(Spec):
     route: Annotated[list[WeightedCluster], Field(min_length=1)]
 
 
+class SniRoute(Spec):
+    """A TLS route (a gateway's PASSTHROUGH server, a sidecar's TCP listener): a client whose SNI one of
+    `sni_hosts` covers goes to one of `route` (by weight), its TLS untouched."""
+
+    sni_hosts: Annotated[list[str], Field(min_length=1)]
+    """Lower case: a name, `*.suffix` (one or more labels before the suffix) or `*`."""
+    route: Annotated[list[WeightedCluster], Field(min_length=1)]
+
+
 class TcpListener(Spec):
     """One TCP upstream the proxy declared (`service:port`): connections to its local port follow `routes`."""
 
@@ -113,6 +122,9 @@ class TcpListener(Spec):
     """The service port: what `match[].port` compares and the default destination port."""
     routes: Annotated[list[TcpRoute], Field(min_length=1)]
     """In order; the first whose match applies (or has none) takes the connection."""
+    sni_routes: list[SniRoute] = Field(default_factory=list)
+    """VirtualService `tls` routes: when there are any, the client's ClientHello is read first and the first
+    route covering its SNI takes the connection; a connection none covers follows `routes`."""
 
 
 class GatewayTls(Spec):
@@ -132,15 +144,6 @@ class SniTls(Spec):
     hosts: Annotated[list[str], Field(min_length=1)]
     """Lower-case names, `*.suffix` or `*`, as the Gateway server's hosts (without namespace)."""
     tls: GatewayTls
-
-
-class SniRoute(Spec):
-    """A TLS route of a gateway's PASSTHROUGH server: a client whose SNI one of `sni_hosts` covers goes to one
-    of `route` (by weight), its TLS untouched."""
-
-    sni_hosts: Annotated[list[str], Field(min_length=1)]
-    """Lower case: a name, `*.suffix` (one or more labels before the suffix) or `*`."""
-    route: Annotated[list[WeightedCluster], Field(min_length=1)]
 
 
 class GatewayServer(Spec):

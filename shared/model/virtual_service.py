@@ -354,7 +354,7 @@ class TLSMatchAttributes(Spec):
     @classmethod
     def _refused(cls, value: Any) -> Any:
         if value is not None:
-            raise ValueError("not supported: TLS routes apply on gateway servers, matched by SNI and port")
+            raise ValueError("not supported: TLS routes match by SNI, port and gateways")
         return value
 
 
@@ -384,8 +384,9 @@ class TCPRoute(Spec):
 
 
 class TLSRoute(Spec):
-    """Istio's TLSRoute: on a gateway's TLS PASSTHROUGH server, the first route whose match applies to the
-    client's SNI takes the connection; weights pick per connection."""
+    """Istio's TLSRoute: on a gateway's TLS PASSTHROUGH server, and on a sidecar's TCP listener for the
+    VirtualService's host, the first route whose match applies to the client's SNI takes the connection; weights
+    pick per connection."""
 
     match: Annotated[list[TLSMatchAttributes], Field(min_length=1)]
     route: Annotated[list[RouteDestination], Field(min_length=1)]

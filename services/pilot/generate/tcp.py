@@ -31,8 +31,8 @@ from services.pilot.generate.routes import ClusterRef, for_gateway, virtual_serv
 from services.pilot.snapshot import Proxy, Snapshot
 from shared.consul import META_UPSTREAMS, PROTOCOL_TCP, TcpUpstream, parse_tcp_upstreams
 from shared.model import VirtualService
-from shared.model.proxy_config import Cluster, TcpListener, TcpRoute, WeightedCluster
-from shared.model.virtual_service import RouteDestination, TCPRoute, names_source, source_meets
+from shared.model.proxy_config import Cluster, SniRoute, TcpListener, TcpRoute, WeightedCluster
+from shared.model.virtual_service import RouteDestination, TCPRoute, TLSRoute, names_source, source_meets
 
 
 def is_tcp(snapshot: Snapshot, service: str, port: int) -> bool:
@@ -109,6 +109,20 @@ def tcp_route_of(
     return TcpRoute(match=kept, route=weighted_clusters(tcp.route, port, namespace, hosts, refs))
 
 
+def sni_route_of(tls: TLSRoute, port: int, namespace: str, hosts: HostIndex, refs: set[ClusterRef]) -> SniRoute | None:
+    """A sidecar's route for TLS connections to `port` by SNI; None when none of its match blocks applies there
+    (they name gateways only, or other ports)."""
+    applying = for_gateway(tls, MESH_GATEWAY, namespace)
+    if applying is None:
+        return None
+    names = sorted(
+        {sni for block in applying.match if block.port is None or block.port == port for sni in block.sni_hosts}
+    )
+    if not names:
+        return None
+    return SniRoute(sni_hosts=names, route=weighted_clusters(applying.route, port, namespace, hosts, refs))
+
+
 def _listener(
     upstream: str,
     port: int,
@@ -127,7 +141,15 @@ def _listener(
         ref = ClusterRef(host=service.name, port=port, subset=None)
         refs.add(ref)
         routes = [TcpRoute(route=[WeightedCluster(cluster=ref.name, weight=100)])]
-    return TcpListener(name=f"{upstream}:{port}", service=service.name, upstream=upstream, port=port, routes=routes)
+    sni = [
+        sni_route
+        for vs in virtual_services_for(service, virtual_services, hosts)
+        for tls in vs.spec.tls
+        if (sni_route := sni_route_of(tls, port, vs.metadata.namespace, hosts, refs)) is not None
+    ]
+    return TcpListener(
+        name=f"{upstream}:{port}", service=service.name, upstream=upstream, port=port, routes=routes, sni_routes=sni
+    )
 
 
 def tcp_listeners(
@@ -175,7 +197,9 @@ def with_listener_clusters(
     if not listeners:
         return list(clusters)
     have = {cluster.name for cluster in clusters}
-    wanted = {w.cluster for listener in listeners for route in listener.routes for w in route.route} - have
+    used: list[TcpRoute | SniRoute] = [route for listener in listeners for route in listener.routes]
+    used += [route for listener in listeners for route in listener.sni_routes]
+    wanted = {w.cluster for route in used for w in route.route} - have
     if not wanted:
         return list(clusters)
     extra = [cluster for cluster in everything if cluster.name in wanted]

@@ -137,7 +137,7 @@ def test_tls_routes_match_sni_names_and_refuse_what_gateways_cannot_see() -> Non
     for block, words in (
         ({"sniHosts": []}, "at least 1"),
         ({"sniHosts": ["a*.example.com"]}, "leading '*.' wildcard"),
-        ({"sniHosts": ["a.example.com"], "destinationSubnets": ["10.0.0.0/8"]}, "matched by SNI and port"),
+        ({"sniHosts": ["a.example.com"], "destinationSubnets": ["10.0.0.0/8"]}, "match by SNI, port and gateways"),
     ):
         with pytest.raises(ValidationError) as refused:
             TLSRoute.model_validate({"match": [block], "route": [{"destination": {"host": "a"}}]})
