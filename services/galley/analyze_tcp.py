@@ -3,7 +3,7 @@
 - ISM0001 a `tcp` route sends connections to a subset no DestinationRule defines (they are closed, UH).
 - ISM0002 a `tcp` route's destination host is not in the Consul catalog (only with a catalog).
 - ISM0005 a `tcp` route's destinations all have weight 0.
-ISM0001 and ISM0005 cover gateways' `tls` routes the same way.
+ISM0001 and ISM0005 cover `tls` routes (gateways' and sidecars') the same way.
 - ISM0008 a `tcp` route names a service (as destination or as a host of its VirtualService) that the
   catalog does not declare TCP (Meta `isthmus-protocol=tcp`): pilot builds TCP listeners only for TCP
   services, so the route is never used, or its connections would reach an HTTP port as raw bytes.
