@@ -52,8 +52,16 @@ pseudo-header (`host` is `:authority`)."""
 
 
 def configuration(client_side: bool) -> H2Configuration:
-    """Header names and values as text (UTF-8, undecodable bytes kept as surrogates), inbound headers checked."""
-    return H2Configuration(client_side=client_side, header_encoding=None, validate_inbound_headers=True)
+    """Header blocks as bytes; what the peer sends is validated (RFC 9113 8.2), what we send is not checked again:
+    `headers_out` already lower-cases names and drops connection-specific fields, pseudo-headers come first, and
+    HPACK frames every field by length, so a stray byte in a value cannot smuggle anything (the peer refuses it)."""
+    return H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
 
 
 def new_connection(client_side: bool) -> H2Connection:

@@ -195,9 +195,11 @@ class _ClientConnection(H2Endpoint):
         sender: asyncio.Task[None] | None = None
         try:
             self.h2.send_headers(stream_id, block, end_stream=not body)
-            self.flush()
-            if body:
+            if isinstance(body, bytes) and body and len(body) <= self._sendable_now(stream_id):
+                self.h2.send_data(stream_id, body, end_stream=True)  # the usual unary call: no task needed
+            elif body:
                 sender = self.loop.create_task(self._send_request_body(stream, body))
+            self.flush()
             status, regular = await waiter
             while 100 <= status < 200:  # informational: the final response follows
                 waiter = self.loop.create_future()
@@ -210,6 +212,10 @@ class _ClientConnection(H2Endpoint):
             self.reset(stream)
             raise
         return H2Response(self, stream, status, regular)
+
+    def _sendable_now(self, stream_id: int) -> int:
+        """How many body bytes fit in one DATA frame on the stream right now."""
+        return min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
 
     async def _send_request_body(self, stream: H2Stream, body: object) -> None:
         try:
@@ -334,6 +340,10 @@ class H2Pool:
             raise aiohttp.ClientConnectionError("upstream pool closed")
         self._connections.append(connection)
         return connection
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
 
     def dropped(self, connection: _ClientConnection) -> None:
         if connection in self._connections:

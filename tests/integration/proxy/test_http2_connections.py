@@ -94,3 +94,16 @@ async def test_a_reader_that_stops_stops_the_sender_within_the_windows(
         assert len(await content.read()) == BIG  # reading resumes the flow to the end
     finally:
         response.release()
+
+
+async def test_a_connection_the_server_closes_is_replaced_for_the_next_request(
+    h2_app: Listener, pool_of: Callable[..., H2Pool]
+) -> None:
+    pool = pool_of()
+    assert await get(pool) == b"HTTP/2"
+    assert h2_app.front is not None
+    for connection in list(h2_app.front.connections):  # the server goes away (GOAWAY, then close)
+        connection._close()
+    await eventually(lambda: pool.open_connections == 0, "the client to see its connection closed")
+    assert await get(pool) == b"HTTP/2"
+    assert pool.open_connections == 1
