@@ -114,7 +114,10 @@ class _ClientConnection(H2Endpoint):
     def usable(self) -> bool:
         if self.closed or self.going_away or self.transport is None or self.transport.is_closing():
             return False
-        return self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams
+        limit = self.h2.remote_settings.max_concurrent_streams
+        if self._pool.max_streams:
+            limit = min(limit, self._pool.max_streams)
+        return self.h2.open_outbound_streams < limit
 
     def _on(self, event: events.Event) -> None:
         stream_id = getattr(event, "stream_id", None) or 0
@@ -250,9 +253,12 @@ class H2Pool:
         origination: Origination | None = None,
         keepalive: Keepalive | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_streams: int = 0,
     ) -> None:
-        """`idle_timeout`: a connection without streams for this long is closed (connectionPool.http.idleTimeout)."""
+        """`idle_timeout`: a connection without streams for this long is closed (connectionPool.http.idleTimeout);
+        `max_streams`: requests in flight per connection (maxConcurrentStreams; 0: the server's limit only)."""
         self._idle_timeout = idle_timeout
+        self.max_streams = max_streams
         self._host = host
         self._port = port
         self._identity = expected_identity
@@ -283,11 +289,16 @@ class H2Pool:
             raise aiohttp.ClientConnectionError(f"upstream HTTP/2 error: {err}") from err
 
     async def _connection(self, context: ssl.SSLContext | None) -> _ClientConnection:
-        for connection in self._connections:
-            if connection.context is context and connection.usable:
-                return connection
-        pending = self._connecting.get(context)
-        if pending is None:
+        """A connection with a stream free (the caller opens its stream before it next awaits); while one is being
+        made, the others wait for it and look again (it may be full by then: then another is made)."""
+        while True:
+            for connection in self._connections:
+                if connection.context is context and connection.usable:
+                    return connection
+            pending = self._connecting.get(context)
+            if pending is not None:
+                await asyncio.shield(pending)
+                continue
             pending = asyncio.get_running_loop().create_future()
             self._connecting[context] = pending
             try:
@@ -300,7 +311,6 @@ class H2Pool:
                 self._connecting.pop(context, None)
             pending.set_result(made)
             return made
-        return await asyncio.shield(pending)
 
     async def _connect(self, context: ssl.SSLContext | None) -> _ClientConnection:
         loop = asyncio.get_running_loop()

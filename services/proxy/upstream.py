@@ -75,6 +75,9 @@ class PoolSettings:
     """connectionPool.tcp.idleTimeout for TCP connections; 0: none."""
     h2_upgrade: bool = False
     """connectionPool.http.h2UpgradePolicy UPGRADE: meshed endpoints (sidecars) are called over HTTP/2 too."""
+    max_concurrent_streams: int = 0
+    """connectionPool.http.maxConcurrentStreams: requests in flight on one HTTP/2 connection; 0: the server's
+    own limit only."""
 
     def http2(self, endpoint: Endpoint) -> bool:
         """Whether requests reach `endpoint` over HTTP/2: its port speaks it, or the upgrade applies to it."""
@@ -104,13 +107,14 @@ class PoolSettings:
                 tcp.idle_timeout if tcp is not None and tcp.idle_timeout is not None else TCP_IDLE_TIMEOUT
             ),
             h2_upgrade=http is not None and http.h2_upgrade_policy == H2UpgradePolicy.UPGRADE,
+            max_concurrent_streams=(http.max_concurrent_streams or 0) if http is not None else 0,
         )
 
 
 DEFAULT_POOL = PoolSettings()
 
 _LeanSettings = tuple[float, float, Origination | None, Keepalive | None]
-_H2Settings = _LeanSettings
+_H2Settings = tuple[float, float, Origination | None, Keepalive | None, int]
 """What a lean pool is built with besides its endpoint: connect timeout, idle timeout, origination, keepalive."""
 
 
@@ -309,7 +313,13 @@ class UpstreamPools:
         """The HTTP/2 pool (h2client.py) for an endpoint whose port speaks HTTP/2 (`endpoint.http2`)."""
         origination = settings.origination if endpoint.identity is None else None
         key = (settings.cluster, endpoint.identity, endpoint.address, endpoint.port)
-        wanted = (settings.connect_timeout, settings.idle_timeout, origination, settings.keepalive)
+        wanted = (
+            settings.connect_timeout,
+            settings.idle_timeout,
+            origination,
+            settings.keepalive,
+            settings.max_concurrent_streams,
+        )
         found = self._h2.get(key)
         if found is not None:
             if found[0] == wanted:
@@ -328,6 +338,7 @@ class UpstreamPools:
             origination,
             settings.keepalive,
             settings.idle_timeout,
+            settings.max_concurrent_streams,
         )
         self._h2[key] = (wanted, pool)
         return pool

@@ -268,7 +268,7 @@ class HTTPSettings(Spec):
     use_client_protocol: bool | None = None
     """Accepted for Istio compatibility; no effect (the destination port's protocol decides)."""
     max_concurrent_streams: Annotated[int, Field(ge=1)] | None = None
-    """Accepted for Istio compatibility; no effect (the server's own stream limit applies)."""
+    """Requests in flight on one HTTP/2 connection to an endpoint; beyond it, another connection opens."""
 
 
 class ConnectionPoolSettings(Spec):

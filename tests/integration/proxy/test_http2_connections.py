@@ -107,3 +107,14 @@ async def test_a_connection_the_server_closes_is_replaced_for_the_next_request(
     await eventually(lambda: pool.open_connections == 0, "the client to see its connection closed")
     assert await get(pool) == b"HTTP/2"
     assert pool.open_connections == 1
+
+
+async def test_max_concurrent_streams_opens_more_connections(h2_app: Listener) -> None:
+    """DestinationRule connectionPool.http.maxConcurrentStreams: 5 in flight per connection, 20 calls at once."""
+    pool = H2Pool("127.0.0.1", h2_app.port, None, 5.0, max_streams=5)
+    try:
+        assert await asyncio.gather(*(get(pool) for _ in range(20))) == [b"HTTP/2"] * 20
+        assert pool.open_connections == 4
+        assert h2_app.open_connections() == 4
+    finally:
+        pool.close()

@@ -31,6 +31,8 @@ def test_defaults_and_istio_fields() -> None:
     plain = Endpoint(address="10.0.0.2", port=8080)
     assert settings.http2(meshed) and not settings.http2(plain)  # the upgrade is sidecar to sidecar only
     assert _settings(None).http2(plain.model_copy(update={"http2": True}))  # a declared HTTP/2 port always is
+    assert _settings({"http": {"maxConcurrentStreams": 5}}).max_concurrent_streams == 5
+    assert _settings(None).max_concurrent_streams == 0
 
 
 async def test_pools_follow_settings_and_are_closed() -> None:
