@@ -98,7 +98,7 @@ class Origination:
         stamps = file_stamps(files)
         try:
             context = client_context(tls)
-            h2 = client_context(tls, HTTP2_ALPN) if any(e.http2 for e in cluster.endpoints) else None
+            h2 = client_context(tls, HTTP2_ALPN) if _may_call_http2(cluster) else None
         except ValueError as err:
             message = f"cluster {cluster.name}: {_UNAVAILABLE}{err}"
             return cls(cluster.name, server_name, names, None, message, files, stamps)
@@ -217,6 +217,15 @@ def san_matches(kind: str, presented: str, wanted: str) -> bool:
         return False
     label, dot, rest = wanted.partition(".")
     return bool(label and dot) and rest == presented[2:]
+
+
+def _may_call_http2(cluster: Cluster) -> bool:
+    """Whether requests may go to the cluster's endpoints over HTTP/2 (a declared HTTP/2 port, or
+    useClientProtocol passing an HTTP/2 caller's protocol on)."""
+    policy = cluster.traffic_policy
+    pool = policy.connection_pool if policy is not None else None
+    client_protocol = pool is not None and pool.http is not None and bool(pool.http.use_client_protocol)
+    return client_protocol or any(endpoint.http2 for endpoint in cluster.endpoints)
 
 
 def client_context(tls: ClientTLSSettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:

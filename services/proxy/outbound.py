@@ -41,6 +41,7 @@ from services.proxy.forward import (
 from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
 from services.proxy.h2client import StreamRefused
+from services.proxy.h2server import H2Request
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
@@ -439,7 +440,15 @@ class OutboundHandler:
                         upstream: UpstreamResponse = outcome
                     else:
                         sent = self._send(
-                            request.method, session, ssl_arg, endpoint, runtime, decision.path, headers, body
+                            request.method,
+                            session,
+                            ssl_arg,
+                            endpoint,
+                            runtime,
+                            decision.path,
+                            headers,
+                            body,
+                            type(request) is H2Request,
                         )
                         if policy.per_try_timeout is None:
                             upstream = await sent
@@ -498,11 +507,13 @@ class OutboundHandler:
         path: str,
         headers: CIMultiDict[str],
         body: Body,
+        downstream_http2: bool = False,
     ) -> Awaitable[UpstreamResponse]:
-        """One try: HTTP/2 to an endpoint that speaks it; else the lean client when the body is in memory (or
-        absent) and the pool allows it, else aiohttp."""
+        """One try: HTTP/2 to an endpoint that speaks it (with useClientProtocol: when the caller spoke it); else
+        the lean client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
         sent = for_endpoint(headers, endpoint, own_metadata())
-        if runtime.pool.http2(endpoint):
+        pool = runtime.pool
+        if downstream_http2 if pool.use_client_protocol else pool.http2(endpoint):
             context = self._pools.h2_context_for(endpoint, runtime.pool)
             return self._pools.h2_for(endpoint, runtime.pool).request(method, path, sent, body, context)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)

@@ -75,6 +75,9 @@ class PoolSettings:
     """connectionPool.tcp.idleTimeout for TCP connections; 0: none."""
     h2_upgrade: bool = False
     """connectionPool.http.h2UpgradePolicy UPGRADE: meshed endpoints (sidecars) are called over HTTP/2 too."""
+    use_client_protocol: bool = False
+    """connectionPool.http.useClientProtocol: each request goes upstream in the protocol its caller used
+    (HTTP/2 or HTTP/1.1), whatever the port declares; h2UpgradePolicy then has no effect, as in Envoy."""
     max_concurrent_streams: int = 0
     """connectionPool.http.maxConcurrentStreams: requests in flight on one HTTP/2 connection; 0: the server's
     own limit only."""
@@ -82,6 +85,10 @@ class PoolSettings:
     def http2(self, endpoint: Endpoint) -> bool:
         """Whether requests reach `endpoint` over HTTP/2: its port speaks it, or the upgrade applies to it."""
         return endpoint.http2 or (self.h2_upgrade and endpoint.identity is not None)
+
+    def lean_allowed(self, endpoint: Endpoint) -> bool:
+        """Whether an HTTP/1.1 caller's request may take the lean HTTP/1.1 client to `endpoint`."""
+        return self.use_client_protocol or not self.http2(endpoint)
 
     @property
     def usable(self) -> bool:
@@ -107,6 +114,7 @@ class PoolSettings:
                 tcp.idle_timeout if tcp is not None and tcp.idle_timeout is not None else TCP_IDLE_TIMEOUT
             ),
             h2_upgrade=http is not None and http.h2_upgrade_policy == H2UpgradePolicy.UPGRADE,
+            use_client_protocol=bool(http.use_client_protocol) if http is not None else False,
             max_concurrent_streams=(http.max_concurrent_streams or 0) if http is not None else 0,
         )
 
@@ -274,8 +282,7 @@ class UpstreamPools:
             settings.max_connections
             or settings.max_requests_per_connection
             or settings.max_connection_duration
-            or endpoint.http2
-            or (settings.h2_upgrade and endpoint.identity is not None)  # settings.http2(endpoint), inlined: per request
+            or ((endpoint.http2 or settings.h2_upgrade) and not settings.lean_allowed(endpoint))  # HTTP/2 upstream
         ):
             return None
         origination = settings.origination if endpoint.identity is None else None

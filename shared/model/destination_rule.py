@@ -266,7 +266,8 @@ class HTTPSettings(Spec):
     its app in the protocol the app's port declares). DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1 for ports not
     declared http2 or grpc."""
     use_client_protocol: bool | None = None
-    """Accepted for Istio compatibility; no effect (the destination port's protocol decides)."""
+    """Each request goes upstream in the protocol its caller used (HTTP/2 or HTTP/1.1), whatever the port
+    declares; h2UpgradePolicy then has no effect."""
     max_concurrent_streams: Annotated[int, Field(ge=1)] | None = None
     """Requests in flight on one HTTP/2 connection to an endpoint; beyond it, another connection opens."""
 

@@ -17,10 +17,12 @@ import grpc
 import grpc.aio
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from services.local.processes import free_port
 from services.pilot.snapshot import Snapshot
 from services.pilot.testing import resources
+from services.proxy.h2client import H2Pool
 from services.proxy.listeners import start_listener
 from services.proxy.request_view import RequestView
 from services.proxy.sidecar import Sidecar
@@ -412,3 +414,48 @@ async def test_grpc_to_a_tls_server_outside_the_mesh_with_originated_tls(
         assert app.seen_peers == [""]  # no mesh identity: an external server sees no XFCC
     finally:
         await app.server.stop(None)
+
+
+async def test_use_client_protocol_keeps_each_callers_protocol_between_the_sidecars(
+    make_sidecar: Any, bus: Any
+) -> None:
+    """useClientProtocol: an HTTP/1.1 caller's request crosses to the server sidecar as HTTP/1.1 and an HTTP/2
+    caller's as HTTP/2, though the port is declared http2; the app is called as it declares, over HTTP/2."""
+    seen: list[str] = []
+
+    async def handle(request: RequestView) -> web.Response:
+        seen.append(f"HTTP/{request.version.major}")
+        return web.Response(text="ok")
+
+    app = await start_listener("app", handle, "127.0.0.1", 0, pass_through=True)
+    try:
+        server = await make_sidecar("echo", app.port, protocol=PROTOCOL_HTTP2)
+        caller = await make_sidecar("client", 1)
+        await bus.push(inbound_config(server))
+        config = grpc_config(caller, server)
+        policy = TrafficPolicy.model_validate({"connectionPool": {"http": {"useClientProtocol": True}}})
+        config = config.model_copy(
+            update={"clusters": [c.model_copy(update={"traffic_policy": policy}) for c in config.clusters]}
+        ).versioned()
+        await bus.push(config)
+        await bus.ack(caller.proxy_id, config.version)
+        await server.config.applied.wait()
+        front = server.listeners["inbound"].front
+        assert front is not None
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(outbound_url(caller), headers={"Host": "echo"}) as reply:
+                assert reply.status == 200
+        assert [type(c).__name__ for c in front.connections] == ["PassThroughProtocol"]
+
+        pool = H2Pool("127.0.0.1", caller.listeners["outbound"].port, None, 5.0)
+        try:
+            response = await pool.request("GET", "/", CIMultiDict({"Host": "echo"}), None, None)
+            assert response.status == 200
+            response.release()
+        finally:
+            pool.close()
+        assert sorted(type(c).__name__ for c in front.connections) == ["H2ServerProtocol", "PassThroughProtocol"]
+        assert seen == ["HTTP/2", "HTTP/2"]
+    finally:
+        await app.close()
