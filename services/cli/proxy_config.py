@@ -146,11 +146,12 @@ def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
             rows.append((cluster.name, str(len(cluster.endpoints)), str(healthy), mtls))
         lines += ["", "CLUSTERS", *_table(rows)]
     if "endpoints" in sections:
-        rows = [("CLUSTER", "ENDPOINT", "HEALTHY", "IDENTITY")]
+        rows = [("CLUSTER", "ENDPOINT", "HEALTHY", "PROTOCOL", "IDENTITY")]
         for cluster in config.clusters:
             for endpoint in cluster.endpoints:
                 address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
                 rows.append((cluster.name, f"{address}:{endpoint.port}", "yes" if endpoint.healthy else "no",
+                             "HTTP/2" if endpoint.http2 else "HTTP/1.1",
                              endpoint.identity or "(plain text)"))  # fmt: skip
         lines += ["", "ENDPOINTS", *_table(rows)]
     if "certificate" in sections:

@@ -6,10 +6,14 @@ from services.cli.proxy_config import Dump, from_admin, render
 from services.pilot.generate import generate
 from services.pilot.testing import meshed, plain, proxy_of, snapshot
 from shared.bus.codec import Ack
+from shared.consul import META_PROTOCOL
 
 
 def config_of_a() -> Dump:
-    snap = snapshot([meshed("a", "10.0.0.1"), meshed("b", "10.0.0.2", healthy=False), plain("db", "10.0.0.9", 5432)])
+    grpc = meshed("rates", "10.0.0.3", **{META_PROTOCOL: "grpc"})
+    snap = snapshot(
+        [meshed("a", "10.0.0.1"), meshed("b", "10.0.0.2", healthy=False), plain("db", "10.0.0.9", 5432), grpc]
+    )
     config = generate(snap, proxy_of(snap, "a-10.0.0.1"), "cluster.local", "isthmus-system").versioned()
     return Dump("test", config, ack=Ack(proxy_id="a-10.0.0.1", version=config.version, accepted=True))
 
@@ -24,7 +28,8 @@ def test_every_section_lists_its_items() -> None:
     assert any(line.split()[:2] == ["db", "default"] and "outbound|80||db 100" in line for line in routes)
     endpoints = text.split("ENDPOINTS\n")[1]
     assert "10.0.0.2:15006  no" in endpoints and "spiffe://cluster.local/ns/default/sa/b" in endpoints
-    assert "10.0.0.9:5432   yes      (plain text)" in endpoints
+    assert "10.0.0.9:5432   yes      HTTP/1.1  (plain text)" in endpoints
+    assert "10.0.0.3:15006  yes      HTTP/2    spiffe://cluster.local/ns/default/sa/rates" in endpoints
     assert "(not known: the proxy's admin endpoint was not reachable)" in text
 
 
