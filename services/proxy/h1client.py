@@ -30,8 +30,8 @@ from aiohttp.http_parser import HttpResponseParser
 from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from services.proxy.keepalive import Keepalive, apply_to_transport
-from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
+from services.proxy.keepalive import Keepalive
+from services.proxy.upstream_connect import connect_verified
 from services.proxy.whole_body import WholeBody
 
 if TYPE_CHECKING:
@@ -376,29 +376,18 @@ class LeanPool:
     async def _connect(self, context: ssl.SSLContext | None) -> _Connection:
         loop = asyncio.get_running_loop()
         factory: Callable[[], _Connection] = lambda: _Connection(loop)  # noqa: E731
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    factory, self._host, self._port, ssl=context, server_hostname=self._server_name if context else None
-                )
-        except TimeoutError as err:
-            raise aiohttp.ConnectionTimeoutError(
-                f"Connection timeout to host {self._host}:{self._port} after {self._connect_timeout}s"
-            ) from err
-        except (OSError, ssl.SSLError) as err:
-            raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
+        _, connection = await connect_verified(
+            factory,
+            self._host,
+            self._port,
+            context,
+            self._server_name,
+            self._connect_timeout,
+            self._keepalive,
+            self._origination,
+            self._identity,
+        )
         connection.context = context
-        apply_to_transport(connection.transport, self._keepalive)
-        if self._origination is not None:
-            self._origination.verify_transport(connection.transport)
-        elif self._identity is not None:
-            peer = peer_spiffe_id(connection.transport)
-            if peer != self._identity:
-                if connection.transport is not None:
-                    connection.transport.abort()
-                raise PeerIdentityMismatch(
-                    f"upstream {self._host}:{self._port} presented {peer or 'no SPIFFE ID'}, expected {self._identity}"
-                )
         return connection
 
     def put_back(self, connection: _Connection) -> None:

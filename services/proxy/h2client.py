@@ -27,8 +27,8 @@ from h2.exceptions import H2Error, ProtocolError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.h2base import H2Endpoint, H2Stream, headers_in, headers_out, raw
-from services.proxy.keepalive import Keepalive, apply_to_transport
-from services.proxy.tls import PeerIdentityMismatch, peer_spiffe_id
+from services.proxy.keepalive import Keepalive
+from services.proxy.upstream_connect import connect_verified
 
 if TYPE_CHECKING:
     from services.proxy.origination import Origination
@@ -315,36 +315,24 @@ class H2Pool:
     async def _connect(self, context: ssl.SSLContext | None) -> _ClientConnection:
         loop = asyncio.get_running_loop()
         factory: Callable[[], _ClientConnection] = lambda: _ClientConnection(loop, self, self._idle_timeout)  # noqa: E731
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    factory, self._host, self._port, ssl=context, server_hostname=self._server_name if context else None
-                )
-        except TimeoutError as err:
-            raise aiohttp.ConnectionTimeoutError(
-                f"Connection timeout to host {self._host}:{self._port} after {self._connect_timeout}s"
-            ) from err
-        except (OSError, ssl.SSLError) as err:
-            raise aiohttp.ClientConnectionError(f"Cannot connect to host {self._host}:{self._port}: {err}") from err
+        transport, connection = await connect_verified(
+            factory,
+            self._host,
+            self._port,
+            context,
+            self._server_name,
+            self._connect_timeout,
+            self._keepalive,
+            self._origination,
+            self._identity,
+        )
         connection.context = context
-        apply_to_transport(connection.transport, self._keepalive)
-        if self._origination is not None:
-            self._origination.verify_transport(connection.transport)
-            ssl_object = connection.transport.get_extra_info("ssl_object") if connection.transport else None
-            if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
-                if connection.transport is not None:
-                    connection.transport.abort()
-                raise aiohttp.ClientConnectionError(
-                    f"upstream {self._host}:{self._port} did not negotiate HTTP/2 over TLS (ALPN h2)"
-                )
-        elif self._identity is not None:
-            peer = peer_spiffe_id(connection.transport)
-            if peer != self._identity:
-                if connection.transport is not None:
-                    connection.transport.abort()
-                raise PeerIdentityMismatch(
-                    f"upstream {self._host}:{self._port} presented {peer or 'no SPIFFE ID'}, expected {self._identity}"
-                )
+        ssl_object = transport.get_extra_info("ssl_object")
+        if self._origination is not None and ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            transport.abort()
+            raise aiohttp.ClientConnectionError(
+                f"upstream {self._host}:{self._port} did not negotiate HTTP/2 over TLS (ALPN h2)"
+            )
         if self.closed:
             connection.close_transport()
             raise aiohttp.ClientConnectionError("upstream pool closed")
