@@ -7,6 +7,7 @@ server's port is declared `grpc` or `http2` (its endpoint is `http2`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class EchoApp:
     port: int = 0
     calls: list[str] = field(default_factory=list)
     seen_peers: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     fail_first: int = 0
     """How many calls of Flaky answer UNAVAILABLE before one succeeds."""
     server: grpc.aio.Server | None = None
@@ -89,8 +91,18 @@ class EchoApp:
         async for message in requests:
             yield b"re:" + message
 
+    async def slow(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        self.calls.append("Slow")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.append("Slow")  # the call was reset: the app stops working on it
+            raise
+        return b"late"
+
     async def start(self) -> None:
         handlers = {
+            "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
             "Chat": grpc.stream_stream_rpc_method_handler(self.chat),
             "Say": grpc.unary_unary_rpc_method_handler(self.say),
             "Missing": grpc.unary_unary_rpc_method_handler(self.missing),
@@ -223,6 +235,34 @@ async def test_a_bidirectional_stream_is_relayed_message_by_message(grpc_mesh: A
         assert await call.read() == f"re:m{i}".encode()
     await call.done_writing()
     assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_a_route_timeout_answers_unavailable_and_cancels_the_call_at_the_app(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh({"timeout": "0.3s"})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.unary("Slow")(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # 504 UT, as Envoy maps it for gRPC
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not mesh.app.cancelled:  # the reset crosses both sidecars to the app
+        assert loop.time() < deadline, "the app never saw the call cancelled"
+        await asyncio.sleep(0.02)
+    assert mesh.app.cancelled == ["Slow"]
+
+
+async def test_a_call_the_client_cancels_is_cancelled_at_the_app(grpc_mesh: Any) -> None:
+    mesh = await grpc_mesh()
+    call = mesh.unary("Slow")(b"", timeout=30)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "Slow" not in mesh.app.calls:
+        assert loop.time() < deadline, "the call never reached the app"
+        await asyncio.sleep(0.02)
+    call.cancel()  # RST_STREAM from the client: its sidecar resets the upstream stream, and so on to the app
+    while not mesh.app.cancelled:
+        assert loop.time() < deadline, "the app never saw the call cancelled"
+        await asyncio.sleep(0.02)
+    assert mesh.app.cancelled == ["Slow"]
 
 
 async def test_unavailable_is_retried_by_the_route_policy(grpc_mesh: Any) -> None:
