@@ -51,3 +51,10 @@ class UpstreamOverflow(ProxyError):
 
     status = 503
     flag = "UO"
+
+
+class BadRequest(ProxyError):
+    """A request the proxy cannot pass on as it is (a gRPC-Web body that does not decode, say)."""
+
+    status = 400
+    flag = "-"

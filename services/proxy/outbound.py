@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from services.proxy import grpc_web
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.cors import ORIGIN
 from services.proxy.errors import (
@@ -40,7 +41,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
-from services.proxy.h2client import StreamRefused
+from services.proxy.h2client import H2Response, StreamRefused
 from services.proxy.h2server import H2Request
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
@@ -287,6 +288,8 @@ class OutboundHandler:
             return await self._websocket(request, runtime, decision, headers, routed.request_id)
         policy = forward.policy
         mirrors = chosen(plan.mirrors, self._rng) if plan.mirrors else []
+        if body is None and first is None and grpc_web.kind_of(headers.get(hdrs.CONTENT_TYPE)) is not None:
+            body = await request.read() if request.body_exists else b""  # converted whole (a browser's call)
         if body is not None or first is not None:
             tries = policy.tries
         elif request.body_exists:
@@ -515,7 +518,13 @@ class OutboundHandler:
         pool = runtime.pool
         if downstream_http2 if pool.use_client_protocol else pool.http2(endpoint):
             context = self._pools.h2_context_for(endpoint, runtime.pool)
-            return self._pools.h2_for(endpoint, runtime.pool).request(method, path, sent, body, context)
+            h2 = self._pools.h2_for(endpoint, runtime.pool)
+            web = grpc_web.kind_of(sent.get(hdrs.CONTENT_TYPE))
+            if web is not None and not isinstance(body, aiohttp.StreamReader):
+                grpc_headers, grpc_body = grpc_web.to_grpc(sent, body or b"", web)
+                call = h2.request(method, path, grpc_headers, grpc_body, context)
+                return _as_grpc_web(call, web, sent.get(hdrs.CONTENT_TYPE, grpc_web.WEB))
+            return h2.request(method, path, sent, body, context)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
         if lean is not None:
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None
@@ -541,6 +550,10 @@ class OutboundHandler:
             error.message,
         )
         return local_reply(error, request_id)
+
+
+async def _as_grpc_web(call: Awaitable[H2Response], kind: str, content_type: str) -> UpstreamResponse:
+    return grpc_web.GrpcWebResponse(await call, kind, content_type)
 
 
 def _url(endpoint: Endpoint, path: str, secure: bool) -> URL:

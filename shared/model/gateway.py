@@ -11,7 +11,7 @@ HTTPS server `mode` SIMPLE (`serverCertificate` + `privateKey`, files on the gat
 (TLS terminated, then routed as TCP). Several HTTPS (or terminating TLS) servers on one port each bring their
 certificate, chosen by the client's SNI among their hosts.
 
-Refused, with the field's path: other protocols (GRPC, HTTP2, MONGO, ...), `tls.mode` AUTO_PASSTHROUGH,
+Refused, with the field's path: other protocols (MONGO, MYSQL, REDIS), `tls.mode` AUTO_PASSTHROUGH,
 ISTIO_MUTUAL and OPTIONAL_MUTUAL, `credentialName`(s) (there is no secret
 store: give files), `subjectAltNames`, `verifyCertificateSpki`/`Hash`, `caCrl`, `cipherSuites`, `bind`,
 `defaultEndpoint`, `port.targetPort` and servers of different protocols on one port. Pilot turns Gateways and
@@ -76,14 +76,15 @@ class ServerProtocol(StrEnum):
     HTTP = "HTTP"
     HTTP2 = "HTTP2"
     GRPC = "GRPC"
+    GRPC_WEB = "GRPC-WEB"
     HTTPS = "HTTPS"
     TCP = "TCP"
     TLS = "TLS"
 
 
-PLAIN_HTTP = frozenset({ServerProtocol.HTTP, ServerProtocol.HTTP2, ServerProtocol.GRPC})
+PLAIN_HTTP = frozenset({ServerProtocol.HTTP, ServerProtocol.HTTP2, ServerProtocol.GRPC, ServerProtocol.GRPC_WEB})
 """Servers of plain-text HTTP: HTTP/1.1 and HTTP/2 (with prior knowledge, as gRPC clients speak it) alike."""
-_OTHER_PROTOCOLS = ("GRPC-WEB", "MONGO", "MYSQL", "REDIS")
+_OTHER_PROTOCOLS = ("MONGO", "MYSQL", "REDIS")
 
 
 class GatewayPort(Spec):
@@ -97,8 +98,8 @@ class GatewayPort(Spec):
     def _protocol(cls, value: Any) -> Any:
         if isinstance(value, str) and value.upper() in _OTHER_PROTOCOLS:
             raise ValueError(
-                f"{value} is not supported: the gateway serves HTTP/1.1 and HTTP/2 (HTTP, HTTP2, GRPC, HTTPS), TCP "
-                "as bytes (TCP) and TLS passed through by SNI (TLS)"
+                f"{value} is not supported: the gateway serves HTTP/1.1 and HTTP/2 (HTTP, HTTP2, GRPC, GRPC-WEB, "
+                "HTTPS), TCP as bytes (TCP) and TLS passed through by SNI (TLS)"
             )
         return value.upper() if isinstance(value, str) else value
 

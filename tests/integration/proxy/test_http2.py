@@ -8,6 +8,7 @@ server's port is declared `grpc` or `http2` (its endpoint is `http2`).
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,3 +500,49 @@ async def test_use_client_protocol_keeps_each_callers_protocol_between_the_sidec
         assert seen == ["HTTP/2", "HTTP/2"]
     finally:
         await app.close()
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def frames_of(body: bytes) -> list[tuple[int, bytes]]:
+    found, offset = [], 0
+    while offset < len(body):
+        flag, length = body[offset], int.from_bytes(body[offset + 1 : offset + 5], "big")
+        found.append((flag, body[offset + 5 : offset + 5 + length]))
+        offset += 5 + length
+    return found
+
+
+async def test_grpc_web_calls_from_http1_reach_the_grpc_app_and_get_their_trailers_in_the_body(
+    grpc_mesh: Any,
+) -> None:
+    """A browser's gRPC-Web call over HTTP/1.1: sent to the app as gRPC over HTTP/2, answered as gRPC-Web."""
+    mesh = await grpc_mesh()
+    url = f"http://127.0.0.1:{mesh.caller.listeners['outbound'].port}/test.Echo/Say"
+    headers = {"Host": "echo", "Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=grpc_frame(b"web"), headers=headers) as reply:
+            assert reply.status == 200
+            assert reply.headers["Content-Type"] == "application/grpc-web+proto"
+            frames = frames_of(await reply.read())
+        assert frames[0] == (0x00, b"echo:web")
+        flag, block = frames[1]
+        trailers = dict(line.split(":", 1) for line in block.decode().split("\r\n") if line)
+        assert flag == 0x80 and trailers["grpc-status"] == "0" and trailers["x-echo-trailer"] == "kept"
+
+        text_headers = {**headers, "Content-Type": "application/grpc-web-text"}
+        body = base64.b64encode(grpc_frame(b"txt"))
+        async with session.post(url, data=body, headers=text_headers) as reply:
+            assert reply.headers["Content-Type"] == "application/grpc-web-text"
+            frames = frames_of(base64.b64decode(await reply.read()))
+        assert frames[0] == (0x00, b"echo:txt") and b"grpc-status:0" in frames[1][1]
+
+        missing = url.replace("/Say", "/Missing")
+        async with session.post(missing, data=grpc_frame(b""), headers=headers) as reply:
+            assert reply.status == 200 and reply.headers["grpc-status"] == "5"  # trailers-only: in the headers
+
+        async with session.post(url, data=b"%%% not base64", headers=text_headers) as reply:
+            assert reply.status == 400
+    assert mesh.app.calls == ["Say", "Say", "Missing"]

@@ -102,4 +102,6 @@ def test_grpc_and_http2_servers_are_plain_http_servers() -> None:
     terminated = {**grpc, "tls": {"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem"}}
     assert "a GRPC server terminates no TLS: use port.protocol HTTPS" in refused(gateway(terminated))
     grpc_web = {"port": {"number": 9091, "name": "web", "protocol": "GRPC-WEB"}, "hosts": ["*"]}
-    assert "GRPC-WEB is not supported" in refused(gateway(grpc_web))
+    assert isinstance(parse_resource(gateway(grpc_web)), Gateway)
+    redis = {"port": {"number": 6379, "name": "cache", "protocol": "REDIS"}, "hosts": ["*"]}
+    assert "REDIS is not supported" in refused(gateway(redis))
