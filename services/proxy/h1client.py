@@ -31,7 +31,7 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.keepalive import Keepalive
-from services.proxy.upstream_connect import connect_verified
+from services.proxy.upstream_connect import UpstreamTarget
 from services.proxy.whole_body import WholeBody
 
 if TYPE_CHECKING:
@@ -263,15 +263,9 @@ class LeanPool:
     ) -> None:
         """`origination`: the cluster's TLS origination for an endpoint without identity (None: mesh or plain);
         `keepalive`: TCP keepalive for its connections (None: the system's defaults)."""
-        self._keepalive = keepalive
-        self._host = host
-        self._port = port
-        self._identity = expected_identity
-        self._origination = origination
-        self._server_name = origination.server_name if origination is not None else host
-        self._authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive)
+        self._authority = self._target.authority
         """The Host header of a request whose headers name none."""
-        self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
         """Idle connections, longest idle first (put back at the end, taken from the end)."""
@@ -376,17 +370,7 @@ class LeanPool:
     async def _connect(self, context: ssl.SSLContext | None) -> _Connection:
         loop = asyncio.get_running_loop()
         factory: Callable[[], _Connection] = lambda: _Connection(loop)  # noqa: E731
-        _, connection = await connect_verified(
-            factory,
-            self._host,
-            self._port,
-            context,
-            self._server_name,
-            self._connect_timeout,
-            self._keepalive,
-            self._origination,
-            self._identity,
-        )
+        _, connection = await self._target.connect(factory, context)
         connection.context = context
         return connection
 

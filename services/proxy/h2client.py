@@ -28,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.h2base import H2Endpoint, H2Stream, headers_in, headers_out, raw
 from services.proxy.keepalive import Keepalive
-from services.proxy.upstream_connect import connect_verified
+from services.proxy.upstream_connect import UpstreamTarget
 
 if TYPE_CHECKING:
     from services.proxy.origination import Origination
@@ -259,14 +259,7 @@ class H2Pool:
         `max_streams`: requests in flight per connection (maxConcurrentStreams; 0: the server's limit only)."""
         self._idle_timeout = idle_timeout
         self.max_streams = max_streams
-        self._host = host
-        self._port = port
-        self._identity = expected_identity
-        self._origination = origination
-        self._keepalive = keepalive
-        self._server_name = origination.server_name if origination is not None else host
-        self._authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._connect_timeout = connect_timeout
+        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive)
         self._connections: list[_ClientConnection] = []
         self._connecting: dict[ssl.SSLContext | None, asyncio.Future[_ClientConnection]] = {}
         self.closed = False
@@ -281,7 +274,7 @@ class H2Pool:
     ) -> H2Response:
         """Send one request on a stream; raises aiohttp.ClientError subclasses as h1client's pool does."""
         connection = await self._connection(context)
-        authority = headers.get(hdrs.HOST) or self._authority
+        authority = headers.get(hdrs.HOST) or self._target.authority
         scheme = "https" if context is not None else "http"
         try:
             return await connection.exchange(method, scheme, authority, target, headers, body)
@@ -315,23 +308,17 @@ class H2Pool:
     async def _connect(self, context: ssl.SSLContext | None) -> _ClientConnection:
         loop = asyncio.get_running_loop()
         factory: Callable[[], _ClientConnection] = lambda: _ClientConnection(loop, self, self._idle_timeout)  # noqa: E731
-        transport, connection = await connect_verified(
-            factory,
-            self._host,
-            self._port,
-            context,
-            self._server_name,
-            self._connect_timeout,
-            self._keepalive,
-            self._origination,
-            self._identity,
-        )
+        transport, connection = await self._target.connect(factory, context)
         connection.context = context
         ssl_object = transport.get_extra_info("ssl_object")
-        if self._origination is not None and ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+        if (
+            self._target.origination is not None
+            and ssl_object is not None
+            and ssl_object.selected_alpn_protocol() != "h2"
+        ):
             transport.abort()
             raise aiohttp.ClientConnectionError(
-                f"upstream {self._host}:{self._port} did not negotiate HTTP/2 over TLS (ALPN h2)"
+                f"upstream {self._target.authority} did not negotiate HTTP/2 over TLS (ALPN h2)"
             )
         if self.closed:
             connection.close_transport()

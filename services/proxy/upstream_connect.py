@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
@@ -21,39 +22,53 @@ if TYPE_CHECKING:
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
-async def connect_verified(
-    factory: Callable[[], P],
-    host: str,
-    port: int,
-    context: ssl.SSLContext | None,
-    server_name: str,
-    connect_timeout: float,
-    keepalive: Keepalive | None,
-    origination: Origination | None,
-    identity: str | None,
-) -> tuple[asyncio.Transport, P]:
-    """Connect `factory`'s protocol to host:port and check the far end; raises ConnectionTimeoutError, another
-    ClientConnectionError, or PeerIdentityMismatch (the transport aborted)."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(connect_timeout):
-            transport, protocol = await loop.create_connection(
-                factory, host, port, ssl=context, server_hostname=server_name if context else None
-            )
-    except TimeoutError as err:
-        raise aiohttp.ConnectionTimeoutError(
-            f"Connection timeout to host {host}:{port} after {connect_timeout}s"
-        ) from err
-    except (OSError, ssl.SSLError) as err:
-        raise aiohttp.ClientConnectionError(f"Cannot connect to host {host}:{port}: {err}") from err
-    apply_to_transport(transport, keepalive)
-    if origination is not None:
-        origination.verify_transport(transport)
-    elif identity is not None:
-        peer = peer_spiffe_id(transport)
-        if peer != identity:
-            transport.abort()
-            raise PeerIdentityMismatch(
-                f"upstream {host}:{port} presented {peer or 'no SPIFFE ID'}, expected {identity}"
-            )
-    return transport, protocol
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """One endpoint as a pool reaches it: where, within what time, and what the far end must prove."""
+
+    host: str
+    port: int
+    identity: str | None
+    """The SPIFFE ID a meshed endpoint must present; None: none checked (plain text, or origination's rules)."""
+    connect_timeout: float
+    origination: Origination | None = None
+    """The cluster's TLS origination for an endpoint without identity (None: mesh or plain)."""
+    keepalive: Keepalive | None = None
+    """TCP keepalive for its connections (None: the system's defaults)."""
+
+    @property
+    def server_name(self) -> str:
+        return self.origination.server_name if self.origination is not None else self.host
+
+    @property
+    def authority(self) -> str:
+        """The Host (`:authority`) of a request whose headers name none."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def connect(self, factory: Callable[[], P], context: ssl.SSLContext | None) -> tuple[asyncio.Transport, P]:
+        """Connect `factory`'s protocol and check the far end; raises ConnectionTimeoutError, another
+        ClientConnectionError, or PeerIdentityMismatch (the transport aborted)."""
+        loop = asyncio.get_running_loop()
+        host, port = self.host, self.port
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, protocol = await loop.create_connection(
+                    factory, host, port, ssl=context, server_hostname=self.server_name if context else None
+                )
+        except TimeoutError as err:
+            raise aiohttp.ConnectionTimeoutError(
+                f"Connection timeout to host {host}:{port} after {self.connect_timeout}s"
+            ) from err
+        except (OSError, ssl.SSLError) as err:
+            raise aiohttp.ClientConnectionError(f"Cannot connect to host {host}:{port}: {err}") from err
+        apply_to_transport(transport, self.keepalive)
+        if self.origination is not None:
+            self.origination.verify_transport(transport)
+        elif self.identity is not None:
+            peer = peer_spiffe_id(transport)
+            if peer != self.identity:
+                transport.abort()
+                raise PeerIdentityMismatch(
+                    f"upstream {host}:{port} presented {peer or 'no SPIFFE ID'}, expected {self.identity}"
+                )
+        return transport, protocol
