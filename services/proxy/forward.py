@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import aiohttp
 from aiohttp import web
@@ -12,10 +12,13 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from services.proxy.errors import ProxyError
 from services.proxy.h1server import FastRequest
-from services.proxy.h2server import H2Request
+from services.proxy.h2_names import HTTP2
 from services.proxy.request_view import Reply, RequestView
 from shared.model.virtual_service import HeaderOperations
 from shared.peer_metadata import PEER_METADATA_HEADERS
+
+if TYPE_CHECKING:
+    from services.proxy.h2server import H2Request
 
 REQUEST_ID = istr("x-request-id")
 """Header names are case-insensitive multidict keys (`istr`): a lookup does not lower-case them again."""
@@ -223,9 +226,9 @@ async def relay_response(
     headers = response_headers(upstream.headers, response_operations, extra_headers, added_headers)
     if isinstance(request, FastRequest):
         return await request.send(upstream.status, upstream.reason, headers, content)
-    if isinstance(request, H2Request):
+    if request.version == HTTP2:
         trailers = getattr(upstream, "trailers", None)  # an HTTP/2 upstream's (h2client.H2Response)
-        return await request.send(upstream.status, upstream.reason, headers, content, trailers)
+        return await cast("H2Request", request).send(upstream.status, upstream.reason, headers, content, trailers)
     whole = content.is_eof()
     response_class = _WholeBodyResponse if whole else web.StreamResponse
     response = response_class(status=upstream.status, reason=upstream.reason)

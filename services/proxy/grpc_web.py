@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from typing import TYPE_CHECKING
 
 from aiohttp import StreamReader, hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.proxy.errors import BadRequest
-from services.proxy.h2base import GRPC_CONTENT_TYPE, GRPC_STATUS
-from services.proxy.h2client import H2Response
+from services.proxy.h2_names import GRPC_CONTENT_TYPE, GRPC_STATUS
+
+if TYPE_CHECKING:
+    from services.proxy.h2client import H2Response
 
 WEB = "application/grpc-web"
 TEXT = "application/grpc-web-text"

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import StreamReader, hdrs, web
 from aiohttp.base_protocol import BaseProtocol
@@ -27,9 +27,11 @@ from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.proxy.h2base import PREFACE
-from services.proxy.h2server import H2ServerProtocol
+from services.proxy.h2_names import PREFACE
 from services.proxy.request_view import Done, Relayed, Reply, ViewHandler
+
+if TYPE_CHECKING:
+    from services.proxy.h2server import H2ServerProtocol
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +436,13 @@ class PassThroughProtocol(BaseProtocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        protocol = H2ServerProtocol(self._loop, self._front, self.remote) if http2 else self._front.fallback()
+        protocol: asyncio.Protocol
+        if http2:
+            from services.proxy.h2server import H2ServerProtocol  # loaded by the first HTTP/2 peer
+
+            protocol = H2ServerProtocol(self._loop, self._front, self.remote)
+        else:
+            protocol = self._front.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._reading_paused:

@@ -30,11 +30,6 @@ from multidict import CIMultiDict
 
 log = logging.getLogger(__name__)
 
-GRPC_CONTENT_TYPE = "application/grpc"
-GRPC_STATUS = "grpc-status"
-GRPC_MESSAGE = "grpc-message"
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-"""The client connection preface: what an HTTP/2 connection with prior knowledge starts with."""
 STREAM_WINDOW = 1024 * 1024
 """The receive window each stream advertises."""
 CONNECTION_WINDOW = 32 * 1024 * 1024

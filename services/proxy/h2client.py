@@ -26,6 +26,7 @@ from h2.errors import ErrorCodes
 from h2.exceptions import H2Error, ProtocolError
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from services.proxy.h2_names import StreamRefused
 from services.proxy.h2base import H2Endpoint, H2Stream, headers_in, headers_out, raw
 from services.proxy.keepalive import Keepalive
 from services.proxy.upstream_connect import UpstreamTarget
@@ -33,12 +34,10 @@ from services.proxy.upstream_connect import UpstreamTarget
 if TYPE_CHECKING:
     from services.proxy.origination import Origination
 
+Trailers = Callable[[], CIMultiDict[str] | None]
+"""Where a request's trailers come from: asked once its body has been sent (a downstream HTTP/2 request's)."""
 IDLE_TIMEOUT = 15.0
 """A connection without streams for this long is closed (as the HTTP/1.1 pools' idle connections are)."""
-
-
-class StreamRefused(aiohttp.ClientConnectionError):
-    """The server refused the stream before processing it (RST_STREAM REFUSED_STREAM): safe to retry."""
 
 
 class H2Response:
@@ -176,7 +175,14 @@ class _ClientConnection(H2Endpoint):
                 self.close_transport()
 
     async def exchange(
-        self, method: str, scheme: str, authority: str, target: str, headers: CIMultiDict[str], body: object
+        self,
+        method: str,
+        scheme: str,
+        authority: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: object,
+        trailers: Trailers | None = None,
     ) -> H2Response:
         self.busy_again()
         stream_id = self.h2.get_next_available_stream_id()
@@ -196,12 +202,17 @@ class _ClientConnection(H2Endpoint):
         if isinstance(body, bytes) and hdrs.CONTENT_LENGTH not in headers:
             block.append((b"content-length", raw(str(len(body)))))
         sender: asyncio.Task[None] | None = None
+        ending = trailers() if trailers is not None and isinstance(body, bytes | None) else None
         try:
-            self.h2.send_headers(stream_id, block, end_stream=not body)
+            self.h2.send_headers(stream_id, block, end_stream=not body and not ending)
             if isinstance(body, bytes) and body and len(body) <= self._sendable_now(stream_id):
-                self.h2.send_data(stream_id, body, end_stream=True)  # the usual unary call: no task needed
+                self.h2.send_data(stream_id, body, end_stream=not ending)  # the usual unary call: no task needed
+                if ending:
+                    self.h2.send_headers(stream_id, headers_out(ending), end_stream=True)
             elif body:
-                sender = self.loop.create_task(self._send_request_body(stream, body))
+                sender = self.loop.create_task(self._send_request_body(stream, body, trailers))
+            elif ending:
+                self.h2.send_headers(stream_id, headers_out(ending), end_stream=True)
             self.flush()
             status, regular = await waiter
             while 100 <= status < 200:  # informational: the final response follows
@@ -220,10 +231,10 @@ class _ClientConnection(H2Endpoint):
         """How many body bytes fit in one DATA frame on the stream right now."""
         return min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
 
-    async def _send_request_body(self, stream: H2Stream, body: object) -> None:
+    async def _send_request_body(self, stream: H2Stream, body: object, trailers: Trailers | None) -> None:
         try:
             await self.send_body(stream, body)  # type: ignore[arg-type]
-            self.end_stream(stream)
+            self.end_stream(stream, trailers() if trailers is not None else None)
         except (ConnectionError, aiohttp.ClientError, H2Error):
             self.reset(stream)
         except Exception as err:  # the caller's body failed to read: the upstream must not see a cut body as whole
@@ -271,13 +282,15 @@ class H2Pool:
         headers: CIMultiDict[str],
         body: bytes | aiohttp.StreamReader | None,
         context: ssl.SSLContext | None,
+        trailers: Trailers | None = None,
     ) -> H2Response:
-        """Send one request on a stream; raises aiohttp.ClientError subclasses as h1client's pool does."""
+        """Send one request on a stream, ending with `trailers()` when it gives any (read once the body is sent);
+        raises aiohttp.ClientError subclasses as h1client's pool does."""
         connection = await self._connection(context)
         authority = headers.get(hdrs.HOST) or self._target.authority
         scheme = "https" if context is not None else "http"
         try:
-            return await connection.exchange(method, scheme, authority, target, headers, body)
+            return await connection.exchange(method, scheme, authority, target, headers, body, trailers)
         except H2Error as err:
             raise aiohttp.ClientConnectionError(f"upstream HTTP/2 error: {err}") from err
 

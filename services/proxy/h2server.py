@@ -19,34 +19,21 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from aiohttp import StreamReader, hdrs, web
-from aiohttp.http import HttpVersion
 from h2 import events
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error, ProtocolError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.proxy.h2base import (
-    GRPC_CONTENT_TYPE,
-    GRPC_MESSAGE,
-    GRPC_STATUS,
-    H2Endpoint,
-    H2Stream,
-    headers_in,
-    headers_out,
-    raw,
-)
+from services.proxy.h2_names import GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, HTTP2, grpc_status_of, is_grpc
+from services.proxy.h2base import H2Endpoint, H2Stream, headers_in, headers_out, raw
 from services.proxy.request_view import Relayed, Reply, ViewHandler
 
 log = logging.getLogger(__name__)
 
-HTTP2 = HttpVersion(2, 0)
 IDLE_TIMEOUT = 3600.0
 """A downstream connection without streams for this long is closed (Envoy's default idle timeout: long-lived
 gRPC channels stay up)."""
-_GRPC_STATUS_OF_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
-"""Envoy's (and gRPC's) mapping of an HTTP status to a gRPC status code; anything else is UNKNOWN (2)."""
-_GRPC_UNKNOWN = 2
 
 
 class Front(Protocol):
@@ -54,14 +41,6 @@ class Front(Protocol):
 
     handler: ViewHandler
     connections: set[Any]
-
-
-def is_grpc(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> bool:
-    return headers.get(hdrs.CONTENT_TYPE, "").startswith(GRPC_CONTENT_TYPE)
-
-
-def grpc_status_of(http_status: int) -> int:
-    return _GRPC_STATUS_OF_HTTP.get(http_status, _GRPC_UNKNOWN)
 
 
 class H2Request:
@@ -116,6 +95,10 @@ class H2Request:
             return int(declared)
         content = self.content
         return content.total_bytes if content.is_eof() else None
+
+    def trailers(self) -> CIMultiDict[str] | None:
+        """The request's trailers (None without any); known once the body has been read to its end."""
+        return self._stream.trailers
 
     async def read(self) -> bytes:
         return await self.content.read()
@@ -202,9 +185,10 @@ class H2ServerProtocol(H2Endpoint):
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.body.feed_eof()
-        elif isinstance(event, events.TrailersReceived):  # request trailers: not relayed; the body ends
+        elif isinstance(event, events.TrailersReceived):  # request trailers end the body; relayed upstream
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
+                stream.trailers = headers_in(event.headers or ())[1]
                 stream.body.feed_eof()
         elif isinstance(event, events.StreamReset):
             stream = self.streams.pop(event.stream_id or 0, None)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +39,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanPool, LeanResponse
 from services.proxy.h1server import FastRequest
-from services.proxy.h2client import H2Pool
+from services.proxy.h2_names import HTTP2
 from services.proxy.jwt_authn import NOBODY, Authenticated, JwksCache, JwtAuthenticator, Unauthenticated
 from services.proxy.peek import admits
 from services.proxy.request_view import Done, Relayed, Reply, RequestView
@@ -51,6 +52,10 @@ from shared.clock import SYSTEM_CLOCK, Clock
 from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
 from shared.peer_metadata import PEER_METADATA
+
+if TYPE_CHECKING:
+    from services.proxy.h2client import H2Pool
+    from services.proxy.h2server import H2Request
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +114,11 @@ class InboundHandler:
         self._session: aiohttp.ClientSession | None = None
         self._app_pool = LeanPool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, IDLE_TIMEOUT)
         """Requests without a body go to the app through the lean client; streamed bodies through aiohttp's."""
-        self._app_h2 = (
-            H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, idle_timeout=IDLE_TIMEOUT) if app_http2 else None
-        )
+        self._app_h2: H2Pool | None = None
+        if app_http2:
+            from services.proxy.h2client import H2Pool  # only sidecars in front of an HTTP/2 app load h2
+
+            self._app_h2 = H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
         self._jwks = JwksCache(clock)
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._version: _VersionPolicy | None = None
@@ -254,8 +261,9 @@ class InboundHandler:
         try:
             upstream: UpstreamResponse
             if self._app_h2 is not None:
+                trailers = cast("H2Request", request).trailers if request.version == HTTP2 else None
                 upstream = await self._app_h2.request(
-                    request.method, path, headers, held if body is None else body, None
+                    request.method, path, headers, held if body is None else body, None, trailers
                 )
             elif body is None:
                 upstream = await self._app_pool.request(request.method, path, headers, held, None)

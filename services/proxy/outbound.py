@@ -8,6 +8,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -41,8 +42,7 @@ from services.proxy.forward import (
 )
 from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
-from services.proxy.h2client import H2Response, StreamRefused
-from services.proxy.h2server import H2Request
+from services.proxy.h2_names import HTTP2, StreamRefused
 from services.proxy.lb import EndpointKey, endpoint_key
 from services.proxy.mirror import Mirrors, chosen
 from services.proxy.origination import OriginationUnavailable
@@ -66,6 +66,10 @@ from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.proxy_config import Endpoint
 from shared.model.virtual_service import HeaderOperations, Headers
 from shared.peer_metadata import PEER_METADATA
+
+if TYPE_CHECKING:
+    from services.proxy.h2client import H2Response, Trailers
+    from services.proxy.h2server import H2Request
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +455,7 @@ class OutboundHandler:
                             decision.path,
                             headers,
                             body,
-                            type(request) is H2Request,
+                            cast("H2Request", request).trailers if request.version == HTTP2 else None,
                         )
                         if policy.per_try_timeout is None:
                             upstream = await sent
@@ -510,13 +514,14 @@ class OutboundHandler:
         path: str,
         headers: CIMultiDict[str],
         body: Body,
-        downstream_http2: bool = False,
+        downstream_trailers: Trailers | None = None,
     ) -> Awaitable[UpstreamResponse]:
-        """One try: HTTP/2 to an endpoint that speaks it (with useClientProtocol: when the caller spoke it); else
-        the lean client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
+        """One try: HTTP/2 to an endpoint that speaks it (with useClientProtocol: when the caller spoke it, which
+        `downstream_trailers` says: a downstream HTTP/2 request's, relayed upstream over HTTP/2); else the lean
+        client when the body is in memory (or absent) and the pool allows it, else aiohttp."""
         sent = for_endpoint(headers, endpoint, own_metadata())
         pool = runtime.pool
-        if downstream_http2 if pool.use_client_protocol else pool.http2(endpoint):
+        if downstream_trailers is not None if pool.use_client_protocol else pool.http2(endpoint):
             context = self._pools.h2_context_for(endpoint, runtime.pool)
             h2 = self._pools.h2_for(endpoint, runtime.pool)
             web = grpc_web.kind_of(sent.get(hdrs.CONTENT_TYPE))
@@ -524,7 +529,7 @@ class OutboundHandler:
                 grpc_headers, grpc_body = grpc_web.to_grpc(sent, body or b"", web)
                 call = h2.request(method, path, grpc_headers, grpc_body, context)
                 return _as_grpc_web(call, web, sent.get(hdrs.CONTENT_TYPE, grpc_web.WEB))
-            return h2.request(method, path, sent, body, context)
+            return h2.request(method, path, sent, body, context, downstream_trailers)
         lean = None if isinstance(body, aiohttp.StreamReader) else self._pools.lean_for(endpoint, runtime.pool)
         if lean is not None:
             context = ssl_arg if isinstance(ssl_arg, ssl.SSLContext) else None

@@ -7,7 +7,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.proxy.h2base import GRPC_STATUS
+from services.proxy.h2_names import GRPC_STATUS
 from shared.model.virtual_service import HTTPRetry
 
 BACKOFF_BASE = 0.025

@@ -28,6 +28,7 @@ import asyncio
 import ssl
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -36,13 +37,15 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from services.proxy.h1client import LeanPool
-from services.proxy.h2client import H2Pool
 from services.proxy.keepalive import Keepalive
 from services.proxy.origination import Origination
 from services.proxy.tls import SpiffeVerifyingConnector, TlsContexts
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.model.destination_rule import ConnectionPoolSettings, H2UpgradePolicy
 from shared.model.proxy_config import Endpoint
+
+if TYPE_CHECKING:
+    from services.proxy.h2client import H2Pool
 
 CONNECT_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0
@@ -337,6 +340,8 @@ class UpstreamPools:
             for _, old in self._h2.values():
                 old.close()
             self._h2.clear()
+        from services.proxy.h2client import H2Pool  # loaded by the first HTTP/2 endpoint
+
         pool = H2Pool(
             endpoint.address,
             endpoint.port,

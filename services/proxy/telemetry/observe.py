@@ -22,8 +22,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from services.proxy.forward import REQUEST_ID, RESPONSE_FLAGS, new_request_id
 from services.proxy.h1server import FastRequest, ImmediateHandler
-from services.proxy.h2base import GRPC_CONTENT_TYPE, GRPC_STATUS
-from services.proxy.h2server import grpc_status_of
+from services.proxy.h2_names import GRPC_CONTENT_TYPE, GRPC_STATUS, grpc_status_of
 from services.proxy.request_view import Done, Relayed, Reply, RequestView, ViewHandler
 from services.proxy.snapshot import ProxyState
 from services.proxy.telemetry.access_log import AccessLog, AccessRecord

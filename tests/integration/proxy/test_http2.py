@@ -546,3 +546,42 @@ async def test_grpc_web_calls_from_http1_reach_the_grpc_app_and_get_their_traile
         async with session.post(url, data=b"%%% not base64", headers=text_headers) as reply:
             assert reply.status == 400
     assert mesh.app.calls == ["Say", "Say", "Missing"]
+
+
+async def test_request_trailers_reach_the_http2_app_through_both_sidecars(make_sidecar: Any, bus: Any) -> None:
+    """Trailers after a request body (small, sent with its headers; large, streamed through the windows) are relayed
+    by the caller's sidecar and the app's sidecar, as the caller sent them."""
+    seen: list[tuple[int, dict[str, str]]] = []
+
+    async def handle(request: RequestView) -> web.Response:
+        body = await request.read()
+        trailers = getattr(request, "trailers", lambda: None)()
+        seen.append((len(body), dict(trailers or {})))
+        return web.Response(text="ok")
+
+    app = await start_listener("app", handle, "127.0.0.1", 0, pass_through=True)
+    client = None
+    try:
+        server = await make_sidecar("echo", app.port, protocol=PROTOCOL_HTTP2)
+        caller = await make_sidecar("client", 1)
+        await bus.push(inbound_config(server))
+        config = grpc_config(caller, server)
+        await bus.push(config)
+        await bus.ack(caller.proxy_id, config.version)
+        await server.config.applied.wait()
+        client = H2Pool("127.0.0.1", caller.listeners["outbound"].port, None, 5.0)
+        for size in (5, 300_000):
+            ending = CIMultiDict({"x-checksum": f"sum-{size}"})
+            response = await client.request(
+                "POST", "/upload", CIMultiDict({"Host": "echo"}), b"u" * size, None, lambda ending=ending: ending
+            )
+            try:
+                assert response.status == 200
+                assert await response.content.read() == b"ok"
+            finally:
+                response.release()
+        assert seen == [(5, {"x-checksum": "sum-5"}), (300_000, {"x-checksum": "sum-300000"})]
+    finally:
+        if client is not None:
+            client.close()
+        await app.close()

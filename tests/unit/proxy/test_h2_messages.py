@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
+from services.proxy.h2_names import grpc_status_of
 from services.proxy.h2base import headers_in, headers_out
-from services.proxy.h2server import _percent_encoded, grpc_status_of
+from services.proxy.h2server import _percent_encoded
 
 
 def test_connection_specific_headers_never_go_out_and_names_are_lower_case() -> None:
