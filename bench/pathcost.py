@@ -165,7 +165,7 @@ def inbound_driver(running: Sidecar) -> Driver:
     protocol = listener.front.protocol()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     upstream = _upstream_connection(asyncio.get_running_loop())
-    running._inbound._app_pool.put_back(upstream)
+    running._inbound._side.pool.put_back(upstream)
     metadata = "".join(f"{name}: {value}\r\n" for name, value in running.telemetry._own_headers)
     request = (
         "GET / HTTP/1.1\r\nHost: bench-server\r\nUser-Agent: isthmus-bench\r\n"

@@ -99,7 +99,7 @@ async def start_extra_inbound(port: WorkloadPort, address: str, services: ExtraP
     served = WorkloadPort(port.protocol, port.app_port, listener.port)
     if tcp:
         tcp_inbound = TcpInbound(
-            services.state, services.tls, port.app_port, listener.port, services.telemetry, services.clock
+            services.state, services.tls, port.app_port, listener.port, services.telemetry, services.clock, address
         )
         bound.tcp, bound.mode = tcp_inbound, tcp_inbound.mtls_mode
         return ExtraInbound(served, listener, tcp=tcp_inbound)
@@ -111,6 +111,7 @@ async def start_extra_inbound(port: WorkloadPort, address: str, services: ExtraP
         services.clock,
         ExtAuthzClient(dict(services.ext_authz)),
         port.protocol in HTTP2_PROTOCOLS,
+        address,
     )
     bound.http = services.telemetry.inbound(http, listener.port, port.app_port)
     bound.mode = http.mtls_mode

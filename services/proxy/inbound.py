@@ -21,8 +21,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from services.proxy.app_side import LOOPBACK, AppCallSettings, AppSide
 from services.proxy.authz import RequestFacts
-from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
+from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
 from services.proxy.ext_authz import CheckRequest, ExtAuthzClient, ExtAuthzDenied
 from services.proxy.forward import (
     FORWARDED_CLIENT_CERT,
@@ -37,7 +38,7 @@ from services.proxy.forward import (
     request_body,
     response_headers,
 )
-from services.proxy.h1client import LeanPool, LeanResponse
+from services.proxy.h1client import LeanResponse
 from services.proxy.h1server import FastRequest
 from services.proxy.h2_names import HTTP2
 from services.proxy.jwt_authn import NOBODY, Authenticated, JwksCache, JwtAuthenticator, Unauthenticated
@@ -47,14 +48,12 @@ from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.telemetry.context import RequestFacts as TelemetryFacts
 from services.proxy.telemetry.context import reply_metadata
 from services.proxy.tls import TlsContexts, peer_spiffe_id
-from services.proxy.upstream import CONNECT_TIMEOUT, IDLE_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.identity.spiffe import parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
 from shared.peer_metadata import PEER_METADATA
 
 if TYPE_CHECKING:
-    from services.proxy.h2client import H2Pool
     from services.proxy.h2server import H2Request
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,8 @@ class InboundStats:
     """Requests on a kept-alive connection whose transport (TLS or not) the current mode no longer admits."""
     spiffe_id_refused: int = 0
     """Requests over mTLS whose (verified) client certificate has no SPIFFE ID, or one that does not parse."""
+    app_overflow: int = 0
+    """Requests answered 503 UO: the app's connection pool (the Sidecar's ingress limits) was full."""
 
 
 @dataclass(frozen=True)
@@ -103,45 +104,26 @@ class InboundHandler:
         clock: Clock = SYSTEM_CLOCK,
         ext_authz: ExtAuthzClient | None = None,
         app_http2: bool = False,
+        instance_address: str = LOOPBACK,
     ) -> None:
-        """`app_http2`: the app's port speaks HTTP/2 (a grpc or http2 port): it is called over HTTP/2."""
+        """`app_http2`: the app's port speaks HTTP/2 (a grpc or http2 port): it is called over HTTP/2.
+        `instance_address`: where a Sidecar ingress listener's `0.0.0.0:PORT` calls the app."""
         self._state = state
         self._tls = tls
         self._app_port = app_port
-        self._app = f"http://127.0.0.1:{app_port}"
+        self._app_http2 = app_http2
+        self._instance_address = instance_address
         self._inbound_port = inbound_port
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-        self._app_pool = LeanPool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, IDLE_TIMEOUT)
-        """Requests without a body go to the app through the lean client; streamed bodies through aiohttp's."""
-        self._app_h2: H2Pool | None = None
-        if app_http2:
-            from services.proxy.h2client import H2Pool  # only sidecars in front of an HTTP/2 app load h2
-
-            self._app_h2 = H2Pool("127.0.0.1", app_port, None, CONNECT_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
+        self._side = AppSide(AppCallSettings.default(app_port), app_port, app_http2)
+        """Where and how the app is called, per the current config's Sidecar ingress (app_side.py)."""
         self._jwks = JwksCache(clock)
         self._ext_authz = ext_authz or ExtAuthzClient({})
         self._version: _VersionPolicy | None = None
         self.stats = InboundStats()
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-            )
-        return self._session
-
     async def close(self) -> None:
-        self._app_pool.close()
-        if self._app_h2 is not None:
-            self._app_h2.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._side.close()
         await self._jwks.close()
         await self._ext_authz.close()
 
@@ -166,6 +148,10 @@ class InboundHandler:
         unrestricted = not (authorizer.custom or authorizer.deny or authorizer.allow or authorizer.audit)
         current = _VersionPolicy(snapshot, jwt, inbound.mode_for_port(self._app_port), unrestricted)
         self._version = current
+        settings = AppCallSettings.of(inbound.app_port(self._app_port), self._instance_address)
+        if settings != self._side.settings:
+            retired, self._side = self._side, AppSide(settings, self._app_port, self._app_http2)
+            retired.retire()
         return current
 
     async def __call__(self, request: RequestView) -> Reply:
@@ -186,7 +172,7 @@ class InboundHandler:
         here) and an idle keep-alive connection to the app, the request is written to the app now and the
         whole response is relayed from the app connection's callback, then `done` is called; anything else
         goes on in the general path from where it stands."""
-        if self._app_h2 is not None:  # an HTTP/2 app: no lean client to it
+        if self._app_http2:  # an HTTP/2 app: no lean client to it
             return self(request)
         headers = end_to_end_headers(request.headers)
         request_id = ensure_request_id(headers)
@@ -194,7 +180,9 @@ class InboundHandler:
             admitted = self._admit(request)
             policy, peer = admitted
             assert policy.jwt is not None, "admitted only with usable JWT rules"
-            if policy.jwt.active or policy.snapshot.authorizer.custom:  # checks that wait for an answer
+            side = self._side
+            # Checks that wait for an answer, or calls to count against the app's connection pool.
+            if policy.jwt.active or policy.snapshot.authorizer.custom or not side.direct:
                 return self._checked_to_app(request, headers, request_id, admitted)
             if not policy.unrestricted:
                 self._allow(request, policy, self._facts(request, peer, NOBODY))
@@ -204,7 +192,7 @@ class InboundHandler:
         body = request.body()
         own = facts.own_headers if facts is not None and PEER_METADATA in request.headers else ()
         exchange = _AppExchange(self, request, request_id, own, done)
-        if not self._app_pool.send_now(request.method, path, headers, body, None, exchange.answered):
+        if not side.pool.send_now(request.method, path, headers, body, None, exchange.answered):
             return self._app_exchange(request, headers, path, body, request_id)
         return None
 
@@ -256,20 +244,51 @@ class InboundHandler:
     async def _app_exchange(
         self, request: RequestView, headers: CIMultiDict[str], path: str, held: bytes | None, request_id: str
     ) -> Reply:
-        """Call the app (the lean client for a body in memory or none, aiohttp's for a streamed one) and relay."""
+        """Call the app within its connection pool's limits (503 UO beyond them) and relay its answer."""
+        side = self._side
+        breaker = side.breaker
+        if breaker is not None:
+            try:
+                breaker.admit()
+            except UpstreamOverflow as err:
+                self.stats.app_overflow += 1
+                log.info("inbound %s %s -> 503 UO: %s", request.method, request.raw_path, err.message)
+                return local_reply(err, request_id)
+        side.enter()
+        try:
+            if side.slots is None:
+                return await self._call_app(side, request, headers, path, held, request_id)
+            async with side.slots:  # one of tcp.maxConnections calls at a time; the others are pending
+                return await self._call_app(side, request, headers, path, held, request_id)
+        finally:
+            side.leave()
+            if breaker is not None:
+                breaker.release()
+
+    async def _call_app(
+        self,
+        side: AppSide,
+        request: RequestView,
+        headers: CIMultiDict[str],
+        path: str,
+        held: bytes | None,
+        request_id: str,
+    ) -> Reply:
+        """Call the app (HTTP/2 to an HTTP/2 app; else the lean client for a body in memory or none, aiohttp's
+        for a streamed one) and relay."""
         body = request_body(request) if held is None else None
         try:
             upstream: UpstreamResponse
-            if self._app_h2 is not None:
+            if side.h2 is not None:
                 trailers = cast("H2Request", request).trailers if request.version == HTTP2 else None
-                upstream = await self._app_h2.request(
+                upstream = await side.h2.request(
                     request.method, path, headers, held if body is None else body, None, trailers
                 )
             elif body is None:
-                upstream = await self._app_pool.request(request.method, path, headers, held, None)
+                upstream = await side.pool.request(request.method, path, headers, held, None)
             else:
-                url = URL(f"{self._app}{path}", encoded=True)
-                upstream = await self._client().request(
+                url = URL(f"{side.base_url}{path}", encoded=True)
+                upstream = await side.session().request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
         except aiohttp.ClientError as err:
@@ -280,7 +299,7 @@ class InboundHandler:
             upstream.release()
 
     def _app_failed(self, err: BaseException, request_id: str) -> web.Response:
-        log.info("local app on %s failed: %s", self._app, err)
+        log.info("local app on %s failed: %s", self._side.settings.address, err)
         return local_reply(UpstreamConnectFailure(f"local app unreachable: {err}"), request_id)
 
     def _admit(self, request: RequestView) -> tuple[_VersionPolicy, str | None]:

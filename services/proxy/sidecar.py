@@ -132,6 +132,7 @@ class Sidecar:
             clock,
             ExtAuthzClient(dict(settings.ext_authz)),
             settings.protocol in HTTP2_PROTOCOLS,
+            settings.address,
         )
         self.listeners: dict[str, Listener] = {}
         self.extra_inbound: list[ExtraInbound] = []
@@ -164,7 +165,9 @@ class Sidecar:
             else None
         )
         self._tcp_inbound = (
-            TcpInbound(self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock)
+            TcpInbound(
+                self.state, self.tls, settings.app_port, settings.inbound_port, self.telemetry, clock, settings.address
+            )
             if settings.protocol == PROTOCOL_TCP
             else None
         )

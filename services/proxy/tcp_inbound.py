@@ -19,8 +19,9 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from services.proxy.app_side import LOOPBACK, AppCallSettings
 from services.proxy.authz import Authorizer, RequestFacts
-from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure
+from services.proxy.errors import AccessDenied, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
 from services.proxy.snapshot import ConfigSnapshot, ProxyState
 from services.proxy.tcp_authz import tcp_authorizer
 from services.proxy.tcp_peer_exchange import as_callee, negotiated
@@ -31,7 +32,6 @@ from services.proxy.telemetry.labels import WorkloadLabels
 from services.proxy.telemetry.observe import Telemetry
 from services.proxy.telemetry.tcp import TcpMeter, address, destination_labels
 from services.proxy.tls import TlsContexts
-from services.proxy.upstream import CONNECT_TIMEOUT
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.identity.spiffe import InvalidSpiffeId, parse_spiffe_id
 from shared.model.peer_authentication import MtlsMode
@@ -47,6 +47,8 @@ class TcpInboundStats:
     rbac_denied: int = 0
     spiffe_id_refused: int = 0
     """TLS peers whose (verified) certificate names no SPIFFE ID, or one that does not parse."""
+    app_overflow: int = 0
+    """Connections closed at once: the app's connection pool (the Sidecar's ingress limits) was full."""
 
 
 class SpiffeIdRefused(AccessDenied):
@@ -76,8 +78,13 @@ class TcpInbound:
         inbound_port: int,
         telemetry: Telemetry,
         clock: Clock = SYSTEM_CLOCK,
+        instance_address: str = LOOPBACK,
     ) -> None:
+        """`instance_address`: where a Sidecar ingress listener's `0.0.0.0:PORT` connects to the app."""
         self._state = state
+        self._instance_address = instance_address
+        self._active = 0
+        """Connections to the app open now (counted against the ingress connectionPool's tcp.maxConnections)."""
         self._tls = tls
         self._app_port = app_port
         self._inbound_port = inbound_port
@@ -87,6 +94,11 @@ class TcpInbound:
         self._own_block = block_for(own_metadata(telemetry.workload))
         self._peers = PeerBook()
         self.stats = TcpInboundStats()
+
+    @property
+    def app_connections(self) -> int:
+        """Connections to the app open now."""
+        return self._active
 
     def mtls_mode(self) -> MtlsMode:
         """The mode for the next connection: the current config's, for our app port; STRICT before any config."""
@@ -104,7 +116,8 @@ class TcpInbound:
         reader, writer = await asyncio.open_connection(sock=conn)
         remote, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
         meter = TcpMeter(self._telemetry, self._clock, address(remote), address(local))
-        app = f"127.0.0.1:{self._app_port}"
+        settings = self._app_settings()
+        app = settings.address
         cluster = f"inbound|{self._inbound_port}||"
         downstream: ByteStream = PlainStream(reader, writer)
         if tls:
@@ -121,7 +134,7 @@ class TcpInbound:
             caller = self._peers.caller(value, peer) if value else None
         try:
             self._authorize(peer, tls, remote, local)
-            upstream = await self._connect_app()
+            upstream = await self._connect_app(settings)
         except ProxyError as err:
             if isinstance(err, SpiffeIdRefused):
                 self.stats.spiffe_id_refused += 1
@@ -137,6 +150,7 @@ class TcpInbound:
         try:
             await relay(downstream, upstream, meter.received, meter.sent)
         finally:
+            self._active -= 1
             meter.closed(app, cluster)
 
     def _authorize(self, peer: str | None, tls: bool, remote: object, local: object) -> None:
@@ -162,10 +176,29 @@ class TcpInbound:
         if not allowed:
             raise AccessDenied(reason)
 
-    async def _connect_app(self) -> ByteStream:
+    def _app_settings(self) -> AppCallSettings:
+        """Where and under which limits to connect to the app: the current config's Sidecar ingress, if any."""
+        snapshot = self._state.snapshot
+        if snapshot is None:
+            return AppCallSettings.default(self._app_port)
+        return AppCallSettings.of(snapshot.config.inbound.app_port(self._app_port), self._instance_address)
+
+    async def _connect_app(self, settings: AppCallSettings) -> ByteStream:
+        """A connection to the app, counted in `_active` (the caller uncounts it when it ends)."""
+        limit = settings.max_connections
+        if limit and self._active >= limit:
+            self.stats.app_overflow += 1
+            raise UpstreamOverflow(
+                f"the app's connection pool is full ({self._active} connections, tcp.maxConnections)"
+            )
+        self._active += 1
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self._app_port)
+            async with asyncio.timeout(settings.connect_timeout):
+                reader, writer = await asyncio.open_connection(settings.host, settings.port)
         except (OSError, TimeoutError) as err:
+            self._active -= 1
             raise UpstreamConnectFailure(f"local app unreachable: {err or 'timeout'}") from err
+        except BaseException:
+            self._active -= 1
+            raise
         return PlainStream(reader, writer)

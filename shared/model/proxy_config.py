@@ -14,7 +14,7 @@ from pydantic import Field
 from shared.consul import MAX_WEIGHT
 from shared.model.authorization_policy import AuthorizationPolicySpec
 from shared.model.base import Duration, Percent, Spec
-from shared.model.destination_rule import TrafficPolicy
+from shared.model.destination_rule import ConnectionPoolSettings, TrafficPolicy
 from shared.model.gateway import ServerProtocol, ServerTlsMode, TlsVersion
 from shared.model.peer_authentication import MtlsMode
 from shared.model.request_authentication import JWTRule
@@ -180,6 +180,16 @@ class NamedJwtRule(Spec):
     rule: JWTRule
 
 
+class AppPort(Spec):
+    """How the sidecar calls its app for one workload port (the applying Sidecar's ingress listener)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    default_endpoint: str | None = None
+    """`127.0.0.1:PORT`, `[::1]:PORT`, `0.0.0.0:PORT` or `[::]:PORT` (shared/model/sidecar.py); None: the port's own."""
+    connection_pool: ConnectionPoolSettings | None = None
+    """The listener's own, else the Sidecar's `inboundConnectionPool`."""
+
+
 class InboundConfig(Spec):
     mtls_mode: MtlsMode = MtlsMode.PERMISSIVE
     """Resolved mode for the workload's port (never UNSET)."""
@@ -188,9 +198,18 @@ class InboundConfig(Spec):
     authorization: list[NamedAuthorizationPolicy] = Field(default_factory=list)
     jwt_rules: list[NamedJwtRule] = Field(default_factory=list)
     """RequestAuthentication rules selecting this workload, in (namespace, name) order."""
+    app_ports: list[AppPort] = Field(default_factory=list)
+    """The Sidecar's ingress listeners, by workload port."""
+    connection_pool: ConnectionPoolSettings | None = None
+    """The Sidecar's `inboundConnectionPool`: the limits on calls to the app on ports without a listener."""
 
     def mode_for_port(self, app_port: int) -> MtlsMode:
         return self.port_level_mtls.get(app_port, self.mtls_mode)
+
+    def app_port(self, port: int) -> AppPort:
+        """How to call the app for workload port `port` (the defaults without an ingress listener for it)."""
+        found = next((entry for entry in self.app_ports if entry.port == port), None)
+        return found if found is not None else AppPort(port=port, connection_pool=self.connection_pool)
 
 
 _EMPTY_VERSION = b'"version":""'

@@ -40,10 +40,22 @@ class PortProtocol(StrEnum):
     REDIS = "REDIS"
 
 
+def port_protocol(value: Any) -> Any:
+    """A port's protocol name in any case, upper-cased; raises ValueError for UDP and unknown names."""
+    if not isinstance(value, str):
+        return value
+    upper = value.strip().upper()
+    if upper == "UDP":
+        raise ValueError("protocol UDP is not supported: the sidecar carries HTTP and TCP only")
+    if upper not in {protocol.value for protocol in PortProtocol}:
+        raise ValueError(f"protocol {value!r} is not one of {', '.join(p.value for p in PortProtocol)}")
+    return upper
+
+
 HTTP_PROTOCOLS = frozenset({PortProtocol.HTTP, PortProtocol.HTTP2, PortProtocol.GRPC, PortProtocol.GRPC_WEB})
+"""Ports the sidecar routes as HTTP requests (virtual hosts); every other protocol is carried as TCP bytes."""
 HTTP2_PORT_PROTOCOLS = frozenset({PortProtocol.HTTP2, PortProtocol.GRPC})
 """Ports called over HTTP/2 (with prior knowledge, or over originated TLS)."""
-"""Ports the sidecar routes as HTTP requests (virtual hosts); every other protocol is carried as TCP bytes."""
 
 
 class Location(StrEnum):
@@ -96,14 +108,7 @@ class ServicePort(Spec):
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        upper = value.strip().upper()
-        if upper == "UDP":
-            raise ValueError("protocol UDP is not supported: the sidecar carries HTTP and TCP only")
-        if upper not in {protocol.value for protocol in PortProtocol}:
-            raise ValueError(f"protocol {value!r} is not one of {', '.join(p.value for p in PortProtocol)}")
-        return upper
+        return port_protocol(value)
 
     @property
     def is_http(self) -> bool:

@@ -1,4 +1,4 @@
-"""Sidecar (networking.istio.io/v1), egress part: which hosts a workload's sidecar gets config for.
+"""Sidecar (networking.istio.io/v1): which hosts a workload's sidecar gets config for, and how it calls its app.
 
 The Isthmus subset of Istio's Sidecar: `workloadSelector` (the workloads of the Sidecar's namespace it applies
 to; left out, the whole namespace, or in the root namespace every namespace without a Sidecar of its own),
@@ -7,10 +7,19 @@ one `egress` listener without port whose `hosts` are `namespace/dnsName` entries
 (`validateNamespaceSlashWildcardHostname`): the namespace is `*` (any), `.` (the Sidecar's own), `~` (none) or
 a namespace name; the dnsName is `*`, `*.suffix` or a fully qualified host (no short names).
 
+Inbound side: `ingress` listeners, one per workload port (the app port the sidecar fronts, as
+PeerAuthentication's `portLevelMtls` keys), each with `defaultEndpoint` (where the sidecar calls the app for
+that port: `127.0.0.1:PORT` or `[::1]:PORT` on loopback, `0.0.0.0:PORT` or `[::]:PORT` at the instance's
+registered address) and `connectionPool`, which overrides `inboundConnectionPool` (the limits on the sidecar's
+calls to its app, every port). Ports without an ingress listener keep the sidecar's flags and the
+`inboundConnectionPool`. Of a connection pool, `tcp.maxConnections`, `tcp.connectTimeout`,
+`http.http1MaxPendingRequests`, `http.http2MaxRequests` and `http.idleTimeout` apply; the others are refused.
+
 Refused, with the field's path: `egress[].port`, `egress[].bind` and `egress[].captureMode` (Isthmus has no
 per-port listeners and no traffic capture), more than one egress listener (Istio needs a port on all but one),
-`ingress`, `inboundConnectionPool`, `outboundTrafficPolicy.mode: ALLOW_ANY` and `egressProxy` (the sidecar
-only calls registry hosts). Pilot applies it in services/pilot/generate/sidecar_scope.py.
+`ingress[].bind`, `ingress[].captureMode`, `ingress[].tls`, `ingress[].port.targetPort`, Unix socket and
+non-local default endpoints, `outboundTrafficPolicy.mode: ALLOW_ANY` and `egressProxy` (the sidecar only calls
+registry hosts). Pilot applies it in services/pilot/generate/sidecar_scope.py (egress) and inbound.py (ingress).
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from shared.model.base import LabelSelector, Spec
+from shared.model.destination_rule import ConnectionPoolSettings
+from shared.model.service_entry import PortNumber, PortProtocol, port_protocol
 
 ANY_NAMESPACE = "*"
 OWN_NAMESPACE = "."
 NO_NAMESPACE = "~"
 
+NO_CAPTURE = "captureMode is not supported: Isthmus does not capture traffic; callers address the sidecar"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -101,7 +113,123 @@ class IstioEgressListener(Spec):
     @classmethod
     def _capture_mode(cls, value: Any) -> Any:
         if value is not None:
-            raise ValueError("captureMode is not supported: Isthmus does not capture traffic; apps call the sidecar")
+            raise ValueError(NO_CAPTURE)
+        return value
+
+
+LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "[::1]": "::1"}
+"""defaultEndpoint hosts that mean the app on loopback, and the address the sidecar calls."""
+INSTANCE_HOSTS = frozenset({"0.0.0.0", "[::]"})
+"""defaultEndpoint hosts that mean the app at the instance's registered address."""
+
+
+def check_default_endpoint(value: str) -> str:
+    """Istio's forms of an ingress listener's defaultEndpoint, less Unix sockets."""
+    if value.startswith("unix://"):
+        raise ValueError(
+            f"{value!r}: Unix domain sockets are not supported: the sidecar calls its app over TCP; give 127.0.0.1:PORT"
+        )
+    host, colon, port = value.rpartition(":")
+    if not colon or (host not in LOOPBACK_HOSTS and host not in INSTANCE_HOSTS):
+        raise ValueError(
+            f"{value!r}: defaultEndpoint must be 127.0.0.1:PORT or [::1]:PORT (the app on loopback), or 0.0.0.0:PORT "
+            "or [::]:PORT (the app at the instance's address); arbitrary IPs are not supported"
+        )
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
+    return value
+
+
+def app_address(default_endpoint: str, instance_address: str) -> tuple[str, int]:
+    """(host, port) the sidecar calls for a checked defaultEndpoint; `0.0.0.0` and `[::]` are the instance's."""
+    host, _, port = default_endpoint.rpartition(":")
+    return LOOPBACK_HOSTS.get(host, instance_address), int(port)
+
+
+_INBOUND_POOL_FIELDS = {
+    "tcp": {"max_connections", "connect_timeout"},
+    "http": {"http1_max_pending_requests", "http2_max_requests", "idle_timeout"},
+}
+
+
+def check_inbound_pool(pool: ConnectionPoolSettings | None) -> ConnectionPoolSettings | None:
+    """Only the settings the sidecar's calls to its app honour; the others (retries, upgrades, keepalive, ...)
+    are refused by name."""
+    if pool is None:
+        return pool
+    refused = [
+        f"{part}.{pool_field_alias(settings, name)}"
+        for part, allowed in _INBOUND_POOL_FIELDS.items()
+        if (settings := getattr(pool, part)) is not None
+        for name in sorted(settings.model_fields_set - allowed)
+    ]
+    if refused:
+        raise ValueError(
+            f"not supported for the calls to the app: {', '.join(refused)} (supported: tcp.maxConnections, "
+            "tcp.connectTimeout, http.http1MaxPendingRequests, http.http2MaxRequests, http.idleTimeout)"
+        )
+    return pool
+
+
+def pool_field_alias(settings: Spec, name: str) -> str:
+    field = type(settings).model_fields[name]
+    return field.alias or name
+
+
+InboundPool = Annotated[ConnectionPoolSettings, AfterValidator(check_inbound_pool)]
+
+
+class SidecarPort(Spec):
+    number: PortNumber
+    """The workload port: an app port the sidecar fronts (`--app-port` or an `--extra-port` app port)."""
+    protocol: PortProtocol | None = None
+    """Informational: what the port speaks is what the sidecar declares (`--protocol`, `--extra-port`)."""
+    name: str | None = None
+    target_port: Any = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        return port_protocol(value)
+
+    @field_validator("target_port")
+    @classmethod
+    def _target_port(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("targetPort is not supported on an ingress port: give defaultEndpoint")
+        return value
+
+
+class IstioIngressListener(Spec):
+    port: SidecarPort
+    default_endpoint: Annotated[str, AfterValidator(check_default_endpoint)] | None = None
+    connection_pool: InboundPool | None = None
+    bind: Any = None
+    capture_mode: Any = None
+    tls: Any = None
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("bind is not supported: the sidecar's inbound listener address is set by its flags")
+        return value
+
+    @field_validator("capture_mode")
+    @classmethod
+    def _capture_mode(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(NO_CAPTURE)
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "tls is not supported: the sidecar's inbound TLS is the mesh's mTLS (PeerAuthentication); "
+                "terminate other TLS at a Gateway"
+            )
         return value
 
 
@@ -137,8 +265,8 @@ class SidecarSpec(Spec):
     workload_selector: LabelSelector | None = None
     egress: list[IstioEgressListener] = Field(default_factory=list)
     outbound_traffic_policy: OutboundTrafficPolicy | None = None
-    ingress: Any = None
-    inbound_connection_pool: Any = None
+    ingress: list[IstioIngressListener] = Field(default_factory=list)
+    inbound_connection_pool: InboundPool | None = None
 
     @field_validator("egress")
     @classmethod
@@ -152,25 +280,31 @@ class SidecarSpec(Spec):
 
     @field_validator("ingress")
     @classmethod
-    def _ingress(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "ingress is not supported: the sidecar's inbound side is set by its flags and Consul registration"
-            )
-        return value
-
-    @field_validator("inbound_connection_pool")
-    @classmethod
-    def _inbound_connection_pool(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("inboundConnectionPool is not supported: the sidecar's inbound side has no pool settings")
+    def _one_listener_per_port(cls, value: list[IstioIngressListener]) -> list[IstioIngressListener]:
+        seen: set[int] = set()
+        for listener in value:
+            if listener.port.number in seen:
+                raise ValueError(f"port {listener.port.number} has more than one ingress listener")
+            seen.add(listener.port.number)
         return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> SidecarSpec:
-        if not self.egress and self.outbound_traffic_policy is None:
-            raise ValueError("empty configuration: give an egress listener (or outboundTrafficPolicy)")
+        if (
+            not self.egress
+            and self.outbound_traffic_policy is None
+            and not self.ingress
+            and self.inbound_connection_pool is None
+        ):
+            raise ValueError(
+                "empty configuration: give an egress listener, outboundTrafficPolicy, ingress listeners or "
+                "inboundConnectionPool"
+            )
         return self
+
+    def ingress_for(self, port: int) -> IstioIngressListener | None:
+        """The ingress listener of a workload port, if any."""
+        return next((listener for listener in self.ingress if listener.port.number == port), None)
 
     @property
     def egress_hosts(self) -> tuple[str, ...] | None:

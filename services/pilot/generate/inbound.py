@@ -15,17 +15,24 @@ selector matches (or that has none), sorted by (namespace, name).
 
 Authorization: AuthorizationPolicies from the root namespace and the proxy's namespace whose selector
 matches the proxy's labels (or that have none), sorted by (namespace, name).
+
+Calls to the app (the Sidecar kind's inbound part): the Sidecar that applies to the proxy (sidecar_scope.py's
+`applying_sidecar`, the same one that limits its egress) gives its ingress listeners, by workload port, with
+their defaultEndpoint and connectionPool (the Sidecar's `inboundConnectionPool` when a listener has none),
+and the `inboundConnectionPool` for the ports it does not list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from services.pilot.generate.sidecar_scope import applying_sidecar
 from services.pilot.snapshot import Proxy, Snapshot
-from shared.model import AuthorizationPolicy, PeerAuthentication
+from shared.model import AuthorizationPolicy, PeerAuthentication, Sidecar
 from shared.model.base import WorkloadSelector
+from shared.model.destination_rule import ConnectionPoolSettings
 from shared.model.peer_authentication import MtlsMode
-from shared.model.proxy_config import InboundConfig, NamedAuthorizationPolicy, NamedJwtRule
+from shared.model.proxy_config import AppPort, InboundConfig, NamedAuthorizationPolicy, NamedJwtRule
 from shared.model.resources import RequestAuthentication
 
 
@@ -114,14 +121,34 @@ def jwt_rules(policies: list[RequestAuthentication], proxy: Proxy, root_namespac
     ]
 
 
+def app_ports(sidecar: Sidecar | None) -> tuple[list[AppPort], ConnectionPoolSettings | None]:
+    """The applying Sidecar's ingress listeners (in port order) and its inboundConnectionPool; a listener without
+    a connectionPool of its own takes the Sidecar's."""
+    if sidecar is None:
+        return [], None
+    default = sidecar.spec.inbound_connection_pool
+    listeners = sorted(sidecar.spec.ingress, key=lambda listener: listener.port.number)
+    return [
+        AppPort(
+            port=listener.port.number,
+            default_endpoint=listener.default_endpoint,
+            connection_pool=listener.connection_pool if listener.connection_pool is not None else default,
+        )
+        for listener in listeners
+    ], default
+
+
 def inbound(snapshot: Snapshot, proxy: Proxy, root_namespace: str) -> InboundConfig:
     namespaces = (root_namespace, proxy.namespace)
     mode, ports = workload_mtls_modes(
         snapshot.in_namespaces(PeerAuthentication, *namespaces), proxy.namespace, proxy.labels, root_namespace
     )
+    listeners, pool = app_ports(applying_sidecar(snapshot, proxy, root_namespace))
     return InboundConfig(
         mtls_mode=mode,
         port_level_mtls=ports,
         authorization=authorization(snapshot.in_namespaces(AuthorizationPolicy, *namespaces), proxy, root_namespace),
         jwt_rules=jwt_rules(snapshot.in_namespaces(RequestAuthentication, *namespaces), proxy, root_namespace),
+        app_ports=listeners,
+        connection_pool=pool,
     )

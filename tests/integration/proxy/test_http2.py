@@ -571,9 +571,13 @@ async def test_request_trailers_reach_the_http2_app_through_both_sidecars(make_s
         await server.config.applied.wait()
         client = H2Pool("127.0.0.1", caller.listeners["outbound"].port, None, 5.0)
         for size in (5, 300_000):
-            ending = CIMultiDict({"x-checksum": f"sum-{size}"})
+            ending: CIMultiDict[str] = CIMultiDict({"x-checksum": f"sum-{size}"})
+
+            def trailers(ending: CIMultiDict[str] = ending) -> CIMultiDict[str]:
+                return ending
+
             response = await client.request(
-                "POST", "/upload", CIMultiDict({"Host": "echo"}), b"u" * size, None, lambda ending=ending: ending
+                "POST", "/upload", CIMultiDict({"Host": "echo"}), b"u" * size, None, trailers
             )
             try:
                 assert response.status == 200

@@ -329,3 +329,42 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout(mesh: Mesh) -
         assert await reader.readexactly(1) == b"a"
         assert await reader.read() == b""  # then nothing moves: the caller's sidecar closes the connection
     writer.close()
+
+
+async def test_the_sidecar_ingress_pool_closes_connections_beyond_max_connections(mesh: Mesh) -> None:
+    mesh.configure(inbound={"appPorts": [{"port": mesh.app.port, "connectionPool": {"tcp": {"maxConnections": 1}}}]})
+    inbound = mesh.callee._tcp_inbound
+    assert inbound is not None
+    first_reader, first_writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+    first_writer.write(b"a")
+    async with asyncio.timeout(10):
+        assert await first_reader.readexactly(1) == b"a"
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+    writer.write(b"b")
+    assert await read_all(reader) == b""  # closed at once: the app never sees it
+    writer.close()
+    assert inbound.stats.app_overflow == 1 and mesh.app.connections == 1
+    first_writer.write_eof()
+    assert await read_all(first_reader) == b"bye 1"
+    first_writer.close()
+    await eventually(lambda: inbound.app_connections == 0, 10, "the first connection to end")
+    reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+    writer.write(b"c")
+    writer.write_eof()
+    assert await read_all(reader) == b"cbye 1"
+    writer.close()
+
+
+async def test_a_default_endpoint_sends_the_connections_to_another_port(mesh: Mesh) -> None:
+    other = TcpApp(echo=False)
+    other.server = await asyncio.start_server(other.handle, "127.0.0.1", 0)
+    try:
+        mesh.configure(inbound={"appPorts": [{"port": mesh.app.port, "defaultEndpoint": f"127.0.0.1:{other.port}"}]})
+        reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+        writer.write(b"to the other")
+        writer.write_eof()
+        assert await read_all(reader) == b"bye 12"
+        writer.close()
+        assert (other.connections, mesh.app.connections) == (1, 0)
+    finally:
+        other.server.close()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from services.galley.sources import Document
 from services.galley.validate import validate_document
 from shared.model import Sidecar, dump_resource, parse_resource
+from shared.model.sidecar import app_address
 
 BASE: dict[str, Any] = {
     "apiVersion": "networking.istio.io/v1",
@@ -104,8 +105,41 @@ def test_more_than_one_egress_listener_is_refused() -> None:
 @pytest.mark.parametrize(
     ("spec", "field", "message"),
     [
-        ({"ingress": [{"port": {"number": 80}}]}, "spec.ingress", "ingress is not supported"),
-        ({"inboundConnectionPool": {"http": {}}}, "spec.inboundConnectionPool", "no pool settings"),
+        (
+            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "unix:///run/app.sock"}]},
+            "spec.ingress[0].defaultEndpoint",
+            "Unix domain sockets are not supported",
+        ),
+        (
+            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "10.0.0.7:8080"}]},
+            "spec.ingress[0].defaultEndpoint",
+            "arbitrary IPs are not supported",
+        ),
+        (
+            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "127.0.0.1:http"}]},
+            "spec.ingress[0].defaultEndpoint",
+            "from 1 to 65535",
+        ),
+        (
+            {"ingress": [{"port": {"number": 80}, "tls": {"mode": "SIMPLE"}}]},
+            "spec.ingress[0].tls",
+            "PeerAuthentication",
+        ),
+        ({"ingress": [{"port": {"number": 80}, "bind": "0.0.0.0"}]}, "spec.ingress[0].bind", "bind is not supported"),
+        ({"ingress": [{"port": {"number": 80}, "captureMode": "NONE"}]}, "spec.ingress[0].captureMode", "capture"),
+        ({"ingress": [{"port": {"number": 80, "targetPort": 81}}]}, "spec.ingress[0].port.targetPort", "targetPort"),
+        ({"ingress": [{"port": {"number": 80, "protocol": "UDP"}}]}, "spec.ingress[0].port.protocol", "UDP"),
+        ({"ingress": [{"port": {"number": 80}}, {"port": {"number": 80}}]}, "spec.ingress", "more than one"),
+        (
+            {"inboundConnectionPool": {"http": {"maxRetries": 3, "h2UpgradePolicy": "UPGRADE"}}},
+            "spec.inboundConnectionPool",
+            "not supported for the calls to the app: http.h2UpgradePolicy, http.maxRetries",
+        ),
+        (
+            {"ingress": [{"port": {"number": 80}, "connectionPool": {"tcp": {"tcpKeepalive": {"time": "5s"}}}}]},
+            "spec.ingress[0].connectionPool",
+            "tcp.tcpKeepalive",
+        ),
         ({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}, "spec.outboundTrafficPolicy.mode", "404 NR"),
         (
             {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY", "egressProxy": {"host": "egress.example.com"}}},
@@ -120,3 +154,39 @@ def test_more_than_one_egress_listener_is_refused() -> None:
 def test_refused_fields_name_their_path(spec: dict[str, Any], field: str, message: str) -> None:
     found = errors(**spec)
     assert field in found and message in found, found
+
+
+def test_ingress_listeners_and_the_inbound_pool_parse() -> None:
+    parsed = sidecar(
+        egress=None,
+        ingress=[
+            {
+                "port": {"number": 9080, "protocol": "http", "name": "web"},
+                "defaultEndpoint": "127.0.0.1:8080",
+                "connectionPool": {"tcp": {"maxConnections": 4}, "http": {"http1MaxPendingRequests": 2}},
+            },
+            {"port": {"number": 9443}, "defaultEndpoint": "[::]:9443"},
+        ],
+        inboundConnectionPool={"tcp": {"connectTimeout": "2s"}, "http": {"idleTimeout": "30s"}},
+    )
+    web = parsed.spec.ingress_for(9080)
+    assert web is not None and web.default_endpoint == "127.0.0.1:8080" and web.port.protocol == "HTTP"
+    assert web.connection_pool is not None and web.connection_pool.tcp is not None
+    assert web.connection_pool.tcp.max_connections == 4
+    assert parsed.spec.ingress_for(8080) is None
+    assert parsed.spec.inbound_connection_pool is not None
+    assert parsed.spec.egress_hosts is None
+    assert dump_resource(parse_resource(dump_resource(parsed))) == dump_resource(parsed)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "address"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("0.0.0.0:8080", ("10.1.2.3", 8080)),
+        ("[::]:7000", ("10.1.2.3", 7000)),
+    ],
+)
+def test_default_endpoints_name_the_address_the_sidecar_calls(endpoint: str, address: tuple[str, int]) -> None:
+    assert app_address(endpoint, "10.1.2.3") == address
