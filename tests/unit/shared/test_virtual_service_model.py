@@ -142,3 +142,9 @@ def test_tls_routes_match_sni_names_and_refuse_what_gateways_cannot_see() -> Non
         with pytest.raises(ValidationError) as refused:
             TLSRoute.model_validate({"match": [block], "route": [{"destination": {"host": "a"}}]})
         assert words in str(refused.value)
+
+
+def test_tcp_destination_subnets_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError) as refused:
+        L4MatchAttributes.model_validate({"port": 5432, "destinationSubnets": ["10.0.0.0/8"]})
+    assert "destinationSubnets" in str(refused.value) and "does not capture traffic" in str(refused.value)
