@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from services.proxy.registration import APP_HEALTH_PATH
 from services.proxy.snapshot import ProxyState
 from services.proxy.tls import TlsContexts
 
@@ -35,12 +36,26 @@ class Readiness:
         return web.Response(text="ready\n")
 
 
-def health_handler(readiness: Readiness) -> Callable[[web.BaseRequest], Any]:
-    """The --health-port listener: GET /healthz/ready."""
+AppProbe = Callable[[int], Awaitable[str | None] | None]
+"""Probes the app behind a workload port: None for a port the sidecar does not front, else an awaitable giving
+None (the app accepts connections) or why not."""
+
+
+def health_handler(readiness: Readiness, app_probe: AppProbe | None = None) -> Callable[[web.BaseRequest], Any]:
+    """The --health-port listener: GET /healthz/ready (the sidecar) and GET /app-health/<port> (its app, where
+    the current config says it is: Consul's app checks)."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET" and request.path == "/healthz/ready":
             return readiness.response()
+        if request.method == "GET" and request.path.startswith(APP_HEALTH_PATH) and app_probe is not None:
+            port = request.path[len(APP_HEALTH_PATH) :]
+            probing = app_probe(int(port)) if port.isdigit() else None
+            if probing is not None:
+                problem = await probing
+                if problem is None:
+                    return web.Response(text="app reachable\n")
+                return web.Response(status=503, text=f"app unreachable: {problem}\n")
         return web.Response(status=404, text="not found\n")
 
     return handle

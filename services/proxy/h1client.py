@@ -260,10 +260,12 @@ class LeanPool:
         idle_timeout: float,
         origination: Origination | None = None,
         keepalive: Keepalive | None = None,
+        unix_path: str | None = None,
     ) -> None:
         """`origination`: the cluster's TLS origination for an endpoint without identity (None: mesh or plain);
-        `keepalive`: TCP keepalive for its connections (None: the system's defaults)."""
-        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive)
+        `keepalive`: TCP keepalive for its connections (None: the system's defaults); `unix_path`: a Unix
+        domain socket to connect to instead of host and port."""
+        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive, unix_path)
         self._authority = self._target.authority
         """The Host header of a request whose headers name none."""
         self._idle_timeout = idle_timeout

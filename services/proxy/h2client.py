@@ -265,12 +265,14 @@ class H2Pool:
         keepalive: Keepalive | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_streams: int = 0,
+        unix_path: str | None = None,
     ) -> None:
         """`idle_timeout`: a connection without streams for this long is closed (connectionPool.http.idleTimeout);
-        `max_streams`: requests in flight per connection (maxConcurrentStreams; 0: the server's limit only)."""
+        `max_streams`: requests in flight per connection (maxConcurrentStreams; 0: the server's limit only);
+        `unix_path`: a Unix domain socket to connect to instead of host and port."""
         self._idle_timeout = idle_timeout
         self.max_streams = max_streams
-        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive)
+        self._target = UpstreamTarget(host, port, expected_identity, connect_timeout, origination, keepalive, unix_path)
         self._connections: list[_ClientConnection] = []
         self._connecting: dict[ssl.SSLContext | None, asyncio.Future[_ClientConnection]] = {}
         self.closed = False

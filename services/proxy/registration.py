@@ -37,6 +37,8 @@ CHECK_TIMEOUT = "1s"
 DEREGISTER_CRITICAL_AFTER = "1m"
 """Consul's minimum: a workload whose checks stay critical this long disappears from the catalog."""
 HEALTH_PATH = "/healthz/ready"
+APP_HEALTH_PATH = "/app-health/"
+"""+ the app port: the sidecar probes its app there, where the Sidecar ingress config says the app is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,17 @@ class Registration:
         DestinationRule failoverPriority compares with theirs."""
         return labels_from_meta(self.meta())
 
+    def _app_check(self, name: str, app_port: int) -> dict[str, Any]:
+        """The app behind `app_port`, probed by the sidecar where its config says the app is (a Sidecar ingress
+        listener's defaultEndpoint, else 127.0.0.1 and the port)."""
+        return {
+            "Name": name,
+            "HTTP": f"http://{_host(self.address)}:{self.health_port}{APP_HEALTH_PATH}{app_port}",
+            "Interval": CHECK_INTERVAL,
+            "Timeout": CHECK_TIMEOUT,
+            "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+        }
+
     def definition(self) -> dict[str, Any]:
         """The body of PUT /v1/agent/service/register."""
         weights = {"Weights": {"Passing": self.weight, "Warning": 1}} if self.weight != 1 else {}
@@ -120,20 +133,10 @@ class Registration:
                     "Timeout": CHECK_TIMEOUT,
                     "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
                 },
-                *([] if self.gateway else [_app_check("app port", self.app_port)]),
-                *(_app_check(f"app port {port.app_port}", port.app_port) for port in self.extra_ports),
+                *([] if self.gateway else [self._app_check("app port", self.app_port)]),
+                *(self._app_check(f"app port {port.app_port}", port.app_port) for port in self.extra_ports),
             ],
         }
-
-
-def _app_check(name: str, app_port: int) -> dict[str, Any]:
-    return {
-        "Name": name,
-        "TCP": f"127.0.0.1:{app_port}",
-        "Interval": CHECK_INTERVAL,
-        "Timeout": CHECK_TIMEOUT,
-        "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
-    }
 
 
 def _host(address: str) -> str:

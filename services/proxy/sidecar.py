@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from services.proxy.admin import Readiness, admin_handler, health_handler
+from services.proxy.app_side import AppCallSettings, probe
 from services.proxy.certs import CertificateManager, Enroller
 from services.proxy.config_watch import ConfigWatcher
 from services.proxy.ext_authz import ExtAuthzClient
@@ -321,12 +322,23 @@ class Sidecar:
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, BOOTSTRAP_RETRY_MAX)
 
+    def _probe_app(self, port: int) -> Awaitable[str | None] | None:
+        """Consul's app check of a workload port this sidecar fronts: the app probed where the current config's
+        Sidecar ingress says it is (127.0.0.1 and the port without one); None for any other port."""
+        s = self.settings
+        if s.gateway or (port != s.app_port and all(extra.app_port != port for extra in s.extra_ports)):
+            return None
+        snapshot = self.state.snapshot
+        entry = snapshot.config.inbound.app_port(port) if snapshot is not None else None
+        settings = AppCallSettings.of(entry, s.address) if entry is not None else AppCallSettings.default(port)
+        return probe(settings)
+
     async def start(self) -> None:
         s = self.settings
         await self._bootstrap_identity()
         self.config.load_last_known_good()
         self.listeners["health"] = await start_listener(
-            "health", health_handler(self.readiness), s.address, s.health_port
+            "health", health_handler(self.readiness, self._probe_app), s.address, s.health_port
         )
         self.listeners["admin"] = await start_listener(
             "admin",

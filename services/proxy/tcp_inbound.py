@@ -194,7 +194,10 @@ class TcpInbound:
         self._active += 1
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                reader, writer = await asyncio.open_connection(settings.host, settings.port)
+                if settings.unix_path is not None:
+                    reader, writer = await asyncio.open_unix_connection(settings.unix_path)
+                else:
+                    reader, writer = await asyncio.open_connection(settings.host, settings.port)
         except (OSError, TimeoutError) as err:
             self._active -= 1
             raise UpstreamConnectFailure(f"local app unreachable: {err or 'timeout'}") from err

@@ -35,6 +35,8 @@ class UpstreamTarget:
     """The cluster's TLS origination for an endpoint without identity (None: mesh or plain)."""
     keepalive: Keepalive | None = None
     """TCP keepalive for its connections (None: the system's defaults)."""
+    unix_path: str | None = None
+    """A Unix domain socket to connect to instead of host and port (an app behind a Sidecar ingress listener)."""
 
     @property
     def server_name(self) -> str:
@@ -43,6 +45,8 @@ class UpstreamTarget:
     @property
     def authority(self) -> str:
         """The Host (`:authority`) of a request whose headers name none."""
+        if self.unix_path is not None:
+            return "localhost"
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     async def connect(self, factory: Callable[[], P], context: ssl.SSLContext | None) -> tuple[asyncio.Transport, P]:
@@ -50,17 +54,21 @@ class UpstreamTarget:
         ClientConnectionError, or PeerIdentityMismatch (the transport aborted)."""
         loop = asyncio.get_running_loop()
         host, port = self.host, self.port
+        where = f"unix://{self.unix_path}" if self.unix_path is not None else f"host {host}:{port}"
         try:
             async with asyncio.timeout(self.connect_timeout):
-                transport, protocol = await loop.create_connection(
-                    factory, host, port, ssl=context, server_hostname=self.server_name if context else None
-                )
+                if self.unix_path is not None:
+                    transport, protocol = await loop.create_unix_connection(factory, self.unix_path)
+                else:
+                    transport, protocol = await loop.create_connection(
+                        factory, host, port, ssl=context, server_hostname=self.server_name if context else None
+                    )
         except TimeoutError as err:
             raise aiohttp.ConnectionTimeoutError(
-                f"Connection timeout to host {host}:{port} after {self.connect_timeout}s"
+                f"Connection timeout to {where} after {self.connect_timeout}s"
             ) from err
         except (OSError, ssl.SSLError) as err:
-            raise aiohttp.ClientConnectionError(f"Cannot connect to host {host}:{port}: {err}") from err
+            raise aiohttp.ClientConnectionError(f"Cannot connect to {where}: {err}") from err
         apply_to_transport(transport, self.keepalive)
         if self.origination is not None:
             self.origination.verify_transport(transport)

@@ -10,16 +10,18 @@ a namespace name; the dnsName is `*`, `*.suffix` or a fully qualified host (no s
 Inbound side: `ingress` listeners, one per workload port (the app port the sidecar fronts, as
 PeerAuthentication's `portLevelMtls` keys), each with `defaultEndpoint` (where the sidecar calls the app for
 that port: `127.0.0.1:PORT` or `[::1]:PORT` on loopback, `0.0.0.0:PORT` or `[::]:PORT` at the instance's
-registered address) and `connectionPool`, which overrides `inboundConnectionPool` (the limits on the sidecar's
-calls to its app, every port). Ports without an ingress listener keep the sidecar's flags and the
-`inboundConnectionPool`. Of a connection pool, `tcp.maxConnections`, `tcp.connectTimeout`,
-`http.http1MaxPendingRequests`, `http.http2MaxRequests` and `http.idleTimeout` apply; the others are refused.
+registered address, `unix:///PATH` a Unix domain socket) and `connectionPool`, which overrides
+`inboundConnectionPool` (the limits on the sidecar's calls to its app, every port). Ports without an ingress
+listener keep the sidecar's flags and the `inboundConnectionPool`. Of a connection pool, `tcp.maxConnections`,
+`tcp.connectTimeout`, `http.http1MaxPendingRequests`, `http.http2MaxRequests` and `http.idleTimeout` apply;
+the others are refused.
 
 Refused, with the field's path: `egress[].port`, `egress[].bind` and `egress[].captureMode` (Isthmus has no
 per-port listeners and no traffic capture), more than one egress listener (Istio needs a port on all but one),
-`ingress[].bind`, `ingress[].captureMode`, `ingress[].tls`, `ingress[].port.targetPort`, Unix socket and
-non-local default endpoints, `outboundTrafficPolicy.mode: ALLOW_ANY` and `egressProxy` (the sidecar only calls
-registry hosts). Pilot applies it in services/pilot/generate/sidecar_scope.py (egress) and inbound.py (ingress).
+`ingress[].bind`, `ingress[].captureMode`, `ingress[].tls`, `ingress[].port.targetPort`, default endpoints at
+other addresses and abstract Unix sockets, `outboundTrafficPolicy.mode: ALLOW_ANY` and `egressProxy` (the
+sidecar only calls registry hosts). Pilot applies it in services/pilot/generate/sidecar_scope.py (egress) and
+inbound.py (ingress).
 """
 
 from __future__ import annotations
@@ -123,25 +125,39 @@ INSTANCE_HOSTS = frozenset({"0.0.0.0", "[::]"})
 """defaultEndpoint hosts that mean the app at the instance's registered address."""
 
 
+UNIX_SCHEME = "unix://"
+
+
 def check_default_endpoint(value: str) -> str:
-    """Istio's forms of an ingress listener's defaultEndpoint, less Unix sockets."""
-    if value.startswith("unix://"):
-        raise ValueError(
-            f"{value!r}: Unix domain sockets are not supported: the sidecar calls its app over TCP; give 127.0.0.1:PORT"
-        )
+    """Istio's forms of an ingress listener's defaultEndpoint: loopback or instance address and port, or a Unix
+    domain socket by absolute path (`unix:///run/app.sock`)."""
+    if value.startswith(UNIX_SCHEME):
+        path = value[len(UNIX_SCHEME) :]
+        if not path.startswith("/") or "\x00" in path or len(path.encode()) > 107:
+            raise ValueError(
+                f"{value!r}: a Unix domain socket is unix:// and an absolute path of at most 107 bytes, like "
+                "unix:///run/app.sock (abstract sockets are not supported)"
+            )
+        return value
     host, colon, port = value.rpartition(":")
     if not colon or (host not in LOOPBACK_HOSTS and host not in INSTANCE_HOSTS):
         raise ValueError(
-            f"{value!r}: defaultEndpoint must be 127.0.0.1:PORT or [::1]:PORT (the app on loopback), or 0.0.0.0:PORT "
-            "or [::]:PORT (the app at the instance's address); arbitrary IPs are not supported"
+            f"{value!r}: defaultEndpoint must be 127.0.0.1:PORT or [::1]:PORT (the app on loopback), 0.0.0.0:PORT "
+            "or [::]:PORT (the app at the instance's address), or unix:///PATH; arbitrary IPs are not supported"
         )
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{value!r}: the port must be a number from 1 to 65535")
     return value
 
 
+def unix_socket_of(default_endpoint: str) -> str | None:
+    """The socket path of a checked `unix://` defaultEndpoint; None for the other forms."""
+    return default_endpoint[len(UNIX_SCHEME) :] if default_endpoint.startswith(UNIX_SCHEME) else None
+
+
 def app_address(default_endpoint: str, instance_address: str) -> tuple[str, int]:
-    """(host, port) the sidecar calls for a checked defaultEndpoint; `0.0.0.0` and `[::]` are the instance's."""
+    """(host, port) the sidecar calls for a checked TCP defaultEndpoint; `0.0.0.0` and `[::]` are the
+    instance's."""
     host, _, port = default_endpoint.rpartition(":")
     return LOOPBACK_HOSTS.get(host, instance_address), int(port)
 

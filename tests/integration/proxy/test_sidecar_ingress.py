@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar
@@ -123,3 +125,55 @@ async def test_without_limits_the_same_calls_all_reach_the_app_at_once(
         async with asyncio.timeout(20):
             assert await asyncio.gather(*calls) == [200, 200, 200]
     assert server._inbound.stats.app_overflow == 0
+
+
+async def app_health(sidecar: Sidecar, port: int) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{sidecar.listeners['health'].port}/app-health/{port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as reply:
+            return reply.status, await reply.text()
+
+
+async def test_the_app_health_probe_follows_the_default_endpoint(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    app = await make_app("reviews")
+    declared = free_port()
+    _caller, server = await connected(make_sidecar, bus, declared)
+    status, text = await app_health(server, declared)
+    assert status == 503 and f"127.0.0.1:{declared}" in text
+    await apply(
+        bus, server, server_config(server, appPorts=[{"port": declared, "defaultEndpoint": f"[::]:{app.port}"}])
+    )
+    assert await app_health(server, declared) == (200, "app reachable\n")  # [::] is the instance's 127.0.0.1
+    assert (await app_health(server, declared + 1))[0] == 404  # a port the sidecar does not front
+
+
+async def test_an_app_on_a_unix_socket_is_reached_and_probed(make_sidecar: Any, bus: Any, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append(f"{request.method} {request.path_qs} {len(body)}")
+        return web.Response(text="from the socket", headers={"x-app": "unix"})
+
+    application = web.Application()
+    application.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(application, handle_signals=False)
+    await runner.setup()
+    socket_path = tmp_path / "app.sock"
+    await web.UnixSite(runner, str(socket_path)).start()
+    try:
+        declared = free_port()
+        listener = {"port": declared, "defaultEndpoint": f"unix://{socket_path}"}
+        caller, server = await connected(make_sidecar, bus, declared, appPorts=[listener])
+        async with aiohttp.ClientSession() as session:
+            url = outbound_url(caller, "/small?x=1")
+            async with session.get(url, headers={"Host": "reviews"}) as reply:
+                assert (reply.status, reply.headers["x-app"], await reply.text()) == (200, "unix", "from the socket")
+            async with session.post(
+                outbound_url(caller, "/big"), data=b"b" * 300_000, headers={"Host": "reviews"}
+            ) as reply:
+                assert reply.status == 200
+        assert seen == ["GET /small?x=1 0", "POST /big 300000"]  # in memory, then streamed through aiohttp's client
+        assert await app_health(server, declared) == (200, "app reachable\n")
+    finally:
+        await runner.cleanup()

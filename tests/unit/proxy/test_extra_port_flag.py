@@ -75,14 +75,16 @@ def test_any_free_inbound_port_may_be_asked_for_twice() -> None:
 def test_registration_announces_the_bound_ports_with_one_app_check_each() -> None:
     single = Registration("db-1", "db", "data", "db", "v1", "127.0.0.1", 15006, 15021, 9080)
     assert META_EXTRA_PORTS not in single.definition()["Meta"]
-    assert [check["TCP"] for check in single.definition()["Checks"] if "TCP" in check] == ["127.0.0.1:9080"]
+    assert [check["HTTP"] for check in single.definition()["Checks"] if "app-health" in check["HTTP"]] == [
+        "http://127.0.0.1:15021/app-health/9080"
+    ]
 
     ports = (WorkloadPort("tcp", 5432, 41000), WorkloadPort("http", 9090, 41001))
     multi = Registration("db-1", "db", "data", "db", "v1", "127.0.0.1", 15006, 15021, 9080, extra_ports=ports)
     definition = multi.definition()
     assert definition["Meta"][META_EXTRA_PORTS] == "tcp:5432:41000,http:9090:41001"
-    assert [(check["Name"], check["TCP"]) for check in definition["Checks"] if "TCP" in check] == [
-        ("app port", "127.0.0.1:9080"),
-        ("app port 5432", "127.0.0.1:5432"),
-        ("app port 9090", "127.0.0.1:9090"),
+    assert [(check["Name"], check["HTTP"]) for check in definition["Checks"] if check["Name"] != "sidecar ready"] == [
+        ("app port", "http://127.0.0.1:15021/app-health/9080"),
+        ("app port 5432", "http://127.0.0.1:15021/app-health/5432"),
+        ("app port 9090", "http://127.0.0.1:15021/app-health/9090"),
     ]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from services.galley.sources import Document
 from services.galley.validate import validate_document
 from shared.model import Sidecar, dump_resource, parse_resource
-from shared.model.sidecar import app_address
+from shared.model.sidecar import app_address, unix_socket_of
 
 BASE: dict[str, Any] = {
     "apiVersion": "networking.istio.io/v1",
@@ -106,9 +106,14 @@ def test_more_than_one_egress_listener_is_refused() -> None:
     ("spec", "field", "message"),
     [
         (
-            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "unix:///run/app.sock"}]},
+            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "unix://run/app.sock"}]},
             "spec.ingress[0].defaultEndpoint",
-            "Unix domain sockets are not supported",
+            "an absolute path",
+        ),
+        (
+            {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "unix://@abstract"}]},
+            "spec.ingress[0].defaultEndpoint",
+            "abstract sockets are not supported",
         ),
         (
             {"ingress": [{"port": {"number": 80}, "defaultEndpoint": "10.0.0.7:8080"}]},
@@ -166,6 +171,7 @@ def test_ingress_listeners_and_the_inbound_pool_parse() -> None:
                 "connectionPool": {"tcp": {"maxConnections": 4}, "http": {"http1MaxPendingRequests": 2}},
             },
             {"port": {"number": 9443}, "defaultEndpoint": "[::]:9443"},
+            {"port": {"number": 9090}, "defaultEndpoint": "unix:///run/app.sock"},
         ],
         inboundConnectionPool={"tcp": {"connectTimeout": "2s"}, "http": {"idleTimeout": "30s"}},
     )
@@ -174,6 +180,9 @@ def test_ingress_listeners_and_the_inbound_pool_parse() -> None:
     assert web.connection_pool is not None and web.connection_pool.tcp is not None
     assert web.connection_pool.tcp.max_connections == 4
     assert parsed.spec.ingress_for(8080) is None
+    unix = parsed.spec.ingress_for(9090)
+    assert unix is not None and unix.default_endpoint is not None
+    assert unix_socket_of(unix.default_endpoint) == "/run/app.sock"
     assert parsed.spec.inbound_connection_pool is not None
     assert parsed.spec.egress_hosts is None
     assert dump_resource(parse_resource(dump_resource(parsed))) == dump_resource(parsed)
