@@ -30,17 +30,20 @@ from services.cli.config_cmds import (
     _read_all,
 )
 from services.galley.analyze import Catalog, analyze_messages, merged_view
+from services.galley.analyze_base import Workload
 from services.galley.kinds import resolve_kind
 from services.galley.sources import SourceError
 from services.galley.validate import validate_sources
 from shared.consul import (
     DEFAULT_NAMESPACE,
+    META_APP_PORT,
     META_EXTRA_PORTS,
     META_GATEWAY,
     META_MESH,
     META_NAMESPACE,
     META_SERVICE_ACCOUNT,
     PROTOCOL_TCP,
+    WorkloadPort,
     labels_from_meta,
     parse_extra_ports,
     protocol_of,
@@ -65,6 +68,7 @@ def read_catalog(addr: str) -> Catalog:
     identities: set[tuple[str, str]] = set()
     tcp: set[str] = set()
     gateways: list[dict[str, str]] = []
+    workloads: list[Workload] = []
     for name in sorted(set(_consul_get(addr, "/v1/catalog/services")) - SKIPPED_SERVICES):
         namespace = DEFAULT_NAMESPACE
         for entry in _consul_get(addr, f"/v1/catalog/service/{urllib.parse.quote(name, safe='')}"):
@@ -77,13 +81,23 @@ def read_catalog(addr: str) -> Catalog:
                 identities.add((meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE, meta.get(META_SERVICE_ACCOUNT) or name))
                 if str(meta.get(META_GATEWAY, "")).lower() == "true":
                     gateways.append(labels_from_meta(meta))
+                else:
+                    workloads.append(_workload(meta, extra))
         services[name] = namespace
     return Catalog(
         services=services,
         identities=frozenset(identities),
         tcp_services=frozenset(tcp),
         gateway_labels=tuple(gateways),
+        workloads=tuple(workloads),
     )
+
+
+def _workload(meta: dict[str, str], extra: tuple[WorkloadPort, ...]) -> Workload:
+    app_port = str(meta.get(META_APP_PORT, ""))
+    ports = {int(app_port)} if app_port.isdigit() else set()
+    ports.update(port.app_port for port in extra)
+    return Workload(meta.get(META_NAMESPACE) or DEFAULT_NAMESPACE, labels_from_meta(meta), frozenset(ports))
 
 
 def _stored(args: argparse.Namespace) -> list[Resource]:

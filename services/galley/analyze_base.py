@@ -29,9 +29,19 @@ GATEWAY_WITHOUT_PROXY = "ISM0020"
 HOST_NOT_IN_GATEWAY = "ISM0021"
 NO_WORKLOAD_ENTRY_SELECTED = "ISM0018"
 UNUSED_WORKLOAD_ENTRY = "ISM0019"
+INGRESS_PORT_NOT_FRONTED = "ISM0022"
 
 _IGNORED_SUFFIXES = (".svc.cluster.local", ".svc")
 _CONSUL_SUFFIX = ".service.consul"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A meshed workload as the catalog shows it (one instance)."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    app_ports: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class Catalog:
     """Services whose Meta `isthmus-protocol` is tcp."""
     gateway_labels: tuple[Mapping[str, str], ...] = ()
     """The labels of every gateway proxy (Meta `isthmus-gateway`)."""
+    workloads: tuple[Workload, ...] = ()
+    """Every meshed workload that is not a gateway: its namespace, labels and the app ports its sidecar fronts."""
 
     def service_of(self, host: str) -> str | None:
         """The catalog service a canonical host names, or None when the catalog has no such service."""

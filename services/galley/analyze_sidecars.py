@@ -4,6 +4,9 @@
   to the namespace's workloads (Istio takes the oldest).
 - ISM0015 several Sidecars in one namespace whose workloadSelector has the same labels: pilot applies only the
   first in name order to the workloads they select.
+- ISM0022 (only with a catalog) a Sidecar's ingress listener names a port that none of the workloads it applies to
+  fronts (their `--app-port` and `--extra-port` app ports): its defaultEndpoint and connectionPool change nothing.
+  Sidecars in the root namespace without selector (they apply mesh-wide) are not checked.
 
 A Sidecar with a selector in the root namespace is not reported differently: as with PeerAuthentication, galley
 does not know which namespace is the root one; pilot applies such a Sidecar only to the root namespace's own
@@ -14,7 +17,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from services.galley.analyze_base import SEVERAL_NAMESPACE_SIDECARS, SEVERAL_SELECTING_SIDECARS, Message, label
+from services.galley.analyze_base import (
+    INGRESS_PORT_NOT_FRONTED,
+    SEVERAL_NAMESPACE_SIDECARS,
+    SEVERAL_SELECTING_SIDECARS,
+    Catalog,
+    Message,
+    label,
+)
 from shared.model import Sidecar
 
 
@@ -40,4 +50,31 @@ def sidecar_messages(sidecars: list[Sidecar]) -> list[Message]:
             f"only {names[0]} is used, keep one"
         )
         messages.append(Message(code, text, frozenset(names)))
+    return messages
+
+
+def ingress_port_messages(sidecars: list[Sidecar], catalog: Catalog) -> list[Message]:
+    messages: list[Message] = []
+    for sidecar in sorted(sidecars, key=lambda s: (s.metadata.namespace, s.metadata.name)):
+        if not sidecar.spec.ingress:
+            continue
+        selector = sidecar.spec.workload_selector
+        applies_to = [
+            workload
+            for workload in catalog.workloads
+            if workload.namespace == sidecar.metadata.namespace
+            and (selector is None or all(workload.labels.get(k) == v for k, v in selector.labels.items()))
+        ]
+        if not applies_to:
+            continue
+        fronted = frozenset().union(*(workload.app_ports for workload in applies_to))
+        for index, listener in enumerate(sidecar.spec.ingress):
+            if listener.port.number in fronted:
+                continue
+            text = (
+                f"{label(sidecar)}: spec.ingress[{index}].port.number: no workload it applies to fronts port "
+                f"{listener.port.number} (their app ports: {', '.join(str(p) for p in sorted(fronted))}); "
+                "the listener changes nothing"
+            )
+            messages.append(Message(INGRESS_PORT_NOT_FRONTED, text, frozenset({label(sidecar)})))
     return messages
