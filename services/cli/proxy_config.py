@@ -1,4 +1,8 @@
-"""`isthmus proxy-config PROXY`: what one proxy runs, as routes / clusters / endpoints / certificate.
+"""`isthmus proxy-config PROXY`: what one proxy runs, as routes / clusters / endpoints / inbound / certificate.
+
+`inbound` is the side facing callers: the mTLS mode (and per app port), the AuthorizationPolicies and JWT rules
+that apply, and how the app is called per port (a Sidecar ingress listener's defaultEndpoint and the limits of
+its connectionPool or the Sidecar's inboundConnectionPool).
 
 Source, best first: the proxy's own loopback admin `/config_dump` (what it really runs, plus its
 certificate), found through `--admin-url` or, on the proxy's host, through the admin port its Consul
@@ -25,10 +29,11 @@ from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundErro
 from shared.bus.codec import Ack
 from shared.bus.names import PROXY_CONFIG_BUCKET, PROXY_STATUS_BUCKET, proxy_key
 from shared.consul import META_ADMIN_PORT
-from shared.model.proxy_config import ProxyConfig, Route
+from shared.model.destination_rule import ConnectionPoolSettings
+from shared.model.proxy_config import InboundConfig, ProxyConfig, Route
 from shared.ports import CONSUL_ADDR_ENV, DEFAULT_CONSUL_ADDR, DEFAULT_NATS_URL, NATS_URL_ENV
 
-SECTIONS = ("routes", "clusters", "endpoints", "certificate")
+SECTIONS = ("routes", "clusters", "endpoints", "inbound", "certificate")
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,35 @@ def _answer(route: Route) -> str:
     return "-"
 
 
+def _limits(pool: ConnectionPoolSettings | None) -> str:
+    """The connection pool fields set, by their YAML names."""
+    if pool is None:
+        return "-"
+    parts = [
+        f"{part}.{name}={value}"
+        for part in ("tcp", "http")
+        if (settings := getattr(pool, part)) is not None
+        for name, value in sorted(settings.model_dump(by_alias=True, exclude_unset=True).items())
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _inbound(inbound: InboundConfig) -> list[str]:
+    ports = ", ".join(f"port {port}: {mode}" for port, mode in sorted(inbound.port_level_mtls.items()))
+    lines = [f"mTLS: {inbound.mtls_mode}" + (f" ({ports})" if ports else "")]
+    rows: list[tuple[str, ...]] = [("APP PORT", "CALLED AT", "LIMITS")]
+    for entry in inbound.app_ports:
+        rows.append((str(entry.port), entry.default_endpoint or "(the port itself)", _limits(entry.connection_pool)))
+    if inbound.connection_pool is not None:
+        rows.append(("(others)", "(the port itself)", _limits(inbound.connection_pool)))
+    if len(rows) > 1:
+        lines += _table(rows)
+    policies = [f"{policy.namespace}/{policy.name}" for policy in inbound.authorization]
+    lines.append(f"authorization: {', '.join(policies) or '(none)'}")
+    lines.append(f"JWT rules: {', '.join(rule.name for rule in inbound.jwt_rules) or '(none)'}")
+    return lines
+
+
 def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
     config = dump.config
     lines = [f"proxy {config.proxy_id} ({config.service}.{config.namespace}) version {config.version}",
@@ -154,6 +188,8 @@ def render(dump: Dump, sections: tuple[str, ...] = SECTIONS) -> str:
                              "HTTP/2" if endpoint.http2 else "HTTP/1.1",
                              endpoint.identity or "(plain text)"))  # fmt: skip
         lines += ["", "ENDPOINTS", *_table(rows)]
+    if "inbound" in sections and not config.gateway_servers:
+        lines += ["", "INBOUND", *_inbound(config.inbound)]
     if "certificate" in sections:
         lines += ["", "CERTIFICATE"]
         if dump.certificate:
@@ -188,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "proxy-config",
-        help="show what one proxy runs: routes, clusters, endpoints, certificate",
+        help="show what one proxy runs: routes, clusters, endpoints, inbound side, certificate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

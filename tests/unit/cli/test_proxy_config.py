@@ -75,3 +75,46 @@ spec:
     routes = [line.split() for line in text.split("ROUTES\n")[1].split("\n\n")[0].splitlines()]
     assert ["http-8080/*", "https-redirect", "*", "redirect", "301", "https"] in routes
     assert ["https-8443/shop.example.test", "#0", "*", "outbound|80||a", "100"] in routes
+
+
+INBOUND_CONFIG = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: a, namespace: default}
+spec:
+  workloadSelector: {labels: {app: a}}
+  inboundConnectionPool: {http: {http2MaxRequests: 100}}
+  ingress:
+  - port: {number: 9080}
+    defaultEndpoint: unix:///run/a.sock
+    connectionPool: {tcp: {maxConnections: 4}, http: {http1MaxPendingRequests: 2}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {5432: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-b, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/b]}}]}]
+"""
+
+
+def test_the_inbound_section_shows_modes_policies_and_how_the_app_is_called() -> None:
+    snap = snapshot([meshed("a", "10.0.0.1", app="a")], INBOUND_CONFIG)
+    config = generate(snap, proxy_of(snap, "a-10.0.0.1"), "cluster.local", "isthmus-system")
+    inbound = render(Dump("test", config), ("inbound",)).split("INBOUND\n")[1].splitlines()
+    assert inbound == [
+        "mTLS: STRICT (port 5432: DISABLE)",
+        "APP PORT  CALLED AT           LIMITS",
+        "9080      unix:///run/a.sock  tcp.maxConnections=4, http.http1MaxPendingRequests=2",
+        "(others)  (the port itself)   http.http2MaxRequests=100",
+        "authorization: default/only-b",
+        "JWT rules: (none)",
+    ]
