@@ -70,7 +70,7 @@ class ClusterRuntime:
         runtime = cls(
             config=cluster,
             picker=picker_for(policy.load_balancer, cluster.endpoints, rng),
-            breaker=CircuitBreaker(cluster.name, Limits.of(policy.connection_pool)),
+            breaker=CircuitBreaker(cluster.name, Limits.of(policy.connection_pool, policy.retry_budget)),
             outlier=OutlierDetector(policy.outlier_detection, clock) if policy.outlier_detection else None,
             pool=PoolSettings.of(cluster.name, policy.connection_pool, origination),
             hash_source=HashKeySource.of(policy.load_balancer),
@@ -140,8 +140,15 @@ class ClusterRuntime:
             self._healthy_of = endpoints
         return self._healthy
 
-    def pick(self, hash_key: int | None = None, exclude: Set[EndpointKey] = frozenset()) -> Endpoint:
-        """An available endpoint; on a retry, one not tried yet when there is one (Istio's previous_hosts)."""
+    def pick(
+        self,
+        hash_key: int | None = None,
+        exclude: Set[EndpointKey] = frozenset(),
+        tried_localities: Set[EndpointKey] = frozenset(),
+    ) -> Endpoint:
+        """An available endpoint; on a retry, one not in `exclude` when there is one (Istio's previous_hosts),
+        and with `tried_localities` (retryRemoteLocalities) from a locality group none of those is in while
+        another group has endpoints (Envoy's previous_priorities)."""
         endpoints = self.config.endpoints
         if self.outlier is None and self._healthy_of is endpoints:  # available(), inline: once per request
             available = self._healthy
@@ -150,7 +157,7 @@ class ClusterRuntime:
         if not available:
             raise NoHealthyUpstream(f"no healthy upstream in cluster {self.name!r}")
         if self.locality is not None:
-            available = self.locality.narrow(available)
+            available = self.locality.narrow(available, tried_localities)
         if exclude:
             fresh = [e for e in available if endpoint_key(e) not in exclude]
             available = fresh or available
@@ -196,11 +203,17 @@ class Lease:
     released: bool = False
 
     @classmethod
-    def take(cls, runtime: ClusterRuntime, hash_key: int | None, exclude: Set[EndpointKey]) -> Lease:
+    def take(
+        cls,
+        runtime: ClusterRuntime,
+        hash_key: int | None,
+        exclude: Set[EndpointKey],
+        tried_localities: Set[EndpointKey] = frozenset(),
+    ) -> Lease:
         """Admit through the breaker (UpstreamOverflow), pick an endpoint (NoHealthyUpstream), count it."""
         runtime.breaker.admit()
         try:
-            endpoint = runtime.pick(hash_key, exclude)
+            endpoint = runtime.pick(hash_key, exclude, tried_localities)
         except BaseException:
             runtime.breaker.release()
             raise

@@ -41,7 +41,7 @@ accept failover with failoverPriority (not with its region/zone/subzone keys), w
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from services.proxy.lb import EndpointKey, endpoint_key
@@ -155,8 +155,10 @@ class LocalityBalancer:
             return None
         return cls(_priorities(ranks, endpoints), rng)
 
-    def narrow(self, available: list[Endpoint]) -> list[Endpoint]:
-        """The available endpoints of the group drawn for this request (all of them if no group has any)."""
+    def narrow(self, available: list[Endpoint], tried: Set[EndpointKey] = frozenset()) -> list[Endpoint]:
+        """The available endpoints of the group drawn for this request (all of them if no group has any).
+        `tried`: a retry's endpoints so far (retryRemoteLocalities): their groups are left out while another
+        group has available endpoints, and the load they had goes to the others."""
         levels = self._levels
         counts = [0] * len(levels.groups)
         members: list[list[Endpoint]] = [[] for _ in levels.groups]
@@ -167,6 +169,11 @@ class LocalityBalancer:
                     counts[index] += 1
                     members[index].append(endpoint)
                     break
+        if tried:
+            left_out = [any(key in group for key in tried) for group in levels.groups]
+            if any(count and not out for count, out in zip(counts, left_out, strict=True)):
+                counts = [0 if out else count for count, out in zip(counts, left_out, strict=True)]
+                members = [[] if out else group for group, out in zip(members, left_out, strict=True)]
         health = [
             min(1.0, OVERPROVISIONING * count / total) if total else 0.0
             for count, total in zip(counts, levels.totals, strict=True)

@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_NONE: frozenset[EndpointKey] = frozenset()
+
 
 def request_target(request: RequestView) -> tuple[str, str, int | None]:
     """(authority, path with query, port) from absolute-form (HTTP_PROXY) or origin-form + Host requests."""
@@ -409,8 +411,10 @@ class OutboundHandler:
     ) -> tuple[UpstreamResponse, Lease]:
         """The first usable upstream response and its lease; raises the last failure once tries run out.
 
-        Each attempt passes the cluster's circuit breaker (UO), picks an endpoint not tried yet when it can,
-        and reports its outcome to outlier detection. A retry beyond the breaker's maxRetries is not made.
+        Each attempt passes the cluster's circuit breaker (UO), picks an endpoint not tried yet when it can
+        (unless retryIgnorePreviousHosts is false; with retryRemoteLocalities, from a locality group not tried
+        yet), and reports its outcome to outlier detection. A retry beyond the breaker's maxRetries (or its
+        retry budget) is not made.
         """
         failure: ProxyError | None = None
         tried: set[EndpointKey] = set()
@@ -425,7 +429,16 @@ class OutboundHandler:
             try:
                 made = first if attempt == 0 else None
                 # A first try begun on the immediate path keeps its pick; its outcome goes through the same checks.
-                lease = made.lease if made is not None else Lease.take(runtime, hash_key, tried)
+                lease = (
+                    made.lease
+                    if made is not None
+                    else Lease.take(
+                        runtime,
+                        hash_key,
+                        tried if policy.ignore_previous_hosts else _NONE,
+                        tried if policy.remote_localities else _NONE,
+                    )
+                )
                 endpoint = lease.endpoint
                 tried.add(endpoint_key(endpoint))
                 outcome = made.outcome if made is not None else None

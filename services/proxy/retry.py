@@ -12,7 +12,6 @@ from shared.model.virtual_service import HTTPRetry
 
 BACKOFF_BASE = 0.025
 """Envoy's default base interval; the cap is ten times it."""
-BACKOFF_MAX = 10 * BACKOFF_BASE
 GATEWAY_ERRORS = frozenset({502, 503, 504})
 KNOWN_CONDITIONS = frozenset(
     {
@@ -56,6 +55,12 @@ class RetryPolicy:
     status_codes: frozenset[int]
     grpc_codes: frozenset[str] = frozenset()
     """The gRPC statuses retried (from the gRPC conditions among `conditions`)."""
+    backoff_base: float = BACKOFF_BASE
+    """`retries.backoff`: the base interval; the cap is ten times it."""
+    ignore_previous_hosts: bool = True
+    """`retryIgnorePreviousHosts`: a retry picks an endpoint not tried yet when there is one."""
+    remote_localities: bool = False
+    """`retryRemoteLocalities`: a retry leaves out the locality groups already tried while another has endpoints."""
 
     @classmethod
     def of(cls, retry: HTTPRetry | None) -> RetryPolicy:
@@ -76,7 +81,16 @@ class RetryPolicy:
                 raise ValueError(f"retries.retryOn: unknown condition {token!r}")
         # 0s means no per-try timeout, as for the route timeout.
         grpc = frozenset(code for name, code in _GRPC_CONDITIONS.items() if name in conditions)
-        return cls(retry.attempts, retry.per_try_timeout or None, frozenset(conditions), frozenset(codes), grpc)
+        return cls(
+            retry.attempts,
+            retry.per_try_timeout or None,
+            frozenset(conditions),
+            frozenset(codes),
+            grpc,
+            retry.backoff or BACKOFF_BASE,
+            retry.retry_ignore_previous_hosts is not False,
+            retry.retry_remote_localities is True,
+        )
 
     @property
     def tries(self) -> int:
@@ -106,9 +120,11 @@ class RetryPolicy:
         return bool(self.conditions & {"5xx", "gateway-error", "reset"})
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
-        """Full-jitter exponential backoff: uniform in [0, (2^n - 1) * 25ms], capped at 250ms."""
-        ceiling = min(((1 << retry_number) - 1) * BACKOFF_BASE, BACKOFF_MAX)
-        return rng.uniform(0.0, max(ceiling, BACKOFF_BASE))
+        """Envoy's full-jitter exponential backoff: uniform in [0, (2^n - 1) * base], capped at 10 * base (base:
+        `retries.backoff`, else 25ms)."""
+        base = self.backoff_base
+        ceiling = min(((1 << retry_number) - 1) * base, 10 * base)
+        return rng.uniform(0.0, max(ceiling, base))
 
 
 NO_RETRIES = RetryPolicy(0, None, frozenset(), frozenset())

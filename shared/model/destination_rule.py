@@ -371,12 +371,23 @@ class PortTrafficPolicy(Spec):
     tls: ClientTLSSettings | None = None
 
 
+class RetryBudget(Spec):
+    """Istio's `trafficPolicy.retryBudget` (Envoy's circuit breaker retry budget): retries in flight to the
+    destination are limited to `percent` of its requests in flight, never below `minRetryConcurrency`; it
+    replaces `http.maxRetries`."""
+
+    percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    min_retry_concurrency: Annotated[int, Field(ge=0)] = 3
+
+
 class TrafficPolicy(Spec):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+    retry_budget: RetryBudget | None = None
+    """Not per port (as in Istio): a port-level entry keeps the policy's budget."""
 
 
 class Subset(Spec):

@@ -113,6 +113,21 @@ class HTTPRetry(Spec):
     attempts: Annotated[int, Field(ge=0)] = 2
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
+    backoff: Duration | None = None
+    """The base interval of the exponential backoff between tries (Envoy's default 25 ms; the cap is 10 times
+    it)."""
+    retry_ignore_previous_hosts: bool | None = None
+    """Retries pick an endpoint not tried yet when there is one (unset: true, as in Istio)."""
+    retry_remote_localities: bool | None = None
+    """Retries leave out the locality groups (priorities) already tried while another has endpoints (Envoy's
+    previous_priorities); unset: false."""
+
+    @field_validator("backoff")
+    @classmethod
+    def _backoff(cls, value: float | None) -> float | None:
+        if value is not None and value < 0.001:
+            raise ValueError("backoff must be at least 1ms")
+        return value
 
 
 class Delay(Spec):

@@ -15,6 +15,7 @@ port-level entry for the cluster's port replaces all four components (loadBalanc
 outlierDetection, tls; what it leaves out falls back to defaults, not to the top level, as Istio's docs
 say); then the subset's policy overrides component by component; then the subset's own port-level entry
 for the port, if any, replaces all four again. The proxy gets the result without port-level settings.
+`retryBudget` is not per port: the subset's, else the top-level one.
 A subset that no DestinationRule defines gives a cluster without endpoints (and a log line).
 
 An instance whose sidecar fronts several app ports (Meta `isthmus-extra-ports`) is reached, in the cluster
@@ -146,6 +147,9 @@ def traffic_policy(rule: DestinationRule | None, port: int, subset: str | None) 
             if level.port.number == port:
                 merged = {name: getattr(level, name) for name in _POLICY_FIELDS}
                 break
+    # The retry budget is not per port: the subset's, else the top-level one, whatever port-level entry applies.
+    own_budget = chosen.traffic_policy.retry_budget if chosen is not None and chosen.traffic_policy else None
+    merged["retry_budget"] = own_budget or (top.retry_budget if top is not None else None)
     if all(value is None for value in merged.values()):
         return None
     return TrafficPolicy.model_validate(merged)

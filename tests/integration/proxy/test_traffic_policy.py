@@ -202,3 +202,48 @@ async def test_endpoint_weights_share_traffic_through_a_sidecar(make_app: Any, m
         for _ in range(8):
             assert (await call(session, sidecar))[0] == 200
     assert (len(heavy.seen), len(light.seen)) == (6, 2)
+
+
+async def test_a_retry_budget_replaces_max_retries(make_app: Any, make_sidecar: Any, bus: Any) -> None:
+    """maxRetries 0 alone turns retries off (above); a retryBudget, whose floor allows a retry, turns them on."""
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+    retries = {"retries": {"attempts": 3, "retryOn": "5xx"}}
+    pool = {"loadBalancer": {"simple": "ROUND_ROBIN"}, "connectionPool": {"http": {"maxRetries": 0}}}
+    budget = {**pool, "retryBudget": {"percent": 20, "minRetryConcurrency": 1}}
+    await apply(bus, config(sidecar, [broken.port, healthy.port], budget, retries))
+    async with aiohttp.ClientSession() as session:
+        assert [(await call(session, sidecar))[0] for _ in range(4)] == [200, 200, 200, 200]
+    none = {**pool, "retryBudget": {"percent": 0, "minRetryConcurrency": 0}}
+    await apply(bus, config(sidecar, [broken.port, healthy.port], none, retries))
+    async with aiohttp.ClientSession() as session:
+        assert sorted([(await call(session, sidecar))[0] for _ in range(4)]) == [200, 200, 503, 503]
+
+
+async def test_retries_go_back_to_the_same_endpoint_when_previous_hosts_are_not_ignored(
+    make_app: Any, make_sidecar: Any, bus: Any
+) -> None:
+    """Consistent hashing sends a user's every try to its home endpoint; by default a retry leaves the endpoint
+    already tried, with retryIgnorePreviousHosts false it does not."""
+    broken = await make_app("broken")
+    broken.fail_with = 503
+    healthy = await make_app("healthy")
+    sidecar = await make_sidecar("web", 1)
+    policy = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}
+    users = [f"user-{i}" for i in range(12)]
+
+    async def statuses(retries: dict[str, Any]) -> dict[str, int]:
+        await apply(bus, config(sidecar, [broken.port, healthy.port], policy, {"retries": retries}))
+        async with aiohttp.ClientSession() as session:
+            return {user: (await call(session, sidecar, headers={"x-user": user}))[0] for user in users}
+
+    assert set((await statuses({"attempts": 2, "retryOn": "5xx"})).values()) == {200}
+    homed_on_broken = len({seen["headers"]["x-user"] for seen in broken.seen})
+    assert 0 < homed_on_broken < len(users)
+    broken.seen.clear()
+    same = await statuses({"attempts": 2, "retryOn": "5xx", "retryIgnorePreviousHosts": False})
+    failed = [user for user, status in same.items() if status == 503]
+    assert len(failed) == homed_on_broken  # each of them tried its home three times
+    assert sorted(seen["headers"]["x-user"] for seen in broken.seen) == sorted(failed * 3)

@@ -87,3 +87,26 @@ def test_no_rule_no_policy() -> None:
     snap = snapshot(CATALOG, "")
     config = generate(snap, proxy_of(snap, "frontend-10.0.0.1"), TD, ROOT)
     assert all(c.traffic_policy is None for c in config.clusters)
+
+
+def test_the_retry_budget_is_kept_through_port_level_entries_and_a_subset_may_set_its_own() -> None:
+    rule = RULE.replace(
+        "    outlierDetection: {consecutive5xxErrors: 3}\n",
+        "    outlierDetection: {consecutive5xxErrors: 3}\n    retryBudget: {percent: 10}\n",
+    ).replace(
+        "      loadBalancer: {simple: RANDOM}\n",
+        "      loadBalancer: {simple: RANDOM}\n      retryBudget: {percent: 50, minRetryConcurrency: 1}\n",
+    )
+    snap = snapshot(CATALOG, rule)
+    config = generate(snap, proxy_of(snap, "frontend-10.0.0.1"), TD, ROOT)
+    budgets = {
+        c.name: (c.traffic_policy.retry_budget.percent, c.traffic_policy.retry_budget.min_retry_concurrency)
+        for c in config.clusters
+        if c.traffic_policy is not None and c.traffic_policy.retry_budget is not None
+    }
+    assert budgets == {
+        "outbound|80||reviews": (10.0, 3),
+        "outbound|80|v1|reviews": (10.0, 3),  # the top-level budget under the subset's own policy
+        "outbound|9080|v1|reviews": (10.0, 3),  # and under the top-level port-level entry
+        "outbound|80|v2|reviews": (50.0, 1),  # the subset's own, under its port-level entry
+    }

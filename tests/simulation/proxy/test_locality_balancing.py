@@ -160,3 +160,18 @@ def test_locality_patterns_match_as_in_istio(pattern: str, locality: str, expect
 def test_bad_locality_settings_are_refused_with_the_reason(setting: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         LoadBalancerSettings.model_validate({"localityLbSetting": setting})
+
+
+def test_a_retry_with_remote_localities_leaves_the_tried_priority_for_the_next() -> None:
+    """retryRemoteLocalities: the priority of the endpoints tried so far is left out while another has
+    endpoints; without it a retry stays in the caller's subzone (another endpoint there)."""
+    runtime = _runtime(_cluster({"outlierDetection": OUTLIER}), FakeClock())
+    tried = {("10.0.0.1", 9080)}
+    same_place = Counter(runtime.pick(exclude=tried).address for _ in range(500))
+    assert same_place == Counter({"10.0.0.2": 500})
+    remote = Counter(runtime.pick(exclude=tried, tried_localities=tried).address for _ in range(500))
+    assert set(remote) == {"10.0.0.3"}  # the next priority: same zone, another subzone
+    further = {("10.0.0.1", 9080), ("10.0.0.3", 9080)}
+    assert {runtime.pick(exclude=further, tried_localities=further).address for _ in range(200)} == {"10.0.0.4"}
+    everywhere = {(address, 9080) for address in LOCALITIES}
+    assert {runtime.pick(tried_localities=everywhere).address for _ in range(200)} <= {"10.0.0.1", "10.0.0.2"}

@@ -6,7 +6,7 @@ import pytest
 
 from services.proxy.circuit_breaker import UNLIMITED, CircuitBreaker, Limits
 from services.proxy.errors import UpstreamOverflow
-from shared.model.destination_rule import ConnectionPoolSettings
+from shared.model.destination_rule import ConnectionPoolSettings, RetryBudget
 
 
 def _limits(raw: dict[str, object] | None) -> Limits:
@@ -58,3 +58,25 @@ def test_release_never_goes_negative() -> None:
     breaker.release()
     breaker.end_retry()
     assert (breaker.active, breaker.retries) == (0, 0)
+
+
+def test_a_retry_budget_is_a_share_of_the_attempts_in_flight_with_a_floor_and_replaces_max_retries() -> None:
+    pool = ConnectionPoolSettings.model_validate({"http": {"maxRetries": 0}})
+    breaker = CircuitBreaker(
+        "c", Limits.of(pool, RetryBudget.model_validate({"percent": 25, "minRetryConcurrency": 2}))
+    )
+    assert breaker.retry_limit() == 2  # nothing in flight: the floor (maxRetries 0 no longer counts)
+    for _ in range(20):
+        breaker.admit()
+    assert breaker.retry_limit() == 5  # 25 % of 20 attempts in flight
+    for _ in range(5):
+        assert breaker.begin_retry()
+    assert breaker.retries_full() and not breaker.begin_retry()
+    for _ in range(12):
+        breaker.release()
+    assert breaker.retry_limit() == 2 and breaker.retries_full()
+
+
+def test_istio_defaults_for_an_empty_retry_budget() -> None:
+    limits = Limits.of(None, RetryBudget.model_validate({}))
+    assert limits.retry_budget == (20.0, 3)

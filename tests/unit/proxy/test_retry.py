@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.proxy.retry import BACKOFF_MAX, NO_RETRIES, RetryPolicy
+from services.proxy.retry import BACKOFF_BASE, NO_RETRIES, RetryPolicy
 from services.proxy.snapshot import ConfigSnapshot
 from shared.model.proxy_config import ProxyConfig
 from shared.model.virtual_service import HTTPRetry
@@ -43,7 +43,29 @@ def test_backoff_is_bounded() -> None:
     rng = random.Random(9)
     for retry_number in range(1, 8):
         for _ in range(50):
-            assert 0.0 <= policy.backoff(retry_number, rng) <= BACKOFF_MAX
+            assert 0.0 <= policy.backoff(retry_number, rng) <= 10 * BACKOFF_BASE
+
+
+def test_a_backoff_sets_the_base_interval_and_the_cap_is_ten_times_it() -> None:
+    policy = RetryPolicy.of(HTTPRetry.model_validate({"attempts": 5, "retryOn": "5xx", "backoff": "100ms"}))
+    rng = random.Random(3)
+    first = [policy.backoff(1, rng) for _ in range(200)]
+    late = [policy.backoff(7, rng) for _ in range(200)]
+    assert max(first) <= 0.1 and max(first) > 0.05  # the first retry waits up to one base interval
+    assert max(late) <= 1.0 and max(late) > 0.5  # capped at 10 x 100ms, not at Envoy's default 250ms
+
+
+def test_host_and_locality_flags_default_as_in_istio() -> None:
+    default = RetryPolicy.of(HTTPRetry(attempts=2))
+    assert default.ignore_previous_hosts and not default.remote_localities and default.backoff_base == BACKOFF_BASE
+    flags = {"attempts": 2, "retryIgnorePreviousHosts": False, "retryRemoteLocalities": True}
+    chosen = RetryPolicy.of(HTTPRetry.model_validate(flags))
+    assert not chosen.ignore_previous_hosts and chosen.remote_localities
+
+
+def test_a_backoff_under_one_millisecond_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1ms"):
+        HTTPRetry.model_validate({"attempts": 2, "backoff": "500us"})
 
 
 def test_config_with_unknown_condition_is_rejected() -> None:
