@@ -3,7 +3,8 @@
 Envoy's CORS filter as Istio configures it: a preflight (OPTIONS with Origin and
 Access-Control-Request-Method) from an allowed origin is answered by the proxy with 200 and the
 Access-Control-Allow-* headers, never reaching the app; a preflight from another origin is forwarded
-like any request (Istio's default `unmatchedPreflights: FORWARD`). Other requests from an allowed origin
+like any request (Istio's default `unmatchedPreflights: FORWARD`), or with `IGNORE` answered 200 by the proxy
+without any CORS header (Envoy's `forward_not_matching_preflights: false`). Other requests from an allowed origin
 go upstream, and the response gets Access-Control-Allow-Origin (the request's origin, or `*` when the
 policy allows every origin without credentials), Access-Control-Allow-Credentials and
 Access-Control-Expose-Headers. Origins are matched with StringMatch (exact, prefix, regex);
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.model.string_match import StringMatch
-from shared.model.virtual_service import CorsPolicy
+from shared.model.virtual_service import CorsPolicy, UnmatchedPreflights
 
 ORIGIN = "origin"
 REQUEST_METHOD = "access-control-request-method"
@@ -37,6 +38,7 @@ class CompiledCors:
     response_headers: tuple[tuple[str, str], ...]
     """Headers added to an actual response other than Allow-Origin."""
     credentials: bool
+    forward_unmatched: bool = True
 
     @classmethod
     def of(cls, policy: CorsPolicy | None) -> CompiledCors | None:
@@ -62,6 +64,7 @@ class CompiledCors:
             preflight_headers=tuple(preflight),
             response_headers=tuple(response),
             credentials=credentials,
+            forward_unmatched=policy.unmatched_preflights != UnmatchedPreflights.IGNORE,
         )
 
     def allowed(self, origin: str | None) -> bool:
@@ -73,11 +76,13 @@ class CompiledCors:
         return "*" if self.any_origin and not self.credentials else origin
 
     def preflight(self, method: str, headers: Mapping[str, str]) -> list[tuple[str, str]] | None:
-        """The headers of the proxy's own answer to an allowed preflight; None: not one, forward it."""
+        """The headers of the proxy's own answer to a preflight (none for an unmatched one under IGNORE);
+        None: not a preflight, or an unmatched one to forward."""
         origin = headers.get(ORIGIN)
-        if method != "OPTIONS" or not headers.get(REQUEST_METHOD) or not self.allowed(origin):
+        if method != "OPTIONS" or not origin or not headers.get(REQUEST_METHOD):
             return None
-        assert origin is not None, "allowed() refuses a missing origin"
+        if not self.allowed(origin):
+            return None if self.forward_unmatched else []
         return [(ALLOW_ORIGIN, self._allow_origin(origin)), *self.preflight_headers]
 
     def actual(self, origin: str | None) -> list[tuple[str, str]]:

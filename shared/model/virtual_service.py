@@ -230,6 +230,12 @@ class HTTPDirectResponse(Spec):
     body: HTTPBody | None = None
 
 
+class UnmatchedPreflights(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    FORWARD = "FORWARD"
+    IGNORE = "IGNORE"
+
+
 class CorsPolicy(Spec):
     """Preflights from an allowed origin are answered by the proxy; other requests get the CORS headers added."""
 
@@ -239,6 +245,9 @@ class CorsPolicy(Spec):
     expose_headers: list[str] = Field(default_factory=list)
     max_age: Duration | None = None
     allow_credentials: bool | None = None
+    unmatched_preflights: UnmatchedPreflights | None = None
+    """A preflight from an origin not allowed: FORWARD (unset, UNSPECIFIED) goes upstream like any request;
+    IGNORE is answered 200 by the proxy without CORS headers, so the browser refuses the actual request."""
 
 
 class HTTPMirrorPolicy(Spec):

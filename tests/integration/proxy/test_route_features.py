@@ -92,6 +92,11 @@ async def test_cors_preflight_is_answered_and_responses_get_cors_headers(
         async with session.options(url(sidecar, "/items"), headers=other) as reply:
             assert reply.status == 200 and "Access-Control-Allow-Origin" not in reply.headers
         assert len(app.seen) == 1  # an unmatched preflight is forwarded
+        ignoring = {**cors, "unmatchedPreflights": "IGNORE"}
+        await apply(bus, config(sidecar, [{"route": [{"cluster": MAIN}], "corsPolicy": ignoring}], app.port))
+        async with session.options(url(sidecar, "/items"), headers=other) as reply:
+            assert reply.status == 200 and "Access-Control-Allow-Origin" not in reply.headers
+        assert len(app.seen) == 1  # under IGNORE the proxy answers it
         async with session.get(
             url(sidecar, "/items"), headers={"Host": "catalog", "Origin": "https://shop.a"}
         ) as reply:

@@ -64,3 +64,12 @@ def test_star_origin_answers_star_without_credentials() -> None:
     with_credentials = _cors({"allowOrigins": [{"exact": "*"}], "allowCredentials": True})
     assert dict(with_credentials.actual("https://any.where"))["Access-Control-Allow-Origin"] == "https://any.where"
     assert CompiledCors.of(None) is None
+
+
+def test_unmatched_preflights_ignore_is_answered_without_cors_headers() -> None:
+    ignore = _cors({**POLICY, "unmatchedPreflights": "IGNORE"})
+    assert ignore.preflight("OPTIONS", {**PREFLIGHT, "origin": "https://evil.example"}) == []
+    assert dict(ignore.preflight("OPTIONS", PREFLIGHT) or [])["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert ignore.preflight("OPTIONS", {"origin": "https://evil.example"}) is None  # not a preflight
+    forward = _cors({**POLICY, "unmatchedPreflights": "FORWARD"})
+    assert forward.preflight("OPTIONS", {**PREFLIGHT, "origin": "https://evil.example"}) is None
