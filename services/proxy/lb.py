@@ -268,6 +268,8 @@ class HashKeySource:
     cookie_path: str | None = None
     cookie_ttl: float | None = None
     """Set: a request without the cookie gets one generated (Set-Cookie on its response)."""
+    cookie_attributes: tuple[str, ...] = ()
+    """`name=value` (or `name`) attributes added to a generated cookie."""
     source_ip: bool = False
     query_parameter: str | None = None
 
@@ -281,6 +283,10 @@ class HashKeySource:
             cookie=spec.http_cookie.name if spec.http_cookie else None,
             cookie_path=spec.http_cookie.path if spec.http_cookie else None,
             cookie_ttl=spec.http_cookie.ttl if spec.http_cookie else None,
+            cookie_attributes=tuple(
+                attribute.name if attribute.value is None else f"{attribute.name}={attribute.value}"
+                for attribute in (spec.http_cookie.attributes if spec.http_cookie else ())
+            ),
             source_ip=bool(spec.use_source_ip),
             query_parameter=spec.http_query_parameter_name,
         )
@@ -310,6 +316,7 @@ class HashKeySource:
         if self.cookie_ttl > 0:
             attributes.append(f"Max-Age={int(self.cookie_ttl)}")
         attributes.append("HttpOnly")
+        attributes.extend(self.cookie_attributes)
         return hash64(value), "; ".join(attributes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -22,10 +23,36 @@ class SimpleLB(StrEnum):
     PASSTHROUGH = "PASSTHROUGH"
 
 
+_COOKIE_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class CookieAttribute(Spec):
+    """A further attribute of a generated affinity cookie (`SameSite=Strict`, `Secure`)."""
+
+    name: str
+    value: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _COOKIE_TOKEN.match(value):
+            raise ValueError(f"cookie attribute name {value!r} must be a token (letters, digits, !#$%&'*+-.^_`|~)")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str | None) -> str | None:
+        if value is not None and any(char in value for char in ";\r\n"):
+            raise ValueError(f"cookie attribute value {value!r} cannot hold ';' or a line break")
+        return value
+
+
 class HTTPCookie(Spec):
     name: str
     path: str | None = None
     ttl: Duration | None = None
+    attributes: list[CookieAttribute] = Field(default_factory=list)
+    """Added to the Set-Cookie of a generated cookie, after Path, Max-Age and HttpOnly."""
 
 
 class RingHash(Spec):

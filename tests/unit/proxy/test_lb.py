@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+from pydantic import ValidationError
+
 from services.proxy.lb import (
     HashKeySource,
     LeastRequestPicker,
@@ -98,6 +101,23 @@ def test_cookie_with_ttl_is_generated_when_missing() -> None:
     session_cookie = session.new_cookie(random.Random(1))
     assert session_cookie is not None and "Max-Age" not in session_cookie[1]
     assert read_only.new_cookie(random.Random(1)) is None
+
+
+def test_a_generated_cookie_carries_the_configured_attributes() -> None:
+    cookie = {"name": "sid", "ttl": "60s", "attributes": [{"name": "SameSite", "value": "Strict"}, {"name": "Secure"}]}
+    source = HashKeySource.of(_lb({"consistentHash": {"httpCookie": cookie}}))
+    assert source is not None
+    generated = source.new_cookie(random.Random(1))
+    assert generated is not None and generated[1].endswith("; Max-Age=60; HttpOnly; SameSite=Strict; Secure")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "problem"),
+    [({"name": "Same Site"}, "must be a token"), ({"name": "Domain", "value": "a; Secure"}, "cannot hold ';'")],
+)
+def test_cookie_attributes_that_would_break_the_header_are_refused(attribute: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        _lb({"consistentHash": {"httpCookie": {"name": "sid", "attributes": [attribute]}}})
 
 
 def test_ring_size_forms() -> None:
