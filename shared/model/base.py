@@ -59,6 +59,18 @@ Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(for
 """Seconds as float inside the model; serialized back as Istio duration text."""
 
 
+def refused(message: str) -> Any:
+    """A field Isthmus parses only to refuse: any value given is an error with `message` (and the field's path),
+    rather than pydantic's bare "extra inputs are not permitted". Use as `Annotated[Any, refused("...")] = None`."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
 def _check_percent(value: float) -> float:
     if not 0.0 <= value <= 100.0:
         raise ValueError("a percentage must be between 0 and 100")

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from shared.model.base import LabelSelector, Spec
+from shared.model.base import LabelSelector, Spec, refused
 from shared.model.destination_rule import ConnectionPoolSettings
 from shared.model.service_entry import PortNumber, PortProtocol, port_protocol
 
@@ -88,35 +88,21 @@ def check_egress_host(value: str) -> str:
 EgressHost = Annotated[str, AfterValidator(check_egress_host)]
 
 
+_NO_OUTBOUND_BIND = "bind is not supported: the sidecar's outbound listener address is set by its flags"
+_NO_INBOUND_BIND = "bind is not supported: the sidecar's inbound listener address is set by its flags"
+
+
 class IstioEgressListener(Spec):
     hosts: Annotated[list[EgressHost], Field(min_length=1)]
-    port: Any = None
-    bind: Any = None
-    capture_mode: Any = None
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "port is not supported: the sidecar has no per-port outbound listeners; one egress listener "
-                "without port covers every port of its hosts"
-            )
-        return value
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("bind is not supported: the sidecar's outbound listener address is set by its flags")
-        return value
-
-    @field_validator("capture_mode")
-    @classmethod
-    def _capture_mode(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(NO_CAPTURE)
-        return value
+    port: Annotated[
+        Any,
+        refused(
+            "port is not supported: the sidecar has no per-port outbound listeners; one egress listener "
+            "without port covers every port of its hosts"
+        ),
+    ] = None
+    bind: Annotated[Any, refused(_NO_OUTBOUND_BIND)] = None
+    capture_mode: Annotated[Any, refused(NO_CAPTURE)] = None
 
 
 LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "[::1]": "::1"}
@@ -201,52 +187,27 @@ class SidecarPort(Spec):
     protocol: PortProtocol | None = None
     """Informational: what the port speaks is what the sidecar declares (`--protocol`, `--extra-port`)."""
     name: str | None = None
-    target_port: Any = None
+    target_port: Annotated[Any, refused("targetPort is not supported on an ingress port: give defaultEndpoint")] = None
 
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, value: Any) -> Any:
         return port_protocol(value)
 
-    @field_validator("target_port")
-    @classmethod
-    def _target_port(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("targetPort is not supported on an ingress port: give defaultEndpoint")
-        return value
-
 
 class IstioIngressListener(Spec):
     port: SidecarPort
     default_endpoint: Annotated[str, AfterValidator(check_default_endpoint)] | None = None
     connection_pool: InboundPool | None = None
-    bind: Any = None
-    capture_mode: Any = None
-    tls: Any = None
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("bind is not supported: the sidecar's inbound listener address is set by its flags")
-        return value
-
-    @field_validator("capture_mode")
-    @classmethod
-    def _capture_mode(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(NO_CAPTURE)
-        return value
-
-    @field_validator("tls")
-    @classmethod
-    def _tls(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "tls is not supported: the sidecar's inbound TLS is the mesh's mTLS (PeerAuthentication); "
-                "terminate other TLS at a Gateway"
-            )
-        return value
+    bind: Annotated[Any, refused(_NO_INBOUND_BIND)] = None
+    capture_mode: Annotated[Any, refused(NO_CAPTURE)] = None
+    tls: Annotated[
+        Any,
+        refused(
+            "tls is not supported: the sidecar's inbound TLS is the mesh's mTLS (PeerAuthentication); "
+            "terminate other TLS at a Gateway"
+        ),
+    ] = None
 
 
 class OutboundTrafficPolicyMode(StrEnum):

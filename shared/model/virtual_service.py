@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.model.base import Duration, Percent, Spec
+from shared.model.base import Duration, Percent, Spec, refused
 from shared.model.export_to import ExportTo
 from shared.model.string_match import StringMatch
 
@@ -353,18 +353,14 @@ class L4MatchAttributes(Spec):
     source_namespace: Annotated[str, Field(min_length=1)] | None = None
     gateways: list[str] = Field(default_factory=list)
     """As on an http match block: when set, the block applies only to these gateways (`mesh`: the sidecars)."""
-    destination_subnets: Any = None
-
-    @field_validator("destination_subnets")
-    @classmethod
-    def _destination_subnets(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                "destinationSubnets is not supported: Isthmus does not capture traffic, so a connection has no "
-                "original destination address; a sidecar's TCP listener stands for one declared upstream "
-                "(name:port): match on `port`, or route each upstream by its own VirtualService"
-            )
-        return value
+    destination_subnets: Annotated[
+        Any,
+        refused(
+            "destinationSubnets is not supported: Isthmus does not capture traffic, so a connection has no "
+            "original destination address; a sidecar's TCP listener stands for one declared upstream "
+            "(name:port): match on `port`, or route each upstream by its own VirtualService"
+        ),
+    ] = None
 
 
 class TLSMatchAttributes(Spec):

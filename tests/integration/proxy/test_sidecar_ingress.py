@@ -8,7 +8,6 @@ inbound config is what pilot generates from a Sidecar (its part is covered by th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from services.local.processes import free_port
 from services.proxy.sidecar import Sidecar
 from shared.model.proxy_config import ProxyConfig
+from tests.integration.proxy.test_http2_connections import eventually
 from tests.integration.proxy.test_mesh_path import outbound_config, outbound_url
 
 pytestmark = pytest.mark.integration
@@ -35,12 +35,11 @@ def server_config(server: Sidecar, **inbound: Any) -> ProxyConfig:
     ).versioned()
 
 
-async def eventually(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def call_slow(session: aiohttp.ClientSession, caller: Sidecar) -> int:
+    """A request the app holds until its `hold` is set; the answer's status."""
+    async with session.get(outbound_url(caller, "/slow"), headers={"Host": "reviews"}) as reply:
+        await reply.read()
+        return reply.status
 
 
 async def connected(make_sidecar: Any, bus: Any, app_port: int, **inbound: Any) -> tuple[Sidecar, Sidecar]:
@@ -91,13 +90,7 @@ async def test_the_inbound_pool_queues_within_max_connections_and_pending_and_re
     caller, server = await connected(make_sidecar, bus, app.port, connectionPool=pool)
     stats = server._inbound.stats
     async with aiohttp.ClientSession() as session:
-
-        async def call() -> int:
-            async with session.get(outbound_url(caller, "/slow"), headers={"Host": "reviews"}) as reply:
-                await reply.read()
-                return reply.status
-
-        calls = [asyncio.create_task(call()) for _ in range(3)]
+        calls = [asyncio.create_task(call_slow(session, caller)) for _ in range(3)]
         await eventually(lambda: stats.app_overflow == 1 and len(app.seen) == 1, "one call at the app, one refused")
         assert len(app.seen) == 1  # the pending one waits for the connection the first holds
         app.hold.set()
@@ -113,13 +106,7 @@ async def test_without_limits_the_same_calls_all_reach_the_app_at_once(
     app = await make_app("reviews")
     caller, server = await connected(make_sidecar, bus, app.port)
     async with aiohttp.ClientSession() as session:
-
-        async def call() -> int:
-            async with session.get(outbound_url(caller, "/slow"), headers={"Host": "reviews"}) as reply:
-                await reply.read()
-                return reply.status
-
-        calls = [asyncio.create_task(call()) for _ in range(3)]
+        calls = [asyncio.create_task(call_slow(session, caller)) for _ in range(3)]
         await eventually(lambda: len(app.seen) == 3, "three calls at the app")
         app.hold.set()
         async with asyncio.timeout(20):
