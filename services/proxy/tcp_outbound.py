@@ -25,6 +25,7 @@ import random
 import ssl
 from collections.abc import Callable, Mapping
 
+from services.proxy import proxy_protocol
 from services.proxy.balancer import ClusterRuntime, ClusterRuntimes, Lease
 from services.proxy.errors import NoHealthyUpstream, NotReady, ProxyError, UpstreamConnectFailure, UpstreamOverflow
 from services.proxy.keepalive import apply_to_transport
@@ -164,7 +165,7 @@ class TcpOutbound:
                 cluster = self._cluster(snapshot.config, pick(snapshot.config))
                 runtime = self._runtimes.get(cluster)
                 lease = self._admit(runtime, remote)
-                stream = await self._connect(runtime, lease.endpoint)
+                stream = await self._connect(runtime, lease.endpoint, writer)
                 stream, callee = await self._exchange(stream, lease.endpoint)
             except ProxyError as err:
                 log.info("TCP %s refused (%s): %s", name, err.flag, err.message)
@@ -194,8 +195,12 @@ class TcpOutbound:
         source_ip = remote[0] if isinstance(remote, tuple) and remote else None
         return Lease.take(runtime, runtime.hash_key({}, source_ip, ""), frozenset())
 
-    async def _connect(self, runtime: ClusterRuntime, endpoint: Endpoint) -> ByteStream:
-        """A connected (and for a meshed endpoint, mutually authenticated) stream; UpstreamConnectFailure else."""
+    async def _connect(
+        self, runtime: ClusterRuntime, endpoint: Endpoint, downstream: asyncio.StreamWriter
+    ) -> ByteStream:
+        """A connected (and for a meshed endpoint, mutually authenticated) stream; UpstreamConnectFailure else.
+        An endpoint outside the mesh gets the cluster's PROXY header first (proxy_protocol.py), naming the
+        `downstream` connection's ends."""
         try:
             async with asyncio.timeout(runtime.pool.connect_timeout):
                 reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
@@ -203,6 +208,10 @@ class TcpOutbound:
         except (OSError, TimeoutError) as err:
             runtime.report(endpoint, None)
             raise UpstreamConnectFailure(f"connect to {_host(endpoint)} failed: {err or 'timeout'}") from err
+        policy = runtime.config.traffic_policy
+        if endpoint.identity is None and policy is not None and policy.proxy_protocol is not None:
+            peer, ours = downstream.get_extra_info("peername"), downstream.get_extra_info("sockname")
+            writer.write(proxy_protocol.header(policy.proxy_protocol.version, peer, ours))
         if endpoint.identity is None:
             if runtime.pool.origination is not None:
                 return await self._originate(runtime, endpoint, runtime.pool.origination, reader, writer)

@@ -407,6 +407,19 @@ class RetryBudget(Spec):
     min_retry_concurrency: Annotated[int, Field(ge=0)] = 3
 
 
+class ProxyProtocolVersion(StrEnum):
+    V1 = "V1"
+    V2 = "V2"
+
+
+class ProxyProtocol(Spec):
+    """Istio's `trafficPolicy.proxyProtocol`: connections relayed as TCP to the destination's endpoints outside
+    the mesh start with a PROXY header (HAProxy's protocol) naming the caller's address and the one it
+    connected to."""
+
+    version: ProxyProtocolVersion = ProxyProtocolVersion.V1
+
+
 class TrafficPolicy(Spec):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
@@ -415,6 +428,8 @@ class TrafficPolicy(Spec):
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
     retry_budget: RetryBudget | None = None
     """Not per port (as in Istio): a port-level entry keeps the policy's budget."""
+    proxy_protocol: ProxyProtocol | None = None
+    """Not per port either (as in Istio)."""
 
 
 class Subset(Spec):

@@ -15,7 +15,7 @@ port-level entry for the cluster's port replaces all four components (loadBalanc
 outlierDetection, tls; what it leaves out falls back to defaults, not to the top level, as Istio's docs
 say); then the subset's policy overrides component by component; then the subset's own port-level entry
 for the port, if any, replaces all four again. The proxy gets the result without port-level settings.
-`retryBudget` is not per port: the subset's, else the top-level one.
+`retryBudget` and `proxyProtocol` are not per port: the subset's, else the top-level one.
 A subset that no DestinationRule defines gives a cluster without endpoints (and a log line).
 
 An instance whose sidecar fronts several app ports (Meta `isthmus-extra-ports`) is reached, in the cluster
@@ -55,6 +55,8 @@ from shared.model.proxy_config import Cluster, Endpoint
 log = logging.getLogger(__name__)
 
 _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+_WHOLE_POLICY_FIELDS = ("retry_budget", "proxy_protocol")
+"""Fields port-level settings do not have (Istio's PortTrafficPolicy)."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,12 @@ def traffic_policy(rule: DestinationRule | None, port: int, subset: str | None) 
             if level.port.number == port:
                 merged = {name: getattr(level, name) for name in _POLICY_FIELDS}
                 break
-    # The retry budget is not per port: the subset's, else the top-level one, whatever port-level entry applies.
-    own_budget = chosen.traffic_policy.retry_budget if chosen is not None and chosen.traffic_policy else None
-    merged["retry_budget"] = own_budget or (top.retry_budget if top is not None else None)
+    # Retry budget and PROXY protocol are not per port: the subset's, else the top-level one, whatever
+    # port-level entry applies.
+    subset_policy = chosen.traffic_policy if chosen is not None else None
+    for name in _WHOLE_POLICY_FIELDS:
+        mine = getattr(subset_policy, name) if subset_policy is not None else None
+        merged[name] = mine if mine is not None else (getattr(top, name) if top is not None else None)
     if all(value is None for value in merged.values()):
         return None
     return TrafficPolicy.model_validate(merged)

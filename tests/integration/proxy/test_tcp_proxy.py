@@ -12,10 +12,13 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
+from proxyprotocol.v1 import ProxyProtocolV1
+from proxyprotocol.v2 import ProxyProtocolV2
 
 from services.citadel.ca import CertificateAuthority
 from services.citadel.testing import DirectCaSource
@@ -368,3 +371,40 @@ async def test_a_default_endpoint_sends_the_connections_to_another_port(mesh: Me
         assert (other.connections, mesh.app.connections) == (1, 0)
     finally:
         other.server.close()
+
+
+@pytest.mark.parametrize("version", ["V1", "V2"])
+async def test_proxy_protocol_names_the_caller_to_an_endpoint_outside_the_mesh(mesh: Mesh, version: str) -> None:
+    """trafficPolicy.proxyProtocol: the connection to a plain endpoint starts with a PROXY header whose source
+    is the caller's end of its connection to the sidecar; the bytes after it are the caller's."""
+    received: list[bytes] = []
+
+    async def outside(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read())
+        writer.close()
+
+    server = await asyncio.start_server(outside, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        snapshot = mesh.caller.state.snapshot
+        assert snapshot is not None
+        raw = snapshot.config.model_dump(by_alias=True)
+        raw["clusters"][0]["endpoints"] = [{"address": "127.0.0.1", "port": port}]
+        raw["clusters"][0]["trafficPolicy"] = {"proxyProtocol": {"version": version}}
+        config = ProxyConfig.model_validate(raw).versioned()
+        mesh.caller.state.swap(ConfigSnapshot.build(config, random.Random(1)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", mesh.local_port)
+        caller_port = writer.get_extra_info("sockname")[1]
+        writer.write(b"hello")
+        writer.write_eof()
+        assert await read_all(reader) == b""
+        writer.close()
+        await eventually(lambda: bool(received), 10, "the outside server's bytes")
+    finally:
+        server.close()
+    parser = ProxyProtocolV1() if version == "V1" else ProxyProtocolV2()
+    header_length = received[0].index(b"\r\n") + 2 if version == "V1" else 16 + received[0][15]
+    result = parser.unpack(received[0][:header_length])
+    assert result.proxied and result.source == (IPv4Address("127.0.0.1"), caller_port)
+    assert result.dest == (IPv4Address("127.0.0.1"), mesh.local_port)
+    assert received[0][header_length:] == b"hello"

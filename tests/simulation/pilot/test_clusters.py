@@ -110,3 +110,19 @@ def test_the_retry_budget_is_kept_through_port_level_entries_and_a_subset_may_se
         "outbound|9080|v1|reviews": (10.0, 3),  # and under the top-level port-level entry
         "outbound|80|v2|reviews": (50.0, 1),  # the subset's own, under its port-level entry
     }
+
+
+def test_proxy_protocol_applies_to_every_port_and_subset_of_the_rule() -> None:
+    rule = RULE.replace(
+        "    outlierDetection: {consecutive5xxErrors: 3}\n",
+        "    outlierDetection: {consecutive5xxErrors: 3}\n    proxyProtocol: {version: V2}\n",
+    )
+    snap = snapshot(CATALOG, rule)
+    config = generate(snap, proxy_of(snap, "frontend-10.0.0.1"), TD, ROOT)
+    versions = {
+        c.name: c.traffic_policy.proxy_protocol.version
+        for c in config.clusters
+        if c.traffic_policy is not None and c.traffic_policy.proxy_protocol is not None
+    }
+    reviews = {c.name for c in config.clusters if c.name.endswith("|reviews")}
+    assert set(versions) == reviews and len(reviews) == 4 and set(versions.values()) == {"V2"}
