@@ -292,6 +292,18 @@ async def test_local_replies_are_grpc_statuses(grpc_mesh: Any) -> None:
     assert no_route.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+async def caller_of_http2_app(app_port: int, make_sidecar: Any, bus: Any) -> Sidecar:
+    """A sidecar in front of an app declared http2 and a caller's sidecar configured to reach it; the caller."""
+    server = await make_sidecar("echo", app_port, protocol=PROTOCOL_HTTP2)
+    caller: Sidecar = await make_sidecar("client", 1)
+    await bus.push(inbound_config(server))
+    config = grpc_config(caller, server)
+    await bus.push(config)
+    await bus.ack(caller.proxy_id, config.version)
+    await server.config.applied.wait()
+    return caller
+
+
 async def test_an_http1_caller_reaches_an_http2_app_over_http2(make_sidecar: Any, bus: Any) -> None:
     """HTTP/1.1 from the app, HTTP/2 between the sidecars and to the app behind them (declared http2)."""
     seen: list[str] = []
@@ -303,13 +315,7 @@ async def test_an_http1_caller_reaches_an_http2_app_over_http2(make_sidecar: Any
 
     app = await start_listener("app", handle, "127.0.0.1", 0, pass_through=True)
     try:
-        server = await make_sidecar("echo", app.port, protocol=PROTOCOL_HTTP2)
-        caller = await make_sidecar("client", 1)
-        await bus.push(inbound_config(server))
-        config = grpc_config(caller, server)
-        await bus.push(config)
-        await bus.ack(caller.proxy_id, config.version)
-        await server.config.applied.wait()
+        caller = await caller_of_http2_app(app.port, make_sidecar, bus)
         url = f"http://127.0.0.1:{caller.listeners['outbound'].port}/items?id=7"
         async with aiohttp.ClientSession() as session:
             async with session.post(url, data=b"x" * 200_000, headers={"Host": "echo"}) as reply:
@@ -562,13 +568,7 @@ async def test_request_trailers_reach_the_http2_app_through_both_sidecars(make_s
     app = await start_listener("app", handle, "127.0.0.1", 0, pass_through=True)
     client = None
     try:
-        server = await make_sidecar("echo", app.port, protocol=PROTOCOL_HTTP2)
-        caller = await make_sidecar("client", 1)
-        await bus.push(inbound_config(server))
-        config = grpc_config(caller, server)
-        await bus.push(config)
-        await bus.ack(caller.proxy_id, config.version)
-        await server.config.applied.wait()
+        caller = await caller_of_http2_app(app.port, make_sidecar, bus)
         client = H2Pool("127.0.0.1", caller.listeners["outbound"].port, None, 5.0)
         for size in (5, 300_000):
             ending: CIMultiDict[str] = CIMultiDict({"x-checksum": f"sum-{size}"})
