@@ -69,6 +69,8 @@ def new_connection(client_side: bool) -> H2Connection:
     }
     if client_side:
         values[SettingCodes.ENABLE_PUSH] = 0
+    else:  # WebSocket over HTTP/2 (RFC 8441): clients may send an extended CONNECT
+        values[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
     connection.local_settings = Settings(client=client_side, initial_values=values)
     return connection
 

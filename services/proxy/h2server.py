@@ -46,11 +46,31 @@ class Front(Protocol):
 class H2Request:
     """One HTTP/2 stream's request as the filter chain reads it."""
 
-    __slots__ = ("_connection", "_stream", "content", "headers", "method", "raw_path", "scheme", "sent", "version")
+    __slots__ = (
+        "_connection",
+        "_stream",
+        "content",
+        "headers",
+        "method",
+        "raw_path",
+        "scheme",
+        "sent",
+        "version",
+        "websocket",
+    )
 
     def __init__(
-        self, connection: H2ServerProtocol, stream: H2Stream, method: str, path: str, scheme: str, headers: Any
+        self,
+        connection: H2ServerProtocol,
+        stream: H2Stream,
+        method: str,
+        path: str,
+        scheme: str,
+        headers: Any,
+        websocket: bool = False,
     ) -> None:
+        """`websocket`: an extended CONNECT for `:protocol websocket` (RFC 8441), seen by the filter chain as a
+        GET with the HTTP/1.1 upgrade headers; its stream then carries WebSocket frames (h2_websocket.py)."""
         self._connection = connection
         self._stream = stream
         self.method = method
@@ -61,6 +81,19 @@ class H2Request:
         self.content: StreamReader = stream.body
         self.sent = False
         """The response's headers are out (a failure then resets the stream instead of answering 500)."""
+        self.websocket = websocket
+
+    def open_tunnel(self, headers: CIMultiDict[str]) -> None:
+        """Accept an extended CONNECT: 200 and `headers`, the stream left open both ways."""
+        self._connection._send_headers(self, 200, headers, end=False)
+
+    async def send_data(self, data: bytes) -> None:
+        """Bytes on the open stream, within its flow-control windows."""
+        await self._connection.send_body(self._stream, data)
+
+    def end(self) -> None:
+        """End what we send on the stream."""
+        self._connection.end_stream(self._stream)
 
     @property
     def rel_url(self) -> URL:
@@ -216,11 +249,20 @@ class H2ServerProtocol(H2Endpoint):
         method, path = pseudo.get(":method", "GET"), pseudo.get(":path", "/")
         if event.stream_ended is not None:
             stream.body.feed_eof()
-        started.append(H2Request(self, stream, method, path, pseudo.get(":scheme", "http"), regular))
+        protocol = pseudo.get(":protocol")
+        websocket = method == "CONNECT" and protocol is not None and protocol.lower() == "websocket"
+        if websocket:  # RFC 8441: the filter chain sees the HTTP/1.1 upgrade it stands for
+            method = "GET"
+            regular[hdrs.UPGRADE] = "websocket"
+            regular[hdrs.CONNECTION] = "Upgrade"
+        started.append(H2Request(self, stream, method, path, pseudo.get(":scheme", "http"), regular, websocket))
 
     async def _serve(self, request: H2Request) -> None:
         stream = request._stream
         try:
+            if request.method == "CONNECT":  # a tunnel, or an extended CONNECT for a protocol other than websocket
+                await self._reply(request, web.Response(status=501, text="CONNECT is not supported\n"))
+                return
             reply = await self._front.handler(request)
             if type(reply) is not Relayed:
                 await self._reply(request, reply)

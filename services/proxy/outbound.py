@@ -290,7 +290,9 @@ class OutboundHandler:
         headers = routed.headers
         plan = decision.plan
         runtime = forward.runtime
-        if type(request) is not FastRequest and isinstance(request, web.BaseRequest) and is_upgrade(request):
+        if type(request) is not FastRequest and (
+            (isinstance(request, web.BaseRequest) and is_upgrade(request)) or getattr(request, "websocket", False)
+        ):  # an HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT for websocket (RFC 8441)
             return await self._websocket(request, runtime, decision, headers, routed.request_id)
         policy = forward.policy
         mirrors = chosen(plan.mirrors, self._rng) if plan.mirrors else []
@@ -342,12 +344,12 @@ class OutboundHandler:
 
     async def _websocket(
         self,
-        request: web.BaseRequest,
+        request: RequestView,
         runtime: ClusterRuntime,
         decision: Decision,
         headers: CIMultiDict[str],
         request_id: str,
-    ) -> web.StreamResponse:
+    ) -> Reply:
         """One upgraded connection: breaker and endpoint as for a request, no retries, held until it closes."""
         try:
             hash_key = runtime.hash_key(headers, request.remote, decision.path.partition("?")[2])

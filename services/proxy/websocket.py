@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +23,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from services.proxy.errors import ProxyError, UpstreamConnectFailure
-from services.proxy.request_view import RequestView
+from services.proxy.request_view import Relayed, Reply, RequestView
+
+if TYPE_CHECKING:
+    from services.proxy.h2_websocket import H2WebSocket
+    from services.proxy.h2server import H2Request
 
 # Set by the client library for each handshake; the app's own values must not be forwarded.
 _HANDSHAKE_HEADERS = (
@@ -50,15 +55,17 @@ class HandshakeRefused(ProxyError):
 
 
 async def relay(
-    request: web.BaseRequest,
+    request: RequestView,
     session: aiohttp.ClientSession,
     ssl_arg: ssl.SSLContext | bool,
     url: URL,
     headers: CIMultiDict[str],
     handshake_timeout: float | None,
     server_hostname: str | None = None,
-) -> web.WebSocketResponse:
-    """Handshake upstream, accept downstream, relay until closed; raises ProxyError before accepting."""
+) -> Reply:
+    """Handshake upstream, accept downstream, relay until closed; raises ProxyError before accepting. A caller
+    on HTTP/2 (an extended CONNECT, RFC 8441) is accepted with 200 on its stream (h2_websocket.py); any other
+    is aiohttp's request, upgraded with 101."""
     protocols = tuple(
         token.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", [])
@@ -83,15 +90,27 @@ async def relay(
         raise HandshakeRefused(err.status) from err
     except (aiohttp.ClientError, TimeoutError) as err:
         raise UpstreamConnectFailure(f"upstream {url.authority} WebSocket connect error: {err!r}") from err
-    downstream = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (),
-        autoclose=False,
-        autoping=False,
-        compress=False,
-        max_msg_size=0,
-    )
+    downstream: web.WebSocketResponse | H2WebSocket
+    reply: Reply
+    if getattr(request, "websocket", False):
+        from services.proxy.h2_websocket import H2WebSocket  # only HTTP/2 callers need it
+
+        downstream = H2WebSocket(cast("H2Request", request), upstream.protocol)
+        reply = Relayed(200, CIMultiDict(), None, 0)
+    else:
+        downstream = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoclose=False,
+            autoping=False,
+            compress=False,
+            max_msg_size=0,
+        )
+        reply = downstream
     try:
-        await downstream.prepare(request)
+        if isinstance(downstream, web.WebSocketResponse):
+            await downstream.prepare(cast(web.BaseRequest, request))  # any other view is aiohttp's own request
+        else:
+            downstream.prepare()
         up = asyncio.ensure_future(_pump(upstream, downstream))
         down = asyncio.ensure_future(_pump(downstream, upstream))
         try:
@@ -113,15 +132,15 @@ async def relay(
         if not downstream.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await downstream.close()
-    return downstream
+    return reply
 
 
 _GOING_AWAY = int(aiohttp.WSCloseCode.GOING_AWAY)
 
 
 async def _pump(
-    source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
-    sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+    source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse | H2WebSocket,
+    sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse | H2WebSocket,
 ) -> tuple[int, str]:
     """Copy messages until `source` closes; returns the close code and reason to pass on."""
     while True:
