@@ -58,7 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inbound-port", type=int, default=ports.PROXY_INBOUND)
     parser.add_argument("--outbound-port", type=int, default=ports.PROXY_OUTBOUND)
     parser.add_argument("--admin-port", type=int, default=ports.PROXY_ADMIN)
-    parser.add_argument("--health-port", type=int, default=ports.PROXY_HEALTH)
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=ports.PROXY_HEALTH,
+        help="Consul's checks: GET /healthz/ready (the sidecar) and GET /app-health/<app port> (the app, probed "
+        "where the config's Sidecar ingress says it listens)",
+    )
     parser.add_argument("--nats-url", default=_Default(os.environ.get(ports.NATS_URL_ENV, ports.DEFAULT_NATS_URL)))
     parser.add_argument(
         "--consul-addr", default=_Default(os.environ.get(ports.CONSUL_ADDR_ENV, ports.DEFAULT_CONSUL_ADDR))
