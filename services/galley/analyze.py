@@ -18,10 +18,11 @@ ISM0001 and ISM0002 cover `tcp` routes too, and ISM0008 a `tcp` route to a servi
 (analyze_entries.py), whose hosts count as known hosts for ISM0002. ISM0012-ISM0013 are about VirtualService
 delegation (analyze_routes.py), ISM0014-ISM0015 about Sidecars competing for the same workloads and ISM0022
 about ingress listeners on ports their workloads do not front (analyze_sidecars.py), ISM0016 about locality
-failover without outlier detection (analyze_locality.py), ISM0017 about VirtualServices naming a gateway that
-no Gateway defines, ISM0020 about Gateways no gateway proxy serves and ISM0021 about bindings whose hosts no
-server of the Gateway covers (analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only resources some
-caller namespace sees together (`exportTo`): others never compete.
+failover without outlier detection (analyze_locality.py), ISM0023 about a maxRetries a retryBudget overrides
+(analyze_retries.py), ISM0017 about VirtualServices naming a gateway that no Gateway defines, ISM0020 about
+Gateways no gateway proxy serves and ISM0021 about bindings whose hosts no server of the Gateway covers
+(analyze_gateways.py). ISM0006, ISM0007 and ISM0009 count only resources some caller namespace sees together
+(`exportTo`): others never compete.
 
 Hosts compare the way pilot reads them: lower case, a short name qualified with the resource's namespace,
 Kubernetes-style `.svc` / `.svc.cluster.local` suffixes ignored, `<name>.service.consul` meaning the catalog
@@ -53,6 +54,7 @@ from services.galley.analyze_base import (
 from services.galley.analyze_entries import entry_hosts, entry_messages, is_entry_host
 from services.galley.analyze_gateways import gateway_messages, unserved_gateways
 from services.galley.analyze_locality import failover_messages
+from services.galley.analyze_retries import max_retries_messages
 from services.galley.analyze_routes import HTTP, delegate_messages, missing_subsets, zero_weights
 from services.galley.analyze_sidecars import ingress_port_messages, sidecar_messages
 from services.galley.analyze_tcp import tcp_messages
@@ -101,7 +103,7 @@ def analyze_messages(
     sidecars = [r for r in resources if isinstance(r, Sidecar)]
     messages += sidecar_messages(sidecars)
     gateways = [r for r in resources if isinstance(r, Gateway)]
-    messages += failover_messages(rules) + gateway_messages(services, gateways)
+    messages += failover_messages(rules) + max_retries_messages(rules) + gateway_messages(services, gateways)
     if catalog is not None:
         messages += unserved_gateways(gateways, catalog) + ingress_port_messages(sidecars, catalog)
     if not focus:
