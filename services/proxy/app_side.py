@@ -24,7 +24,7 @@ import aiohttp
 
 from services.proxy.circuit_breaker import UNLIMITED, CircuitBreaker, Limits
 from services.proxy.h1client import LeanPool
-from shared.model.proxy_config import AppPort
+from shared.model.proxy_config import AppPort, ProxyConfig
 from shared.model.sidecar import app_address, unix_socket_of
 
 if TYPE_CHECKING:
@@ -72,6 +72,13 @@ class AppCallSettings:
             None if limits == Limits() else limits,
             unix_path,
         )
+
+    @classmethod
+    def current(cls, config: ProxyConfig | None, app_port: int, instance_address: str) -> AppCallSettings:
+        """The settings of `app_port` under `config` (the defaults before any config)."""
+        if config is None:
+            return cls.default(app_port)
+        return cls.of(config.inbound.app_port(app_port), instance_address)
 
     @property
     def max_connections(self) -> int:

@@ -148,7 +148,7 @@ class InboundHandler:
         unrestricted = not (authorizer.custom or authorizer.deny or authorizer.allow or authorizer.audit)
         current = _VersionPolicy(snapshot, jwt, inbound.mode_for_port(self._app_port), unrestricted)
         self._version = current
-        settings = AppCallSettings.of(inbound.app_port(self._app_port), self._instance_address)
+        settings = AppCallSettings.current(snapshot.config, self._app_port, self._instance_address)
         if settings != self._side.settings:
             retired, self._side = self._side, AppSide(settings, self._app_port, self._app_http2)
             retired.retire()

@@ -329,9 +329,7 @@ class Sidecar:
         if s.gateway or (port != s.app_port and all(extra.app_port != port for extra in s.extra_ports)):
             return None
         snapshot = self.state.snapshot
-        entry = snapshot.config.inbound.app_port(port) if snapshot is not None else None
-        settings = AppCallSettings.of(entry, s.address) if entry is not None else AppCallSettings.default(port)
-        return probe(settings)
+        return probe(AppCallSettings.current(snapshot.config if snapshot is not None else None, port, s.address))
 
     async def start(self) -> None:
         s = self.settings

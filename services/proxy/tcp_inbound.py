@@ -179,9 +179,8 @@ class TcpInbound:
     def _app_settings(self) -> AppCallSettings:
         """Where and under which limits to connect to the app: the current config's Sidecar ingress, if any."""
         snapshot = self._state.snapshot
-        if snapshot is None:
-            return AppCallSettings.default(self._app_port)
-        return AppCallSettings.of(snapshot.config.inbound.app_port(self._app_port), self._instance_address)
+        config = snapshot.config if snapshot is not None else None
+        return AppCallSettings.current(config, self._app_port, self._instance_address)
 
     async def _connect_app(self, settings: AppCallSettings) -> ByteStream:
         """A connection to the app, counted in `_active` (the caller uncounts it when it ends)."""
